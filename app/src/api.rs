@@ -1,0 +1,80 @@
+//! Server functions the pages load their data with, and the `Backend` seam
+//! the server implements (the app crate never sees the database).
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::form::MappingForm;
+use crate::model::MappingView;
+use crate::spec::FieldError;
+
+/// A form the browser posted without JavaScript that did not validate: the
+/// server renders the page again with it, and hydration reads it back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PostedForm {
+    pub values: MappingForm,
+    pub errors: Vec<FieldError>,
+}
+
+#[cfg(feature = "ssr")]
+pub mod backend {
+    use std::sync::Arc;
+
+    use crate::model::MappingView;
+
+    /// What the console needs from the server side. Implemented in `server/`.
+    #[async_trait::async_trait]
+    pub trait Backend: Send + Sync + 'static {
+        // Errors cross the seam as text: the page shows them, nothing matches on them.
+        async fn list(&self) -> Result<Vec<MappingView>, String>;
+        async fn get(&self, id: uuid::Uuid) -> Result<Option<MappingView>, String>;
+    }
+
+    #[derive(Clone)]
+    pub struct BackendHandle(pub Arc<dyn Backend>);
+
+    pub fn backend() -> Result<BackendHandle, leptos::prelude::ServerFnError> {
+        leptos::prelude::use_context::<BackendHandle>()
+            .ok_or_else(|| leptos::prelude::ServerFnError::new("the console has no backend in context"))
+    }
+}
+
+#[server(endpoint = "list_mappings")]
+pub async fn list_mappings() -> Result<Vec<MappingView>, ServerFnError> {
+    backend::backend()?.0.list().await.map_err(ServerFnError::new)
+}
+
+#[server(endpoint = "get_mapping")]
+pub async fn get_mapping(id: String) -> Result<Option<MappingView>, ServerFnError> {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return Ok(None);
+    };
+    backend::backend()?.0.get(id).await.map_err(ServerFnError::new)
+}
+
+/// Sets the HTTP status of the page being rendered on the server.
+pub fn set_status(code: u16) {
+    #[cfg(feature = "ssr")]
+    if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
+        if let Ok(s) = http::StatusCode::from_u16(code) {
+            r.set_status(s);
+        }
+    }
+    #[cfg(not(feature = "ssr"))]
+    let _ = code;
+}
+
+/// Current Unix time, in the browser or on the server.
+pub fn now_s() -> i64 {
+    #[cfg(feature = "hydrate")]
+    {
+        (js_sys::Date::now() / 1000.0) as i64
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,298 @@
+//! The mapping form: the flat strings an HTML form posts, converted to and
+//! from a `MappingSpec`. Input names are the AWS field paths, so an error's
+//! `field` tells which input it belongs under.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::*;
+
+pub const F_NAME: &str = "Name";
+pub const F_DESCRIPTION: &str = "Description";
+pub const F_FUNCTION: &str = "FunctionName";
+pub const F_TOPIC: &str = "Topics";
+pub const F_SERVERS: &str = "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS";
+pub const F_GROUP: &str = "SelfManagedKafkaEventSourceConfig.ConsumerGroupId";
+pub const F_BATCH: &str = "BatchSize";
+pub const F_WINDOW: &str = "MaximumBatchingWindowInSeconds";
+pub const F_POSITION: &str = "StartingPosition";
+pub const F_TIMESTAMP: &str = "StartingPositionTimestamp";
+pub const F_FILTERS: &str = "FilterCriteria";
+pub const F_DESTINATION: &str = "DestinationConfig.OnFailure.Destination";
+pub const F_RETRIES: &str = "MaximumRetryAttempts";
+pub const F_AGE: &str = "MaximumRecordAgeInSeconds";
+pub const F_BISECT: &str = "BisectBatchOnFunctionError";
+pub const F_PARTIAL: &str = "FunctionResponseTypes";
+pub const F_MIN_POLLERS: &str = "ProvisionedPollerConfig.MinimumPollers";
+pub const F_MAX_POLLERS: &str = "ProvisionedPollerConfig.MaximumPollers";
+pub const F_ENABLED: &str = "Enabled";
+
+/// Every input of the form as typed. Checkboxes are `Some` when ticked (an
+/// unticked box is not posted at all).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MappingForm {
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Description", default)]
+    pub description: String,
+    #[serde(rename = "FunctionName", default)]
+    pub function_name: String,
+    #[serde(rename = "Topics", default)]
+    pub topic: String,
+    /// Comma- or whitespace-separated host:port list.
+    #[serde(rename = "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS", default)]
+    pub bootstrap_servers: String,
+    #[serde(rename = "SelfManagedKafkaEventSourceConfig.ConsumerGroupId", default)]
+    pub consumer_group_id: String,
+    #[serde(rename = "BatchSize", default)]
+    pub batch_size: String,
+    #[serde(rename = "MaximumBatchingWindowInSeconds", default)]
+    pub window: String,
+    #[serde(rename = "StartingPosition", default)]
+    pub starting_position: String,
+    #[serde(rename = "StartingPositionTimestamp", default)]
+    pub starting_position_timestamp: String,
+    /// One pattern per non-empty line.
+    #[serde(rename = "FilterCriteria", default)]
+    pub filters: String,
+    #[serde(rename = "DestinationConfig.OnFailure.Destination", default)]
+    pub on_failure: String,
+    #[serde(rename = "MaximumRetryAttempts", default)]
+    pub retries: String,
+    #[serde(rename = "MaximumRecordAgeInSeconds", default)]
+    pub record_age: String,
+    #[serde(rename = "BisectBatchOnFunctionError", default)]
+    pub bisect: Option<String>,
+    #[serde(rename = "FunctionResponseTypes", default)]
+    pub report_batch_item_failures: Option<String>,
+    #[serde(rename = "ProvisionedPollerConfig.MinimumPollers", default)]
+    pub min_pollers: String,
+    #[serde(rename = "ProvisionedPollerConfig.MaximumPollers", default)]
+    pub max_pollers: String,
+    #[serde(rename = "Enabled", default)]
+    pub enabled: Option<String>,
+}
+
+fn opt(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn int(field: &str, s: &str, errs: &mut Vec<FieldError>) -> Option<i64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    match s.parse::<i64>() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            errs.push(FieldError::new(field, format!("`{s}` is not a whole number")));
+            None
+        }
+    }
+}
+
+impl MappingForm {
+    /// A blank form for a new mapping, with the AWS defaults filled in.
+    pub fn new_mapping() -> Self {
+        MappingForm {
+            batch_size: DEFAULT_BATCH_SIZE.to_string(),
+            starting_position: StartingPosition::TrimHorizon.as_str().into(),
+            retries: "-1".into(),
+            record_age: "-1".into(),
+            enabled: Some("on".into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn from_spec(s: &MappingSpec) -> Self {
+        let poll = s.provisioned_poller_config.as_ref();
+        MappingForm {
+            name: s.name.clone().unwrap_or_default(),
+            description: s.description.clone().unwrap_or_default(),
+            function_name: s.function_name.clone(),
+            topic: s.topics.join(","),
+            bootstrap_servers: s.bootstrap_servers().join(","),
+            consumer_group_id: s.consumer_group_id().unwrap_or_default().to_string(),
+            batch_size: s.batch_size.to_string(),
+            window: s.maximum_batching_window_in_seconds.map(|w| w.to_string()).unwrap_or_default(),
+            starting_position: s.starting_position.as_str().into(),
+            starting_position_timestamp: s.starting_position_timestamp.map(format_rfc3339).unwrap_or_default(),
+            filters: s.filter_criteria.filters.iter().map(|f| f.pattern.as_str()).collect::<Vec<_>>().join("\n"),
+            on_failure: s.destination_config.on_failure.as_ref().map(|o| o.destination.clone()).unwrap_or_default(),
+            retries: s.maximum_retry_attempts.to_string(),
+            record_age: s.maximum_record_age_in_seconds.to_string(),
+            bisect: s.bisect_batch_on_function_error.then(|| "on".into()),
+            report_batch_item_failures: s
+                .function_response_types
+                .contains(&FunctionResponseType::ReportBatchItemFailures)
+                .then(|| "on".into()),
+            min_pollers: poll.and_then(|p| p.minimum_pollers).map(|n| n.to_string()).unwrap_or_default(),
+            max_pollers: poll.and_then(|p| p.maximum_pollers).map(|n| n.to_string()).unwrap_or_default(),
+            enabled: s.enabled.then(|| "on".into()),
+        }
+    }
+
+    /// The spec this form describes, or every problem with it (parse errors
+    /// first, then the spec's own validation).
+    pub fn to_spec(&self, now_s: i64) -> Result<MappingSpec, Vec<FieldError>> {
+        let mut errs = Vec::new();
+        let split = |s: &str| -> Vec<String> {
+            s.split(|c: char| c == ',' || c.is_whitespace()).filter(|x| !x.is_empty()).map(str::to_string).collect()
+        };
+        let starting_position = match StartingPosition::parse(self.starting_position.trim()) {
+            Some(p) => p,
+            None => {
+                errs.push(FieldError::new(F_POSITION, "choose TRIM_HORIZON, LATEST or AT_TIMESTAMP"));
+                StartingPosition::TrimHorizon
+            }
+        };
+        let starting_position_timestamp = match opt(&self.starting_position_timestamp) {
+            None => None,
+            Some(t) => match parse_time(&t) {
+                Ok(t) => Some(t),
+                Err(m) => {
+                    errs.push(FieldError::new(F_TIMESTAMP, m));
+                    None
+                }
+            },
+        };
+        let batch_size = match opt(&self.batch_size) {
+            None => Some(DEFAULT_BATCH_SIZE),
+            Some(_) => int(F_BATCH, &self.batch_size, &mut errs),
+        };
+        let window = int(F_WINDOW, &self.window, &mut errs);
+        let retries = int(F_RETRIES, &self.retries, &mut errs);
+        let age = int(F_AGE, &self.record_age, &mut errs);
+        let min_p = int(F_MIN_POLLERS, &self.min_pollers, &mut errs);
+        let max_p = int(F_MAX_POLLERS, &self.max_pollers, &mut errs);
+        let spec = MappingSpec {
+            name: opt(&self.name),
+            description: opt(&self.description),
+            function_name: self.function_name.trim().to_string(),
+            topics: opt(&self.topic).into_iter().collect(),
+            self_managed_event_source: SelfManagedEventSource {
+                endpoints: Endpoints { kafka_bootstrap_servers: split(&self.bootstrap_servers) },
+            },
+            self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig {
+                consumer_group_id: opt(&self.consumer_group_id),
+            },
+            batch_size: batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+            maximum_batching_window_in_seconds: window,
+            starting_position,
+            starting_position_timestamp,
+            filter_criteria: FilterCriteria {
+                filters: self
+                    .filters
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| Filter { pattern: l.to_string() })
+                    .collect(),
+            },
+            destination_config: DestinationConfig {
+                on_failure: opt(&self.on_failure).map(|destination| OnFailure { destination }),
+            },
+            maximum_retry_attempts: retries.unwrap_or(-1),
+            maximum_record_age_in_seconds: age.unwrap_or(-1),
+            bisect_batch_on_function_error: self.bisect.is_some(),
+            function_response_types: if self.report_batch_item_failures.is_some() {
+                vec![FunctionResponseType::ReportBatchItemFailures]
+            } else {
+                vec![]
+            },
+            provisioned_poller_config: (min_p.is_some() || max_p.is_some())
+                .then_some(ProvisionedPollerConfig { minimum_pollers: min_p, maximum_pollers: max_p }),
+            enabled: self.enabled.is_some(),
+        };
+        // A number that did not parse must not also be reported as out of
+        // range with a made-up value: drop validation errors for those fields.
+        let unparsed: Vec<String> = errs.iter().map(|e| e.field.clone()).collect();
+        errs.extend(spec.validate(now_s).into_iter().filter(|e| !unparsed.iter().any(|f| e.is_for(f))));
+        if errs.is_empty() {
+            Ok(spec)
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_000_000;
+
+    fn good() -> MappingForm {
+        MappingForm {
+            function_name: "http://127.0.0.1:9000/fn".into(),
+            topic: "orders".into(),
+            bootstrap_servers: "localhost:9092, b-2.example:9094".into(),
+            ..MappingForm::new_mapping()
+        }
+    }
+
+    fn fields(f: &MappingForm) -> Vec<String> {
+        f.to_spec(NOW).unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn a_good_form_becomes_the_spec_and_back() {
+        let spec = good().to_spec(NOW).expect("valid");
+        assert_eq!(spec.bootstrap_servers(), ["localhost:9092", "b-2.example:9094"]);
+        assert_eq!(spec.batch_size, 100);
+        assert!(spec.enabled);
+        let again = MappingForm::from_spec(&spec).to_spec(NOW).unwrap();
+        assert_eq!(spec, again);
+    }
+
+    #[test]
+    fn each_bad_input_names_its_field() {
+        let cases: Vec<(MappingForm, &str)> = vec![
+            (MappingForm { batch_size: "0".into(), ..good() }, F_BATCH),
+            (MappingForm { batch_size: "ten".into(), ..good() }, F_BATCH),
+            (MappingForm { window: "301".into(), ..good() }, F_WINDOW),
+            (MappingForm { bootstrap_servers: "localhost".into(), ..good() }, "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"),
+            (MappingForm { bootstrap_servers: "host:99999".into(), ..good() }, "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"),
+            (MappingForm { topic: "my topic".into(), ..good() }, "Topics[0]"),
+            (MappingForm { filters: "{}\n".repeat(6), ..good() }, "FilterCriteria.Filters"),
+            (MappingForm { filters: "{\"value\": [1]}\n[1]".into(), ..good() }, "FilterCriteria.Filters[1].Pattern"),
+            (MappingForm { starting_position: "AT_TIMESTAMP".into(), ..good() }, F_TIMESTAMP),
+            (
+                MappingForm {
+                    starting_position: "AT_TIMESTAMP".into(),
+                    starting_position_timestamp: (NOW + 3600).to_string(),
+                    ..good()
+                },
+                F_TIMESTAMP,
+            ),
+            (MappingForm { function_name: "".into(), ..good() }, F_FUNCTION),
+            (MappingForm { function_name: "my function".into(), ..good() }, F_FUNCTION),
+            (MappingForm { retries: "10001".into(), ..good() }, F_RETRIES),
+            (MappingForm { record_age: "59".into(), ..good() }, F_AGE),
+            (MappingForm { on_failure: "kafka://orders".into(), ..good() }, F_DESTINATION),
+            (MappingForm { consumer_group_id: "a group".into(), ..good() }, F_GROUP),
+            (MappingForm { min_pollers: "5".into(), max_pollers: "2".into(), ..good() }, F_MAX_POLLERS),
+        ];
+        for (form, field) in cases {
+            assert_eq!(fields(&form), vec![field.to_string()], "form {form:?}");
+        }
+    }
+
+    #[test]
+    fn times_parse_in_every_accepted_form() {
+        assert_eq!(parse_time("2026-11-25T12:00:00Z"), Ok(1_795_608_000));
+        assert_eq!(parse_time("2026-11-25T13:00:00+01:00"), parse_time("2026-11-25T12:00:00Z"));
+        assert_eq!(parse_time("2026-11-25T12:00"), parse_time("2026-11-25T12:00:00Z"));
+        assert_eq!(parse_time("1795608000"), Ok(1_795_608_000));
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn error_fields_match_their_inputs_only() {
+        let e = FieldError::new("StartingPositionTimestamp", "x");
+        assert!(e.is_for(F_TIMESTAMP));
+        assert!(!e.is_for(F_POSITION));
+        assert!(FieldError::new("FilterCriteria.Filters[2].Pattern", "x").is_for(F_FILTERS));
+        assert!(FieldError::new("Topics[0]", "x").is_for(F_TOPIC));
+    }
+}

@@ -1,0 +1,77 @@
+//! Sluice's console: pages, components and the types shared with the server
+//! (the mapping spec and its validation). Built with `ssr` into the server
+//! and with `hydrate` into the browser's wasm module.
+
+pub mod api;
+pub mod form;
+pub mod model;
+pub mod spec;
+
+mod components;
+mod pages;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{Route, Router, Routes, A},
+    path, SsrMode,
+};
+
+/// The HTML document around the app, rendered on the server only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    // Async SSR: every page arrives complete, so it works without JavaScript.
+    let ssr = SsrMode::Async;
+    view! {
+        <Stylesheet id="sluice" href="/pkg/sluice.css"/>
+        <Title text="Sluice"/>
+        <Router>
+            <header class="top">
+                <A href="/" attr:class="brand">"Sluice"</A>
+                <nav>
+                    <A href="/">"Mappings"</A>
+                    <a href="/api/v1/openapi.json" rel="external">"API"</a>
+                </nav>
+            </header>
+            <main>
+                <Routes fallback=pages::NotFound>
+                    <Route path=path!("/") view=pages::MappingList ssr=ssr.clone()/>
+                    <Route path=path!("/mappings") view=pages::MappingList ssr=ssr.clone()/>
+                    <Route path=path!("/mappings/new") view=pages::NewMapping ssr=ssr.clone()/>
+                    <Route path=path!("/mappings/:id") view=pages::MappingDetail ssr=ssr.clone()/>
+                    <Route path=path!("/mappings/:id/edit") view=pages::EditMapping ssr=ssr/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+/// The browser's entry point.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(App);
+    // Lets tests (and CSS) tell a hydrated page from a server-rendered one.
+    if let Some(body) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.body()) {
+        let _ = body.dataset().set("hydrated", "true");
+    }
+}

@@ -1,0 +1,82 @@
+//! What the API and the console show of a mapping: the saved spec plus the
+//! status the engine reports. The two are stored apart; this joins them.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::spec::MappingSpec;
+
+#[cfg(feature = "ssr")]
+use schemars::JsonSchema;
+
+/// The AWS mapping states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+pub enum MappingState {
+    Creating,
+    Enabling,
+    Enabled,
+    Disabling,
+    Disabled,
+    Updating,
+    Deleting,
+}
+
+impl MappingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MappingState::Creating => "Creating",
+            MappingState::Enabling => "Enabling",
+            MappingState::Enabled => "Enabled",
+            MappingState::Disabling => "Disabling",
+            MappingState::Disabled => "Disabled",
+            MappingState::Updating => "Updating",
+            MappingState::Deleting => "Deleting",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        use MappingState::*;
+        [Creating, Enabling, Enabled, Disabling, Disabled, Updating, Deleting]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// What the engine observed; written only by the engine side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase")]
+pub struct MappingStatus {
+    pub state: MappingState,
+    /// USER_INITIATED, or an error code such as ESM_CONFIG_NOT_VALID.
+    pub state_transition_reason: String,
+    pub last_processing_result: String,
+}
+
+/// A mapping as the API returns it (AWS `EventSourceMappingConfiguration`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase")]
+pub struct MappingView {
+    #[serde(rename = "UUID")]
+    pub uuid: Uuid,
+    #[serde(flatten)]
+    pub spec: MappingSpec,
+    #[serde(flatten)]
+    pub status: MappingStatus,
+    /// Unix seconds (with a fraction), as AWS returns it.
+    pub last_modified: f64,
+}
+
+impl MappingView {
+    /// The label a person reads: the Name, or the UUID.
+    pub fn label(&self) -> String {
+        self.spec.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| self.uuid.to_string())
+    }
+
+    /// The consumer group the mapping reads with (AWS: the UUID by default).
+    pub fn consumer_group(&self) -> String {
+        self.spec.consumer_group_id().map(str::to_string).unwrap_or_else(|| self.uuid.to_string())
+    }
+}

@@ -1,0 +1,125 @@
+//! One mapping's page: its settings, its status, and the actions on it.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::api::{get_mapping, set_status};
+use crate::components::{ServerError, StateBadge};
+use crate::model::MappingView;
+use crate::spec::{format_unix, target_kind, TargetKind};
+
+#[component]
+pub fn MappingDetail() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let mapping = Resource::new(id, get_mapping);
+    view! {
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match mapping.await {
+                    Err(e) => view! { <ServerError error=e.to_string()/> }.into_any(),
+                    Ok(None) => {
+                        set_status(404);
+                        view! { <h1>"No such mapping"</h1><p><a href="/">"Back to the mappings"</a></p> }.into_any()
+                    }
+                    Ok(Some(m)) => view! { <Detail m/> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+fn or_dash(s: Option<String>) -> String {
+    s.filter(|s| !s.is_empty()).unwrap_or_else(|| "—".into())
+}
+
+#[component]
+fn Detail(m: MappingView) -> impl IntoView {
+    let base = format!("/mappings/{}", m.uuid);
+    let s = &m.spec;
+    let target = match target_kind(&s.function_name) {
+        TargetKind::Http => "HTTP endpoint",
+        TargetKind::Lambda => "AWS Lambda function",
+    };
+    let window = s
+        .maximum_batching_window_in_seconds
+        .map(|w| format!("{w} s"))
+        .unwrap_or_else(|| "0.5 s (default)".into());
+    let position = match s.starting_position_timestamp {
+        Some(t) => format!("{} ({})", s.starting_position.as_str(), format_unix(t)),
+        None => s.starting_position.as_str().to_string(),
+    };
+    let filters = s.filter_criteria.filters.iter().map(|f| f.pattern.clone()).collect::<Vec<_>>();
+    let pollers = s.provisioned_poller_config.as_ref().map(|p| {
+        format!(
+            "min {}, max {}",
+            p.minimum_pollers.map(|n| n.to_string()).unwrap_or("—".into()),
+            p.maximum_pollers.map(|n| n.to_string()).unwrap_or("—".into())
+        )
+    });
+    let toggle = if s.enabled { "disable" } else { "enable" };
+    let toggle_label = if s.enabled { "Disable" } else { "Enable" };
+    view! {
+        <div class="page-head">
+            <h1>{m.label()}</h1>
+            <StateBadge state=m.status.state/>
+        </div>
+        {s.description.clone().map(|d| view! { <p class="description">{d}</p> })}
+        <div class="actions">
+            <a class="button" href=format!("{base}/edit")>"Edit"</a>
+            <form method="post" action=format!("{base}/{toggle}")>
+                <button type="submit" class="button">{toggle_label}</button>
+            </form>
+            <details class="confirm">
+                <summary class="button danger">"Delete…"</summary>
+                <div class="confirm-box">
+                    <p>"Delete " <strong>{m.label()}</strong> "? Polling stops; the consumer group's committed offsets stay in Kafka."</p>
+                    <form method="post" action=format!("{base}/delete")>
+                        <button type="submit" class="button danger">"Yes, delete this mapping"</button>
+                    </form>
+                </div>
+            </details>
+            <a class="button subtle" href=format!("/api/v1/mappings/{}", m.uuid) rel="external">"JSON"</a>
+        </div>
+        <section class="status">
+            <h2>"Status"</h2>
+            <dl>
+                <dt>"State"</dt><dd data-field="State">{m.status.state.as_str()}</dd>
+                <dt>"State transition reason"</dt><dd data-field="StateTransitionReason">{m.status.state_transition_reason.clone()}</dd>
+                <dt>"Last processing result"</dt><dd data-field="LastProcessingResult">{m.status.last_processing_result.clone()}</dd>
+                <dt>"Last modified"</dt><dd data-field="LastModified">{format_unix(m.last_modified as i64)}</dd>
+            </dl>
+        </section>
+        <section class="settings">
+            <h2>"Settings"</h2>
+            <dl>
+                <dt>"UUID"</dt><dd class="mono" data-field="UUID">{m.uuid.to_string()}</dd>
+                <dt>"Function"</dt><dd data-field="FunctionName"><span class="mono">{s.function_name.clone()}</span>" ("{target}")"</dd>
+                <dt>"Topic"</dt><dd data-field="Topics">{s.topic().to_string()}</dd>
+                <dt>"Bootstrap servers"</dt><dd class="mono" data-field="KAFKA_BOOTSTRAP_SERVERS">{s.bootstrap_servers().join(", ")}</dd>
+                <dt>"Consumer group"</dt><dd class="mono" data-field="ConsumerGroupId">{m.consumer_group()}</dd>
+                <dt>"Batch size"</dt><dd data-field="BatchSize">{s.batch_size}</dd>
+                <dt>"Batching window"</dt><dd data-field="MaximumBatchingWindowInSeconds">{window}</dd>
+                <dt>"Starting position"</dt><dd data-field="StartingPosition">{position}</dd>
+                <dt>"Filters"</dt>
+                <dd data-field="FilterCriteria">
+                    {if filters.is_empty() {
+                        view! { "none: every record is invoked" }.into_any()
+                    } else {
+                        view! { <ol class="filters">{filters.into_iter().map(|f| view! { <li><code>{f}</code></li> }).collect_view()}</ol> }.into_any()
+                    }}
+                </dd>
+                <dt>"On-failure destination"</dt>
+                <dd data-field="DestinationConfig">{or_dash(s.destination_config.on_failure.as_ref().map(|o| o.destination.clone()))}</dd>
+                <dt>"Maximum retry attempts"</dt>
+                <dd data-field="MaximumRetryAttempts">{if s.maximum_retry_attempts < 0 { "-1 (until the record expires)".to_string() } else { s.maximum_retry_attempts.to_string() }}</dd>
+                <dt>"Maximum record age"</dt>
+                <dd data-field="MaximumRecordAgeInSeconds">{if s.maximum_record_age_in_seconds < 0 { "-1 (no limit)".to_string() } else { format!("{} s", s.maximum_record_age_in_seconds) }}</dd>
+                <dt>"Bisect batch on function error"</dt><dd data-field="BisectBatchOnFunctionError">{if s.bisect_batch_on_function_error { "yes" } else { "no" }}</dd>
+                <dt>"Report batch item failures"</dt><dd data-field="FunctionResponseTypes">{if s.function_response_types.is_empty() { "no" } else { "yes" }}</dd>
+                <dt>"Pollers"</dt><dd data-field="ProvisionedPollerConfig">{pollers.unwrap_or_else(|| "on demand (follows the lag)".into())}</dd>
+                <dt>"Enabled"</dt><dd data-field="Enabled">{if s.enabled { "yes" } else { "no" }}</dd>
+            </dl>
+        </section>
+    }
+}

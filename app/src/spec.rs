@@ -1,0 +1,531 @@
+//! The mapping spec: what a user saves, in the AWS `CreateEventSourceMapping`
+//! shape, and its validation. Compiled into the server and the browser alike,
+//! so the form shows exactly the errors the API would return.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "ssr")]
+use schemars::JsonSchema;
+
+pub const DEFAULT_BATCH_SIZE: i64 = 100;
+pub const MAX_BATCH_SIZE: i64 = 10_000;
+pub const MAX_BATCHING_WINDOW_S: i64 = 300;
+pub const MAX_FILTERS: usize = 5;
+pub const MAX_PATTERN_CHARS: usize = 4096;
+pub const MAX_BOOTSTRAP_SERVERS: usize = 10;
+
+/// One problem with one field. `field` is the AWS path of the field
+/// (`BatchSize`, `FilterCriteria.Filters[2].Pattern`), shared by the API's
+/// error body and the form, which shows it under the matching input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+
+    /// Whether this error belongs under the form input named `name`.
+    pub fn is_for(&self, name: &str) -> bool {
+        self.field == name
+            || self
+                .field
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StartingPosition {
+    #[default]
+    TrimHorizon,
+    Latest,
+    AtTimestamp,
+}
+
+impl StartingPosition {
+    pub const ALL: [StartingPosition; 3] =
+        [StartingPosition::TrimHorizon, StartingPosition::Latest, StartingPosition::AtTimestamp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartingPosition::TrimHorizon => "TRIM_HORIZON",
+            StartingPosition::Latest => "LATEST",
+            StartingPosition::AtTimestamp => "AT_TIMESTAMP",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+pub enum FunctionResponseType {
+    ReportBatchItemFailures,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Endpoints {
+    #[serde(rename = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SelfManagedEventSource {
+    pub endpoints: Endpoints,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SelfManagedKafkaEventSourceConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_group_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Filter {
+    /// An EventBridge event pattern, as a JSON string.
+    pub pattern: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct FilterCriteria {
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct OnFailure {
+    /// `kafka://<topic>`, or the ARN of an SQS queue, SNS topic or S3 bucket.
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DestinationConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ProvisionedPollerConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_pollers: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_pollers: Option<i64>,
+}
+
+fn default_batch_size() -> i64 {
+    DEFAULT_BATCH_SIZE
+}
+fn minus_one() -> i64 {
+    -1
+}
+fn yes() -> bool {
+    true
+}
+
+/// What the user saved. Field names and defaults follow the AWS API
+/// (reference §1) so an ESM definition can be carried over as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct MappingSpec {
+    /// Sluice's own: a label for people reading the console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A Lambda function name or ARN, or an `http(s)://` URL.
+    pub function_name: String,
+    pub topics: Vec<String>,
+    pub self_managed_event_source: SelfManagedEventSource,
+    #[serde(default)]
+    pub self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: i64,
+    /// Whole seconds; absent means AWS's Kafka default of 0.5 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_batching_window_in_seconds: Option<i64>,
+    pub starting_position: StartingPosition,
+    /// Unix seconds; only with AT_TIMESTAMP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_position_timestamp: Option<i64>,
+    #[serde(default)]
+    pub filter_criteria: FilterCriteria,
+    #[serde(default)]
+    pub destination_config: DestinationConfig,
+    #[serde(default = "minus_one")]
+    pub maximum_retry_attempts: i64,
+    #[serde(default = "minus_one")]
+    pub maximum_record_age_in_seconds: i64,
+    #[serde(default)]
+    pub bisect_batch_on_function_error: bool,
+    #[serde(default)]
+    pub function_response_types: Vec<FunctionResponseType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned_poller_config: Option<ProvisionedPollerConfig>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// The kind of thing `FunctionName` points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    Http,
+    Lambda,
+}
+
+pub fn target_kind(function_name: &str) -> TargetKind {
+    if function_name.starts_with("http://") || function_name.starts_with("https://") {
+        TargetKind::Http
+    } else {
+        TargetKind::Lambda
+    }
+}
+
+impl MappingSpec {
+    pub fn topic(&self) -> &str {
+        self.topics.first().map(String::as_str).unwrap_or("")
+    }
+
+    pub fn bootstrap_servers(&self) -> &[String] {
+        &self.self_managed_event_source.endpoints.kafka_bootstrap_servers
+    }
+
+    pub fn consumer_group_id(&self) -> Option<&str> {
+        self.self_managed_kafka_event_source_config.consumer_group_id.as_deref()
+    }
+
+    /// Every problem with this spec, in field order. `now_s` is the current
+    /// Unix time (a timestamp in the future is an error).
+    pub fn validate(&self, now_s: i64) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let mut err = |f: &str, m: String| errs.push(FieldError::new(f, m));
+
+        if let Some(name) = &self.name {
+            if name.chars().count() > 128 {
+                err("Name", "must be at most 128 characters".into());
+            }
+        }
+        if let Some(d) = &self.description {
+            if d.chars().count() > 1024 {
+                err("Description", "must be at most 1024 characters".into());
+            }
+        }
+        if let Err(m) = check_function_name(&self.function_name) {
+            err("FunctionName", m);
+        }
+        match self.topics.as_slice() {
+            [] => err("Topics", "is required: name exactly one topic".into()),
+            [t] => {
+                if let Err(m) = check_topic(t) {
+                    err("Topics[0]", m);
+                }
+            }
+            _ => err("Topics", "must hold exactly one topic".into()),
+        }
+        let servers = self.bootstrap_servers();
+        if servers.is_empty() {
+            err(
+                "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS",
+                "is required: give at least one host:port".into(),
+            );
+        } else if servers.len() > MAX_BOOTSTRAP_SERVERS {
+            err(
+                "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS",
+                format!("must hold at most {MAX_BOOTSTRAP_SERVERS} servers"),
+            );
+        }
+        for (i, s) in servers.iter().enumerate() {
+            if let Err(m) = check_host_port(s) {
+                err(&format!("SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[{i}]"), m);
+            }
+        }
+        if let Some(g) = self.consumer_group_id() {
+            if let Err(m) = check_group(g) {
+                err("SelfManagedKafkaEventSourceConfig.ConsumerGroupId", m);
+            }
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            err("BatchSize", format!("must be between 1 and {MAX_BATCH_SIZE}, not {}", self.batch_size));
+        }
+        if let Some(w) = self.maximum_batching_window_in_seconds {
+            if !(0..=MAX_BATCHING_WINDOW_S).contains(&w) {
+                err(
+                    "MaximumBatchingWindowInSeconds",
+                    format!("must be between 0 and {MAX_BATCHING_WINDOW_S} seconds, not {w}"),
+                );
+            }
+        }
+        match (self.starting_position, self.starting_position_timestamp) {
+            (StartingPosition::AtTimestamp, None) => {
+                err("StartingPositionTimestamp", "is required when StartingPosition is AT_TIMESTAMP".into())
+            }
+            (StartingPosition::AtTimestamp, Some(t)) if t > now_s => err(
+                "StartingPositionTimestamp",
+                format!("must not be in the future ({} is after now, {})", format_unix(t), format_unix(now_s)),
+            ),
+            (StartingPosition::AtTimestamp, Some(t)) if t < 0 => {
+                err("StartingPositionTimestamp", "must not be before 1970".into())
+            }
+            (p, Some(_)) if p != StartingPosition::AtTimestamp => err(
+                "StartingPositionTimestamp",
+                format!("only applies to AT_TIMESTAMP, not {}", p.as_str()),
+            ),
+            _ => {}
+        }
+        let filters = &self.filter_criteria.filters;
+        if filters.len() > MAX_FILTERS {
+            err("FilterCriteria.Filters", format!("at most {MAX_FILTERS} filters, not {}", filters.len()));
+        }
+        for (i, f) in filters.iter().enumerate() {
+            if let Err(m) = check_pattern(&f.pattern) {
+                err(&format!("FilterCriteria.Filters[{i}].Pattern"), m);
+            }
+        }
+        if let Some(of) = &self.destination_config.on_failure {
+            if let Err(m) = check_destination(&of.destination, self.topic()) {
+                err("DestinationConfig.OnFailure.Destination", m);
+            }
+        }
+        if !(-1..=10_000).contains(&self.maximum_retry_attempts) {
+            err(
+                "MaximumRetryAttempts",
+                format!("must be -1 (retry until the record expires) or 0 to 10000, not {}", self.maximum_retry_attempts),
+            );
+        }
+        let age = self.maximum_record_age_in_seconds;
+        if age != -1 && !(60..=604_800).contains(&age) {
+            err(
+                "MaximumRecordAgeInSeconds",
+                format!("must be -1 (no limit) or 60 to 604800 seconds, not {age}"),
+            );
+        }
+        if let Some(p) = &self.provisioned_poller_config {
+            if let Some(min) = p.minimum_pollers {
+                if !(1..=200).contains(&min) {
+                    err("ProvisionedPollerConfig.MinimumPollers", format!("must be between 1 and 200, not {min}"));
+                }
+            }
+            if let Some(max) = p.maximum_pollers {
+                if !(1..=2000).contains(&max) {
+                    err("ProvisionedPollerConfig.MaximumPollers", format!("must be between 1 and 2000, not {max}"));
+                }
+            }
+            if let (Some(min), Some(max)) = (p.minimum_pollers, p.maximum_pollers) {
+                if min > max {
+                    err(
+                        "ProvisionedPollerConfig.MaximumPollers",
+                        format!("must not be below MinimumPollers ({min})"),
+                    );
+                }
+            }
+        }
+        errs
+    }
+}
+
+fn check_function_name(f: &str) -> Result<(), String> {
+    if f.is_empty() {
+        return Err("is required: a Lambda function name or ARN, or an http(s):// URL".into());
+    }
+    if target_kind(f) == TargetKind::Http {
+        let rest = f.split_once("://").map(|x| x.1).unwrap_or("");
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if authority.is_empty() || authority.contains(char::is_whitespace) {
+            return Err(format!("`{f}` is not a valid URL: it has no host"));
+        }
+        if f.len() > 2048 {
+            return Err("a URL must be at most 2048 characters".into());
+        }
+        return Ok(());
+    }
+    if f.len() > 256 {
+        return Err("must be at most 256 characters".into());
+    }
+    // Name, partial ARN (123456789012:function:name) or full ARN, with an
+    // optional version or alias qualifier.
+    let name_part = if let Some(arn) = f.strip_prefix("arn:") {
+        let parts: Vec<&str> = arn.split(':').collect();
+        // partition:lambda:region:account:function:name[:qualifier]
+        if parts.len() < 6 || parts[1] != "lambda" || parts[4] != "function" {
+            return Err(format!(
+                "`{f}` is not a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
+            ));
+        }
+        parts[5..].join(":")
+    } else if let Some((acct, rest)) = f.split_once(":function:") {
+        if acct.len() != 12 || !acct.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("`{acct}` is not a 12-digit AWS account id"));
+        }
+        rest.to_string()
+    } else {
+        f.to_string()
+    };
+    let (name, qualifier) = match name_part.split_once(':') {
+        Some((n, q)) => (n.to_string(), Some(q.to_string())),
+        None => (name_part, None),
+    };
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok(&name) || name.len() > 64 {
+        return Err(format!(
+            "`{name}` is not a valid function name: use 1-64 letters, digits, - or _ (or give an http(s):// URL)"
+        ));
+    }
+    if let Some(q) = qualifier {
+        if q != "$LATEST" && !ok(&q) {
+            return Err(format!("`{q}` is not a valid version or alias"));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_topic(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("is required".into());
+    }
+    if t.len() > 249 {
+        return Err("must be at most 249 characters".into());
+    }
+    if t == "." || t == ".." {
+        return Err("`.` and `..` are not valid topic names".into());
+    }
+    if let Some(c) = t.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("`{t}` is not a valid topic name: {:?} is not allowed (use letters, digits, . _ -)", c));
+    }
+    Ok(())
+}
+
+fn check_host_port(s: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("`{s}` is not host:port: {why}"));
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        match rest.split_once("]:") {
+            Some((h, p)) => (h, p),
+            None => return bad("write an IPv6 address as [addr]:port"),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => return bad("the port is missing"),
+        }
+    };
+    if host.is_empty() {
+        return bad("the host is missing");
+    }
+    let host_ok = if s.starts_with('[') {
+        host.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+    } else {
+        host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    if !host_ok {
+        return bad("the host has characters a host name cannot have");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => bad("the port must be a number from 1 to 65535"),
+    }
+}
+
+fn check_group(g: &str) -> Result<(), String> {
+    if g.is_empty() || g.len() > 200 {
+        return Err("must be 1 to 200 characters".into());
+    }
+    if let Some(c) = g.chars().find(|c| !(c.is_ascii_alphanumeric() || "-/*:_+=.@".contains(*c))) {
+        return Err(format!("{:?} is not allowed in a consumer group id (use letters, digits, -/*:_+=.@)", c));
+    }
+    Ok(())
+}
+
+/// Basic shape checks; the full EventBridge grammar is checked by the filter
+/// module when it lands.
+fn check_pattern(p: &str) -> Result<(), String> {
+    if p.chars().count() > MAX_PATTERN_CHARS {
+        return Err(format!("Event pattern is not valid. Reason: a pattern must be at most {MAX_PATTERN_CHARS} characters"));
+    }
+    match serde_json::from_str::<serde_json::Value>(p) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err("Event pattern is not valid. Reason: Filter is not an object".into()),
+        Err(e) => Err(format!("Event pattern is not valid. Reason: {e}")),
+    }
+}
+
+fn check_destination(d: &str, source_topic: &str) -> Result<(), String> {
+    if let Some(topic) = d.strip_prefix("kafka://") {
+        check_topic(topic).map_err(|m| format!("kafka:// topic {m}"))?;
+        if topic == source_topic {
+            return Err("the failure topic must not be the source topic".into());
+        }
+        return Ok(());
+    }
+    let parts: Vec<&str> = d.split(':').collect();
+    if parts.len() >= 6 && parts[0] == "arn" && matches!(parts[2], "sqs" | "sns" | "s3") {
+        return Ok(());
+    }
+    Err(format!("`{d}` is not kafka://<topic> or the ARN of an SQS queue, SNS topic or S3 bucket"))
+}
+
+/// `2026-11-25 21:00:00 UTC` for a Unix time.
+pub fn format_unix(t: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(t) {
+        Ok(d) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        ),
+        Err(_) => t.to_string(),
+    }
+}
+
+/// `2026-11-25T21:00:00Z`: the form's way of showing a Unix time.
+pub fn format_rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// Accepts Unix seconds, RFC 3339 (`2026-11-25T12:00:00Z`, with any offset),
+/// or a browser's `datetime-local` value (`2026-11-25T12:00`, read as UTC).
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    if let Ok(d) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok(d.unix_timestamp());
+    }
+    let local = if s.len() == 16 { format!("{s}:00") } else { s.to_string() };
+    let local = local.replace(' ', "T");
+    if let Ok(d) = time::OffsetDateTime::parse(&format!("{local}Z"), &time::format_description::well_known::Rfc3339) {
+        return Ok(d.unix_timestamp());
+    }
+    Err(format!("`{s}` is not a time: use 2026-11-25T12:00:00Z, an offset like +01:00, or Unix seconds"))
+}

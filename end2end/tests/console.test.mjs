@@ -1,0 +1,175 @@
+// The console in a real Chromium, with JavaScript (hydrated) and without.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startSluice, launchBrowser, api, validMapping } from "./sluice.mjs";
+
+let s, browser;
+before(async () => { s = await startSluice(); browser = await launchBrowser(); });
+after(async () => { await browser?.close(); await s?.stop(); });
+
+const SERVERS = "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS";
+const GROUP = "SelfManagedKafkaEventSourceConfig.ConsumerGroupId";
+const byName = (n) => `[name="${n}"]`;
+const errorsFor = async (page, field) => page.locator(`[data-error-for="${field}"]`).allTextContents();
+
+async function newPage({ js }) {
+  const ctx = await browser.newContext({ javaScriptEnabled: js });
+  const page = await ctx.newPage();
+  page.on("pageerror", (e) => { throw new Error(`page error: ${e.message}`); });
+  return page;
+}
+
+async function open(page, path, { js }) {
+  const r = await page.goto(s.url + path);
+  if (js) await page.waitForSelector("body[data-hydrated=true]", { timeout: 20_000 });
+  return r;
+}
+
+async function fillValid(page, name) {
+  await page.fill(byName("Name"), name);
+  await page.fill(byName("FunctionName"), "http://127.0.0.1:9/fn");
+  await page.fill(byName("Topics"), "orders");
+  await page.fill(byName(SERVERS), "127.0.0.1:9092");
+}
+
+// Every error case the issue lists, entered in the form.
+const BAD = [
+  ["BatchSize 0", "BatchSize", async (p) => p.fill(byName("BatchSize"), "0"), /between 1 and 10000/],
+  ["a window of 301 s", "MaximumBatchingWindowInSeconds", async (p) => p.fill(byName("MaximumBatchingWindowInSeconds"), "301"), /0 and 300/],
+  ["a malformed host:port", SERVERS, async (p) => p.fill(byName(SERVERS), "broker-1"), /not host:port/],
+  ["a topic with a space", "Topics", async (p) => p.fill(byName("Topics"), "my orders"), /not a valid topic name/],
+  ["six filters", "FilterCriteria", async (p) => p.fill(byName("FilterCriteria"), Array(6).fill('{"value":{"a":[1]}}').join("\n")), /at most 5 filters/],
+  ["AT_TIMESTAMP without a timestamp", "StartingPositionTimestamp", async (p) => p.selectOption(byName("StartingPosition"), "AT_TIMESTAMP"), /required when StartingPosition is AT_TIMESTAMP/],
+  ["AT_TIMESTAMP in the future", "StartingPositionTimestamp", async (p) => {
+    await p.selectOption(byName("StartingPosition"), "AT_TIMESTAMP");
+    await p.fill(byName("StartingPositionTimestamp"), new Date(Date.now() + 86400_000).toISOString());
+  }, /must not be in the future/],
+];
+
+for (const js of [false, true]) {
+  const mode = js ? "hydrated" : "without JavaScript";
+
+  for (const [what, field, enter, message] of BAD) {
+    test(`${mode}: the form refuses ${what} under its field and keeps what was typed`, async () => {
+      const page = await newPage({ js });
+      await open(page, "/mappings/new", { js });
+      await fillValid(page, `bad-${what}`);
+      await enter(page);
+      const before = (await api(s.url, "GET", "/api/v1/mappings")).body.EventSourceMappings.length;
+      if (js) {
+        // Leaving the field shows its error before any submit.
+        await page.locator(byName(field)).blur();
+        await page.locator(`[data-error-for="${field}"]`).first().waitFor();
+        assert.match((await errorsFor(page, field)).join(" "), message);
+        await page.click("button[type=submit]");
+        assert.match(page.url(), /\/mappings\/new$/, "the submit was blocked");
+      } else {
+        const [resp] = await Promise.all([page.waitForNavigation(), page.click("button[type=submit]")]);
+        assert.equal(resp.status(), 422);
+        assert.match((await errorsFor(page, field)).join(" "), message);
+        assert.equal(await page.inputValue(byName("Name")), `bad-${what}`, "typed values are kept");
+        assert.equal(await page.getAttribute(byName(field), "aria-invalid"), "true");
+      }
+      assert.ok(await page.locator(".error-banner").isVisible() || js);
+      // Only the bad field is marked.
+      assert.deepEqual(await errorsFor(page, "FunctionName"), []);
+      assert.equal((await api(s.url, "GET", "/api/v1/mappings")).body.EventSourceMappings.length, before, "nothing stored");
+      await page.context().close();
+    });
+  }
+
+  test(`${mode}: create a mapping, see it in the list and on its own page`, async () => {
+    const page = await newPage({ js });
+    await open(page, "/", { js });
+    await page.click("text=Create mapping");
+    if (js) await page.waitForURL(/\/mappings\/new$/);
+    await page.waitForSelector(byName("FunctionName"));
+    await fillValid(page, `created-${mode}`);
+    await page.fill(byName("BatchSize"), "250");
+    await Promise.all([page.waitForURL(/\/mappings\/[0-9a-f-]{36}$/), page.click("button[type=submit]")]);
+    const uuid = page.url().split("/").pop();
+    assert.equal(await page.textContent("h1"), `created-${mode}`);
+    assert.equal(await page.textContent('[data-field="BatchSize"]'), "250");
+    assert.equal(await page.textContent('[data-field="UUID"]'), uuid);
+    assert.equal(await page.textContent('[data-field="ConsumerGroupId"]'), uuid);
+    await open(page, "/", { js });
+    assert.ok(await page.locator(`tr[data-uuid="${uuid}"]`).isVisible());
+    await page.context().close();
+  });
+
+  test(`${mode}: edit every field of a mapping`, async () => {
+    const m = (await api(s.url, "POST", "/api/v1/mappings", validMapping({ Name: `edit-${mode}` }))).body;
+    const page = await newPage({ js });
+    await open(page, `/mappings/${m.UUID}/edit`, { js });
+    assert.equal(await page.inputValue(byName("Name")), `edit-${mode}`, "the form opens with the saved values");
+    const hourAgo = Math.floor(Date.now() / 1000) - 3600;
+    const values = {
+      Name: `edited-${mode}`, Description: "now with every field", FunctionName: "arn:aws:lambda:us-east-1:123456789012:function:fn:prod",
+      Topics: "payments", [SERVERS]: "10.0.0.1:9092, [::1]:9093", [GROUP]: `group-${js}`, BatchSize: "7",
+      MaximumBatchingWindowInSeconds: "0", StartingPositionTimestamp: new Date(hourAgo * 1000).toISOString(),
+      FilterCriteria: '{"value":{"kind":["a"]}}\n{"value":{"kind":[{"prefix":"b"}]}}', "DestinationConfig.OnFailure.Destination": "kafka://payments-dlq",
+      MaximumRetryAttempts: "5", MaximumRecordAgeInSeconds: "600",
+      "ProvisionedPollerConfig.MinimumPollers": "2", "ProvisionedPollerConfig.MaximumPollers": "4",
+    };
+    for (const [k, v] of Object.entries(values)) await page.fill(byName(k), v);
+    await page.selectOption(byName("StartingPosition"), "AT_TIMESTAMP");
+    await page.check(byName("BisectBatchOnFunctionError"));
+    await page.check(byName("FunctionResponseTypes"));
+    await page.uncheck(byName("Enabled"));
+    await Promise.all([page.waitForURL(new RegExp(`/mappings/${m.UUID}$`)), page.click("button[type=submit]")]);
+    assert.equal(await page.textContent("h1"), `edited-${mode}`);
+
+    const saved = (await api(s.url, "GET", `/api/v1/mappings/${m.UUID}`)).body;
+    assert.equal(saved.Name, `edited-${mode}`);
+    assert.equal(saved.Description, "now with every field");
+    assert.equal(saved.FunctionName, "arn:aws:lambda:us-east-1:123456789012:function:fn:prod");
+    assert.deepEqual(saved.Topics, ["payments"]);
+    assert.deepEqual(saved.SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS, ["10.0.0.1:9092", "[::1]:9093"]);
+    assert.equal(saved.SelfManagedKafkaEventSourceConfig.ConsumerGroupId, `group-${js}`);
+    assert.equal(saved.BatchSize, 7);
+    assert.equal(saved.MaximumBatchingWindowInSeconds, 0);
+    assert.equal(saved.StartingPosition, "AT_TIMESTAMP");
+    assert.equal(saved.StartingPositionTimestamp, hourAgo);
+    assert.deepEqual(saved.FilterCriteria.Filters.map((f) => f.Pattern), values.FilterCriteria.split("\n"));
+    assert.equal(saved.DestinationConfig.OnFailure.Destination, "kafka://payments-dlq");
+    assert.equal(saved.MaximumRetryAttempts, 5);
+    assert.equal(saved.MaximumRecordAgeInSeconds, 600);
+    assert.equal(saved.BisectBatchOnFunctionError, true);
+    assert.deepEqual(saved.FunctionResponseTypes, ["ReportBatchItemFailures"]);
+    assert.deepEqual(saved.ProvisionedPollerConfig, { MinimumPollers: 2, MaximumPollers: 4 });
+    assert.equal(saved.Enabled, false);
+    assert.equal(saved.State, "Disabled");
+    await page.context().close();
+  });
+
+  test(`${mode}: enable, disable, and delete after confirming`, async () => {
+    const m = (await api(s.url, "POST", "/api/v1/mappings", validMapping({ Name: `toggle-${mode}` }))).body;
+    const page = await newPage({ js });
+    await open(page, `/mappings/${m.UUID}`, { js });
+    assert.equal(await page.textContent('[data-field="State"]'), "Enabled");
+    await Promise.all([page.waitForNavigation(), page.click("button:has-text('Disable')")]);
+    assert.equal(await page.textContent('[data-field="State"]'), "Disabled");
+    await Promise.all([page.waitForNavigation(), page.click("button:has-text('Enable')")]);
+    assert.equal(await page.textContent('[data-field="State"]'), "Enabled");
+
+    const confirm = page.locator("button:has-text('Yes, delete this mapping')");
+    assert.equal(await confirm.isVisible(), false, "delete asks first");
+    await page.click("summary:has-text('Delete')");
+    await Promise.all([page.waitForURL(s.url + "/"), confirm.click()]);
+    assert.equal(await page.locator(`tr[data-uuid="${m.UUID}"]`).count(), 0);
+    assert.equal((await api(s.url, "GET", `/api/v1/mappings/${m.UUID}`)).status, 404);
+    await page.context().close();
+  });
+}
+
+test("pages render on the server: the list and a mapping's page are complete HTML", async () => {
+  const m = (await api(s.url, "POST", "/api/v1/mappings", validMapping({ Name: "<b>ssr</b>" }))).body;
+  const list = await (await fetch(s.url + "/")).text();
+  assert.ok(list.includes(m.UUID));
+  assert.ok(list.includes("&lt;b&gt;ssr&lt;/b&gt;"), "names are escaped");
+  const r = await fetch(`${s.url}/mappings/${m.UUID}`);
+  assert.equal(r.status, 200);
+  assert.match(await r.text(), /data-field="BatchSize">100</);
+  assert.equal((await fetch(`${s.url}/mappings/00000000-0000-4000-8000-000000000000`)).status, 404);
+  assert.equal((await fetch(`${s.url}/no/such/page`)).status, 404);
+});

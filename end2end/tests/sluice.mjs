@@ -1,0 +1,77 @@
+// Starts the real `sluice` binary on a free port with a fresh data directory,
+// and a real Chromium, for the tests in this folder.
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const BIN = process.env.SLUICE_BIN;
+if (!BIN) throw new Error("set SLUICE_BIN to the built sluice binary (scripts/test.sh does)");
+
+/** Starts `sluice serve` (or `demo`); resolves once /healthz answers. */
+export async function startSluice(command = "serve", extraArgs = []) {
+  const dataDir = mkdtempSync(join(tmpdir(), "sluice-e2e-"));
+  const child = spawn(BIN, [command, "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, SLUICE_LOG: "warn" },
+  });
+  let output = "";
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`sluice did not start:\n${output}`)), 30_000);
+    const onData = (d) => {
+      output += d;
+      const m = output.match(/console: (http:\/\/[^\s/]+)\//);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", (d) => { output += d; });
+    child.on("exit", (code) => reject(new Error(`sluice exited with ${code}:\n${output}`)));
+  });
+  for (let i = 0; i < 100; i++) {
+    const r = await fetch(`${url}/healthz`).catch(() => null);
+    if (r && r.ok) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    output: () => output,
+    async stop() {
+      child.kill("SIGTERM");
+      await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+  });
+}
+
+/** JSON API call; returns { status, body }. */
+export async function api(base, method, path, body) {
+  const r = await fetch(base + path, {
+    method,
+    headers: body === undefined ? {} : { "content-type": "application/json" },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = text; }
+  return { status: r.status, body: json, headers: r.headers };
+}
+
+/** A valid mapping in AWS's shape. */
+export function validMapping(overrides = {}) {
+  return {
+    FunctionName: "http://127.0.0.1:9/fn",
+    Topics: ["orders"],
+    SelfManagedEventSource: { Endpoints: { KAFKA_BOOTSTRAP_SERVERS: ["127.0.0.1:9092"] } },
+    StartingPosition: "TRIM_HORIZON",
+    ...overrides,
+  };
+}

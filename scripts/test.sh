@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: the Rust tests, then the API and browser tests
+# (end2end/) against the real sluice binary in Debian's Chromium. Installs
+# what is missing (Chromium, npm packages, the wasm toolchain) on the way.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}"
+
+apt_install() {
+  [ -n "${SLUICE_APT_UPDATED:-}" ] || { apt-get update -qq; SLUICE_APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+command -v chromium >/dev/null || { echo "test.sh: installing Debian's chromium" >&2; apt_install chromium; }
+command -v npm >/dev/null || { echo "test.sh: installing node and npm" >&2; apt_install nodejs npm; }
+
+bin=$(scripts/build.sh | tail -n 1)
+
+echo "test.sh: cargo tests" >&2
+cargo test --workspace --quiet
+
+echo "test.sh: API and browser tests (end2end/)" >&2
+cd end2end
+npm ci --no-audit --no-fund --silent
+SLUICE_BIN="$bin" CHROMIUM="$(command -v chromium)" node --test --test-concurrency=1 tests/

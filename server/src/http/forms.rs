@@ -1,0 +1,122 @@
+//! The console's HTML form posts. They work without JavaScript: a good form
+//! redirects (303) to the mapping's page; a bad one gets the same page back,
+//! rendered with what was typed and each field's error.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, State};
+use axum::http::{Method, Request, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use leptos::prelude::provide_context;
+use sluice_app::api::PostedForm;
+use sluice_app::form::MappingForm;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::service::ServiceError;
+
+const MAX_FORM_BYTES: usize = 1 << 20;
+
+pub async fn create(State(s): State<AppState>, req: Request<Body>) -> Response {
+    let (parts, form) = match read_form(req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let saved = match form.to_spec(sluice_app::api::now_s()) {
+        Ok(spec) => s.mappings.create(spec).await,
+        Err(errs) => Err(ServiceError::Invalid(errs)),
+    };
+    match saved {
+        Ok(view) => Redirect::to(&format!("/mappings/{}", view.uuid)).into_response(),
+        Err(e) => answer_error(&s, parts, form, e).await,
+    }
+}
+
+pub async fn update(State(s): State<AppState>, Path(id): Path<String>, req: Request<Body>) -> Response {
+    let Ok(id) = Uuid::parse_str(&id) else { return not_found() };
+    let (parts, form) = match read_form(req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let saved = match form.to_spec(sluice_app::api::now_s()) {
+        Ok(spec) => s.mappings.replace(id, spec).await,
+        Err(errs) => Err(ServiceError::Invalid(errs)),
+    };
+    match saved {
+        Ok(view) => Redirect::to(&format!("/mappings/{}", view.uuid)).into_response(),
+        Err(e) => answer_error(&s, parts, form, e).await,
+    }
+}
+
+pub async fn enable(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    toggle(s, id, true).await
+}
+
+pub async fn disable(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    toggle(s, id, false).await
+}
+
+async fn toggle(s: AppState, id: String, on: bool) -> Response {
+    let Ok(id) = Uuid::parse_str(&id) else { return not_found() };
+    match s.mappings.set_enabled(id, on).await {
+        Ok(_) => Redirect::to(&format!("/mappings/{id}")).into_response(),
+        Err(e) => plain_error(e),
+    }
+}
+
+pub async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let Ok(id) = Uuid::parse_str(&id) else { return not_found() };
+    match s.mappings.delete(id).await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(e) => plain_error(e),
+    }
+}
+
+async fn read_form(req: Request<Body>) -> Result<(axum::http::request::Parts, MappingForm), Response> {
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "the form is larger than 1 MiB").into_response())?;
+    let form = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("the form could not be read: {e}")).into_response())?;
+    Ok((parts, form))
+}
+
+async fn answer_error(s: &AppState, mut parts: axum::http::request::Parts, form: MappingForm, e: ServiceError) -> Response {
+    let errors = match e {
+        ServiceError::Invalid(errs) => errs,
+        other => return plain_error(other),
+    };
+    let posted = PostedForm { values: form, errors };
+    let backend = s.backend.clone();
+    let options = s.leptos_options.clone();
+    let render = leptos_axum::render_app_async_with_context(
+        move || {
+            provide_context(backend.clone());
+            provide_context(posted.clone());
+        },
+        move || sluice_app::shell(options.clone()),
+    );
+    // The page is the one the form came from: render it as if it were a GET.
+    parts.method = Method::GET;
+    render(Request::from_parts(parts, Body::empty())).await
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Html("<h1>No such mapping</h1><p><a href=\"/\">Back to the mappings</a></p>")).into_response()
+}
+
+fn plain_error(e: ServiceError) -> Response {
+    match e {
+        ServiceError::NotFound(_) => not_found(),
+        other => {
+            tracing::error!("form request failed: {other:#}");
+            let msg = leptos_escape(&other.to_string());
+            (StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<h1>Not saved</h1><p>{msg}</p><p><a href=\"/\">Back</a></p>")))
+                .into_response()
+        }
+    }
+}
+
+fn leptos_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

@@ -1,0 +1,72 @@
+//! The HTTP side: the console (Leptos pages and their form posts), the REST
+//! API, health, and static files, on one axum router.
+
+pub mod api;
+pub mod forms;
+pub mod openapi;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use leptos::prelude::{provide_context, LeptosOptions};
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use sluice_app::api::backend::BackendHandle;
+use sluice_app::{shell, App};
+
+use crate::service::MappingService;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub mappings: Arc<MappingService>,
+    pub backend: BackendHandle,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(s: &AppState) -> Self {
+        s.leptos_options.clone()
+    }
+}
+
+impl AppState {
+    pub fn new(leptos_options: LeptosOptions, mappings: Arc<MappingService>) -> Self {
+        let backend = BackendHandle(mappings.clone());
+        AppState { leptos_options, mappings, backend }
+    }
+}
+
+/// The whole application. `extra` adds routes (the demo's function).
+pub fn router(state: AppState, extra: Router<AppState>) -> Router {
+    let pages = generate_route_list(App);
+    let backend = state.backend.clone();
+    let options = state.leptos_options.clone();
+    Router::new()
+        .merge(api::routes())
+        .merge(extra)
+        .route("/healthz", get(healthz))
+        .route("/mappings/new", post(forms::create))
+        .route("/mappings/{id}/edit", post(forms::update))
+        .route("/mappings/{id}/enable", post(forms::enable))
+        .route("/mappings/{id}/disable", post(forms::disable))
+        .route("/mappings/{id}/delete", post(forms::delete))
+        .leptos_routes_with_context(
+            &state,
+            pages,
+            move || provide_context(backend.clone()),
+            move || shell(options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .with_state(state)
+}
+
+/// 200 once the database answers: the node can take traffic.
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    match s.mappings.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e:#}\n")),
+    }
+}

@@ -1,0 +1,88 @@
+//! The OpenAPI document for `/api/v1`. Schemas come from the Rust types
+//! (schemars), so they cannot drift from what the API accepts; the paths are
+//! written here, and a test checks they match the router.
+
+use schemars::generate::SchemaSettings;
+use serde_json::{json, Value};
+use sluice_app::model::MappingView;
+use sluice_app::spec::{FieldError, MappingSpec};
+
+pub fn document() -> Value {
+    let mut gen = SchemaSettings::openapi3().into_generator();
+    gen.subschema_for::<MappingSpec>();
+    gen.subschema_for::<MappingView>();
+    gen.subschema_for::<FieldError>();
+    let mut schemas = serde_json::Map::new();
+    for (k, v) in gen.take_definitions(true) {
+        schemas.insert(k, v);
+    }
+    schemas.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "required": ["Type", "Message"],
+            "properties": {
+                "Type": {"type": "string", "example": "InvalidParameterValueException"},
+                "Message": {"type": "string"},
+                "Errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}}
+            }
+        }),
+    );
+    schemas.insert(
+        "MappingList".into(),
+        json!({
+            "type": "object",
+            "properties": {"EventSourceMappings": {"type": "array", "items": {"$ref": "#/components/schemas/MappingView"}}}
+        }),
+    );
+
+    let mapping = json!({"description": "The mapping", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MappingView"}}}});
+    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let id_param = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}]);
+    let spec_body = |d: &str| json!({"required": true, "description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MappingSpec"}}}});
+
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Sluice API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Kafka event source mappings, in the field names of AWS Lambda's CreateEventSourceMapping. A FunctionName that is an http(s):// URL targets an HTTP endpoint instead of a Lambda function."
+        },
+        "paths": {
+            "/api/v1/mappings": {
+                "get": {"operationId": "listMappings", "summary": "List every mapping",
+                        "responses": {"200": {"description": "All mappings", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MappingList"}}}}}},
+                "post": {"operationId": "createMapping", "summary": "Create a mapping",
+                         "requestBody": spec_body("The mapping to create; ConsumerGroupId defaults to the new UUID"),
+                         "responses": {"201": mapping, "400": err("A field is invalid; Errors names each one")}}
+            },
+            "/api/v1/mappings/{id}": {
+                "parameters": id_param,
+                "get": {"operationId": "getMapping", "summary": "Read one mapping",
+                        "responses": {"200": mapping, "404": err("No such mapping")}},
+                "put": {"operationId": "replaceMapping", "summary": "Replace every field of a mapping",
+                        "requestBody": spec_body("The whole new spec"),
+                        "responses": {"200": mapping, "400": err("A field is invalid"), "404": err("No such mapping")}},
+                "patch": {"operationId": "updateMapping", "summary": "Change some fields (JSON merge patch, like UpdateEventSourceMapping)",
+                          "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}},
+                          "responses": {"200": mapping, "400": err("A field is invalid"), "404": err("No such mapping")}},
+                "delete": {"operationId": "deleteMapping", "summary": "Delete a mapping (its group's offsets stay in Kafka)",
+                           "responses": {"200": mapping, "404": err("No such mapping")}}
+            },
+            "/api/v1/mappings/{id}/enable": {
+                "parameters": id_param,
+                "post": {"operationId": "enableMapping", "summary": "Start polling and invoking",
+                         "responses": {"200": mapping, "404": err("No such mapping")}}
+            },
+            "/api/v1/mappings/{id}/disable": {
+                "parameters": id_param,
+                "post": {"operationId": "disableMapping", "summary": "Stop polling and invoking",
+                         "responses": {"200": mapping, "404": err("No such mapping")}}
+            },
+            "/api/v1/openapi.json": {
+                "get": {"operationId": "openapi", "summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0 document"}}}
+            }
+        },
+        "components": {"schemas": schemas}
+    })
+}

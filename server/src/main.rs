@@ -1,0 +1,159 @@
+//! `sluice`: the binary. `serve` runs the console, API and (later) engine;
+//! `demo` does the same next to an embedded Kafka cluster with traffic.
+
+mod demo;
+mod http;
+mod service;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use leptos::prelude::LeptosOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Run functions on Kafka streams: a self-hosted Kafka event source mapping with a live console."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the console and the API on the configured database.
+    Serve(ServeArgs),
+    /// Serve, next to an embedded Kafka cluster, a traffic generator, a demo
+    /// HTTP function and a mapping between them: live data with no setup.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Database URL [default: sqlite://DATA_DIR/sluice.db].
+    #[arg(long, env = "SLUICE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Directory for Sluice's own files (the SQLite database)
+    /// [default: ./sluice-data, or ./sluice-demo-data for `demo`].
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Directory with the console's built assets (pkg/sluice.js, .wasm, .css)
+    /// [default: `site` beside the executable].
+    #[arg(long, env = "SLUICE_SITE_ROOT")]
+    site_root: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Records per second the generator produces between bursts.
+    #[arg(long, default_value_t = 40)]
+    rate: u32,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Serve(a) => serve(a, "sluice-data", None).await,
+        Cmd::Demo(d) => serve(d.serve, "sluice-demo-data", Some(d.rate)).await,
+    };
+    if let Err(e) = result {
+        eprintln!("sluice: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn site_root(arg: Option<PathBuf>) -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = match arg {
+        Some(p) => vec![p],
+        None => {
+            let beside_exe = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("site")));
+            beside_exe.into_iter().chain([PathBuf::from("target/site")]).collect()
+        }
+    };
+    for c in &candidates {
+        if c.join("pkg").join("sluice.js").is_file() {
+            return Ok(c.clone());
+        }
+    }
+    bail!(
+        "the console's assets are not built (looked for pkg/sluice.js in {}); run scripts/build.sh, or pass --site-root",
+        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+fn database_url(args: &ServeArgs, data_dir: &Path) -> Result<String> {
+    if let Some(u) = &args.database_url {
+        return Ok(u.clone());
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    Ok(format!("sqlite://{}?mode=rwc", data_dir.join("sluice.db").display()))
+}
+
+async fn serve(args: ServeArgs, default_dir: &str, demo_rate: Option<u32>) -> Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(default_dir));
+    let url = database_url(&args, &data_dir)?;
+    let site = site_root(args.site_root.clone())?;
+    let store = store::Store::open(&url).await?;
+    let mappings = service::MappingService::new(store);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let options = LeptosOptions::builder()
+        .output_name("sluice")
+        .site_root(site.display().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build();
+    let state = http::AppState::new(options, mappings.clone());
+
+    let (extra, _demo) = match demo_rate {
+        Some(rate) => {
+            let d = demo::Demo::start(rate, addr, &mappings).await?;
+            (demo::routes(), Some(d))
+        }
+        None => (axum::Router::new(), None),
+    };
+    let app = http::router(state, extra);
+    let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
+    println!("Sluice {} console: http://{shown}/", env!("CARGO_PKG_VERSION"));
+    println!("  database: {url}");
+    tracing::info!(%addr, site = %site.display(), "listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    println!("Sluice stopped.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,210 @@
+//! The mapping service: the one place specs are validated and saved. The
+//! REST API, the console's forms and its server functions all go through it,
+//! so they accept and refuse exactly the same things.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sluice_app::api::backend::Backend;
+use sluice_app::model::{MappingState, MappingStatus, MappingView};
+use sluice_app::spec::{FieldError, MappingSpec};
+use uuid::Uuid;
+
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no mapping with UUID {0}")]
+    NotFound(Uuid),
+    #[error("{}", describe(.0))]
+    Invalid(Vec<FieldError>),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+fn describe(errs: &[FieldError]) -> String {
+    errs.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
+}
+
+/// Fields of a `MappingView` that a client may send back unchanged (say,
+/// from a `GET`): read-only, so they are ignored rather than refused.
+const READ_ONLY: [&str; 7] = [
+    "UUID",
+    "State",
+    "StateTransitionReason",
+    "LastProcessingResult",
+    "LastModified",
+    "EventSourceMappingArn",
+    "FunctionArn",
+];
+
+/// Reads a spec from JSON, naming the field of the first problem.
+pub fn spec_from_json(mut v: Value) -> Result<MappingSpec, ServiceError> {
+    let Value::Object(map) = &mut v else {
+        return Err(ServiceError::Invalid(vec![FieldError::new("", "the body must be a JSON object")]));
+    };
+    for k in READ_ONLY {
+        map.remove(k);
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde reports a missing field at its parent: name the field itself.
+        let (field, message) = match inner.strip_prefix("missing field `").and_then(|r| r.split_once('`')) {
+            Some((name, _)) if path == "." => (name.to_string(), "is required".to_string()),
+            Some((name, _)) => (format!("{path}.{name}"), "is required".to_string()),
+            None if inner.starts_with("unknown field") => {
+                let name = inner.split('`').nth(1).unwrap_or("");
+                let field = if path == "." { name.to_string() } else { path.clone() };
+                (field, format!("is not a mapping field ({inner})"))
+            }
+            None => (if path == "." { String::new() } else { path }, inner),
+        };
+        ServiceError::Invalid(vec![FieldError::new(field, message)])
+    })
+}
+
+/// RFC 7386 merge patch: objects merge, `null` removes, anything else replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+pub struct MappingService {
+    store: Store,
+}
+
+fn user_status(enabled: bool) -> MappingStatus {
+    // Until the engine reports, a saved mapping is in the state the user asked for.
+    MappingStatus {
+        state: if enabled { MappingState::Enabled } else { MappingState::Disabled },
+        state_transition_reason: "USER_INITIATED".into(),
+        last_processing_result: "No records processed".into(),
+    }
+}
+
+impl MappingService {
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(MappingService { store })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn list(&self) -> Result<Vec<MappingView>, ServiceError> {
+        Ok(self.store.list().await?)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<MappingView, ServiceError> {
+        self.store.get(id).await?.ok_or(ServiceError::NotFound(id))
+    }
+
+    pub async fn create(&self, spec: MappingSpec) -> Result<MappingView, ServiceError> {
+        self.create_with_id(Uuid::new_v4(), spec).await
+    }
+
+    pub async fn create_with_id(&self, id: Uuid, mut spec: MappingSpec) -> Result<MappingView, ServiceError> {
+        // As in AWS, the group defaults to the mapping's UUID; stored, so it
+        // shows and stays put when the spec is edited.
+        let group = &mut spec.self_managed_kafka_event_source_config.consumer_group_id;
+        if group.is_none() {
+            *group = Some(id.to_string());
+        }
+        self.check(Some(id), &spec).await?;
+        self.store.insert(id, &spec, &user_status(spec.enabled)).await?;
+        self.get(id).await
+    }
+
+    /// Replaces every field of the spec.
+    pub async fn replace(&self, id: Uuid, spec: MappingSpec) -> Result<MappingView, ServiceError> {
+        self.get(id).await?;
+        self.check(Some(id), &spec).await?;
+        if !self.store.update(id, &spec, &user_status(spec.enabled)).await? {
+            return Err(ServiceError::NotFound(id));
+        }
+        self.get(id).await
+    }
+
+    /// Changes only the fields the patch names (AWS UpdateEventSourceMapping).
+    pub async fn patch(&self, id: Uuid, patch: &Value) -> Result<MappingView, ServiceError> {
+        let current = self.get(id).await?;
+        let mut v = serde_json::to_value(&current.spec).map_err(anyhow::Error::from)?;
+        merge_patch(&mut v, patch);
+        self.replace(id, spec_from_json(v)?).await
+    }
+
+    pub async fn set_enabled(&self, id: Uuid, enabled: bool) -> Result<MappingView, ServiceError> {
+        let mut spec = self.get(id).await?.spec;
+        spec.enabled = enabled;
+        self.replace(id, spec).await
+    }
+
+    pub async fn delete(&self, id: Uuid) -> Result<MappingView, ServiceError> {
+        let mut view = self.get(id).await?;
+        if !self.store.delete(id).await? {
+            return Err(ServiceError::NotFound(id));
+        }
+        view.status.state = MappingState::Deleting;
+        view.status.state_transition_reason = "USER_INITIATED".into();
+        Ok(view)
+    }
+
+    /// Validation that needs more than the spec: the clock, and the other
+    /// mappings (two mappings in one consumer group would steal each other's
+    /// partitions).
+    async fn check(&self, id: Option<Uuid>, spec: &MappingSpec) -> Result<(), ServiceError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut errs = spec.validate(now);
+        if let Some(group) = spec.consumer_group_id() {
+            for other in self.store.list().await? {
+                if Some(other.uuid) == id || other.consumer_group() != group {
+                    continue;
+                }
+                let shared = other.spec.bootstrap_servers().iter().any(|s| spec.bootstrap_servers().contains(s));
+                if shared {
+                    errs.push(FieldError::new(
+                        "SelfManagedKafkaEventSourceConfig.ConsumerGroupId",
+                        format!(
+                            "`{group}` is already the consumer group of mapping {} on the same cluster; two mappings in one group would split the partitions between them",
+                            other.label()
+                        ),
+                    ));
+                }
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid(errs))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for MappingService {
+    async fn list(&self) -> Result<Vec<MappingView>, String> {
+        MappingService::list(self).await.map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<MappingView>, String> {
+        match MappingService::get(self, id).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ServiceError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

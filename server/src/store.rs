@@ -1,0 +1,150 @@
+//! Mapping storage: specs and statuses, apart. Runs on `sqlx::Any`, so the
+//! callers stay the same whichever database URL the user gives (SQLite now;
+//! PostgreSQL needs only its driver feature and a test run).
+
+use anyhow::{Context, Result};
+use sluice_app::model::{MappingState, MappingStatus, MappingView};
+use sluice_app::spec::MappingSpec;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const SELECT: &str = "SELECT m.uuid, m.spec, m.updated_ms, s.state, s.state_transition_reason, \
+     s.last_processing_result FROM mappings m LEFT JOIN mapping_status s ON s.uuid = m.uuid";
+
+impl Store {
+    /// Connects and applies the migrations in `migrations/`.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .connect(url)
+            .await
+            .with_context(|| format!("cannot open the database at {url}"))?;
+        if url.starts_with("sqlite:") {
+            // WAL lets the console read while the engine writes.
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
+        }
+        sqlx::migrate!("../migrations")
+            .run(&pool)
+            .await
+            .context("cannot apply the database migrations")?;
+        Ok(Store { pool })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Result<Vec<MappingView>> {
+        let rows = sqlx::query(&format!("{SELECT} ORDER BY m.created_ms, m.uuid"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_view).collect()
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<MappingView>> {
+        let row = sqlx::query(&format!("{SELECT} WHERE m.uuid = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(row_to_view).transpose()
+    }
+
+    /// Stores a new mapping with its first status, in one transaction.
+    pub async fn insert(&self, id: Uuid, spec: &MappingSpec, status: &MappingStatus) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO mappings (uuid, spec, version, created_ms, updated_ms) VALUES ($1, $2, 1, $3, $3)")
+            .bind(id.to_string())
+            .bind(serde_json::to_string(spec)?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        upsert_status(&mut tx, id, status).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a spec (and the status the change implies). False if the
+    /// mapping does not exist.
+    pub async fn update(&self, id: Uuid, spec: &MappingSpec, status: &MappingStatus) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE mappings SET spec = $1, version = version + 1, updated_ms = $2 WHERE uuid = $3")
+            .bind(serde_json::to_string(spec)?)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        upsert_status(&mut tx, id, status).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn delete(&self, id: Uuid) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM mapping_status WHERE uuid = $1").bind(id.to_string()).execute(&mut *tx).await?;
+        let n = sqlx::query("DELETE FROM mappings WHERE uuid = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+}
+
+async fn upsert_status(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: Uuid,
+    s: &MappingStatus,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO mapping_status (uuid, state, state_transition_reason, last_processing_result, updated_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (uuid) DO UPDATE SET state = excluded.state, \
+         state_transition_reason = excluded.state_transition_reason, \
+         last_processing_result = excluded.last_processing_result, updated_ms = excluded.updated_ms",
+    )
+    .bind(id.to_string())
+    .bind(s.state.as_str())
+    .bind(&s.state_transition_reason)
+    .bind(&s.last_processing_result)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn row_to_view(row: &AnyRow) -> Result<MappingView> {
+    let uuid: String = row.try_get("uuid")?;
+    let spec: String = row.try_get("spec")?;
+    let updated_ms: i64 = row.try_get("updated_ms")?;
+    let state: Option<String> = row.try_get("state")?;
+    Ok(MappingView {
+        uuid: Uuid::parse_str(&uuid).context("a stored mapping has a malformed UUID")?,
+        spec: serde_json::from_str(&spec).with_context(|| format!("mapping {uuid} has an unreadable spec"))?,
+        status: MappingStatus {
+            state: state.as_deref().and_then(MappingState::parse).unwrap_or(MappingState::Creating),
+            state_transition_reason: row.try_get::<Option<String>, _>("state_transition_reason")?.unwrap_or_default(),
+            last_processing_result: row.try_get::<Option<String>, _>("last_processing_result")?.unwrap_or_default(),
+        },
+        last_modified: updated_ms as f64 / 1000.0,
+    })
+}
