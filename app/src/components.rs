@@ -59,14 +59,17 @@ pub fn MappingFormView(
         }
     };
     let on_input = move |_ev: leptos::ev::Event| revalidate();
-    let on_change = move |ev: leptos::ev::Event| {
-        if let Some(name) = target_name(&ev) {
+    // A field counts as touched once it changed or was left.
+    let touch = move |ev: &leptos::ev::Event| {
+        if let Some(name) = target_name(ev) {
             touched.update(|t| {
                 t.insert(name);
             });
         }
         revalidate();
     };
+    let on_change = move |ev: leptos::ev::Event| touch(&ev);
+    let on_leave = move |ev: leptos::ev::FocusEvent| touch(&ev);
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         revalidate();
         show_all.set(true);
@@ -85,9 +88,9 @@ pub fn MappingFormView(
                 .into_iter()
                 .filter(|e| e.is_for(name) && (all || touched.iter().any(|t| e.is_for(t))))
                 .map(|e| {
-                    let text = match e.field.strip_prefix(name) {
-                        Some(rest) if !rest.is_empty() => format!("{}: {}", describe_path(rest), e.message),
-                        _ => e.message.clone(),
+                    let text = match e.field.strip_prefix(name).and_then(describe_path) {
+                        Some(prefix) => format!("{prefix}: {}", e.message),
+                        None => e.message.clone(),
                     };
                     view! { <p class="field-error" data-error-for=name>{text}</p> }
                 })
@@ -105,7 +108,7 @@ pub fn MappingFormView(
     let position = v.starting_position.clone();
     view! {
         <form class="mapping-form" method="post" action=action node_ref=form_ref
-            on:input=on_input on:change=on_change on:submit=on_submit novalidate>
+            on:input=on_input on:change=on_change on:focusout=on_leave on:submit=on_submit novalidate>
             {move || (show_all.get() && !errors.get().is_empty()).then(|| view! {
                 <p class="error-banner" role="alert">"The mapping was not saved: fix the fields marked below."</p>
             })}
@@ -197,17 +200,11 @@ pub fn MappingFormView(
     }
 }
 
-/// `[2].Pattern` → `filter 3`; `[0]` → `entry 1`.
-fn describe_path(rest: &str) -> String {
-    let index = rest
-        .split(|c| c == '[' || c == ']')
-        .find_map(|p| p.parse::<usize>().ok())
-        .map(|i| i + 1);
-    match index {
-        Some(i) if rest.contains("Filters") => format!("filter {i}"),
-        Some(i) => format!("entry {i}"),
-        None => rest.trim_start_matches('.').to_string(),
-    }
+/// `[2].Pattern` → `filter 3`. Other paths need no prefix: their messages
+/// quote the offending value.
+fn describe_path(rest: &str) -> Option<String> {
+    let index = rest.split(['[', ']']).find_map(|p| p.parse::<usize>().ok())?;
+    rest.contains("Filters").then(|| format!("filter {}", index + 1))
 }
 
 fn target_name(ev: &leptos::ev::Event) -> Option<String> {

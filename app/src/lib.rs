@@ -11,7 +11,7 @@ mod components;
 mod pages;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet};
 use leptos_router::{
     components::{Route, Router, Routes, A},
     path, SsrMode,
@@ -42,7 +42,6 @@ pub fn App() -> impl IntoView {
     let ssr = SsrMode::Async;
     view! {
         <Stylesheet id="sluice" href="/pkg/sluice.css"/>
-        <Title text="Sluice"/>
         <Router>
             <header class="top">
                 <A href="/" attr:class="brand">"Sluice"</A>

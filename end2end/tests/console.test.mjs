@@ -58,6 +58,7 @@ for (const js of [false, true]) {
       const before = (await api(s.url, "GET", "/api/v1/mappings")).body.EventSourceMappings.length;
       if (js) {
         // Leaving the field shows its error before any submit.
+        await page.focus(byName(field));
         await page.locator(byName(field)).blur();
         await page.locator(`[data-error-for="${field}"]`).first().waitFor();
         assert.match((await errorsFor(page, field)).join(" "), message);

@@ -1,10 +1,6 @@
 //! `sluice`: the binary. `serve` runs the console, API and (later) engine;
 //! `demo` does the same next to an embedded Kafka cluster with traffic.
 
-mod demo;
-mod http;
-mod service;
-mod store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use leptos::prelude::LeptosOptions;
+use sluice_server::{demo, http, service, store};
 
 #[derive(Parser)]
 #[command(

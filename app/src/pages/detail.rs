@@ -1,6 +1,7 @@
 //! One mapping's page: its settings, its status, and the actions on it.
 
 use leptos::prelude::*;
+use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_mapping, set_status};
@@ -60,6 +61,7 @@ fn Detail(m: MappingView) -> impl IntoView {
     let toggle = if s.enabled { "disable" } else { "enable" };
     let toggle_label = if s.enabled { "Disable" } else { "Enable" };
     view! {
+        <Title text=format!("{} · Sluice", m.label())/>
         <div class="page-head">
             <h1>{m.label()}</h1>
             <StateBadge state=m.status.state/>

@@ -3,6 +3,7 @@
 //! carrying what was typed and the errors.
 
 use leptos::prelude::*;
+use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_mapping, set_status, PostedForm};
@@ -24,6 +25,7 @@ pub fn NewMapping() -> impl IntoView {
         set_status(422);
     }
     view! {
+        <Title text="Create mapping · Sluice"/>
         <h1>"Create mapping"</h1>
         <MappingFormView action="/mappings/new".to_string() values errors submit="Create mapping" cancel="/".to_string()/>
     }
@@ -56,6 +58,7 @@ pub fn EditMapping() -> impl IntoView {
                                 set_status(422);
                             }
                             view! {
+                                <Title text=format!("Edit {} · Sluice", m.label())/>
                                 <h1>"Edit " {m.label()}</h1>
                                 <p class="hint">"Every setting can change. Topic, consumer group and starting position changes apply from the group's committed offsets."</p>
                                 <MappingFormView action=format!("{base}/edit") values errors submit="Save changes" cancel=base/>

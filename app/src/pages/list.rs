@@ -1,6 +1,7 @@
 //! The list of mappings: the console's home page.
 
 use leptos::prelude::*;
+use leptos_meta::Title;
 
 use crate::api::list_mappings;
 use crate::components::{ServerError, StateBadge};
@@ -10,6 +11,7 @@ use crate::spec::format_unix;
 pub fn MappingList() -> impl IntoView {
     let mappings = Resource::new(|| (), |_| list_mappings());
     view! {
+        <Title text="Mappings · Sluice"/>
         <div class="page-head">
             <h1>"Mappings"</h1>
             <a class="button primary" href="/mappings/new">"Create mapping"</a>

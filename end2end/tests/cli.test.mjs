@@ -1,0 +1,62 @@
+// The binary as a user meets it: its help, and `sluice demo`.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { startSluice, api } from "./sluice.mjs";
+
+const help = (...args) => execFileSync(process.env.SLUICE_BIN, [...args, "--help"], { encoding: "utf8" });
+
+test("sluice --help lists serve and demo", () => {
+  const out = help();
+  assert.match(out, /Usage: sluice <COMMAND>/);
+  assert.match(out, /serve/);
+  assert.match(out, /demo/);
+});
+
+test("serve and demo take --listen, --database-url and --data-dir, with their environment variables", () => {
+  for (const cmd of ["serve", "demo"]) {
+    const out = help(cmd);
+    for (const [flag, env] of [["--listen", "SLUICE_LISTEN"], ["--database-url", "SLUICE_DATABASE_URL"], ["--data-dir", "SLUICE_DATA_DIR"]]) {
+      assert.ok(out.includes(flag), `${cmd} ${flag}`);
+      assert.ok(out.includes(env), `${cmd} ${env}`);
+    }
+  }
+});
+
+test("a database URL that cannot be opened is a clear error, not a panic", () => {
+  let err;
+  try {
+    execFileSync(process.env.SLUICE_BIN, ["serve", "--listen", "127.0.0.1:0", "--database-url", "sqlite:///nonexistent-dir/x.db"], { encoding: "utf8", stdio: "pipe" });
+  } catch (e) { err = e; }
+  assert.ok(err, "sluice must exit");
+  assert.equal(err.status, 1);
+  assert.match(err.stderr, /cannot open the database at sqlite:\/\/\/nonexistent-dir\/x.db/);
+});
+
+test("sluice demo serves the console with the demo mapping and a demo function", async () => {
+  const s = await startSluice("demo");
+  try {
+    const list = (await api(s.url, "GET", "/api/v1/mappings")).body.EventSourceMappings;
+    assert.equal(list.length, 1);
+    const m = list[0];
+    assert.deepEqual(m.Topics, ["demo-orders"]);
+    assert.equal(m.FunctionName, `${s.url}/demo/function`);
+    assert.match(s.output(), /topic demo-orders \(6 partitions\)/);
+
+    // The demo function mostly succeeds, sometimes fails or throttles.
+    const event = { eventSource: "SelfManagedKafka", bootstrapServers: "x:1", records: { "demo-orders-0": [] } };
+    const statuses = {};
+    for (let i = 0; i < 300; i++) {
+      const r = await fetch(m.FunctionName, { method: "POST", body: JSON.stringify(event) });
+      statuses[r.status] = (statuses[r.status] || 0) + 1;
+      await r.text();
+    }
+    assert.ok(statuses[200] > 250, JSON.stringify(statuses));
+    assert.ok((statuses[500] || 0) + (statuses[429] || 0) > 0, JSON.stringify(statuses));
+
+    const page = await (await fetch(`${s.url}/`)).text();
+    assert.ok(page.includes("demo-orders"));
+  } finally {
+    await s.stop();
+  }
+});

@@ -1,0 +1,7 @@
+//! Sluice's server: storage, the mapping service, the HTTP side and the
+//! demo. `main.rs` is the CLI around it.
+
+pub mod demo;
+pub mod http;
+pub mod service;
+pub mod store;
