@@ -13,6 +13,17 @@ apt_install() {
 command -v chromium >/dev/null || { echo "test.sh: installing Debian's chromium" >&2; apt_install chromium; }
 command -v npm >/dev/null || { echo "test.sh: installing node and npm" >&2; apt_install nodejs npm; }
 
+# A real Kafka-protocol broker for the engine tests: tansu, built once from
+# crates.io and cached outside the clone (about 10 minutes the first time).
+tools="$HOME/.cache/sluice-tools"
+if [ ! -x "$tools/bin/tansu" ]; then
+  echo "test.sh: installing tansu 0.6.0 (the test broker) into $tools" >&2
+  CARGO_TARGET_DIR="$tools/target" cargo install tansu --version 0.6.0 --locked \
+    --features dynostore,libsql --root "$tools" --quiet
+  rm -rf "$tools/target"
+fi
+export TANSU_BIN="$tools/bin/tansu" SLUICE_REQUIRE_TANSU=1
+
 bin=$(scripts/build.sh | tail -n 1)
 
 echo "test.sh: cargo tests" >&2

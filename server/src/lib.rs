@@ -2,6 +2,7 @@
 //! demo. `main.rs` is the CLI around it.
 
 pub mod demo;
+pub mod engine;
 pub mod http;
 pub mod service;
 pub mod store;

@@ -4,11 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use leptos::prelude::LeptosOptions;
-use sluice_server::{demo, http, service, store};
+use sluice_server::{demo, engine, http, service, store};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,9 @@ struct ServeArgs {
     /// [default: `site` beside the executable].
     #[arg(long, env = "SLUICE_SITE_ROOT")]
     site_root: Option<PathBuf>,
+    /// Timeout of one invocation of an HTTP function, in milliseconds.
+    #[arg(long, env = "SLUICE_HTTP_TIMEOUT_MS", default_value_t = 30_000)]
+    http_timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -130,12 +134,19 @@ async fn serve(args: ServeArgs, default_dir: &str, demo_rate: Option<u32>) -> Re
         }
         None => (axum::Router::new(), None),
     };
+    let engine = engine::Engine::start(
+        mappings.store().clone(),
+        mappings.changes(),
+        engine::EngineSettings { http_timeout: Duration::from_millis(args.http_timeout_ms), ..Default::default() },
+    );
     let app = http::router(state, extra);
     let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     println!("Sluice {} console: http://{shown}/", env!("CARGO_PKG_VERSION"));
     println!("  database: {url}");
     tracing::info!(%addr, site = %site.display(), "listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // In-flight batches finish (or are abandoned uncommitted) before exit.
+    engine.shutdown().await;
     println!("Sluice stopped.");
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::sync::Notify;
 use sluice_app::api::backend::Backend;
 use sluice_app::model::{MappingState, MappingStatus, MappingView};
 use sluice_app::spec::{FieldError, MappingSpec};
@@ -82,20 +83,27 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 pub struct MappingService {
     store: Store,
+    changed: Arc<Notify>,
 }
 
-fn user_status(enabled: bool) -> MappingStatus {
-    // Until the engine reports, a saved mapping is in the state the user asked for.
+/// The transitional state a save puts a mapping in; the engine settles it
+/// (Enabled, Disabled) once its pollers follow.
+fn saved_status(state: MappingState, last_result: &str) -> MappingStatus {
     MappingStatus {
-        state: if enabled { MappingState::Enabled } else { MappingState::Disabled },
+        state,
         state_transition_reason: "USER_INITIATED".into(),
-        last_processing_result: "No records processed".into(),
+        last_processing_result: last_result.into(),
     }
 }
 
 impl MappingService {
     pub fn new(store: Store) -> Arc<Self> {
-        Arc::new(MappingService { store })
+        Arc::new(MappingService { store, changed: Arc::new(Notify::new()) })
+    }
+
+    /// Notified on every saved change (the engine's reconciler waits on it).
+    pub fn changes(&self) -> Arc<Notify> {
+        self.changed.clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -122,17 +130,26 @@ impl MappingService {
             *group = Some(id.to_string());
         }
         self.check(Some(id), &spec).await?;
-        self.store.insert(id, &spec, &user_status(spec.enabled)).await?;
+        let state = if spec.enabled { MappingState::Creating } else { MappingState::Disabled };
+        self.store.insert(id, &spec, &saved_status(state, "No records processed")).await?;
+        self.changed.notify_one();
         self.get(id).await
     }
 
     /// Replaces every field of the spec.
     pub async fn replace(&self, id: Uuid, spec: MappingSpec) -> Result<MappingView, ServiceError> {
-        self.get(id).await?;
+        let before = self.get(id).await?;
         self.check(Some(id), &spec).await?;
-        if !self.store.update(id, &spec, &user_status(spec.enabled)).await? {
+        let state = match (before.spec.enabled, spec.enabled) {
+            (false, true) => MappingState::Enabling,
+            (true, false) => MappingState::Disabling,
+            (true, true) => MappingState::Updating,
+            (false, false) => MappingState::Disabled,
+        };
+        if !self.store.update(id, &spec, &saved_status(state, &before.status.last_processing_result)).await? {
             return Err(ServiceError::NotFound(id));
         }
+        self.changed.notify_one();
         self.get(id).await
     }
 
@@ -155,6 +172,7 @@ impl MappingService {
         if !self.store.delete(id).await? {
             return Err(ServiceError::NotFound(id));
         }
+        self.changed.notify_one();
         view.status.state = MappingState::Deleting;
         view.status.state_transition_reason = "USER_INITIATED".into();
         Ok(view)

@@ -98,6 +98,48 @@ impl Store {
         Ok(true)
     }
 
+    /// Every spec with its version, for the reconciler.
+    pub async fn list_specs(&self) -> Result<Vec<(Uuid, MappingSpec, i64)>> {
+        let rows = sqlx::query("SELECT uuid, spec, version FROM mappings").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let uuid: String = r.try_get("uuid")?;
+                let spec: String = r.try_get("spec")?;
+                Ok((
+                    Uuid::parse_str(&uuid)?,
+                    serde_json::from_str(&spec).with_context(|| format!("mapping {uuid} has an unreadable spec"))?,
+                    r.try_get::<i64, _>("version")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The engine's report. A no-op if the mapping was deleted meanwhile.
+    pub async fn set_status(&self, id: Uuid, s: &MappingStatus) -> Result<()> {
+        sqlx::query(
+            "UPDATE mapping_status SET state = $1, state_transition_reason = $2, last_processing_result = $3, \
+             updated_ms = $4 WHERE uuid = $5",
+        )
+        .bind(s.state.as_str())
+        .bind(&s.state_transition_reason)
+        .bind(&s.last_processing_result)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_result(&self, id: Uuid, result: &str) -> Result<()> {
+        sqlx::query("UPDATE mapping_status SET last_processing_result = $1, updated_ms = $2 WHERE uuid = $3")
+            .bind(result)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn delete(&self, id: Uuid) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM mapping_status WHERE uuid = $1").bind(id.to_string()).execute(&mut *tx).await?;

@@ -1,0 +1,193 @@
+//! The event a function receives: exactly AWS's Kafka event JSON (reference
+//! §2), so existing Lambda handlers parse it unchanged. Written by hand into
+//! one buffer: it is on the hot path, and its size must be known while the
+//! batch is built (the 6 MB limit).
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::Timestamp;
+
+/// AWS's invoke payload limit.
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+
+/// The fixed part of an event: everything but the records.
+#[derive(Clone, Debug)]
+pub struct EventSource {
+    /// `SelfManagedKafka`, or `aws:kafka` for MSK.
+    pub event_source: String,
+    pub event_source_arn: Option<String>,
+    pub bootstrap_servers: String,
+}
+
+impl EventSource {
+    pub fn self_managed(bootstrap_servers: &[String]) -> Self {
+        EventSource {
+            event_source: "SelfManagedKafka".into(),
+            event_source_arn: None,
+            bootstrap_servers: bootstrap_servers.join(","),
+        }
+    }
+
+    fn header(&self, out: &mut String) {
+        out.push_str("{\"eventSource\":");
+        push_json_str(out, &self.event_source);
+        if let Some(arn) = &self.event_source_arn {
+            out.push_str(",\"eventSourceArn\":");
+            push_json_str(out, arn);
+        }
+        out.push_str(",\"bootstrapServers\":");
+        push_json_str(out, &self.bootstrap_servers);
+        out.push_str(",\"records\":{");
+    }
+}
+
+/// One record, already rendered as its JSON object.
+#[derive(Clone, Debug)]
+pub struct EncodedRecord {
+    pub offset: i64,
+    /// Milliseconds since the epoch (-1 when the broker gave none).
+    pub timestamp_ms: i64,
+    pub json: String,
+}
+
+pub fn encode_record(m: &OwnedMessage) -> EncodedRecord {
+    let mut out = String::with_capacity(m.payload().map_or(0, |p| p.len()) * 4 / 3 + 160);
+    let (ts, ts_type) = match m.timestamp() {
+        Timestamp::CreateTime(t) => (t, "CREATE_TIME"),
+        Timestamp::LogAppendTime(t) => (t, "LOG_APPEND_TIME"),
+        Timestamp::NotAvailable => (-1, "CREATE_TIME"),
+    };
+    out.push_str("{\"topic\":");
+    push_json_str(&mut out, m.topic());
+    out.push_str(&format!(
+        ",\"partition\":{},\"offset\":{},\"timestamp\":{},\"timestampType\":\"{}\"",
+        m.partition(),
+        m.offset(),
+        ts,
+        ts_type
+    ));
+    // AWS leaves `key` out when the record has none.
+    if let Some(k) = m.key() {
+        out.push_str(",\"key\":\"");
+        B64.encode_string(k, &mut out);
+        out.push('"');
+    }
+    out.push_str(",\"value\":\"");
+    if let Some(v) = m.payload() {
+        B64.encode_string(v, &mut out);
+    }
+    out.push_str("\",\"headers\":[");
+    if let Some(hs) = m.headers() {
+        for (i, h) in hs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('{');
+            push_json_str(&mut out, h.key);
+            out.push_str(":[");
+            // Java's byte[]: signed bytes.
+            for (j, b) in h.value.unwrap_or_default().iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                out.push_str(&(*b as i8).to_string());
+            }
+            out.push_str("]}");
+        }
+    }
+    out.push_str("]}");
+    EncodedRecord { offset: m.offset(), timestamp_ms: ts, json: out }
+}
+
+/// Renders the event for records of one partition.
+pub fn build_event(source: &EventSource, topic: &str, partition: i32, records: &[EncodedRecord]) -> String {
+    let body: usize = records.iter().map(|r| r.json.len() + 1).sum();
+    let mut out = String::with_capacity(body + source.bootstrap_servers.len() + 128);
+    source.header(&mut out);
+    push_json_str(&mut out, &format!("{topic}-{partition}"));
+    out.push_str(":[");
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&r.json);
+    }
+    out.push_str("]}}");
+    out
+}
+
+/// The envelope's size without records, for the payload limit.
+pub fn envelope_len(source: &EventSource, topic: &str, partition: i32) -> usize {
+    build_event(source, topic, partition, &[]).len()
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{Header, OwnedHeaders};
+
+    fn msg(key: Option<&[u8]>, value: &[u8], headers: Option<OwnedHeaders>) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(value.to_vec()),
+            key.map(|k| k.to_vec()),
+            "orders".into(),
+            Timestamp::CreateTime(1_545_084_650_987),
+            0,
+            15,
+            headers,
+        )
+    }
+
+    #[test]
+    fn the_event_is_aws_json_with_signed_header_bytes() {
+        let headers = OwnedHeaders::new().insert(Header { key: "traceId", value: Some(&[104u8, 101, 200, 255][..]) });
+        let r = encode_record(&msg(Some(b"order-1"), br#"{"id":1}"#, Some(headers)));
+        let src = EventSource::self_managed(&["b-1:9092".into(), "b-2:9092".into()]);
+        let event = build_event(&src, "orders", 0, &[r]);
+        let v: serde_json::Value = serde_json::from_str(&event).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "eventSource": "SelfManagedKafka",
+                "bootstrapServers": "b-1:9092,b-2:9092",
+                "records": {"orders-0": [{
+                    "topic": "orders", "partition": 0, "offset": 15,
+                    "timestamp": 1545084650987i64, "timestampType": "CREATE_TIME",
+                    "key": "b3JkZXItMQ==", "value": "eyJpZCI6MX0=",
+                    "headers": [{"traceId": [104, 101, -56, -1]}]
+                }]}
+            })
+        );
+    }
+
+    #[test]
+    fn a_record_without_key_has_no_key_field_and_sizes_add_up() {
+        let r = encode_record(&msg(None, b"x", None));
+        assert!(!r.json.contains("\"key\""));
+        let src = EventSource { event_source: "aws:kafka".into(), event_source_arn: Some("arn:aws:kafka:x".into()), bootstrap_servers: "b:1".into() };
+        let records = vec![r.clone(), r.clone(), r];
+        let event = build_event(&src, "orders", 3, &records);
+        let v: serde_json::Value = serde_json::from_str(&event).unwrap();
+        assert_eq!(v["eventSourceArn"], "arn:aws:kafka:x");
+        assert_eq!(v["records"]["orders-3"].as_array().unwrap().len(), 3);
+        let predicted = envelope_len(&src, "orders", 3) + records.iter().map(|r| r.json.len()).sum::<usize>() + 2;
+        assert_eq!(event.len(), predicted);
+    }
+}

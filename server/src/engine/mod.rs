@@ -1,0 +1,197 @@
+//! The engine: poll → filter → batch → invoke → commit. The reconciler here
+//! is the only thing that starts or stops pollers: it turns the stored specs
+//! into running pollers and writes back what they report.
+
+pub mod event;
+pub mod partition;
+pub mod poller;
+pub mod status;
+pub mod target;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_app::model::{MappingState, MappingStatus};
+use sluice_app::spec::{target_kind, MappingSpec, TargetKind};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::Store;
+use status::LiveStatus;
+
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    /// Timeout of one HTTP invocation.
+    pub http_timeout: Duration,
+    /// How long a stopping poller lets in-flight invocations finish.
+    pub grace: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings { http_timeout: Duration::from_secs(30), grace: Duration::from_secs(10) }
+    }
+}
+
+struct Running {
+    version: i64,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    status: Arc<LiveStatus>,
+}
+
+pub struct Engine {
+    store: Store,
+    changed: Arc<Notify>,
+    settings: EngineSettings,
+    running: HashMap<Uuid, Running>,
+}
+
+/// Handle to stop the engine.
+pub struct EngineHandle {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    pub live: Arc<std::sync::Mutex<HashMap<Uuid, Arc<LiveStatus>>>>,
+}
+
+impl EngineHandle {
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+impl Engine {
+    /// Starts the reconciler. `changed` is notified by the mapping service on
+    /// every saved change; a slow periodic pass catches anything else.
+    pub fn start(store: Store, changed: Arc<Notify>, settings: EngineSettings) -> EngineHandle {
+        let stop = CancellationToken::new();
+        let live = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let mut engine = Engine { store, changed, settings, running: HashMap::new() };
+        let task = {
+            let stop = stop.clone();
+            let live = live.clone();
+            tokio::spawn(async move { engine.run(stop, live).await })
+        };
+        EngineHandle { stop, task, live }
+    }
+
+    async fn run(&mut self, stop: CancellationToken, live: Arc<std::sync::Mutex<HashMap<Uuid, Arc<LiveStatus>>>>) {
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::error!("reconcile failed: {e:#}");
+            }
+            self.flush_statuses().await;
+            *live.lock().unwrap_or_else(|e| e.into_inner()) =
+                self.running.iter().map(|(k, r)| (*k, r.status.clone())).collect();
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        let ids: Vec<Uuid> = self.running.keys().copied().collect();
+        let stops = ids.into_iter().filter_map(|id| self.running.remove(&id)).map(|r| {
+            r.stop.cancel();
+            r.task
+        });
+        futures::future::join_all(stops).await;
+        self.flush_statuses().await;
+    }
+
+    async fn reconcile(&mut self) -> anyhow::Result<()> {
+        let specs = self.store.list_specs().await?;
+        let wanted: HashMap<Uuid, (MappingSpec, i64)> = specs.into_iter().map(|(id, spec, v)| (id, (spec, v))).collect();
+
+        // Deleted, disabled or changed: stop first.
+        let to_stop: Vec<Uuid> = self
+            .running
+            .iter()
+            .filter(|(id, r)| match wanted.get(id) {
+                None => true,
+                Some((spec, v)) => !spec.enabled || *v != r.version,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in to_stop {
+            if let Some(r) = self.running.remove(&id) {
+                r.stop.cancel();
+                let _ = r.task.await;
+                tracing::info!(mapping = %id, "poller stopped");
+            }
+        }
+
+        for (id, (spec, version)) in wanted {
+            if !spec.enabled {
+                self.settle(id, MappingState::Disabled, "USER_INITIATED", None).await;
+                continue;
+            }
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            match self.start_poller(id, &spec, version) {
+                Ok(r) => {
+                    self.running.insert(id, r);
+                    self.settle(id, MappingState::Enabled, "USER_INITIATED", None).await;
+                }
+                Err(reason) => {
+                    self.settle(id, MappingState::Disabled, "ESM_CONFIG_NOT_VALID", Some(format!("PROBLEM: {reason}"))).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_poller(&self, id: Uuid, spec: &MappingSpec, version: i64) -> Result<Running, String> {
+        let target: Arc<dyn target::Target> = match target_kind(&spec.function_name) {
+            TargetKind::Http => Arc::new(
+                target::http::HttpTarget::new(&spec.function_name, self.settings.http_timeout).map_err(|e| e.to_string())?,
+            ),
+            TargetKind::Lambda => {
+                return Err("AWS Lambda targets are not available in this build yet; use an http(s):// function URL".into())
+            }
+        };
+        if !spec.filter_criteria.filters.is_empty() {
+            return Err("filter patterns are not applied by this build yet; remove the filters to run this mapping".into());
+        }
+        if spec.destination_config.on_failure.is_some() {
+            return Err("on-failure destinations are not delivered by this build yet; remove the destination to run this mapping".into());
+        }
+        let status = Arc::new(LiveStatus::default());
+        status.set("No records processed");
+        let stop = CancellationToken::new();
+        let cfg = poller::PollerConfig { id, spec: spec.clone(), target, status: status.clone(), grace: self.settings.grace };
+        let task = tokio::spawn(poller::run(cfg, stop.clone()));
+        tracing::info!(mapping = %id, version, "poller started");
+        Ok(Running { version, stop, task, status })
+    }
+
+    /// Writes the settled state if it differs from what is stored.
+    async fn settle(&self, id: Uuid, state: MappingState, reason: &str, result: Option<String>) {
+        let current = match self.store.get(id).await {
+            Ok(Some(v)) => v.status,
+            _ => return,
+        };
+        let result = result.unwrap_or(current.last_processing_result.clone());
+        if current.state == state && current.state_transition_reason == reason && current.last_processing_result == result {
+            return;
+        }
+        let status = MappingStatus { state, state_transition_reason: reason.into(), last_processing_result: result };
+        if let Err(e) = self.store.set_status(id, &status).await {
+            tracing::warn!(mapping = %id, "cannot write status: {e:#}");
+        }
+    }
+
+    async fn flush_statuses(&self) {
+        for (id, r) in &self.running {
+            if let Some(result) = r.status.take_change() {
+                if let Err(e) = self.store.set_result(*id, &result).await {
+                    tracing::warn!(mapping = %id, "cannot write status: {e:#}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! One partition's pipeline: batch → invoke → commit, strictly in offset
+//! order with at most one batch in flight. Records come from a channel (the
+//! poller's, or an in-memory source in benchmarks); offsets leave through a
+//! `Committer`. An offset is committed only once its record was invoked
+//! successfully, or dropped by a rule the user set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rdkafka::message::OwnedMessage;
+use sluice_app::spec::{FunctionResponseType, MappingSpec};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::event::{build_event, encode_record, envelope_len, EncodedRecord, EventSource, MAX_PAYLOAD_BYTES};
+use super::status::LiveStatus;
+use super::target::{Outcome, Target};
+
+/// Where finished offsets go: the consumer group in Kafka, or a test's memory.
+pub trait Committer: Send + Sync {
+    /// Records before `next_offset` are done.
+    fn commit(&self, topic: &str, partition: i32, next_offset: i64);
+}
+
+/// The settings of one mapping that a pipeline runs with.
+pub struct Pipeline {
+    pub target: Arc<dyn Target>,
+    pub committer: Arc<dyn Committer>,
+    pub status: Arc<LiveStatus>,
+    pub source: EventSource,
+    pub batch_size: usize,
+    pub window: Duration,
+    pub max_retries: Option<u32>,
+    pub max_age: Option<Duration>,
+    pub report_item_failures: bool,
+    /// Payload limit (AWS's 6 MB; smaller in tests).
+    pub max_payload: usize,
+}
+
+impl Pipeline {
+    pub fn from_spec(
+        spec: &MappingSpec,
+        target: Arc<dyn Target>,
+        committer: Arc<dyn Committer>,
+        status: Arc<LiveStatus>,
+    ) -> Pipeline {
+        let has_destination = spec.destination_config.on_failure.is_some();
+        Pipeline {
+            target,
+            committer,
+            status,
+            source: EventSource::self_managed(spec.bootstrap_servers()),
+            batch_size: spec.batch_size.clamp(1, 10_000) as usize,
+            window: match spec.maximum_batching_window_in_seconds {
+                None => Duration::from_millis(500),
+                Some(s) => Duration::from_secs(s.max(0) as u64),
+            },
+            // AWS: infinite retries with an on-failure destination mean 10.
+            max_retries: match spec.maximum_retry_attempts {
+                n if n >= 0 => Some(n as u32),
+                _ if has_destination => Some(10),
+                _ => None,
+            },
+            max_age: (spec.maximum_record_age_in_seconds >= 0)
+                .then(|| Duration::from_secs(spec.maximum_record_age_in_seconds as u64)),
+            report_item_failures: spec.function_response_types.contains(&FunctionResponseType::ReportBatchItemFailures),
+            max_payload: MAX_PAYLOAD_BYTES,
+        }
+    }
+}
+
+/// Runs one partition until `stop` (or the channel closes). A batch being
+/// invoked when `stop` fires is allowed to finish its current attempt;
+/// whatever is not finished is not committed.
+pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::Receiver<OwnedMessage>, stop: CancellationToken) {
+    let envelope = envelope_len(&p.source, &topic, partition);
+    let mut held: Option<EncodedRecord> = None;
+    loop {
+        let first = match held.take() {
+            Some(r) => r,
+            None => tokio::select! {
+                m = rx.recv() => match m { Some(m) => encode_record(&m), None => return },
+                _ = stop.cancelled() => return,
+            },
+        };
+        if envelope + first.json.len() > p.max_payload {
+            // Too large to invoke on its own: the user's failure rules decide.
+            let end = first.offset + 1;
+            let n = first.json.len();
+            fail(&p, &topic, partition, vec![first], &format!("a record of {n} bytes (encoded) exceeds the {} byte payload limit", p.max_payload), "MaximumPayloadSizeExceeded");
+            p.committer.commit(&topic, partition, end);
+            continue;
+        }
+        let mut size = envelope + first.json.len();
+        let mut batch = vec![first];
+        let deadline = Instant::now() + p.window;
+        while batch.len() < p.batch_size {
+            let next = if p.window.is_zero() {
+                match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            } else {
+                tokio::select! {
+                    m = rx.recv() => match m { Some(m) => m, None => break },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = stop.cancelled() => return,
+                }
+            };
+            let r = encode_record(&next);
+            if size + r.json.len() + 1 > p.max_payload {
+                held = Some(r);
+                break;
+            }
+            size += r.json.len() + 1;
+            batch.push(r);
+        }
+        if !process(&p, &topic, partition, batch, &stop).await {
+            return;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    crate::store::now_ms()
+}
+
+/// Invokes until the batch is handled. False if stopped first (nothing more
+/// is committed).
+async fn process(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<EncodedRecord>, stop: &CancellationToken) -> bool {
+    let Some(last) = records.last() else { return true };
+    let end = last.offset + 1;
+    let mut attempts: u32 = 0;
+    let mut throttles: u32 = 0;
+    loop {
+        if let Some(age) = p.max_age {
+            let oldest_ok = now_ms() - age.as_millis() as i64;
+            let (expired, fresh): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.timestamp_ms >= 0 && r.timestamp_ms < oldest_ok);
+            records = fresh;
+            if !expired.is_empty() {
+                fail(p, topic, partition, expired, &format!("older than MaximumRecordAgeInSeconds ({} s)", age.as_secs()), "RecordAgeExceeded");
+            }
+        }
+        if records.is_empty() {
+            p.committer.commit(topic, partition, end);
+            return true;
+        }
+        let payload = build_event(&p.source, topic, partition, &records);
+        LiveStatus::add(&p.status.invocations, 1);
+        let outcome = p.target.invoke(payload).await;
+        let problem = match outcome {
+            Outcome::Success { body } => match failed_from(p, &body, topic, partition, &records) {
+                Ok(None) => {
+                    LiveStatus::add(&p.status.invoked_records, records.len() as u64);
+                    LiveStatus::add(&p.status.committed_records, records.len() as u64);
+                    p.committer.commit(topic, partition, end);
+                    p.status.ok();
+                    return true;
+                }
+                Ok(Some(first_failed)) => {
+                    // Everything before the lowest failed offset is done.
+                    let done = records.iter().filter(|r| r.offset < first_failed).count();
+                    LiveStatus::add(&p.status.committed_records, done as u64);
+                    p.committer.commit(topic, partition, first_failed);
+                    records.retain(|r| r.offset >= first_failed);
+                    format!("the function reported {} failed records from offset {first_failed}", records.len())
+                }
+                Err(why) => why,
+            },
+            Outcome::FunctionError { message } => message,
+            Outcome::Throttled { message, retry_after } => {
+                LiveStatus::add(&p.status.throttles, 1);
+                throttles += 1;
+                p.status.set(format!("PROBLEM: Function throttled: {message}"));
+                let wait = retry_after.unwrap_or_else(|| backoff(throttles, Duration::from_millis(500), Duration::from_secs(60)));
+                if !pause(wait, stop).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+        LiveStatus::add(&p.status.errors, 1);
+        attempts += 1;
+        if p.max_retries.is_some_and(|max| attempts > max) {
+            fail(p, topic, partition, records, &format!("{problem} (after {attempts} attempts)"), "RetryAttemptsExhausted");
+            p.committer.commit(topic, partition, end);
+            return true;
+        }
+        p.status.set(format!("PROBLEM: Function call failed: {problem}"));
+        if !pause(backoff(attempts, Duration::from_millis(100), Duration::from_secs(30)), stop).await {
+            return false;
+        }
+    }
+}
+
+/// Records past the user's limits. Until on-failure destinations exist they
+/// are dropped, counted and reported: the user's own rules (retries, age,
+/// payload limit) allow that.
+fn fail(p: &Pipeline, topic: &str, partition: i32, records: Vec<EncodedRecord>, why: &str, condition: &str) {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else { return };
+    LiveStatus::add(&p.status.dropped_records, records.len() as u64);
+    p.status.set(format!(
+        "PROBLEM: {condition}: dropped {} records of {topic}-{partition} (offsets {}..={}): {why}",
+        records.len(),
+        first.offset,
+        last.offset
+    ));
+    tracing::warn!(topic, partition, first = first.offset, last = last.offset, condition, "records dropped: {why}");
+}
+
+/// The lowest offset a partial batch response names, or why the response
+/// fails the whole batch.
+fn failed_from(p: &Pipeline, body: &[u8], topic: &str, partition: i32, records: &[EncodedRecord]) -> Result<Option<i64>, String> {
+    if !p.report_item_failures || body.is_empty() {
+        return Ok(None);
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return Ok(None) };
+    let items = match v.get("batchItemFailures") {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Array(a)) => a,
+        Some(_) => return Err("the partial batch response's batchItemFailures is not a list".into()),
+    };
+    let key = format!("{topic}-{partition}");
+    let mut lowest: Option<i64> = None;
+    for item in items {
+        let id = &item["itemIdentifier"];
+        let offset = id["offset"].as_i64().or_else(|| id["offset"].as_str().and_then(|s| s.parse().ok()));
+        let in_batch = id["partition"].as_str() == Some(key.as_str())
+            && offset.is_some_and(|o| records.iter().any(|r| r.offset == o));
+        match (in_batch, offset) {
+            (true, Some(o)) => lowest = Some(lowest.map_or(o, |l| l.min(o))),
+            _ => return Err(format!("the partial batch response names {id}, which is not in the batch")),
+        }
+    }
+    Ok(lowest)
+}
+
+/// Exponential backoff with full jitter.
+fn backoff(n: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << n.min(16)).min(cap);
+    let ms = rand::rng().random_range(exp.as_millis() as u64 / 2..=exp.as_millis() as u64);
+    Duration::from_millis(ms)
+}
+
+async fn pause(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stop.cancelled() => false,
+    }
+}

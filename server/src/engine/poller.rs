@@ -1,0 +1,352 @@
+//! A poller: one Kafka consumer in the mapping's group. It owns the poll
+//! loop and hands each partition's records to that partition's pipeline
+//! (`partition.rs`), pausing a partition whose pipeline is full so the poll
+//! loop never stops (and the consumer never leaves the group).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use sluice_app::spec::{MappingSpec, StartingPosition};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::partition::{self, Committer, Pipeline};
+use super::status::LiveStatus;
+
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum GroupEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// The consumer's callbacks: errors become the mapping's status; on
+/// assignment, partitions without a committed offset start where the spec
+/// says and that position is committed at once, so a restart (an edit, a
+/// crash) continues from it instead of applying LATEST again.
+struct Context {
+    status: Arc<LiveStatus>,
+    events: mpsc::UnboundedSender<GroupEvent>,
+    position: StartingPosition,
+    timestamp_ms: Option<i64>,
+    servers: String,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("kafka: {error}: {reason}");
+        self.status.set(describe_kafka_error(&error, reason, &self.servers));
+    }
+}
+
+impl ConsumerContext for Context {
+    fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let pinned = match self.resolve_starts(c, tpl) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.status.set(format!("PROBLEM: cannot read the group's committed offsets: {e}"));
+                        TopicPartitionList::new()
+                    }
+                };
+                if let Err(e) = c.assign(tpl) {
+                    self.status.set(format!("PROBLEM: cannot take the assigned partitions: {e}"));
+                }
+                if pinned.count() > 0 {
+                    if let Err(e) = c.commit(&pinned, CommitMode::Async) {
+                        tracing::warn!("cannot commit the starting positions: {e}");
+                    }
+                }
+                let _ = self.events.send(GroupEvent::Assigned(parts));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let _ = self.events.send(GroupEvent::Revoked(parts));
+                let _ = c.unassign();
+            }
+            other => {
+                self.status.set(format!("PROBLEM: consumer group rebalance failed: {other:?}"));
+                let _ = c.unassign();
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!("commit of {:?} failed: {e}", offsets.to_topic_map());
+        }
+    }
+}
+
+impl Context {
+    /// Sets the start of every assigned partition that has no committed
+    /// offset; returns those positions to commit.
+    fn resolve_starts(&self, c: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) -> KafkaResult<TopicPartitionList> {
+        let committed = c.committed_offsets(tpl.clone(), LOOKUP_TIMEOUT)?;
+        let mut pinned = TopicPartitionList::new();
+        let fresh: Vec<(String, i32)> = committed
+            .elements()
+            .iter()
+            .filter(|e| !matches!(e.offset(), Offset::Offset(_)))
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let by_time = match (self.position, self.timestamp_ms) {
+            (StartingPosition::AtTimestamp, Some(ts)) if !fresh.is_empty() => {
+                let mut q = TopicPartitionList::new();
+                for (t, p) in &fresh {
+                    q.add_partition_offset(t, *p, Offset::Offset(ts))?;
+                }
+                Some(c.offsets_for_times(q, LOOKUP_TIMEOUT)?)
+            }
+            _ => None,
+        };
+        for (topic, p) in fresh {
+            let (low, high) = c.fetch_watermarks(&topic, p, LOOKUP_TIMEOUT)?;
+            let start = match self.position {
+                StartingPosition::TrimHorizon => low,
+                StartingPosition::Latest => high,
+                StartingPosition::AtTimestamp => {
+                    // No record at or after the time: start at the end.
+                    match by_time.as_ref().and_then(|r| r.find_partition(&topic, p)).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) if o >= 0 => o.clamp(low, high),
+                        _ => high,
+                    }
+                }
+            };
+            tpl.set_partition_offset(&topic, p, Offset::Offset(start))?;
+            pinned.add_partition_offset(&topic, p, Offset::Offset(start))?;
+        }
+        Ok(pinned)
+    }
+}
+
+/// Words a user can act on, for LastProcessingResult.
+fn describe_kafka_error(error: &KafkaError, reason: &str, servers: &str) -> String {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match error.rdkafka_error_code() {
+        Some(C::BrokerTransportFailure) | Some(C::AllBrokersDown) | Some(C::Resolve) => {
+            format!("PROBLEM: Connection error: cannot reach the Kafka brokers ({servers}): {reason}")
+        }
+        Some(C::Authentication) | Some(C::SaslAuthenticationFailed) => format!("PROBLEM: SASL authentication failed: {reason}"),
+        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => {
+            format!("PROBLEM: Topic does not exist on {servers}: {reason}")
+        }
+        _ => format!("PROBLEM: Kafka error: {error}: {reason}"),
+    }
+}
+
+/// Commits to the group in Kafka, asynchronously (the poll loop must not
+/// wait), remembering the last offset of each partition for the final,
+/// synchronous commit when the poller stops.
+struct KafkaCommitter {
+    consumer: Arc<StreamConsumer<Context>>,
+    done: std::sync::Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl Committer for KafkaCommitter {
+    fn commit(&self, topic: &str, partition: i32, next_offset: i64) {
+        let mut tpl = TopicPartitionList::new();
+        if tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset)).is_ok() {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(topic, partition, next_offset, "commit failed: {e}");
+            }
+        }
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).insert((topic.to_string(), partition), next_offset);
+    }
+}
+
+impl KafkaCommitter {
+    fn commit_all_sync(&self) {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in done {
+            let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o));
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!("final commit failed: {e}");
+            }
+        }
+    }
+}
+
+struct Worker {
+    tx: mpsc::Sender<OwnedMessage>,
+    /// Records that did not fit the channel; the partition is paused while any wait.
+    waiting: VecDeque<OwnedMessage>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+pub struct PollerConfig {
+    pub id: uuid::Uuid,
+    pub spec: MappingSpec,
+    pub target: Arc<dyn super::target::Target>,
+    pub status: Arc<LiveStatus>,
+    /// How long a stopping poller lets in-flight invocations finish.
+    pub grace: Duration,
+}
+
+/// Runs the poller until `stop`. Returns once every pipeline has finished or
+/// been abandoned, and the consumer has left the group.
+pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
+    let spec = &cfg.spec;
+    let topic = spec.topic().to_string();
+    let group = spec.consumer_group_id().map(str::to_string).unwrap_or_else(|| cfg.id.to_string());
+    let servers = spec.bootstrap_servers().join(",");
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let context = Context {
+        status: cfg.status.clone(),
+        events: events_tx,
+        position: spec.starting_position,
+        timestamp_ms: spec.starting_position_timestamp.map(|s| s * 1000),
+        servers: servers.clone(),
+    };
+    let consumer: StreamConsumer<Context> = match ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("group.id", &group)
+        .set("client.id", format!("sluice-{}", cfg.id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
+        .set("fetch.wait.max.ms", "100")
+        .set("partition.assignment.strategy", "range,roundrobin")
+        .create_with_context(context)
+    {
+        Ok(c) => c,
+        Err(e) => {
+            cfg.status.set(format!("PROBLEM: cannot create the Kafka consumer: {e}"));
+            stop.cancelled().await;
+            return;
+        }
+    };
+    let consumer = Arc::new(consumer);
+    if let Err(e) = consumer.subscribe(&[&topic]) {
+        cfg.status.set(format!("PROBLEM: cannot subscribe to {topic}: {e}"));
+        stop.cancelled().await;
+        return;
+    }
+    let committer = Arc::new(KafkaCommitter { consumer: consumer.clone(), done: Default::default() });
+    let pipeline = Arc::new(Pipeline::from_spec(spec, cfg.target.clone(), committer.clone(), cfg.status.clone()));
+    let capacity = pipeline.batch_size.max(64);
+    let mut workers: HashMap<i32, Worker> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(ev) = events.recv() => match ev {
+                GroupEvent::Assigned(parts) => {
+                    tracing::info!(mapping = %cfg.id, ?parts, "partitions assigned");
+                    if cfg.status.get().starts_with("PROBLEM: Connection") || cfg.status.get().starts_with("PROBLEM: Topic") {
+                        cfg.status.set("OK");
+                    }
+                }
+                GroupEvent::Revoked(parts) => {
+                    tracing::info!(mapping = %cfg.id, ?parts, "partitions revoked");
+                    // The new owner re-reads from the committed offset.
+                    for p in parts {
+                        if let Some(w) = workers.remove(&p) {
+                            w.stop.cancel();
+                            w.task.abort();
+                        }
+                    }
+                }
+            },
+            _ = tick.tick() => refill(&consumer, &topic, &mut workers),
+            m = consumer.recv() => match m {
+                Ok(m) => {
+                    let m = m.detach();
+                    let p = m.partition();
+                    let w = workers.entry(p).or_insert_with(|| {
+                        let (tx, rx) = mpsc::channel(capacity);
+                        let stop = CancellationToken::new();
+                        let task = tokio::spawn(partition::run(pipeline.clone(), topic.clone(), p, rx, stop.clone()));
+                        Worker { tx, waiting: VecDeque::new(), stop, task }
+                    });
+                    if w.waiting.is_empty() {
+                        if let Err(mpsc::error::TrySendError::Full(m)) = w.tx.try_send(m) {
+                            w.waiting.push_back(m);
+                            set_paused(&consumer, &topic, p, true);
+                        }
+                    } else {
+                        w.waiting.push_back(m);
+                    }
+                }
+                Err(e) => {
+                    cfg.status.set(describe_kafka_error(&e, &e.to_string(), &servers));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
+        }
+    }
+
+    // Stop taking records; let in-flight invocations finish (and commit)
+    // within the grace period, then abandon the rest uncommitted.
+    let deadline = tokio::time::Instant::now() + cfg.grace;
+    for w in workers.values() {
+        w.stop.cancel();
+    }
+    for (_, w) in workers.drain() {
+        let mut task = w.task;
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+    // Only finished offsets are committed (never the consumer's position).
+    // Closing the consumer (leaving the group) blocks: not on the runtime.
+    drop(pipeline);
+    let _ = tokio::task::spawn_blocking(move || {
+        committer.commit_all_sync();
+        drop(committer);
+        drop(consumer);
+    })
+    .await;
+}
+
+/// Moves waiting records into their pipelines as room appears, and resumes
+/// partitions that caught up.
+fn refill(consumer: &StreamConsumer<Context>, topic: &str, workers: &mut HashMap<i32, Worker>) {
+    for (p, w) in workers.iter_mut() {
+        if w.waiting.is_empty() {
+            continue;
+        }
+        while let Some(m) = w.waiting.pop_front() {
+            match w.tx.try_send(m) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    w.waiting.push_front(m);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    w.waiting.clear();
+                    break;
+                }
+            }
+        }
+        if w.waiting.is_empty() {
+            set_paused(consumer, topic, *p, false);
+        }
+    }
+}
+
+fn set_paused(consumer: &StreamConsumer<Context>, topic: &str, partition: i32, paused: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let r = if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    if let Err(e) = r {
+        tracing::warn!(topic, partition, paused, "pause/resume failed: {e}");
+    }
+}

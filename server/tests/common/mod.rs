@@ -1,0 +1,326 @@
+//! Shared by the engine tests: a Kafka broker (librdkafka's mock cluster, or
+//! a real tansu process when one is installed), a recording HTTP function,
+//! and a Sluice engine on a temporary SQLite database.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluice_app::spec::*;
+use sluice_server::engine::{Engine, EngineHandle, EngineSettings};
+use sluice_server::service::MappingService;
+use sluice_server::store::Store;
+
+/// Requests to the thread that owns the mock cluster (it is not `Send`).
+pub enum MockCmd {
+    CreateTopic(String, i32, std::sync::mpsc::Sender<()>),
+}
+
+pub enum Broker {
+    Mock { bootstrap: String, stop: std::sync::mpsc::Sender<MockCmd> },
+    Tansu { bootstrap: String, child: Child, _dir: tempfile::TempDir },
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        match self {
+            Broker::Mock { .. } => {} // the cluster's thread ends when `stop` is dropped
+            Broker::Tansu { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The tansu binary: `TANSU_BIN`, or where scripts/test.sh installs it.
+pub fn tansu_bin() -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("TANSU_BIN").map(Into::into).or_else(|| {
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/sluice-tools/bin/tansu"))
+    })?;
+    p.is_file().then_some(p)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Broker {
+    pub fn mock() -> Broker {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, cmds) = std::sync::mpsc::channel::<MockCmd>();
+        std::thread::spawn(move || {
+            let c = rdkafka::mocking::MockCluster::new(1).unwrap();
+            tx.send(c.bootstrap_servers()).unwrap();
+            while let Ok(MockCmd::CreateTopic(t, n, done)) = cmds.recv() {
+                c.create_topic(&t, n, 1).unwrap();
+                let _ = done.send(());
+            }
+        });
+        Broker::Mock { bootstrap: rx.recv().unwrap(), stop }
+    }
+
+    /// A real broker in its own process (tansu, SQLite storage). None when
+    /// tansu is not installed.
+    pub fn tansu() -> Option<Broker> {
+        let Some(bin) = tansu_bin() else {
+            // scripts/test.sh installs tansu and sets this: there, a missing
+            // broker is a failure, not a skip.
+            assert!(std::env::var_os("SLUICE_REQUIRE_TANSU").is_none(), "tansu is required but not installed");
+            eprintln!("tansu not installed: real-broker test skipped (scripts/test.sh installs it)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        // tansu misreads absolute sqlite paths: give it a relative one.
+        let child = Command::new(bin)
+            .current_dir(dir.path())
+            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {bootstrap}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(Broker::Tansu { bootstrap, child, _dir: dir })
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        match self {
+            Broker::Mock { bootstrap, .. } | Broker::Tansu { bootstrap, .. } => bootstrap,
+        }
+    }
+
+    pub fn is_real(&self) -> bool {
+        matches!(self, Broker::Tansu { .. })
+    }
+
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        if let Broker::Mock { stop, .. } = self {
+            let (done, wait) = std::sync::mpsc::channel();
+            stop.send(MockCmd::CreateTopic(topic.into(), partitions, done)).unwrap();
+            wait.recv().unwrap();
+            return;
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().unwrap();
+        let r = admin
+            .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+            .await
+            .unwrap();
+        for x in r {
+            x.unwrap();
+        }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .unwrap()
+    }
+
+    /// Produces `n` records per partition with values `p-i`; waits for every ack.
+    pub async fn produce(&self, topic: &str, partitions: i32, n: usize, timestamp_ms: Option<i64>) {
+        let producer = self.producer();
+        let mut acks = Vec::with_capacity(n * partitions as usize);
+        for i in 0..n {
+            for p in 0..partitions {
+                let value = format!("{p}-{i}");
+                let mut rec = FutureRecord::<str, str>::to(topic).partition(p).payload(&value).key("k");
+                if let Some(ts) = timestamp_ms {
+                    rec = rec.timestamp(ts);
+                }
+                loop {
+                    match producer.send_result(rec) {
+                        Ok(f) => {
+                            acks.push(f);
+                            break;
+                        }
+                        Err((_, r)) => {
+                            rec = r;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+            }
+        }
+        for a in acks {
+            a.await.unwrap().unwrap();
+        }
+    }
+
+    /// The group's committed offset per partition (-1: none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let r = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        r.elements()
+            .iter()
+            .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 }))
+            .collect()
+    }
+
+    pub fn end_offsets(&self, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().unwrap();
+        (0..partitions).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1)).collect()
+    }
+}
+
+/// An HTTP function that records every (partition, offset) it is sent, and
+/// answers with a status chosen by the test.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub seen: Arc<Mutex<Vec<(i32, i64, String)>>>,
+    pub invocations: Arc<Mutex<usize>>,
+    pub status: Arc<Mutex<u16>>,
+}
+
+async fn record(State(r): State<Recorder>, body: Bytes) -> (StatusCode, String) {
+    let status = *r.status.lock().unwrap();
+    *r.invocations.lock().unwrap() += 1;
+    if status != 200 {
+        return (StatusCode::from_u16(status).unwrap(), "{\"errorMessage\":\"the test function is failing\"}".into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut seen = r.seen.lock().unwrap();
+    for (_, recs) in v["records"].as_object().unwrap() {
+        for rec in recs.as_array().unwrap() {
+            use base64::Engine as _;
+            let value = base64::engine::general_purpose::STANDARD.decode(rec["value"].as_str().unwrap()).unwrap();
+            seen.push((rec["partition"].as_i64().unwrap() as i32, rec["offset"].as_i64().unwrap(), String::from_utf8(value).unwrap()));
+        }
+    }
+    (StatusCode::OK, String::new())
+}
+
+impl Recorder {
+    pub async fn serve(&self) -> String {
+        *self.status.lock().unwrap() = 200;
+        let app = axum::Router::new().route("/fn", post(record)).with_state(self.clone());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        format!("http://{addr}/fn")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Per partition, the offsets in the order they were delivered.
+    pub fn by_partition(&self) -> BTreeMap<i32, Vec<i64>> {
+        let mut m: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for (p, o, _) in self.seen.lock().unwrap().iter() {
+            m.entry(*p).or_default().push(*o);
+        }
+        m
+    }
+
+    pub async fn wait_for(&self, n: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.count() < n {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
+pub struct Sluice {
+    pub mappings: Arc<MappingService>,
+    pub engine: Option<EngineHandle>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sluice {
+    pub async fn start() -> Sluice {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let mappings = MappingService::new(Store::open(&url).await.unwrap());
+        let engine = Engine::start(
+            mappings.store().clone(),
+            mappings.changes(),
+            EngineSettings { http_timeout: Duration::from_secs(5), grace: Duration::from_secs(5) },
+        );
+        Sluice { mappings, engine: Some(engine), _dir: dir }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(e) = self.engine.take() {
+            e.shutdown().await;
+        }
+    }
+}
+
+pub fn spec(bootstrap: &str, topic: &str, function: &str, group: &str) -> MappingSpec {
+    MappingSpec {
+        name: Some(format!("test-{topic}")),
+        description: None,
+        function_name: function.into(),
+        topics: vec![topic.into()],
+        self_managed_event_source: SelfManagedEventSource { endpoints: Endpoints { kafka_bootstrap_servers: vec![bootstrap.into()] } },
+        self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig { consumer_group_id: Some(group.into()) },
+        batch_size: 500,
+        maximum_batching_window_in_seconds: Some(0),
+        starting_position: StartingPosition::TrimHorizon,
+        starting_position_timestamp: None,
+        filter_criteria: FilterCriteria::default(),
+        destination_config: DestinationConfig::default(),
+        maximum_retry_attempts: -1,
+        maximum_record_age_in_seconds: -1,
+        bisect_batch_on_function_error: false,
+        function_response_types: vec![],
+        provisioned_poller_config: None,
+        enabled: true,
+    }
+}
+
+/// Every offset below `end` delivered, each partition's first deliveries in
+/// offset order (redeliveries after a failure may repeat a suffix).
+pub fn assert_complete_and_ordered(seen: &BTreeMap<i32, Vec<i64>>, ends: &BTreeMap<i32, i64>, starts: &BTreeMap<i32, i64>) {
+    for (p, end) in ends {
+        let start = starts.get(p).copied().unwrap_or(0);
+        let got = seen.get(p).cloned().unwrap_or_default();
+        let mut first_seen = Vec::new();
+        let mut max = -1;
+        for o in got {
+            if o > max {
+                assert_eq!(o, max.max(start - 1) + 1, "partition {p}: offset {o} delivered before {}", max + 1);
+                first_seen.push(o);
+                max = o;
+            }
+        }
+        assert_eq!(first_seen, (start..*end).collect::<Vec<_>>(), "partition {p}: every offset from {start} to {end}");
+    }
+}

@@ -1,0 +1,207 @@
+//! The partition pipeline with an in-memory source and a scripted target:
+//! batching (size, window, payload limit), partial batch responses, retries
+//! and throttles, and what gets committed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::message::OwnedMessage;
+use rdkafka::Timestamp;
+use sluice_server::engine::event::EventSource;
+use sluice_server::engine::partition::{self, Committer, Pipeline};
+use sluice_server::engine::status::LiveStatus;
+use sluice_server::engine::target::{Outcome, Target};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Answers from a script (then succeeds), and records every event's offsets.
+#[derive(Default)]
+struct Scripted {
+    script: Mutex<VecDeque<Outcome>>,
+    calls: Mutex<Vec<Vec<i64>>>,
+}
+
+#[async_trait]
+impl Target for Scripted {
+    async fn invoke(&self, payload: String) -> Outcome {
+        let v: serde_json::Value = serde_json::from_str(&payload).expect("the event is JSON");
+        let offsets = v["records"]["t-0"].as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()).collect();
+        self.calls.lock().unwrap().push(offsets);
+        self.script.lock().unwrap().pop_front().unwrap_or(Outcome::Success { body: vec![] })
+    }
+}
+
+#[derive(Default)]
+struct Commits(Mutex<Vec<i64>>);
+impl Committer for Commits {
+    fn commit(&self, _topic: &str, _partition: i32, next_offset: i64) {
+        self.0.lock().unwrap().push(next_offset);
+    }
+}
+
+fn record(offset: i64, size: usize) -> OwnedMessage {
+    OwnedMessage::new(Some(vec![b'x'; size]), None, "t".into(), Timestamp::CreateTime(crate_now()), 0, offset, None)
+}
+
+fn crate_now() -> i64 {
+    sluice_server::store::now_ms()
+}
+
+struct Run {
+    target: Arc<Scripted>,
+    commits: Arc<Commits>,
+    status: Arc<LiveStatus>,
+}
+
+fn pipeline(target: Arc<Scripted>, commits: Arc<Commits>, f: impl FnOnce(&mut Pipeline)) -> Arc<Pipeline> {
+    let mut p = Pipeline {
+        target,
+        committer: commits,
+        status: Arc::new(LiveStatus::default()),
+        source: EventSource::self_managed(&["b:1".into()]),
+        batch_size: 10,
+        window: Duration::ZERO,
+        max_retries: None,
+        max_age: None,
+        report_item_failures: false,
+        max_payload: 6 * 1024 * 1024,
+    };
+    f(&mut p);
+    Arc::new(p)
+}
+
+/// Feeds `records` (all at once), runs until every offset is committed or
+/// `wait` passes.
+async fn run(script: Vec<Outcome>, records: Vec<OwnedMessage>, f: impl FnOnce(&mut Pipeline)) -> Run {
+    let target = Arc::new(Scripted { script: Mutex::new(script.into()), ..Default::default() });
+    let commits = Arc::new(Commits::default());
+    let p = pipeline(target.clone(), commits.clone(), f);
+    let status = p.status.clone();
+    let end = records.last().map(|r| rdkafka::Message::offset(r) + 1).unwrap_or(0);
+    let (tx, rx) = mpsc::channel(100_000);
+    for r in records {
+        tx.send(r).await.unwrap();
+    }
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while commits.0.lock().unwrap().last() != Some(&end) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    let _ = task.await;
+    Run { target, commits, status }
+}
+
+fn calls(r: &Run) -> Vec<Vec<i64>> {
+    r.target.calls.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn batches_follow_batch_size_and_commit_after_each() {
+    let r = run(vec![], (0..25).map(|o| record(o, 10)).collect(), |_| {}).await;
+    let c = calls(&r);
+    assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 10, 5]);
+    assert_eq!(c.concat(), (0..25).collect::<Vec<_>>());
+    assert_eq!(*r.commits.0.lock().unwrap(), vec![10, 20, 25]);
+    assert_eq!(r.status.get(), "OK");
+}
+
+#[tokio::test]
+async fn the_payload_limit_cuts_batches_and_an_oversized_record_is_dropped_not_skipped_silently() {
+    let r = run(vec![], vec![record(0, 300), record(1, 300), record(2, 5000), record(3, 300)], |p| {
+        p.max_payload = 1000;
+    })
+    .await;
+    // Base64 makes 300 bytes 400 characters: with the envelope, one record per 1000-byte event.
+    let c = calls(&r);
+    assert!(c.iter().all(|b| !b.contains(&2)), "the oversized record is never invoked: {c:?}");
+    assert_eq!(c.concat(), vec![0, 1, 3]);
+    assert_eq!(r.status.dropped_records.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(*r.commits.0.lock().unwrap().last().unwrap(), 4);
+}
+
+#[tokio::test]
+async fn a_window_collects_records_that_arrive_late() {
+    let target = Arc::new(Scripted::default());
+    let commits = Arc::new(Commits::default());
+    let p = pipeline(target.clone(), commits.clone(), |p| p.window = Duration::from_millis(300));
+    let (tx, rx) = mpsc::channel(10);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
+    tx.send(record(0, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tx.send(record(1, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.cancel();
+    let _ = task.await;
+    assert_eq!(*target.calls.lock().unwrap(), vec![vec![0, 1]]);
+}
+
+#[tokio::test]
+async fn partial_batch_response_retries_from_the_lowest_failed_offset() {
+    let failure = |o: i64| serde_json::json!({"itemIdentifier": {"partition": "t-0", "offset": o}});
+    let body = serde_json::json!({"batchItemFailures": [failure(7), failure(5)]}).to_string().into_bytes();
+    let r = run(vec![Outcome::Success { body }], (0..10).map(|o| record(o, 1)).collect(), |p| {
+        p.report_item_failures = true;
+    })
+    .await;
+    assert_eq!(calls(&r), vec![(0..10).collect::<Vec<_>>(), (5..10).collect()]);
+    assert_eq!(*r.commits.0.lock().unwrap(), vec![5, 10]);
+}
+
+#[tokio::test]
+async fn a_partial_batch_response_naming_an_unknown_record_fails_the_whole_batch() {
+    let body = br#"{"batchItemFailures":[{"itemIdentifier":{"partition":"t-0","offset":99}}]}"#.to_vec();
+    let r = run(vec![Outcome::Success { body }], (0..4).map(|o| record(o, 1)).collect(), |p| {
+        p.report_item_failures = true;
+    })
+    .await;
+    assert_eq!(calls(&r), vec![vec![0, 1, 2, 3], vec![0, 1, 2, 3]]);
+    assert_eq!(*r.commits.0.lock().unwrap(), vec![4]);
+}
+
+#[tokio::test]
+async fn errors_retry_until_max_retries_then_drop_and_move_on() {
+    let err = || Outcome::FunctionError { message: "function returned 500: boom".into() };
+    let r = run(vec![err(), err(), err(), err()], (0..3).map(|o| record(o, 1)).collect(), |p| {
+        p.max_retries = Some(2);
+    })
+    .await;
+    // First attempt + 2 retries, then the batch is dropped (no destination).
+    assert_eq!(calls(&r).len(), 3);
+    assert_eq!(*r.commits.0.lock().unwrap(), vec![3]);
+    assert!(r.status.get().contains("RetryAttemptsExhausted"), "{}", r.status.get());
+    assert!(r.status.get().contains("boom"));
+}
+
+#[tokio::test]
+async fn throttles_are_retried_without_counting_as_attempts() {
+    let throttle = || Outcome::Throttled { message: "429".into(), retry_after: Some(Duration::from_millis(1)) };
+    let r = run(vec![throttle(), throttle(), throttle()], vec![record(0, 1)], |p| p.max_retries = Some(0)).await;
+    assert_eq!(calls(&r).len(), 4, "three throttles, then success");
+    assert_eq!(*r.commits.0.lock().unwrap(), vec![1]);
+    assert_eq!(r.status.get(), "OK");
+}
+
+#[tokio::test]
+async fn nothing_is_committed_while_the_function_keeps_failing() {
+    let target = Arc::new(Scripted {
+        script: Mutex::new((0..1000).map(|_| Outcome::FunctionError { message: "down".into() }).collect()),
+        ..Default::default()
+    });
+    let commits = Arc::new(Commits::default());
+    let p = pipeline(target, commits.clone(), |_| {});
+    let status = p.status.clone();
+    let (tx, rx) = mpsc::channel(10);
+    tx.send(record(0, 1)).await.unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let _ = task.await;
+    assert!(commits.0.lock().unwrap().is_empty());
+    assert!(status.get().starts_with("PROBLEM: Function call failed: down"), "{}", status.get());
+}
