@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use leptos::prelude::LeptosOptions;
 use sluice_server::{demo, engine, http, service, store};
@@ -80,7 +80,9 @@ async fn main() {
     }
 }
 
-fn site_root(arg: Option<PathBuf>) -> Result<PathBuf> {
+/// Where the console's built assets are. Without them the API and engine
+/// still run; the pages then have no styles or scripts, so say so loudly.
+fn site_root(arg: Option<PathBuf>) -> PathBuf {
     let candidates: Vec<PathBuf> = match arg {
         Some(p) => vec![p],
         None => {
@@ -88,15 +90,14 @@ fn site_root(arg: Option<PathBuf>) -> Result<PathBuf> {
             beside_exe.into_iter().chain([PathBuf::from("target/site")]).collect()
         }
     };
-    for c in &candidates {
-        if c.join("pkg").join("sluice.js").is_file() {
-            return Ok(c.clone());
-        }
+    if let Some(found) = candidates.iter().find(|c| c.join("pkg").join("sluice.js").is_file()) {
+        return found.clone();
     }
-    bail!(
-        "the console's assets are not built (looked for pkg/sluice.js in {}); run scripts/build.sh, or pass --site-root",
+    eprintln!(
+        "sluice: warning: the console's assets are not built (no pkg/sluice.js in {}); pages will have no styles or scripts. Run scripts/build.sh, or pass --site-root.",
         candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
-    )
+    );
+    candidates[0].clone()
 }
 
 fn database_url(args: &ServeArgs, data_dir: &Path) -> Result<String> {
@@ -111,7 +112,7 @@ fn database_url(args: &ServeArgs, data_dir: &Path) -> Result<String> {
 async fn serve(args: ServeArgs, default_dir: &str, demo_rate: Option<u32>) -> Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(default_dir));
     let url = database_url(&args, &data_dir)?;
-    let site = site_root(args.site_root.clone())?;
+    let site = site_root(args.site_root.clone());
     let store = store::Store::open(&url).await?;
     let mappings = service::MappingService::new(store);
 

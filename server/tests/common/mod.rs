@@ -202,11 +202,16 @@ pub struct Recorder {
     pub seen: Arc<Mutex<Vec<(i32, i64, String)>>>,
     pub invocations: Arc<Mutex<usize>>,
     pub status: Arc<Mutex<u16>>,
+    pub delay_ms: Arc<Mutex<u64>>,
 }
 
 async fn record(State(r): State<Recorder>, body: Bytes) -> (StatusCode, String) {
     let status = *r.status.lock().unwrap();
     *r.invocations.lock().unwrap() += 1;
+    let delay = *r.delay_ms.lock().unwrap();
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if status != 200 {
         return (StatusCode::from_u16(status).unwrap(), "{\"errorMessage\":\"the test function is failing\"}".into());
     }

@@ -1,0 +1,125 @@
+//! Crash test: Sluice runs as its own process and is killed with SIGKILL
+//! several times while it works, then restarted. Every record must reach the
+//! function at least once, no committed offset may run ahead of what the
+//! function received, and duplicates stay within the batches in flight.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PARTITIONS: i32 = 6;
+const BATCH: i64 = 100;
+
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+fn start_sluice(data_dir: &std::path::Path) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("sluice printed its address").unwrap();
+        if let Some(rest) = line.split("console: ").nth(1) {
+            break rest.trim_end_matches('/').to_string();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, url }
+}
+
+/// Highest offset below which every record of the partition was delivered.
+fn contiguous(seen: &BTreeMap<i32, Vec<i64>>) -> BTreeMap<i32, i64> {
+    (0..PARTITIONS)
+        .map(|p| {
+            let mut got: Vec<i64> = seen.get(&p).cloned().unwrap_or_default();
+            got.sort_unstable();
+            got.dedup();
+            let n = got.iter().enumerate().take_while(|(i, o)| **o == *i as i64).count();
+            (p, n as i64)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_repeatedly_loses_nothing() {
+    let broker = Broker::tansu().unwrap_or_else(Broker::mock);
+    let total_per_partition = 2_000;
+    broker.create_topic("crash", PARTITIONS).await;
+    broker.produce("crash", PARTITIONS, total_per_partition, None).await;
+    let f = Recorder::default();
+    let url = f.serve().await;
+    *f.delay_ms.lock().unwrap() = 5;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = start_sluice(dir.path());
+    let mut spec = spec(broker.bootstrap(), "crash", &url, "g-crash");
+    spec.batch_size = BATCH;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/mappings", p.url))
+        .header("content-type", "application/json")
+        .body(serde_json::to_string(&spec).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let total = (total_per_partition as i64 * PARTITIONS as i64) as usize;
+    let kills = 4;
+    for k in 1..=kills {
+        let target = total * k / (kills + 1);
+        assert!(f.wait_for(target, Duration::from_secs(120)).await, "stalled at {} before kill {k}", f.count());
+        p.child.kill().unwrap(); // SIGKILL
+        p.child.wait().unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Nothing committed beyond what the function received.
+        let committed = broker.committed("g-crash", "crash", PARTITIONS);
+        let delivered = contiguous(&f.by_partition());
+        for (part, c) in &committed {
+            assert!(*c <= delivered[part], "partition {part}: committed {c} but only {} delivered", delivered[part]);
+        }
+        println!("kill {k}: {} deliveries so far, committed {committed:?}", f.count());
+        p = start_sluice(dir.path());
+    }
+    let t = Instant::now();
+    let ends = broker.end_offsets("crash", PARTITIONS);
+    loop {
+        let c = contiguous(&f.by_partition());
+        if c == ends {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "after the last restart, delivered {c:?} of {ends:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let committed_deadline = Instant::now() + Duration::from_secs(20);
+    while broker.committed("g-crash", "crash", PARTITIONS) != ends {
+        assert!(Instant::now() < committed_deadline, "final commit missing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.child.kill().unwrap();
+    let _ = p.child.wait();
+
+    let deliveries = f.count();
+    let duplicates = deliveries - total;
+    // At each kill, at most one batch per partition was in flight.
+    let bound = kills * PARTITIONS as usize * BATCH as usize;
+    println!(
+        "{} broker: {total} records, {kills} kills, {deliveries} deliveries, {duplicates} duplicates (bound {bound}), every offset delivered and committed",
+        if broker.is_real() { "tansu" } else { "mock" }
+    );
+    assert!(duplicates <= bound, "{duplicates} duplicates exceed {bound}");
+}
