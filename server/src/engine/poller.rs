@@ -180,8 +180,10 @@ impl KafkaCommitter {
 
 struct Worker {
     tx: mpsc::Sender<OwnedMessage>,
-    /// Records that did not fit the channel; the partition is paused while any wait.
+    /// Records that did not fit the channel yet; past a batch of them the
+    /// partition is paused until they are all in.
     waiting: VecDeque<OwnedMessage>,
+    paused: bool,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -219,7 +221,13 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "2000")
-        .set("fetch.wait.max.ms", "100")
+        // Window 0 asks for the lowest latency: brokers that do not answer a
+        // fetch early when data arrives would otherwise add their wait.
+        .set("fetch.wait.max.ms", if spec.maximum_batching_window_in_seconds == Some(0) { "10" } else { "100" })
+        .set("socket.nagle.disable", "true")
+        // Bounds what librdkafka prefetches (memory follows the batch size,
+        // not the backlog).
+        .set("queued.max.messages.kbytes", "16384")
         .set("partition.assignment.strategy", "range,roundrobin")
         .create_with_context(context)
     {
@@ -274,15 +282,20 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
                         let (tx, rx) = mpsc::channel(capacity);
                         let stop = CancellationToken::new();
                         let task = tokio::spawn(partition::run(pipeline.clone(), topic.clone(), p, rx, stop.clone()));
-                        Worker { tx, waiting: VecDeque::new(), stop, task }
+                        Worker { tx, waiting: VecDeque::new(), paused: false, stop, task }
                     });
                     if w.waiting.is_empty() {
                         if let Err(mpsc::error::TrySendError::Full(m)) = w.tx.try_send(m) {
                             w.waiting.push_back(m);
-                            set_paused(&consumer, &topic, p, true);
                         }
                     } else {
                         w.waiting.push_back(m);
+                        // Pausing makes librdkafka drop what it prefetched and
+                        // fetch it again on resume: only once a whole batch waits.
+                        if w.waiting.len() >= capacity && !w.paused {
+                            set_paused(&consumer, &topic, p, true);
+                            w.paused = true;
+                        }
                     }
                 }
                 Err(e) => {
@@ -320,9 +333,6 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
 /// partitions that caught up.
 fn refill(consumer: &StreamConsumer<Context>, topic: &str, workers: &mut HashMap<i32, Worker>) {
     for (p, w) in workers.iter_mut() {
-        if w.waiting.is_empty() {
-            continue;
-        }
         while let Some(m) = w.waiting.pop_front() {
             match w.tx.try_send(m) {
                 Ok(()) => {}
@@ -336,8 +346,9 @@ fn refill(consumer: &StreamConsumer<Context>, topic: &str, workers: &mut HashMap
                 }
             }
         }
-        if w.waiting.is_empty() {
+        if w.waiting.is_empty() && w.paused {
             set_paused(consumer, topic, *p, false);
+            w.paused = false;
         }
     }
 }
