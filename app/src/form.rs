@@ -254,7 +254,7 @@ mod tests {
             (MappingForm { bootstrap_servers: "localhost".into(), ..good() }, "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"),
             (MappingForm { bootstrap_servers: "host:99999".into(), ..good() }, "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"),
             (MappingForm { topic: "my topic".into(), ..good() }, "Topics[0]"),
-            (MappingForm { filters: "{}\n".repeat(6), ..good() }, "FilterCriteria.Filters"),
+            (MappingForm { filters: "{\"value\": [1]}\n".repeat(6), ..good() }, "FilterCriteria.Filters"),
             (MappingForm { filters: "{\"value\": [1]}\n[1]".into(), ..good() }, "FilterCriteria.Filters[1].Pattern"),
             (MappingForm { starting_position: "AT_TIMESTAMP".into(), ..good() }, F_TIMESTAMP),
             (

@@ -3,6 +3,7 @@
 //! and with `hydrate` into the browser's wasm module.
 
 pub mod api;
+pub mod filter;
 pub mod form;
 pub mod model;
 pub mod spec;

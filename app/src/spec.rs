@@ -460,17 +460,11 @@ fn check_group(g: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Basic shape checks; the full EventBridge grammar is checked by the filter
-/// module when it lands.
 fn check_pattern(p: &str) -> Result<(), String> {
     if p.chars().count() > MAX_PATTERN_CHARS {
         return Err(format!("Event pattern is not valid. Reason: a pattern must be at most {MAX_PATTERN_CHARS} characters"));
     }
-    match serde_json::from_str::<serde_json::Value>(p) {
-        Ok(serde_json::Value::Object(_)) => Ok(()),
-        Ok(_) => Err("Event pattern is not valid. Reason: Filter is not an object".into()),
-        Err(e) => Err(format!("Event pattern is not valid. Reason: {e}")),
-    }
+    crate::filter::Pattern::compile(p).map(|_| ())
 }
 
 fn check_destination(d: &str, source_topic: &str) -> Result<(), String> {

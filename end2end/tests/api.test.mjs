@@ -1,7 +1,7 @@
 // The REST API under /api/v1, as a user carrying over an AWS ESM definition sees it.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startSluice, api, validMapping } from "./sluice.mjs";
+import { startSluice, api, validMapping, waitState } from "./sluice.mjs";
 
 let s;
 before(async () => { s = await startSluice(); });
@@ -26,12 +26,14 @@ test("a mapping in AWS's shape is created with AWS's defaults", async () => {
   assert.equal(m.BisectBatchOnFunctionError, false);
   assert.equal(m.Enabled, true);
   assert.equal(m.SelfManagedKafkaEventSourceConfig.ConsumerGroupId, m.UUID, "the group defaults to the UUID, as in AWS");
-  assert.equal(m.State, "Enabled");
+  assert.equal(m.State, "Creating", "as in AWS, a new mapping starts Creating");
   assert.equal(m.StateTransitionReason, "USER_INITIATED");
   assert.equal(typeof m.LastProcessingResult, "string");
   assert.ok(Math.abs(m.LastModified - Date.now() / 1000) < 60, "LastModified is Unix seconds");
-  const got = await api(s.url, "GET", `/api/v1/mappings/${m.UUID}`);
-  assert.deepEqual(got.body, m);
+  const settled = await waitState(s.url, m.UUID, "Enabled");
+  const { State, LastProcessingResult, ...spec } = settled;
+  const { State: s0, LastProcessingResult: r0, ...created } = m;
+  assert.deepEqual(spec, created, "the engine changes only the status");
 });
 
 test("every AWS field is taken, and a Lambda ARN with a qualifier is a valid target", async () => {
@@ -122,10 +124,12 @@ test("update, patch, disable, enable and delete", async () => {
   assert.equal((await api(s.url, "GET", path)).body.BatchSize, 42, "a refused update changes nothing");
 
   const off = await api(s.url, "POST", `${path}/disable`);
-  assert.equal(off.body.State, "Disabled");
+  assert.equal(off.body.State, "Disabling");
   assert.equal(off.body.Enabled, false);
+  await waitState(s.url, m.UUID, "Disabled");
   const on = await api(s.url, "POST", `${path}/enable`);
-  assert.equal(on.body.State, "Enabled");
+  assert.equal(on.body.State, "Enabling");
+  await waitState(s.url, m.UUID, "Enabled");
 
   const del = await api(s.url, "DELETE", path);
   assert.equal(del.status, 200);
@@ -169,4 +173,18 @@ test("the OpenAPI document describes every route and every AWS field", async () 
     assert.ok(spec.properties[f], `MappingSpec.${f}`);
   }
   assert.deepEqual(spec.required.sort(), ["FunctionName", "SelfManagedEventSource", "StartingPosition", "Topics"]);
+});
+
+test("an enabled mapping whose broker is unreachable says so in LastProcessingResult", async () => {
+  const m = (await api(s.url, "POST", "/api/v1/mappings", validMapping({
+    SelfManagedEventSource: { Endpoints: { KAFKA_BOOTSTRAP_SERVERS: ["127.0.0.1:1"] } },
+  }))).body;
+  const t = Date.now();
+  let r;
+  while (Date.now() - t < 15000) {
+    r = (await api(s.url, "GET", `/api/v1/mappings/${m.UUID}`)).body.LastProcessingResult;
+    if (r.includes("Connection error")) break;
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  assert.match(r, /PROBLEM: Connection error: cannot reach the Kafka brokers \(127\.0\.0\.1:1\)/);
 });

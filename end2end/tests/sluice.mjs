@@ -75,3 +75,15 @@ export function validMapping(overrides = {}) {
     ...overrides,
   };
 }
+
+/** Polls a mapping until its State is `state` (the engine settles states within 2 s). */
+export async function waitState(base, uuid, state, ms = 3000) {
+  const t = Date.now();
+  let last;
+  while (Date.now() - t < ms) {
+    last = (await api(base, "GET", `/api/v1/mappings/${uuid}`)).body;
+    if (last.State === state) return last;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`mapping ${uuid} is ${last?.State}, not ${state}, after ${ms} ms`);
+}

@@ -97,6 +97,7 @@ async fn in_memory(target: Arc<dyn Target>, n: usize, label: &str) {
         max_age: None,
         report_item_failures: false,
         max_payload: 6 * 1024 * 1024,
+        filters: vec![],
     });
     let value = vec![b'v'; VALUE_BYTES];
     let (tx, rx) = mpsc::channel(10_000);

@@ -235,6 +235,10 @@ async fn status_explains_an_unreachable_broker_and_a_failing_function() {
     assert!(r.contains("127.0.0.1:1"), "{r}");
 
     let b = Broker::mock();
+    let m = s.mappings.create(spec(b.bootstrap(), "missing", "http://127.0.0.1:1/fn", "g-missing")).await.unwrap();
+    let r = wait_result(&s, m.uuid, "PROBLEM: Topic `missing` does not exist", Duration::from_secs(20)).await;
+    assert!(r.contains(b.bootstrap()), "{r}");
+
     b.create_topic("failing", 1).await;
     let f = Recorder::default();
     let url = f.serve().await;

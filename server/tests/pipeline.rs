@@ -67,6 +67,7 @@ fn pipeline(target: Arc<Scripted>, commits: Arc<Commits>, f: impl FnOnce(&mut Pi
         max_age: None,
         report_item_failures: false,
         max_payload: 6 * 1024 * 1024,
+        filters: vec![],
     };
     f(&mut p);
     Arc::new(p)
@@ -204,4 +205,35 @@ async fn nothing_is_committed_while_the_function_keeps_failing() {
     let _ = task.await;
     assert!(commits.0.lock().unwrap().is_empty());
     assert!(status.get().starts_with("PROBLEM: Function call failed: down"), "{}", status.get());
+}
+
+fn json_record(offset: i64, value: &str) -> OwnedMessage {
+    OwnedMessage::new(Some(value.as_bytes().to_vec()), None, "t".into(), Timestamp::CreateTime(crate_now()), 0, offset, None)
+}
+
+#[tokio::test]
+async fn filters_invoke_matching_records_and_commit_the_rest_too() {
+    let records = (0..20)
+        .map(|o| json_record(o, &format!(r#"{{"type": "{}", "n": {o}}}"#, if o % 4 == 0 { "refund" } else { "order" })))
+        .collect();
+    let r = run(vec![], records, |p| {
+        p.filters = vec![
+            sluice_app::filter::Pattern::compile(r#"{"value": {"type": ["refund"]}}"#).unwrap(),
+            sluice_app::filter::Pattern::compile(r#"{"value": {"n": [{"numeric": [">=", 18]}]}}"#).unwrap(),
+        ];
+    })
+    .await;
+    assert_eq!(calls(&r).concat(), vec![0, 4, 8, 12, 16, 18, 19], "filters OR, fields matched as JSON");
+    assert_eq!(*r.commits.0.lock().unwrap().last().unwrap(), 20, "filtered-out records are committed");
+    assert_eq!(r.status.filtered_records.load(std::sync::atomic::Ordering::Relaxed), 13);
+}
+
+#[tokio::test]
+async fn a_partition_of_only_filtered_records_still_commits() {
+    let r = run(vec![], (0..5).map(|o| json_record(o, "plain text")).collect(), |p| {
+        p.filters = vec![sluice_app::filter::Pattern::compile(r#"{"value": [{"prefix": "ERROR"}]}"#).unwrap()];
+    })
+    .await;
+    assert!(calls(&r).is_empty());
+    assert_eq!(*r.commits.0.lock().unwrap().last().unwrap(), 5);
 }

@@ -6,7 +6,7 @@ use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_mapping, set_status};
 use crate::components::{ServerError, StateBadge};
-use crate::model::MappingView;
+use crate::model::{MappingState, MappingView};
 use crate::spec::{format_unix, target_kind, TargetKind};
 
 #[component]
@@ -14,6 +14,14 @@ pub fn MappingDetail() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").unwrap_or_default();
     let mapping = Resource::new(id, get_mapping);
+    // While the engine moves a mapping between states, look again shortly.
+    Effect::new(move |_| {
+        if let Some(Ok(Some(m))) = mapping.get() {
+            if !matches!(m.status.state, MappingState::Enabled | MappingState::Disabled) {
+                set_timeout(move || mapping.refetch(), std::time::Duration::from_millis(700));
+            }
+        }
+    });
     view! {
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {

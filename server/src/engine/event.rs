@@ -191,3 +191,29 @@ mod tests {
         assert_eq!(event.len(), predicted);
     }
 }
+
+#[cfg(test)]
+mod compat {
+    use super::*;
+    use rdkafka::message::{Header, OwnedHeaders};
+
+    /// Existing Rust handlers (aws_lambda_events' `KafkaEvent`) parse the
+    /// event unchanged.
+    #[test]
+    fn aws_lambda_events_parses_it() {
+        let headers = OwnedHeaders::new().insert(Header { key: "h", value: Some(&[1u8, 200][..]) });
+        let with_key = OwnedMessage::new(Some(b"v".to_vec()), Some(b"k".to_vec()), "orders".into(), Timestamp::LogAppendTime(5), 2, 7, Some(headers));
+        let no_key = OwnedMessage::new(Some(b"w".to_vec()), None, "orders".into(), Timestamp::CreateTime(6), 2, 8, None);
+        let src = EventSource::self_managed(&["b:1".into()]);
+        let json = build_event(&src, "orders", 2, &[encode_record(&with_key), encode_record(&no_key)]);
+        let e: aws_lambda_events::event::kafka::KafkaEvent = serde_json::from_str(&json).expect("KafkaEvent parses");
+        assert_eq!(e.event_source.as_deref(), Some("SelfManagedKafka"));
+        let recs = &e.records["orders-2"];
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].offset, 7);
+        assert_eq!(recs[0].key.as_deref(), Some("aw=="));
+        assert_eq!(recs[0].timestamp_type.as_deref(), Some("LOG_APPEND_TIME"));
+        assert_eq!(recs[0].headers[0]["h"], vec![1i8, -56]);
+        assert_eq!(recs[1].key, None);
+    }
+}

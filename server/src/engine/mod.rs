@@ -154,9 +154,6 @@ impl Engine {
                 return Err("AWS Lambda targets are not available in this build yet; use an http(s):// function URL".into())
             }
         };
-        if !spec.filter_criteria.filters.is_empty() {
-            return Err("filter patterns are not applied by this build yet; remove the filters to run this mapping".into());
-        }
         if spec.destination_config.on_failure.is_some() {
             return Err("on-failure destinations are not delivered by this build yet; remove the destination to run this mapping".into());
         }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use rdkafka::message::OwnedMessage;
+use rdkafka::message::Message;
+use sluice_app::filter::{value_document, Pattern};
 use sluice_app::spec::{FunctionResponseType, MappingSpec};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -37,6 +39,8 @@ pub struct Pipeline {
     pub report_item_failures: bool,
     /// Payload limit (AWS's 6 MB; smaller in tests).
     pub max_payload: usize,
+    /// A record is invoked if any matches; none: every record.
+    pub filters: Vec<Pattern>,
 }
 
 impl Pipeline {
@@ -67,7 +71,18 @@ impl Pipeline {
                 .then(|| Duration::from_secs(spec.maximum_record_age_in_seconds as u64)),
             report_item_failures: spec.function_response_types.contains(&FunctionResponseType::ReportBatchItemFailures),
             max_payload: MAX_PAYLOAD_BYTES,
+            // Saved specs passed validation, so every pattern compiles.
+            filters: spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect(),
         }
+    }
+
+    /// Whether the record passes the mapping's filters.
+    pub fn admits(&self, m: &OwnedMessage) -> bool {
+        if self.filters.is_empty() {
+            return true;
+        }
+        let doc = value_document(m.payload());
+        self.filters.iter().any(|f| f.matches(&doc))
     }
 }
 
@@ -77,12 +92,28 @@ impl Pipeline {
 pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::Receiver<OwnedMessage>, stop: CancellationToken) {
     let envelope = envelope_len(&p.source, &topic, partition);
     let mut held: Option<EncodedRecord> = None;
+    // The offset after the last record taken from the channel: filtered-out
+    // records up to it are done once the records around them are.
+    let mut seen_to: Option<i64> = None;
     loop {
         let first = match held.take() {
             Some(r) => r,
-            None => tokio::select! {
-                m = rx.recv() => match m { Some(m) => encode_record(&m), None => return },
-                _ = stop.cancelled() => return,
+            None => loop {
+                if rx.is_empty() {
+                    // Idle with only filtered-out records behind us: commit them.
+                    if let Some(end) = seen_to.take() {
+                        p.committer.commit(&topic, partition, end);
+                    }
+                }
+                let m = tokio::select! {
+                    m = rx.recv() => match m { Some(m) => m, None => return },
+                    _ = stop.cancelled() => return,
+                };
+                seen_to = Some(m.offset() + 1);
+                if p.admits(&m) {
+                    break encode_record(&m);
+                }
+                LiveStatus::add(&p.status.filtered_records, 1);
             },
         };
         if envelope + first.json.len() > p.max_payload {
@@ -91,6 +122,7 @@ pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::
             let n = first.json.len();
             fail(&p, &topic, partition, vec![first], &format!("a record of {n} bytes (encoded) exceeds the {} byte payload limit", p.max_payload), "MaximumPayloadSizeExceeded");
             p.committer.commit(&topic, partition, end);
+            seen_to = None;
             continue;
         }
         let mut size = envelope + first.json.len();
@@ -109,6 +141,11 @@ pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::
                     _ = stop.cancelled() => return,
                 }
             };
+            seen_to = Some(next.offset() + 1);
+            if !p.admits(&next) {
+                LiveStatus::add(&p.status.filtered_records, 1);
+                continue;
+            }
             let r = encode_record(&next);
             if size + r.json.len() + 1 > p.max_payload {
                 held = Some(r);
@@ -117,7 +154,13 @@ pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::
             size += r.json.len() + 1;
             batch.push(r);
         }
-        if !process(&p, &topic, partition, batch, &stop).await {
+        // Done once the batch is: everything before the held record, or
+        // everything taken so far.
+        let end = match &held {
+            Some(h) => h.offset,
+            None => seen_to.take().unwrap_or(0),
+        };
+        if !process(&p, &topic, partition, batch, end, &stop).await {
             return;
         }
     }
@@ -129,9 +172,7 @@ fn now_ms() -> i64 {
 
 /// Invokes until the batch is handled. False if stopped first (nothing more
 /// is committed).
-async fn process(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<EncodedRecord>, stop: &CancellationToken) -> bool {
-    let Some(last) = records.last() else { return true };
-    let end = last.offset + 1;
+async fn process(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<EncodedRecord>, end: i64, stop: &CancellationToken) -> bool {
     let mut attempts: u32 = 0;
     let mut throttles: u32 = 0;
     loop {

@@ -299,7 +299,14 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
                     }
                 }
                 Err(e) => {
-                    cfg.status.set(describe_kafka_error(&e, &e.to_string(), &servers));
+                    use rdkafka::types::RDKafkaErrorCode as C;
+                    let msg = match e.rdkafka_error_code() {
+                        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => {
+                            format!("PROBLEM: Topic `{topic}` does not exist on {servers}")
+                        }
+                        _ => describe_kafka_error(&e, &e.to_string(), &servers),
+                    };
+                    cfg.status.set(msg);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             },

@@ -14,6 +14,7 @@ pub struct LiveStatus {
     pub errors: AtomicU64,
     pub throttles: AtomicU64,
     pub invoked_records: AtomicU64,
+    pub filtered_records: AtomicU64,
     pub dropped_records: AtomicU64,
     pub committed_records: AtomicU64,
 }

@@ -1,0 +1,609 @@
+//! EventBridge event patterns, as Lambda's event filtering uses them: compile
+//! (with AWS-style reasons for invalid patterns) and match. Lives in the app
+//! crate so the form validates patterns with the same code the engine runs.
+//!
+//! Semantics (reference §3): fields AND, values in an array OR, filters OR.
+//! Numbers compare by value. `anything-but` matches null, numbers and
+//! booleans but never a missing field; `numeric` never matches a string;
+//! `[null]` matches only null; `exists: true` fails on `[]` and on objects;
+//! an array in the event matches when any element does.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+/// Upper bound on the alternatives `$or` may expand to (AWS: 1000).
+pub const MAX_OR_COMBINATIONS: usize = 1000;
+/// EventBridge's numeric range.
+const NUM_LIMIT: f64 = 5.0e9;
+
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    root: Obj,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Obj {
+    fields: Vec<(String, Rule)>,
+    /// Each `$or`: at least one of its alternatives must match.
+    ors: Vec<Vec<Obj>>,
+}
+
+#[derive(Clone, Debug)]
+enum Rule {
+    Nested(Obj),
+    Leaf(Vec<Matcher>),
+}
+
+#[derive(Clone, Debug)]
+enum Matcher {
+    Exact(Value),
+    Prefix(String, bool),
+    Suffix(String, bool),
+    EqualsIgnoreCase(String),
+    Numeric(Vec<(Op, f64)>),
+    Exists(bool),
+    Cidr(Cidr),
+    Wildcard(String),
+    AnythingBut(Box<Matcher>),
+    /// `anything-but` with a list: none of these.
+    AnyOf(Vec<Matcher>),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Eq,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Clone, Debug)]
+struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+fn invalid(reason: impl std::fmt::Display) -> String {
+    format!("Event pattern is not valid. Reason: {reason}")
+}
+
+impl Pattern {
+    /// Compiles a pattern, or says why it is not valid, in AWS's words.
+    pub fn compile(text: &str) -> Result<Pattern, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| invalid(format!("{e}")))?;
+        let Value::Object(map) = v else { return Err(invalid("Filter is not an object")) };
+        let root = compile_obj(&map, 0)?;
+        let combos = combinations(&root);
+        if combos > MAX_OR_COMBINATIONS {
+            return Err(invalid(format!(
+                "The pattern expands to {combos} combinations of $or alternatives; the limit is {MAX_OR_COMBINATIONS}"
+            )));
+        }
+        Ok(Pattern { root })
+    }
+
+    /// Whether the event (a JSON document) matches.
+    pub fn matches(&self, event: &Value) -> bool {
+        match_obj(&self.root, Some(event))
+    }
+
+    /// The first field (a dotted path) that kept the event from matching,
+    /// for the filter tester. None when it matches.
+    pub fn first_mismatch(&self, event: &Value) -> Option<String> {
+        first_mismatch(&self.root, Some(event), "")
+    }
+}
+
+fn combinations(o: &Obj) -> usize {
+    let mut n: usize = 1;
+    for (_, r) in &o.fields {
+        if let Rule::Nested(inner) = r {
+            n = n.saturating_mul(combinations(inner));
+        }
+    }
+    for alts in &o.ors {
+        let sum = alts.iter().map(combinations).fold(0usize, |a, b| a.saturating_add(b));
+        n = n.saturating_mul(sum);
+    }
+    n
+}
+
+fn compile_obj(map: &Map<String, Value>, depth: usize) -> Result<Obj, String> {
+    if depth > 32 {
+        return Err(invalid("the pattern is nested too deeply"));
+    }
+    let mut obj = Obj::default();
+    for (k, v) in map {
+        if k == "$or" {
+            let Value::Array(alts) = v else { return Err(invalid("$or must be an array of objects")) };
+            if alts.len() < 2 {
+                return Err(invalid("$or must have at least 2 alternatives"));
+            }
+            let mut compiled = Vec::with_capacity(alts.len());
+            for a in alts {
+                let Value::Object(m) = a else { return Err(invalid("$or must be an array of objects")) };
+                compiled.push(compile_obj(m, depth + 1)?);
+            }
+            obj.ors.push(compiled);
+            continue;
+        }
+        let rule = match v {
+            Value::Object(m) => Rule::Nested(compile_obj(m, depth + 1)?),
+            Value::Array(items) => {
+                if items.is_empty() {
+                    return Err(invalid(format!("Empty arrays are not allowed (at \"{k}\")")));
+                }
+                Rule::Leaf(items.iter().map(|i| compile_matcher(k, i)).collect::<Result<_, _>>()?)
+            }
+            _ => return Err(invalid(format!("\"{k}\" must be an object or an array"))),
+        };
+        obj.fields.push((k.clone(), rule));
+    }
+    Ok(obj)
+}
+
+fn string_arg(op: &str, v: &Value) -> Result<String, String> {
+    v.as_str().map(str::to_string).ok_or_else(|| invalid(format!("{op} match pattern must be a string")))
+}
+
+/// `"x"` or `{"equals-ignore-case": "x"}` (prefix and suffix allow both).
+fn affix_arg(op: &str, v: &Value) -> Result<(String, bool), String> {
+    match v {
+        Value::String(s) => Ok((s.clone(), false)),
+        Value::Object(m) if m.len() == 1 && m.contains_key("equals-ignore-case") => {
+            Ok((string_arg(&format!("{op} equals-ignore-case"), &m["equals-ignore-case"])?, true))
+        }
+        _ => Err(invalid(format!("{op} match pattern must be a string or an equals-ignore-case object"))),
+    }
+}
+
+fn compile_matcher(field: &str, v: &Value) -> Result<Matcher, String> {
+    let m = match v {
+        Value::Object(m) => m,
+        Value::Array(_) => return Err(invalid(format!("\"{field}\": a match value cannot be an array"))),
+        Value::Number(n) => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if !(-NUM_LIMIT..=NUM_LIMIT).contains(&f) {
+                return Err(invalid(format!("\"{field}\": numbers must be between -5.0e9 and 5.0e9")));
+            }
+            return Ok(Matcher::Exact(v.clone()));
+        }
+        other => return Ok(Matcher::Exact(other.clone())),
+    };
+    if m.len() != 1 {
+        return Err(invalid(format!("\"{field}\": a match object must have exactly one key")));
+    }
+    let (op, arg) = m.iter().next().expect("one key");
+    Ok(match op.as_str() {
+        "prefix" => {
+            let (s, ci) = affix_arg("prefix", arg)?;
+            Matcher::Prefix(if ci { s.to_lowercase() } else { s }, ci)
+        }
+        "suffix" => {
+            let (s, ci) = affix_arg("suffix", arg)?;
+            Matcher::Suffix(if ci { s.to_lowercase() } else { s }, ci)
+        }
+        "equals-ignore-case" => Matcher::EqualsIgnoreCase(string_arg("equals-ignore-case", arg)?.to_lowercase()),
+        "exists" => match arg {
+            Value::Bool(b) => Matcher::Exists(*b),
+            _ => return Err(invalid("exists match pattern must be either true or false.")),
+        },
+        "numeric" => Matcher::Numeric(compile_numeric(arg)?),
+        "cidr" => Matcher::Cidr(compile_cidr(&string_arg("cidr", arg)?)?),
+        "wildcard" => Matcher::Wildcard(compile_wildcard(&string_arg("wildcard", arg)?)?),
+        "anything-but" => compile_anything_but(field, arg)?,
+        other => return Err(invalid(format!("Unrecognized match type {other}"))),
+    })
+}
+
+fn compile_anything_but(field: &str, arg: &Value) -> Result<Matcher, String> {
+    let inner = match arg {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(invalid("anything-but: Empty arrays are not allowed"));
+            }
+            let mut all = Vec::new();
+            for i in items {
+                match i {
+                    Value::String(_) | Value::Number(_) => all.push(Matcher::Exact(i.clone())),
+                    _ => return Err(invalid("Inside anything-but list, start|null|boolean is not supported.")),
+                }
+            }
+            Matcher::AnyOf(all)
+        }
+        Value::String(_) | Value::Number(_) => Matcher::Exact(arg.clone()),
+        Value::Object(m) if m.len() == 1 => {
+            let (op, a) = m.iter().next().expect("one key");
+            match op.as_str() {
+                "prefix" => Matcher::Prefix(string_arg("anything-but prefix", a)?, false),
+                "suffix" => Matcher::Suffix(string_arg("anything-but suffix", a)?, false),
+                "equals-ignore-case" => match a {
+                    Value::String(s) => Matcher::EqualsIgnoreCase(s.to_lowercase()),
+                    Value::Array(list) if !list.is_empty() => Matcher::AnyOf(
+                        list.iter()
+                            .map(|x| string_arg("anything-but equals-ignore-case", x).map(|s| Matcher::EqualsIgnoreCase(s.to_lowercase())))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    _ => return Err(invalid("anything-but equals-ignore-case match pattern must be a string or a list of strings")),
+                },
+                "wildcard" => match a {
+                    Value::String(s) => Matcher::Wildcard(compile_wildcard(s)?),
+                    Value::Array(list) if !list.is_empty() => Matcher::AnyOf(
+                        list.iter()
+                            .map(|x| string_arg("anything-but wildcard", x).and_then(|s| compile_wildcard(&s)).map(Matcher::Wildcard))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    _ => return Err(invalid("anything-but wildcard match pattern must be a string or a list of strings")),
+                },
+                other => return Err(invalid(format!("Unsupported anything-but pattern: {other}"))),
+            }
+        }
+        _ => return Err(invalid(format!("\"{field}\": Value of anything-but must be an array or single string/number value."))),
+    };
+    Ok(Matcher::AnythingBut(Box::new(inner)))
+}
+
+fn compile_numeric(arg: &Value) -> Result<Vec<(Op, f64)>, String> {
+    let Value::Array(items) = arg else { return Err(invalid("Value of numeric must be an array.")) };
+    if items.is_empty() || items.len() % 2 != 0 || items.len() > 4 {
+        return Err(invalid("numeric takes one comparison, or a range of two: [\">\", 0, \"<=\", 5]"));
+    }
+    let mut out = Vec::new();
+    for pair in items.chunks(2) {
+        let op = match pair[0].as_str() {
+            Some("=") => Op::Eq,
+            Some("<") => Op::Lt,
+            Some("<=") => Op::Le,
+            Some(">") => Op::Gt,
+            Some(">=") => Op::Ge,
+            Some(o) => return Err(invalid(format!("Unrecognized numeric range operator: {o}"))),
+            None => return Err(invalid("Invalid member in numeric match: the operator must be a string")),
+        };
+        let n = pair[1].as_f64().ok_or_else(|| invalid(format!("Value of {} must be numeric", pair[0].as_str().unwrap_or(""))))?;
+        if !(-NUM_LIMIT..=NUM_LIMIT).contains(&n) {
+            return Err(invalid("numbers must be between -5.0e9 and 5.0e9"));
+        }
+        out.push((op, n));
+    }
+    if out.len() == 2 {
+        let lower = matches!(out[0].0, Op::Gt | Op::Ge);
+        let upper = matches!(out[1].0, Op::Lt | Op::Le);
+        if !lower || !upper {
+            return Err(invalid("Bad numeric range: give a lower bound (> or >=) then an upper bound (< or <=)"));
+        }
+        if out[0].1 >= out[1].1 {
+            return Err(invalid("Bad numeric range: the lower bound must be below the upper bound"));
+        }
+    } else if matches!(out[0].0, Op::Eq) && items.len() > 2 {
+        return Err(invalid("= cannot be part of a range"));
+    }
+    Ok(out)
+}
+
+fn compile_cidr(s: &str) -> Result<Cidr, String> {
+    let (ip, bits) = s.split_once('/').ok_or_else(|| invalid(format!("Malformed CIDR, one '/' required: {s}")))?;
+    let net: IpAddr = ip.parse().map_err(|_| invalid(format!("Nonstandard IP address: {ip}")))?;
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| invalid(format!("Malformed CIDR, mask bits must be a number from 0 to {max}: {s}")))?;
+    Ok(Cidr { net, bits })
+}
+
+/// Checks escapes (`\*`, `\\`) and refuses consecutive `*`, which AWS
+/// rejects (they only add matching cost).
+fn compile_wildcard(s: &str) -> Result<String, String> {
+    let mut chars = s.chars().peekable();
+    let mut prev_star = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('*') | Some('\\') => prev_star = false,
+                _ => return Err(invalid(format!("Invalid escape in wildcard pattern {s:?}: only \\* and \\\\ are allowed"))),
+            },
+            '*' if prev_star => return Err(invalid(format!("Consecutive wildcard characters in {s:?}"))),
+            '*' => prev_star = true,
+            _ => prev_star = false,
+        }
+    }
+    Ok(s.to_string())
+}
+
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    // Tokens: literal chars (with escapes resolved) and stars.
+    let mut toks: Vec<Option<char>> = Vec::new();
+    let mut it = pattern.chars();
+    while let Some(c) = it.next() {
+        match c {
+            '\\' => toks.push(it.next()),
+            '*' => toks.push(None),
+            c => toks.push(Some(c)),
+        }
+    }
+    let t: Vec<char> = text.chars().collect();
+    // Greedy matching with backtracking to the last star: linear in practice.
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match toks.get(pi) {
+            Some(Some(c)) if *c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            Some(None) => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    toks[pi..].iter().all(Option::is_none)
+}
+
+fn num_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+/// One matcher against one scalar value of the event.
+fn match_scalar(m: &Matcher, v: &Value) -> bool {
+    match m {
+        Matcher::Exact(p) => num_eq(p, v),
+        Matcher::Prefix(p, ci) => v.as_str().is_some_and(|s| if *ci { s.to_lowercase().starts_with(p) } else { s.starts_with(p.as_str()) }),
+        Matcher::Suffix(p, ci) => v.as_str().is_some_and(|s| if *ci { s.to_lowercase().ends_with(p) } else { s.ends_with(p.as_str()) }),
+        Matcher::EqualsIgnoreCase(p) => v.as_str().is_some_and(|s| s.to_lowercase() == *p),
+        Matcher::Numeric(conds) => v.as_f64().is_some_and(|x| {
+            v.is_number()
+                && conds.iter().all(|(op, n)| match op {
+                    Op::Eq => x == *n,
+                    Op::Lt => x < *n,
+                    Op::Le => x <= *n,
+                    Op::Gt => x > *n,
+                    Op::Ge => x >= *n,
+                })
+        }),
+        Matcher::Exists(b) => *b,
+        Matcher::Cidr(c) => v.as_str().and_then(|s| s.parse::<IpAddr>().ok()).is_some_and(|ip| in_cidr(c, ip)),
+        Matcher::Wildcard(p) => v.as_str().is_some_and(|s| wildcard_match(p, s)),
+        Matcher::AnyOf(all) => all.iter().any(|m| match_scalar(m, v)),
+        Matcher::AnythingBut(inner) => !match_scalar(inner, v),
+    }
+}
+
+fn in_cidr(c: &Cidr, ip: IpAddr) -> bool {
+    fn bits_of(ip: IpAddr) -> u128 {
+        match ip {
+            IpAddr::V4(a) => u32::from(a) as u128,
+            IpAddr::V6(a) => u128::from(a),
+        }
+    }
+    if c.net.is_ipv4() != ip.is_ipv4() {
+        return false;
+    }
+    let width = if ip.is_ipv4() { 32 } else { 128 };
+    if c.bits == 0 {
+        return true;
+    }
+    let shift = width - c.bits as u32;
+    (bits_of(ip) >> shift) == (bits_of(c.net) >> shift)
+}
+
+/// A leaf rule against the event's value at that field (None: absent).
+fn match_leaf(ms: &[Matcher], v: Option<&Value>) -> bool {
+    ms.iter().any(|m| match (m, v) {
+        (Matcher::Exists(want), v) => {
+            let exists = match v {
+                None | Some(Value::Object(_)) => false,
+                Some(Value::Array(a)) => a.iter().any(|x| !x.is_object() && !x.is_array()),
+                Some(_) => true,
+            };
+            exists == *want
+        }
+        (_, None) | (_, Some(Value::Object(_))) => false,
+        (m, Some(Value::Array(a))) => a.iter().any(|x| !x.is_object() && !x.is_array() && match_scalar(m, x)),
+        (m, Some(x)) => match_scalar(m, x),
+    })
+}
+
+fn match_obj(o: &Obj, v: Option<&Value>) -> bool {
+    // An array of objects matches when any element does.
+    if let Some(Value::Array(items)) = v {
+        return items.iter().filter(|i| i.is_object()).any(|i| match_obj(o, Some(i)));
+    }
+    let field = |k: &str| v.and_then(|v| v.as_object()).and_then(|m| m.get(k));
+    o.fields.iter().all(|(k, r)| match r {
+        Rule::Nested(inner) => match_obj(inner, field(k)),
+        Rule::Leaf(ms) => match_leaf(ms, field(k)),
+    }) && o.ors.iter().all(|alts| alts.iter().any(|a| match_obj(a, v)))
+}
+
+fn first_mismatch(o: &Obj, v: Option<&Value>, path: &str) -> Option<String> {
+    if match_obj(o, v) {
+        return None;
+    }
+    let field = |k: &str| v.and_then(|v| v.as_object()).and_then(|m| m.get(k));
+    for (k, r) in &o.fields {
+        let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+        match r {
+            Rule::Nested(inner) if !match_obj(inner, field(k)) => {
+                return Some(first_mismatch(inner, field(k), &p).unwrap_or(p));
+            }
+            Rule::Leaf(ms) if !match_leaf(ms, field(k)) => return Some(p),
+            _ => {}
+        }
+    }
+    Some(if path.is_empty() { "$or".into() } else { format!("{path}.$or") })
+}
+
+/// What a record's value becomes for matching: JSON when it parses, a
+/// string when it is UTF-8 text, absent when it is neither (only
+/// `exists: false` matches it then).
+pub fn value_document(bytes: Option<&[u8]>) -> Value {
+    let mut doc = Map::new();
+    if let Some(b) = bytes {
+        if let Ok(s) = std::str::from_utf8(b) {
+            let v = serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_string()));
+            doc.insert("value".into(), v);
+        }
+    }
+    Value::Object(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn m(p: &str, e: Value) -> bool {
+        Pattern::compile(p).unwrap_or_else(|e| panic!("{p}: {e}")).matches(&e)
+    }
+    fn err(p: &str) -> String {
+        Pattern::compile(p).err().unwrap_or_else(|| panic!("{p} compiled"))
+    }
+
+    #[test]
+    fn exact_values_and_or_within_arrays() {
+        assert!(m(r#"{"a": ["x", "y"]}"#, json!({"a": "y"})));
+        assert!(!m(r#"{"a": ["x"]}"#, json!({"a": "X"})));
+        assert!(m(r#"{"a": [300]}"#, json!({"a": 300.0})), "numbers by value");
+        assert!(!m(r#"{"a": [300]}"#, json!({"a": "300"})));
+        assert!(m(r#"{"a": [true]}"#, json!({"a": true})));
+        assert!(m(r#"{"a": [null]}"#, json!({"a": null})));
+        assert!(!m(r#"{"a": [null]}"#, json!({"a": "null"})), "[null] is not \"null\"");
+        assert!(!m(r#"{"a": [""]}"#, json!({"a": null})), "\"\" is not null");
+        assert!(!m(r#"{"a": [null]}"#, json!({})), "null is not missing");
+        assert!(m(r#"{"a": ["x"]}"#, json!({"a": ["q", "x"]})), "event arrays match on any overlap");
+    }
+
+    #[test]
+    fn nested_fields_and_arrays_of_objects() {
+        let p = r#"{"value": {"order": {"type": ["refund"]}, "n": [1]}}"#;
+        assert!(m(p, json!({"value": {"order": {"type": "refund"}, "n": 1}})));
+        assert!(!m(p, json!({"value": {"order": {"type": "refund"}, "n": 2}})), "fields AND");
+        assert!(m(r#"{"items": {"sku": ["b"]}}"#, json!({"items": [{"sku": "a"}, {"sku": "b"}]})));
+    }
+
+    #[test]
+    fn prefix_suffix_and_ignore_case() {
+        assert!(m(r#"{"a": [{"prefix": "ERR"}]}"#, json!({"a": "ERROR x"})));
+        assert!(!m(r#"{"a": [{"prefix": "ERR"}]}"#, json!({"a": "err"})));
+        assert!(m(r#"{"a": [{"prefix": {"equals-ignore-case": "ERR"}}]}"#, json!({"a": "error"})));
+        assert!(m(r#"{"a": [{"suffix": ".png"}]}"#, json!({"a": "x.png"})));
+        assert!(m(r#"{"a": [{"suffix": {"equals-ignore-case": ".PNG"}}]}"#, json!({"a": "x.png"})));
+        assert!(m(r#"{"a": [{"equals-ignore-case": "AbC"}]}"#, json!({"a": "aBc"})));
+        assert!(!m(r#"{"a": [{"prefix": "1"}]}"#, json!({"a": 12})), "prefix is for strings");
+    }
+
+    #[test]
+    fn anything_but_in_all_its_forms() {
+        assert!(m(r#"{"a": [{"anything-but": "x"}]}"#, json!({"a": "y"})));
+        assert!(!m(r#"{"a": [{"anything-but": "x"}]}"#, json!({"a": "x"})));
+        assert!(m(r#"{"a": [{"anything-but": ["x", "y"]}]}"#, json!({"a": null})), "matches null");
+        assert!(m(r#"{"a": [{"anything-but": ["x"]}]}"#, json!({"a": 5})), "matches numbers");
+        assert!(m(r#"{"a": [{"anything-but": ["x"]}]}"#, json!({"a": true})), "matches booleans");
+        assert!(!m(r#"{"a": [{"anything-but": ["x"]}]}"#, json!({})), "never a missing field");
+        assert!(!m(r#"{"a": [{"anything-but": [5]}]}"#, json!({"a": 5.0})));
+        assert!(m(r#"{"a": [{"anything-but": {"prefix": "in"}}]}"#, json!({"a": "out"})));
+        assert!(!m(r#"{"a": [{"anything-but": {"prefix": "in"}}]}"#, json!({"a": "inner"})));
+        assert!(!m(r#"{"a": [{"anything-but": {"suffix": ".tmp"}}]}"#, json!({"a": "x.tmp"})));
+        assert!(!m(r#"{"a": [{"anything-but": {"equals-ignore-case": ["X", "y"]}}]}"#, json!({"a": "Y"})));
+        assert!(m(r#"{"a": [{"anything-but": {"equals-ignore-case": "X"}}]}"#, json!({"a": "z"})));
+        assert!(!m(r#"{"a": [{"anything-but": {"wildcard": "*.tmp"}}]}"#, json!({"a": "a.tmp"})));
+        assert!(m(r#"{"a": [{"anything-but": {"wildcard": ["*.tmp", "x*"]}}]}"#, json!({"a": "a.png"})));
+    }
+
+    #[test]
+    fn numeric_comparisons_and_ranges() {
+        assert!(m(r#"{"a": [{"numeric": [">", 0, "<=", 5]}]}"#, json!({"a": 5})));
+        assert!(!m(r#"{"a": [{"numeric": [">", 0, "<=", 5]}]}"#, json!({"a": 0})));
+        assert!(m(r#"{"a": [{"numeric": ["=", 3.5]}]}"#, json!({"a": 3.5})));
+        assert!(m(r#"{"a": [{"numeric": ["<", 10]}]}"#, json!({"a": -1e9})));
+        assert!(!m(r#"{"a": [{"numeric": ["=", 300]}]}"#, json!({"a": "300"})), "numeric never matches a string");
+    }
+
+    #[test]
+    fn exists_true_and_false() {
+        assert!(m(r#"{"a": [{"exists": true}]}"#, json!({"a": 0})));
+        assert!(m(r#"{"a": [{"exists": true}]}"#, json!({"a": null})));
+        assert!(!m(r#"{"a": [{"exists": true}]}"#, json!({"a": []})), "not on []");
+        assert!(!m(r#"{"a": [{"exists": true}]}"#, json!({"a": {"b": 1}})), "not on an object");
+        assert!(m(r#"{"a": [{"exists": false}]}"#, json!({"b": 1})));
+        assert!(!m(r#"{"a": [{"exists": false}]}"#, json!({"a": "x"})));
+        assert!(m(r#"{"a": {"b": [{"exists": false}]}}"#, json!({})), "absent parents");
+    }
+
+    #[test]
+    fn cidr_v4_and_v6() {
+        assert!(m(r#"{"ip": [{"cidr": "10.0.0.0/24"}]}"#, json!({"ip": "10.0.0.255"})));
+        assert!(!m(r#"{"ip": [{"cidr": "10.0.0.0/24"}]}"#, json!({"ip": "10.0.1.0"})));
+        assert!(m(r#"{"ip": [{"cidr": "2001:db8::/32"}]}"#, json!({"ip": "2001:db8:1::1"})));
+        assert!(!m(r#"{"ip": [{"cidr": "2001:db8::/32"}]}"#, json!({"ip": "10.0.0.1"})));
+        assert!(m(r#"{"ip": [{"cidr": "0.0.0.0/0"}]}"#, json!({"ip": "1.2.3.4"})));
+    }
+
+    #[test]
+    fn wildcards_with_escapes() {
+        assert!(m(r#"{"k": [{"wildcard": "dir/*.png"}]}"#, json!({"k": "dir/a/b.png"})));
+        assert!(!m(r#"{"k": [{"wildcard": "dir/*.png"}]}"#, json!({"k": "dir/a.jpg"})));
+        assert!(m(r#"{"k": [{"wildcard": "a\\*b"}]}"#, json!({"k": "a*b"})));
+        assert!(!m(r#"{"k": [{"wildcard": "a\\*b"}]}"#, json!({"k": "axb"})));
+        assert!(m(r#"{"k": [{"wildcard": "*"}]}"#, json!({"k": ""})));
+        assert!(m(r#"{"k": [{"wildcard": "a*b*c"}]}"#, json!({"k": "abxbxc"})));
+    }
+
+    #[test]
+    fn or_between_field_sets() {
+        let p = r#"{"value": {"$or": [{"a": [1]}, {"b": [{"prefix": "x"}]}]}}"#;
+        assert!(m(p, json!({"value": {"a": 1}})));
+        assert!(m(p, json!({"value": {"b": "xy"}})));
+        assert!(!m(p, json!({"value": {"a": 2, "b": "y"}})));
+    }
+
+    #[test]
+    fn invalid_patterns_say_why() {
+        assert_eq!(err("[1]"), "Event pattern is not valid. Reason: Filter is not an object");
+        assert!(err(r#"{"a": "x"}"#).contains("\"a\" must be an object or an array"));
+        assert!(err(r#"{"a": []}"#).contains("Empty arrays are not allowed"));
+        assert!(err(r#"{"a": [{"bogus": 1}]}"#).contains("Unrecognized match type bogus"));
+        assert!(err(r#"{"a": [{"prefix": 1}]}"#).contains("prefix match pattern must be a string"));
+        assert!(err(r#"{"a": [{"numeric": [">", "x"]}]}"#).contains("Value of > must be numeric"));
+        assert!(err(r#"{"a": [{"numeric": ["<", 5, ">", 1]}]}"#).contains("Bad numeric range"));
+        assert!(err(r#"{"a": [{"exists": "yes"}]}"#).contains("exists match pattern must be either true or false."));
+        assert!(err(r#"{"a": [{"cidr": "10.0.0.0"}]}"#).contains("Malformed CIDR"));
+        assert!(err(r#"{"a": [{"wildcard": "a**"}]}"#).contains("Consecutive wildcard"));
+        assert!(err(r#"{"a": [{"wildcard": "a\\b"}]}"#).contains("Invalid escape"));
+        assert!(err(r#"{"a": [{"anything-but": [true]}]}"#).contains("anything-but list"));
+        assert!(err(r#"{"$or": [{"a": [1]}]}"#).contains("at least 2"));
+        assert!(err("{not json").starts_with("Event pattern is not valid. Reason: "));
+        let nested = r#"{"a": {"$or": [{"x":[1]},{"x":[2]},{"x":[3]},{"x":[4]},{"x":[5]},{"x":[6]},{"x":[7]},{"x":[8]},{"x":[9]},{"x":[10]},{"x":[11]}]},
+                        "b": {"$or": [{"x":[1]},{"x":[2]},{"x":[3]},{"x":[4]},{"x":[5]},{"x":[6]},{"x":[7]},{"x":[8]},{"x":[9]},{"x":[10]},{"x":[11]}]},
+                        "c": {"$or": [{"x":[1]},{"x":[2]},{"x":[3]},{"x":[4]},{"x":[5]},{"x":[6]},{"x":[7]},{"x":[8]},{"x":[9]},{"x":[10]}]}}"#;
+        assert!(err(nested).contains("combinations"), "{}", err(nested));
+    }
+
+    #[test]
+    fn record_values_become_documents() {
+        assert_eq!(value_document(Some(br#"{"a":1}"#)), json!({"value": {"a": 1}}));
+        assert_eq!(value_document(Some(b"ERROR disk full")), json!({"value": "ERROR disk full"}));
+        assert_eq!(value_document(Some(&[0xff, 0xfe])), json!({}));
+        assert_eq!(value_document(None), json!({}));
+        let p = Pattern::compile(r#"{"value": [{"prefix": "ERROR"}]}"#).unwrap();
+        assert!(p.matches(&value_document(Some(b"ERROR disk full"))));
+    }
+
+    #[test]
+    fn the_mismatch_names_the_field() {
+        let p = Pattern::compile(r#"{"value": {"type": ["order"], "amount": [{"numeric": [">", 10]}]}}"#).unwrap();
+        assert_eq!(p.first_mismatch(&json!({"value": {"type": "order", "amount": 5}})), Some("value.amount".into()));
+        assert_eq!(p.first_mismatch(&json!({"value": {"type": "order", "amount": 50}})), None);
+    }
+}
