@@ -37,6 +37,7 @@ struct Context {
     position: StartingPosition,
     timestamp_ms: Option<i64>,
     servers: String,
+    pending: Pending,
 }
 
 impl ClientContext for Context {
@@ -69,6 +70,9 @@ impl ConsumerContext for Context {
                 let _ = self.events.send(GroupEvent::Assigned(parts));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // What finished on these partitions is committed before the
+                // next owner reads them.
+                flush(c, &self.pending, Some(&parts), CommitMode::Sync);
                 let _ = self.events.send(GroupEvent::Revoked(parts));
                 let _ = c.unassign();
             }
@@ -143,46 +147,57 @@ fn describe_kafka_error(error: &KafkaError, reason: &str, servers: &str) -> Stri
     }
 }
 
-/// Commits to the group in Kafka, asynchronously (the poll loop must not
-/// wait), remembering the last offset of each partition for the final,
-/// synchronous commit when the poller stops.
-struct KafkaCommitter {
-    consumer: Arc<StreamConsumer<Context>>,
-    done: std::sync::Mutex<HashMap<(String, i32), i64>>,
-}
+/// Finished offsets waiting to be committed, shared by the pipelines (which
+/// add to it), the poll loop (which flushes it every `COMMIT_EVERY`) and the
+/// rebalance callback (which commits a revoked partition's offsets before
+/// letting it go). Flushing on the loop's 10 ms tick merges the commits of
+/// all partitions into one request while adding at most 10 ms of lag.
+type Pending = Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>;
 
-impl Committer for KafkaCommitter {
+const COMMIT_EVERY: Duration = Duration::from_millis(10);
+
+struct PendingCommitter(Pending);
+
+impl Committer for PendingCommitter {
     fn commit(&self, topic: &str, partition: i32, next_offset: i64) {
-        let mut tpl = TopicPartitionList::new();
-        if tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset)).is_ok() {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(topic, partition, next_offset, "commit failed: {e}");
-            }
-        }
-        self.done.lock().unwrap_or_else(|e| e.into_inner()).insert((topic.to_string(), partition), next_offset);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert((topic.to_string(), partition), next_offset);
     }
 }
 
-impl KafkaCommitter {
-    fn commit_all_sync(&self) {
-        let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in done {
-            let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o));
-        }
-        if tpl.count() > 0 {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
-                tracing::warn!("final commit failed: {e}");
+/// Commits and clears the pending offsets of `only` partitions (all: None).
+fn flush<C: ConsumerContext>(c: &impl Consumer<C>, pending: &Pending, only: Option<&[i32]>, mode: CommitMode) {
+    let mut tpl = TopicPartitionList::new();
+    {
+        let mut map = pending.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|(t, p), o| {
+            if only.is_some_and(|ps| !ps.contains(p)) {
+                return true;
             }
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+            false
+        });
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = c.commit(&tpl, mode) {
+            tracing::warn!("commit of {:?} failed: {e}", tpl.to_topic_map());
         }
     }
+}
+
+/// Per partition, the most record bytes held outside librdkafka before the
+/// partition is paused.
+const MAX_WAITING_BYTES: usize = 4 << 20;
+
+fn size_of(m: &OwnedMessage) -> usize {
+    m.payload().map_or(0, |p| p.len()) + m.key().map_or(0, |k| k.len()) + 64
 }
 
 struct Worker {
     tx: mpsc::Sender<OwnedMessage>,
-    /// Records that did not fit the channel yet; past a batch of them the
-    /// partition is paused until they are all in.
+    /// Records that did not fit the channel yet; past a bound the partition
+    /// is paused until they are all in.
     waiting: VecDeque<OwnedMessage>,
+    waiting_bytes: usize,
     paused: bool,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -205,7 +220,9 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
     let group = spec.consumer_group_id().map(str::to_string).unwrap_or_else(|| cfg.id.to_string());
     let servers = spec.bootstrap_servers().join(",");
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    let pending: Pending = Default::default();
     let context = Context {
+        pending: pending.clone(),
         status: cfg.status.clone(),
         events: events_tx,
         position: spec.starting_position,
@@ -244,8 +261,13 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
         stop.cancelled().await;
         return;
     }
-    let committer = Arc::new(KafkaCommitter { consumer: consumer.clone(), done: Default::default() });
-    let pipeline = Arc::new(Pipeline::from_spec(spec, cfg.target.clone(), committer.clone(), cfg.status.clone()));
+    let pipeline = Arc::new(Pipeline::from_spec(
+        spec,
+        cfg.target.clone(),
+        Arc::new(PendingCommitter(pending.clone())),
+        cfg.status.clone(),
+    ));
+    let mut last_flush = tokio::time::Instant::now();
     let capacity = pipeline.batch_size.max(64);
     let mut workers: HashMap<i32, Worker> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -273,7 +295,13 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
                     }
                 }
             },
-            _ = tick.tick() => refill(&consumer, &topic, &mut workers),
+            _ = tick.tick() => {
+                refill(&consumer, &topic, &mut workers);
+                if last_flush.elapsed() >= COMMIT_EVERY {
+                    flush(&*consumer, &pending, None, CommitMode::Async);
+                    last_flush = tokio::time::Instant::now();
+                }
+            }
             m = consumer.recv() => match m {
                 Ok(m) => {
                     let m = m.detach();
@@ -282,17 +310,18 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
                         let (tx, rx) = mpsc::channel(capacity);
                         let stop = CancellationToken::new();
                         let task = tokio::spawn(partition::run(pipeline.clone(), topic.clone(), p, rx, stop.clone()));
-                        Worker { tx, waiting: VecDeque::new(), paused: false, stop, task }
+                        Worker { tx, waiting: VecDeque::new(), waiting_bytes: 0, paused: false, stop, task }
                     });
                     if w.waiting.is_empty() {
                         if let Err(mpsc::error::TrySendError::Full(m)) = w.tx.try_send(m) {
-                            w.waiting.push_back(m);
+                            w.wait(m);
                         }
                     } else {
-                        w.waiting.push_back(m);
+                        w.wait(m);
                         // Pausing makes librdkafka drop what it prefetched and
-                        // fetch it again on resume: only once a whole batch waits.
-                        if w.waiting.len() >= capacity && !w.paused {
+                        // fetch it again on resume (costly: it cut throughput
+                        // to a third in the benchmark), so only past a bound.
+                        if !w.paused && (w.waiting.len() >= capacity * 10 || w.waiting_bytes >= MAX_WAITING_BYTES) {
                             set_paused(&consumer, &topic, p, true);
                             w.paused = true;
                         }
@@ -329,11 +358,17 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
     // Closing the consumer (leaving the group) blocks: not on the runtime.
     drop(pipeline);
     let _ = tokio::task::spawn_blocking(move || {
-        committer.commit_all_sync();
-        drop(committer);
+        flush(&*consumer, &pending, None, CommitMode::Sync);
         drop(consumer);
     })
     .await;
+}
+
+impl Worker {
+    fn wait(&mut self, m: OwnedMessage) {
+        self.waiting_bytes += size_of(&m);
+        self.waiting.push_back(m);
+    }
 }
 
 /// Moves waiting records into their pipelines as room appears, and resumes
@@ -341,14 +376,16 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
 fn refill(consumer: &StreamConsumer<Context>, topic: &str, workers: &mut HashMap<i32, Worker>) {
     for (p, w) in workers.iter_mut() {
         while let Some(m) = w.waiting.pop_front() {
+            let size = size_of(&m);
             match w.tx.try_send(m) {
-                Ok(()) => {}
+                Ok(()) => w.waiting_bytes -= size,
                 Err(mpsc::error::TrySendError::Full(m)) => {
                     w.waiting.push_front(m);
                     break;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     w.waiting.clear();
+                    w.waiting_bytes = 0;
                     break;
                 }
             }
