@@ -444,6 +444,29 @@ fn first_mismatch(o: &Obj, v: Option<&Value>, path: &str) -> Option<String> {
     Some(if path.is_empty() { "$or".into() } else { format!("{path}.$or") })
 }
 
+/// Which filter of a list decided, for the tester: the index of the first
+/// that matches, or (none matched) the field that failed the first filter.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Verdict {
+    #[serde(rename = "Match")]
+    pub matched: bool,
+    /// Index of the first filter that matched.
+    pub filter: Option<usize>,
+    /// When nothing matched: the field that failed the first filter.
+    pub field: Option<String>,
+}
+
+pub fn judge(filters: &[Pattern], doc: &Value) -> Verdict {
+    if filters.is_empty() {
+        return Verdict { matched: true, filter: None, field: None };
+    }
+    match filters.iter().position(|f| f.matches(doc)) {
+        Some(i) => Verdict { matched: true, filter: Some(i), field: None },
+        None => Verdict { matched: false, filter: None, field: filters[0].first_mismatch(doc) },
+    }
+}
+
 /// What a record's value becomes for matching: JSON when it parses, a
 /// string when it is UTF-8 text, absent when it is neither (only
 /// `exists: false` matches it then).

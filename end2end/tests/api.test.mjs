@@ -188,3 +188,33 @@ test("an enabled mapping whose broker is unreachable says so in LastProcessingRe
   }
   assert.match(r, /PROBLEM: Connection error: cannot reach the Kafka brokers \(127\.0\.0\.1:1\)/);
 });
+
+test("filters/test says for each event and record whether it would be invoked, and why", async () => {
+  const b64 = (s) => Buffer.from(s).toString("base64");
+  const r = await api(s.url, "POST", "/api/v1/filters/test", {
+    FilterCriteria: { Filters: [
+      { Pattern: '{"value": {"type": ["order"], "amount": [{"numeric": [">", 100]}]}}' },
+      { Pattern: '{"value": [{"prefix": "ERROR"}]}' },
+    ] },
+    Events: [{ value: { type: "order", amount: 150 } }, { value: { type: "order", amount: 5 } }],
+    Records: [{ value: b64('{"type":"order","amount":101}') }, { value: b64("ERROR disk full") }, { value: b64("INFO ok") }],
+  });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.deepEqual(r.body.Events.map((e) => [e.Match, e.Filter]), [[true, 0], [false, null]]);
+  assert.equal(r.body.Events[1].Field, "value.amount");
+  assert.deepEqual(r.body.Records.map((e) => [e.Match, e.Filter]), [[true, 0], [true, 1], [false, null]]);
+
+  const bad = await api(s.url, "POST", "/api/v1/filters/test", { FilterCriteria: { Filters: [{ Pattern: '{"value": "x"}' }] }, Events: [] });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.Errors[0].Field, "FilterCriteria.Filters[0].Pattern");
+  assert.match(bad.body.Errors[0].Message, /^Event pattern is not valid\. Reason: "value" must be an object or an array/);
+});
+
+test("a mapping with an invalid filter pattern is refused at save time with the reason", async () => {
+  const r = await api(s.url, "POST", "/api/v1/mappings", validMapping({
+    FilterCriteria: { Filters: [{ Pattern: '{"value": {"n": [{"numeric": [">", "ten"]}]}}' }] },
+  }));
+  assert.equal(r.status, 400);
+  assert.equal(r.body.Errors[0].Field, "FilterCriteria.Filters[0].Pattern");
+  assert.equal(r.body.Errors[0].Message, "Event pattern is not valid. Reason: Value of > must be numeric");
+});

@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/mappings/{id}", get(read).put(replace).patch(patch).delete(delete))
         .route("/api/v1/mappings/{id}/enable", post(enable))
         .route("/api/v1/mappings/{id}/disable", post(disable))
+        .route("/api/v1/filters/test", post(test_filters))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
 }
 
@@ -111,4 +112,43 @@ async fn enable(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult 
 
 async fn disable(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     Ok(Json(s.mappings.set_enabled(uuid(&id)?, false).await?).into_response())
+}
+
+/// Matches events and records against filters, without a mapping: each of
+/// `Events` is a JSON document matched whole (EventBridge's
+/// TestEventPattern); each of `Records` is a record as in the Kafka event
+/// (base64 `value`), matched as a mapping would match it.
+async fn test_filters(body: Bytes) -> ApiResult {
+    use base64::Engine as _;
+    use sluice_app::filter::{judge, value_document, Pattern};
+
+    let v = body_json(&body)?;
+    let bad = |field: &str, msg: String| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({"Type": "InvalidParameterValueException", "Message": format!("{field}: {msg}"), "Errors": [{"Field": field, "Message": msg}]}),
+        )
+    };
+    let filters = v["FilterCriteria"]["Filters"].as_array().cloned().unwrap_or_default();
+    let mut patterns = Vec::with_capacity(filters.len());
+    for (i, f) in filters.iter().enumerate() {
+        let field = format!("FilterCriteria.Filters[{i}].Pattern");
+        let text = f["Pattern"].as_str().ok_or_else(|| bad(&field, "must be a string holding the pattern JSON".into()))?;
+        patterns.push(Pattern::compile(text).map_err(|m| bad(&field, m))?);
+    }
+    let events: Vec<_> = v["Events"].as_array().map(|a| a.iter().map(|e| judge(&patterns, e)).collect()).unwrap_or_default();
+    let mut records = Vec::new();
+    for (i, r) in v["Records"].as_array().cloned().unwrap_or_default().iter().enumerate() {
+        let value = match r.get("value") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(b64)) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| bad(&format!("Records[{i}].value"), format!("is not base64 (as in the Kafka event): {e}")))?,
+            ),
+            Some(_) => return Err(bad(&format!("Records[{i}].value"), "must be a base64 string, as in the Kafka event".into())),
+        };
+        records.push(judge(&patterns, &value_document(value.as_deref())));
+    }
+    Ok(Json(json!({ "Events": events, "Records": records })).into_response())
 }

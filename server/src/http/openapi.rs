@@ -79,6 +79,16 @@ pub fn document() -> Value {
                 "post": {"operationId": "disableMapping", "summary": "Stop polling and invoking",
                          "responses": {"200": mapping, "404": err("No such mapping")}}
             },
+            "/api/v1/filters/test": {
+                "post": {"operationId": "testFilters", "summary": "Match events and records against filter patterns",
+                         "description": "Each of Events is a JSON document matched whole (like EventBridge TestEventPattern); each of Records is a record as in the Kafka event (base64 value), matched as a mapping matches it: against {\"value\": <decoded value>}.",
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {
+                             "FilterCriteria": {"$ref": "#/components/schemas/FilterCriteria"},
+                             "Events": {"type": "array", "items": {}},
+                             "Records": {"type": "array", "items": {"type": "object", "properties": {"value": {"type": "string", "format": "byte"}}}}}}}}},
+                         "responses": {"200": {"description": "One verdict per event and per record, in order: {Match, Filter (index of the first matching filter), Field (when none matched: the field that failed the first filter)}"},
+                                       "400": err("A pattern is invalid; the reason is AWS's")}}
+            },
             "/api/v1/openapi.json": {
                 "get": {"operationId": "openapi", "summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0 document"}}}
             }
