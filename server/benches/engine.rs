@@ -173,10 +173,20 @@ async fn main() {
     let n_mem: usize = std::env::var("BENCH_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     println!("machine: {} cores; value size {VALUE_BYTES} bytes", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
 
-    // (b) first: no broker noise.
+    // (b) first: no broker noise. On a single-threaded runtime of its own,
+    // so one core does everything and CPU time is not blurred by wake-ups
+    // between threads.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let feeder = feeder_only(n_mem).await;
+            println!("(b) one thread: making and queueing {n_mem} records alone: {feeder:.2} s CPU (included below)");
+            in_memory(Arc::new(Noop), n_mem, "in-process no-op target, one thread", feeder).await;
+        });
+    })
+    .join()
+    .unwrap();
     let feeder = feeder_only(n_mem).await;
-    println!("(b) making and queueing {n_mem} records alone: {feeder:.2} s CPU (included in the figures below)");
-    in_memory(Arc::new(Noop), n_mem, "in-process no-op target", feeder).await;
     let (url, _) = noop_function().await;
     in_memory(Arc::new(HttpTarget::new(&url, Duration::from_secs(30)).unwrap()), n_mem / 5, "loopback HTTP no-op function", feeder / 5.0).await;
 
@@ -327,5 +337,82 @@ async fn main() {
     );
     let bp = |q: f64| baseline.get(((baseline.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
     println!("(c) baseline, plain consumer on the same broker: p50 {:.1} ms, p99 {:.1} ms", bp(0.5), bp(0.99));
-    println!("peak resident memory: {:.0} MB", peak_rss_mb());
+    println!("peak resident memory of this benchmark process: {:.0} MB", peak_rss_mb());
+
+    // (d) Sluice's memory against the backlog: the real binary drains a
+    // small and a ten times larger backlog; its peak RSS should not follow.
+    let small: usize = std::env::var("BENCH_BACKLOG").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    for (i, backlog) in [small, small * 10].into_iter().enumerate() {
+        let topic = format!("bench-d{i}");
+        broker.create_topic(&topic, 6).await;
+        let t = Instant::now();
+        produce_n(&broker, &topic, backlog).await;
+        let produced = t.elapsed().as_secs_f64();
+        let (url, count) = noop_function().await;
+        let peak = drain_with_binary(&broker, &topic, &url, backlog, &count).await;
+        println!("(d) backlog of {backlog} records (produced in {produced:.0} s): sluice process peak RSS {peak:.0} MB while draining it");
+    }
+}
+
+async fn produce_n(broker: &Broker, topic: &str, n: usize) {
+    let producer = broker.producer();
+    let value = vec![b'v'; VALUE_BYTES];
+    let mut acks = std::collections::VecDeque::new();
+    for i in 0..n {
+        let rec = FutureRecord::<str, [u8]>::to(topic).payload(&value[..]).partition((i % 6) as i32);
+        acks.push_back(producer.send_result(rec).map_err(|(e, _)| e).unwrap());
+        if acks.len() > 50_000 {
+            acks.pop_front().unwrap().await.unwrap().unwrap();
+        }
+    }
+    for a in acks {
+        a.await.unwrap().unwrap();
+    }
+}
+
+/// Runs the `sluice` binary on the backlog; returns its peak RSS in MB.
+async fn drain_with_binary(broker: &Broker, topic: &str, url: &str, n: usize, count: &AtomicU64) -> f64 {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("SLUICE_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let api = loop {
+        let l = lines.next().unwrap().unwrap();
+        if let Some(u) = l.split("console: ").nth(1) {
+            break u.trim_end_matches('/').to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let mut sp = spec(broker.bootstrap(), topic, url, &format!("bench-{topic}"));
+    sp.batch_size = 1000;
+    reqwest::Client::new()
+        .post(format!("{api}/api/v1/mappings"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_string(&sp).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let rss = || {
+        std::fs::read_to_string(&status)
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while (count.load(Ordering::Relaxed) as usize) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let peak = rss();
+    let _ = child.kill();
+    let _ = child.wait();
+    peak
 }

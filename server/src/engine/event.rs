@@ -4,6 +4,8 @@
 //! batch is built (the 6 MB limit).
 
 use base64::engine::general_purpose::STANDARD as B64;
+use std::fmt::Write as _;
+
 use base64::Engine as _;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::Timestamp;
@@ -60,13 +62,15 @@ pub fn encode_record(m: &OwnedMessage) -> EncodedRecord {
     };
     out.push_str("{\"topic\":");
     push_json_str(&mut out, m.topic());
-    out.push_str(&format!(
+    // write! into the buffer: no temporary strings on the hot path.
+    let _ = write!(
+        out,
         ",\"partition\":{},\"offset\":{},\"timestamp\":{},\"timestampType\":\"{}\"",
         m.partition(),
         m.offset(),
         ts,
         ts_type
-    ));
+    );
     // AWS leaves `key` out when the record has none.
     if let Some(k) = m.key() {
         out.push_str(",\"key\":\"");
@@ -91,7 +95,7 @@ pub fn encode_record(m: &OwnedMessage) -> EncodedRecord {
                 if j > 0 {
                     out.push(',');
                 }
-                out.push_str(&(*b as i8).to_string());
+                let _ = write!(out, "{}", *b as i8);
             }
             out.push_str("]}");
         }
