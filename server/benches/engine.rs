@@ -98,6 +98,8 @@ async fn in_memory(target: Arc<dyn Target>, n: usize, label: &str, feeder_cpu: f
         report_item_failures: false,
         max_payload: 6 * 1024 * 1024,
         filters: vec![],
+        bisect: false,
+        destination: None,
     });
     let value = vec![b'v'; VALUE_BYTES];
     let (tx, rx) = mpsc::channel(10_000);

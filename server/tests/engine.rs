@@ -253,3 +253,72 @@ async fn status_explains_an_unreachable_broker_and_a_failing_function() {
     assert!(f.wait_for(2, Duration::from_secs(40)).await);
     wait_result(&s, m.uuid, "OK", Duration::from_secs(5)).await;
 }
+
+/// A poison record goes to the dead-letter topic after its retries, with its
+/// key and AWS's failure record; the rest of its partition carries on.
+async fn poison_to_dead_letter_topic(b: Broker) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::Message;
+    b.create_topic("payments", 1).await;
+    b.create_topic("payments-dlq", 1).await;
+    let producer = b.producer();
+    for i in 0..40 {
+        let value = if i == 17 { "poison".to_string() } else { format!("ok-{i}") };
+        producer.send(FutureRecord::to("payments").key(&format!("key-{i}")).payload(&value), Duration::from_secs(5)).await.unwrap();
+    }
+    let f = Recorder::default();
+    let url = f.serve().await;
+    *f.poison.lock().unwrap() = Some("poison".into());
+    let s = Sluice::start().await;
+    let mut sp = spec(b.bootstrap(), "payments", &url, "g-poison");
+    sp.batch_size = 10;
+    sp.maximum_retry_attempts = 2;
+    sp.bisect_batch_on_function_error = true;
+    sp.destination_config.on_failure = Some(sluice_app::spec::OnFailure { destination: "kafka://payments-dlq".into() });
+    let m = s.mappings.create(sp).await.unwrap();
+    assert!(f.wait_for(39, Duration::from_secs(60)).await, "delivered {}", f.count());
+    wait_committed(&b, "g-poison", "payments", &BTreeMap::from([(0, 40)]), Duration::from_secs(30)).await;
+    let good: Vec<i64> = f.by_partition()[&0].clone();
+    assert_eq!(good, (0..40).filter(|o| *o != 17).collect::<Vec<_>>());
+
+    let bootstrap = b.bootstrap().to_string();
+    let dead = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "dlq-reader")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        c.subscribe(&["payments-dlq"]).unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(Ok(msg)) = c.poll(Duration::from_millis(200)) {
+                return (msg.key().map(|k| k.to_vec()), msg.payload().map(|p| p.to_vec()).unwrap());
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "nothing on the dead-letter topic");
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(dead.0.as_deref(), Some(&b"key-17"[..]), "the original key");
+    let env: serde_json::Value = serde_json::from_slice(&dead.1).unwrap();
+    assert_eq!(env["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!(env["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(env["KafkaBatchInfo"]["recordInfo"]["offset"], "17");
+    let payload: serde_json::Value = serde_json::from_str(env["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["records"]["payments-0"][0]["value"], "cG9pc29u");
+    let r = s.mappings.get(m.uuid).await.unwrap().status.last_processing_result;
+    println!("poison: {} invocations; status: {r}", f.invocations.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_poison_record_goes_to_the_dead_letter_topic() {
+    poison_to_dead_letter_topic(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_broker_poison_record_goes_to_the_dead_letter_topic() {
+    let Some(b) = Broker::tansu() else { return };
+    poison_to_dead_letter_topic(b).await;
+}

@@ -21,14 +21,20 @@ use tokio_util::sync::CancellationToken;
 struct Scripted {
     script: Mutex<VecDeque<Outcome>>,
     calls: Mutex<Vec<Vec<i64>>>,
+    /// Fails every batch holding this offset.
+    poison: Option<i64>,
 }
 
 #[async_trait]
 impl Target for Scripted {
     async fn invoke(&self, payload: String) -> Outcome {
         let v: serde_json::Value = serde_json::from_str(&payload).expect("the event is JSON");
-        let offsets = v["records"]["t-0"].as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()).collect();
+        let offsets: Vec<i64> = v["records"]["t-0"].as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()).collect();
+        let poisoned = self.poison.is_some_and(|p| offsets.contains(&p));
         self.calls.lock().unwrap().push(offsets);
+        if poisoned {
+            return Outcome::FunctionError { message: "poison".into(), status: Some(500) };
+        }
         self.script.lock().unwrap().pop_front().unwrap_or(Outcome::Success { body: vec![] })
     }
 }
@@ -68,6 +74,8 @@ fn pipeline(target: Arc<Scripted>, commits: Arc<Commits>, f: impl FnOnce(&mut Pi
         report_item_failures: false,
         max_payload: 6 * 1024 * 1024,
         filters: vec![],
+        bisect: false,
+        destination: None,
     };
     f(&mut p);
     Arc::new(p)
@@ -166,7 +174,7 @@ async fn a_partial_batch_response_naming_an_unknown_record_fails_the_whole_batch
 
 #[tokio::test]
 async fn errors_retry_until_max_retries_then_drop_and_move_on() {
-    let err = || Outcome::FunctionError { message: "function returned 500: boom".into() };
+    let err = || Outcome::FunctionError { message: "function returned 500: boom".into(), status: Some(500) };
     let r = run(vec![err(), err(), err(), err()], (0..3).map(|o| record(o, 1)).collect(), |p| {
         p.max_retries = Some(2);
     })
@@ -190,7 +198,7 @@ async fn throttles_are_retried_without_counting_as_attempts() {
 #[tokio::test]
 async fn nothing_is_committed_while_the_function_keeps_failing() {
     let target = Arc::new(Scripted {
-        script: Mutex::new((0..1000).map(|_| Outcome::FunctionError { message: "down".into() }).collect()),
+        script: Mutex::new((0..1000).map(|_| Outcome::FunctionError { message: "down".into(), status: Some(500) }).collect()),
         ..Default::default()
     });
     let commits = Arc::new(Commits::default());
@@ -236,4 +244,106 @@ async fn a_partition_of_only_filtered_records_still_commits() {
     .await;
     assert!(calls(&r).is_empty());
     assert_eq!(*r.commits.0.lock().unwrap().last().unwrap(), 5);
+}
+
+/// A destination that records what it was given, failing its first
+/// `fail_first` deliveries.
+#[derive(Default)]
+struct Dlq {
+    got: Mutex<Vec<(i64, String, serde_json::Value)>>,
+    fail_first: Mutex<u32>,
+}
+
+#[async_trait]
+impl sluice_server::engine::destination::Destination for Dlq {
+    async fn deliver(&self, f: &sluice_server::engine::destination::Failed<'_>) -> Result<(), String> {
+        let mut n = self.fail_first.lock().unwrap();
+        if *n > 0 {
+            *n -= 1;
+            return Err("destination down".into());
+        }
+        for r in f.records {
+            let src = EventSource::self_managed(&["b:1".into()]);
+            let env = sluice_server::engine::destination::failure_record(f, r, &src, "http://fn");
+            self.got.lock().unwrap().push((r.offset, f.condition.to_string(), env));
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "test-dlq".into()
+    }
+}
+
+#[tokio::test]
+async fn bisect_isolates_the_poison_record_and_the_rest_is_invoked() {
+    let dlq = Arc::new(Dlq::default());
+    let target = Arc::new(Scripted { poison: Some(37), ..Default::default() });
+    let commits = Arc::new(Commits::default());
+    let d = dlq.clone();
+    let p = pipeline(target.clone(), commits.clone(), move |p| {
+        p.batch_size = 100;
+        p.bisect = true;
+        p.max_retries = Some(0);
+        p.destination = Some(d);
+    });
+    let (tx, rx) = mpsc::channel(1000);
+    for o in 0..100 {
+        tx.send(record(o, 1)).await.unwrap();
+    }
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while commits.0.lock().unwrap().last() != Some(&100) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    let _ = task.await;
+    let calls = target.calls.lock().unwrap().clone();
+    let ok: Vec<i64> = calls.iter().filter(|c| !c.contains(&37)).flatten().copied().collect();
+    assert_eq!(ok, (0..100).filter(|o| *o != 37).collect::<Vec<_>>(), "every good record once, in order");
+    let got = dlq.got.lock().unwrap();
+    assert_eq!(got.iter().map(|g| (g.0, g.1.as_str())).collect::<Vec<_>>(), vec![(37, "RetryAttemptsExhausted")]);
+    let env = &got[0].2;
+    assert_eq!(env["KafkaBatchInfo"]["batchSize"], 1);
+    assert_eq!(env["KafkaBatchInfo"]["recordInfo"]["offset"], "37");
+    assert_eq!(env["responseContext"]["statusCode"], 500);
+    let payload: serde_json::Value = serde_json::from_str(env["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["records"]["t-0"][0]["offset"], 37);
+    // 1 full batch, then halves down to the single record: 2 per level.
+    println!("bisect: {} invocations for a batch of 100 with one poison record", calls.len());
+    assert!(calls.len() <= 1 + 2 * 7, "{} invocations", calls.len());
+    assert_eq!(*commits.0.lock().unwrap().last().unwrap(), 100);
+}
+
+#[tokio::test]
+async fn a_failing_destination_holds_the_partition_until_it_delivers() {
+    let dlq = Arc::new(Dlq { fail_first: Mutex::new(3), ..Default::default() });
+    let target = Arc::new(Scripted { poison: Some(1), ..Default::default() });
+    let d = dlq.clone();
+    let r = {
+        let commits = Arc::new(Commits::default());
+        let p = pipeline(target.clone(), commits.clone(), move |p| {
+            p.max_retries = Some(0);
+            p.destination = Some(d);
+        });
+        let status = p.status.clone();
+        let (tx, rx) = mpsc::channel(10);
+        for o in 0..3 {
+            tx.send(record(o, 1)).await.unwrap();
+        }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(commits.0.lock().unwrap().is_empty(), "nothing committed while the destination is down");
+        assert!(status.get().contains("cannot deliver"), "{}", status.get());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while commits.0.lock().unwrap().last() != Some(&3) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        let _ = task.await;
+        commits
+    };
+    assert_eq!(*r.0.lock().unwrap(), vec![3]);
+    assert_eq!(dlq.got.lock().unwrap().len(), 3, "the batch's records, once delivered");
 }

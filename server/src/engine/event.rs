@@ -48,6 +48,8 @@ impl EventSource {
 #[derive(Clone, Debug)]
 pub struct EncodedRecord {
     pub offset: i64,
+    /// Kept for the on-failure destination (the original key).
+    pub key: Option<Vec<u8>>,
     /// Milliseconds since the epoch (-1 when the broker gave none).
     pub timestamp_ms: i64,
     pub json: String,
@@ -101,7 +103,7 @@ pub fn encode_record(m: &OwnedMessage) -> EncodedRecord {
         }
     }
     out.push_str("]}");
-    EncodedRecord { offset: m.offset(), timestamp_ms: ts, json: out }
+    EncodedRecord { offset: m.offset(), key: m.key().map(<[u8]>::to_vec), timestamp_ms: ts, json: out }
 }
 
 /// Renders the event for records of one partition.

@@ -2,6 +2,7 @@
 //! is the only thing that starts or stops pollers: it turns the stored specs
 //! into running pollers and writes back what they report.
 
+pub mod destination;
 pub mod event;
 pub mod partition;
 pub mod poller;
@@ -154,13 +155,27 @@ impl Engine {
                 return Err("AWS Lambda targets are not available in this build yet; use an http(s):// function URL".into())
             }
         };
-        if spec.destination_config.on_failure.is_some() {
-            return Err("on-failure destinations are not delivered by this build yet; remove the destination to run this mapping".into());
-        }
+        let destination: Option<Arc<dyn destination::Destination>> = match &spec.destination_config.on_failure {
+            None => None,
+            Some(d) => match d.destination.strip_prefix("kafka://") {
+                Some(topic) => Some(Arc::new(destination::kafka::KafkaDestination::new(
+                    &spec.bootstrap_servers().join(","),
+                    topic,
+                    event::EventSource::self_managed(spec.bootstrap_servers()),
+                    &spec.function_name,
+                )?)),
+                None => {
+                    return Err(format!(
+                        "the on-failure destination {} (SQS, SNS, S3) is not available in this build yet; kafka:// topics are",
+                        d.destination
+                    ))
+                }
+            },
+        };
         let status = Arc::new(LiveStatus::default());
         status.set("No records processed");
         let stop = CancellationToken::new();
-        let cfg = poller::PollerConfig { id, spec: spec.clone(), target, status: status.clone(), grace: self.settings.grace };
+        let cfg = poller::PollerConfig { id, spec: spec.clone(), target, destination, status: status.clone(), grace: self.settings.grace };
         let task = tokio::spawn(poller::run(cfg, stop.clone()));
         tracing::info!(mapping = %id, version, "poller started");
         Ok(Running { version, stop, task, status })

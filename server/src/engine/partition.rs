@@ -4,6 +4,7 @@
 //! `Committer`. An offset is committed only once its record was invoked
 //! successfully, or dropped by a rule the user set.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::destination::{Destination, Failed};
 use super::event::{build_event, encode_record, envelope_len, EncodedRecord, EventSource, MAX_PAYLOAD_BYTES};
 use super::status::LiveStatus;
 use super::target::{Outcome, Target};
@@ -41,6 +43,8 @@ pub struct Pipeline {
     pub max_payload: usize,
     /// A record is invoked if any matches; none: every record.
     pub filters: Vec<Pattern>,
+    pub bisect: bool,
+    pub destination: Option<Arc<dyn Destination>>,
 }
 
 impl Pipeline {
@@ -73,6 +77,8 @@ impl Pipeline {
             max_payload: MAX_PAYLOAD_BYTES,
             // Saved specs passed validation, so every pattern compiles.
             filters: spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect(),
+            bisect: spec.bisect_batch_on_function_error,
+            destination: None,
         }
     }
 
@@ -120,7 +126,10 @@ pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::
             // Too large to invoke on its own: the user's failure rules decide.
             let end = first.offset + 1;
             let n = first.json.len();
-            fail(&p, &topic, partition, vec![first], &format!("a record of {n} bytes (encoded) exceeds the {} byte payload limit", p.max_payload), "MaximumPayloadSizeExceeded");
+            let why = format!("a record of {n} bytes (encoded) exceeds the {} byte payload limit", p.max_payload);
+            if !fail(&p, &topic, partition, vec![first], &why, "MaximumPayloadSizeExceeded", 0, None, &stop).await {
+                return;
+            }
             p.committer.commit(&topic, partition, end);
             seen_to = None;
             continue;
@@ -170,23 +179,50 @@ fn now_ms() -> i64 {
     crate::store::now_ms()
 }
 
-/// Invokes until the batch is handled. False if stopped first (nothing more
-/// is committed).
-async fn process(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<EncodedRecord>, end: i64, stop: &CancellationToken) -> bool {
+/// One batch until it is handled: invoked successfully, or its records
+/// handed to the user's failure rules. With BisectBatchOnFunctionError a
+/// failing batch is split in halves, handled one after the other (offset
+/// order holds). False if stopped first (nothing more is committed).
+async fn process(p: &Pipeline, topic: &str, partition: i32, records: Vec<EncodedRecord>, end: i64, stop: &CancellationToken) -> bool {
+    // Segments still to do, in offset order, each with the offset that is
+    // done once it is.
+    let mut todo = VecDeque::from([(records, end)]);
+    while let Some((recs, end)) = todo.pop_front() {
+        match attempt(p, topic, partition, recs, end, stop).await {
+            Step::Done => {}
+            Step::Stopped => return false,
+            Step::Split { first, first_end, second, second_end } => {
+                todo.push_front((second, second_end));
+                todo.push_front((first, first_end));
+            }
+        }
+    }
+    true
+}
+
+enum Step {
+    Done,
+    Stopped,
+    Split { first: Vec<EncodedRecord>, first_end: i64, second: Vec<EncodedRecord>, second_end: i64 },
+}
+
+async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<EncodedRecord>, end: i64, stop: &CancellationToken) -> Step {
     let mut attempts: u32 = 0;
     let mut throttles: u32 = 0;
+    let mut status_code = None;
     loop {
         if let Some(age) = p.max_age {
             let oldest_ok = now_ms() - age.as_millis() as i64;
             let (expired, fresh): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.timestamp_ms >= 0 && r.timestamp_ms < oldest_ok);
             records = fresh;
-            if !expired.is_empty() {
-                fail(p, topic, partition, expired, &format!("older than MaximumRecordAgeInSeconds ({} s)", age.as_secs()), "RecordAgeExceeded");
+            let why = format!("older than MaximumRecordAgeInSeconds ({} s)", age.as_secs());
+            if !fail(p, topic, partition, expired, &why, "RecordAgeExceeded", attempts, status_code, stop).await {
+                return Step::Stopped;
             }
         }
         if records.is_empty() {
             p.committer.commit(topic, partition, end);
-            return true;
+            return Step::Done;
         }
         let payload = build_event(&p.source, topic, partition, &records);
         LiveStatus::add(&p.status.invocations, 1);
@@ -198,7 +234,7 @@ async fn process(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
                     LiveStatus::add(&p.status.committed_records, records.len() as u64);
                     p.committer.commit(topic, partition, end);
                     p.status.ok();
-                    return true;
+                    return Step::Done;
                 }
                 Ok(Some(first_failed)) => {
                     // Everything before the lowest failed offset is done.
@@ -206,49 +242,94 @@ async fn process(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
                     LiveStatus::add(&p.status.committed_records, done as u64);
                     p.committer.commit(topic, partition, first_failed);
                     records.retain(|r| r.offset >= first_failed);
+                    status_code = Some(200);
                     format!("the function reported {} failed records from offset {first_failed}", records.len())
                 }
                 Err(why) => why,
             },
-            Outcome::FunctionError { message } => message,
+            Outcome::FunctionError { message, status } => {
+                status_code = status;
+                message
+            }
             Outcome::Throttled { message, retry_after } => {
                 LiveStatus::add(&p.status.throttles, 1);
                 throttles += 1;
                 p.status.set(format!("PROBLEM: Function throttled: {message}"));
                 let wait = retry_after.unwrap_or_else(|| backoff(throttles, Duration::from_millis(500), Duration::from_secs(60)));
                 if !pause(wait, stop).await {
-                    return false;
+                    return Step::Stopped;
                 }
                 continue;
             }
         };
         LiveStatus::add(&p.status.errors, 1);
         attempts += 1;
+        if p.bisect && records.len() > 1 {
+            p.status.set(format!("PROBLEM: Function call failed: {problem}; bisecting the batch of {}", records.len()));
+            let second = records.split_off(records.len() / 2);
+            let first_end = second[0].offset;
+            return Step::Split { first: records, first_end, second, second_end: end };
+        }
         if p.max_retries.is_some_and(|max| attempts > max) {
-            fail(p, topic, partition, records, &format!("{problem} (after {attempts} attempts)"), "RetryAttemptsExhausted");
+            let why = format!("{problem} (after {attempts} attempts)");
+            if !fail(p, topic, partition, records, &why, "RetryAttemptsExhausted", attempts, status_code, stop).await {
+                return Step::Stopped;
+            }
             p.committer.commit(topic, partition, end);
-            return true;
+            return Step::Done;
         }
         p.status.set(format!("PROBLEM: Function call failed: {problem}"));
         if !pause(backoff(attempts, Duration::from_millis(100), Duration::from_secs(30)), stop).await {
-            return false;
+            return Step::Stopped;
         }
     }
 }
 
-/// Records past the user's limits. Until on-failure destinations exist they
-/// are dropped, counted and reported: the user's own rules (retries, age,
-/// payload limit) allow that.
-fn fail(p: &Pipeline, topic: &str, partition: i32, records: Vec<EncodedRecord>, why: &str, condition: &str) {
-    let (Some(first), Some(last)) = (records.first(), records.last()) else { return };
-    LiveStatus::add(&p.status.dropped_records, records.len() as u64);
-    p.status.set(format!(
-        "PROBLEM: {condition}: dropped {} records of {topic}-{partition} (offsets {}..={}): {why}",
-        records.len(),
-        first.offset,
-        last.offset
-    ));
-    tracing::warn!(topic, partition, first = first.offset, last = last.offset, condition, "records dropped: {why}");
+/// Records past the user's limits go to the on-failure destination; the
+/// partition waits (retrying) until it acknowledges them. Without a
+/// destination they are dropped, counted and reported. False if stopped
+/// before they were handled.
+#[allow(clippy::too_many_arguments)]
+async fn fail(
+    p: &Pipeline,
+    topic: &str,
+    partition: i32,
+    records: Vec<EncodedRecord>,
+    why: &str,
+    condition: &'static str,
+    attempts: u32,
+    status_code: Option<u16>,
+    stop: &CancellationToken,
+) -> bool {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else { return true };
+    let span = format!("{} records of {topic}-{partition} (offsets {}..={})", records.len(), first.offset, last.offset);
+    let Some(dest) = &p.destination else {
+        LiveStatus::add(&p.status.dropped_records, records.len() as u64);
+        p.status.set(format!("PROBLEM: {condition}: dropped {span}: {why}"));
+        tracing::warn!(topic, partition, first = first.offset, last = last.offset, condition, "records dropped: {why}");
+        return true;
+    };
+    let failed = Failed { topic, partition, records: &records, condition, attempts, status_code };
+    let mut tries = 0;
+    loop {
+        match dest.deliver(&failed).await {
+            Ok(()) => {
+                LiveStatus::add(&p.status.destination_delivered, records.len() as u64);
+                p.status.set(format!("PROBLEM: {condition}: sent {span} to {}: {why}", dest.describe()));
+                return true;
+            }
+            Err(e) => {
+                tries += 1;
+                p.status.set(format!(
+                    "PROBLEM: cannot deliver {span} to the on-failure destination {}: {e}; retrying, the partition waits",
+                    dest.describe()
+                ));
+                if !pause(backoff(tries, Duration::from_millis(500), Duration::from_secs(30)), stop).await {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// The lowest offset a partial batch response names, or why the response

@@ -207,6 +207,7 @@ pub struct PollerConfig {
     pub id: uuid::Uuid,
     pub spec: MappingSpec,
     pub target: Arc<dyn super::target::Target>,
+    pub destination: Option<Arc<dyn super::destination::Destination>>,
     pub status: Arc<LiveStatus>,
     /// How long a stopping poller lets in-flight invocations finish.
     pub grace: Duration,
@@ -261,12 +262,9 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
         stop.cancelled().await;
         return;
     }
-    let pipeline = Arc::new(Pipeline::from_spec(
-        spec,
-        cfg.target.clone(),
-        Arc::new(PendingCommitter(pending.clone())),
-        cfg.status.clone(),
-    ));
+    let mut pipeline = Pipeline::from_spec(spec, cfg.target.clone(), Arc::new(PendingCommitter(pending.clone())), cfg.status.clone());
+    pipeline.destination = cfg.destination.clone();
+    let pipeline = Arc::new(pipeline);
     let mut last_flush = tokio::time::Instant::now();
     let capacity = pipeline.batch_size.max(64);
     let mut workers: HashMap<i32, Worker> = HashMap::new();

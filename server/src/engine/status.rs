@@ -16,6 +16,7 @@ pub struct LiveStatus {
     pub invoked_records: AtomicU64,
     pub filtered_records: AtomicU64,
     pub dropped_records: AtomicU64,
+    pub destination_delivered: AtomicU64,
     pub committed_records: AtomicU64,
 }
 

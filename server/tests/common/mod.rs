@@ -203,6 +203,8 @@ pub struct Recorder {
     pub invocations: Arc<Mutex<usize>>,
     pub status: Arc<Mutex<u16>>,
     pub delay_ms: Arc<Mutex<u64>>,
+    /// Fails (500) every batch holding a record with this value.
+    pub poison: Arc<Mutex<Option<String>>>,
 }
 
 async fn record(State(r): State<Recorder>, body: Bytes) -> (StatusCode, String) {
@@ -216,6 +218,13 @@ async fn record(State(r): State<Recorder>, body: Bytes) -> (StatusCode, String) 
         return (StatusCode::from_u16(status).unwrap(), "{\"errorMessage\":\"the test function is failing\"}".into());
     }
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    if let Some(poison) = r.poison.lock().unwrap().clone() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(poison);
+        if body.windows(b64.len()).any(|w| w == b64.as_bytes()) {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "{\"errorMessage\":\"poison record\"}".into());
+        }
+    }
     let mut seen = r.seen.lock().unwrap();
     for (_, recs) in v["records"].as_object().unwrap() {
         for rec in recs.as_array().unwrap() {

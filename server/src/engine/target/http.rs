@@ -44,19 +44,25 @@ impl Target for HttpTarget {
             Err(e) if e.is_timeout() => {
                 return Outcome::FunctionError {
                     message: format!("{} timed out after {} ms", self.url, self.timeout.as_millis()),
+                    status: None,
                 }
             }
             Err(e) if e.is_connect() => {
-                return Outcome::FunctionError { message: format!("cannot connect to {}: {}", self.url, root_cause(&e)) }
+                return Outcome::FunctionError { message: format!("cannot connect to {}: {}", self.url, root_cause(&e)), status: None }
             }
-            Err(e) => return Outcome::FunctionError { message: format!("request to {} failed: {}", self.url, root_cause(&e)) },
+            Err(e) => {
+                return Outcome::FunctionError { message: format!("request to {} failed: {}", self.url, root_cause(&e)), status: None }
+            }
         };
         let status = resp.status();
         let after = retry_after(resp.headers());
         let body = match resp.bytes().await {
             Ok(b) => b.to_vec(),
             Err(e) => {
-                return Outcome::FunctionError { message: format!("{} answered {status} but its body broke off: {e}", self.url) }
+                return Outcome::FunctionError {
+                    message: format!("{} answered {status} but its body broke off: {e}", self.url),
+                    status: Some(status.as_u16()),
+                }
             }
         };
         if status.is_success() {
@@ -66,7 +72,7 @@ impl Target for HttpTarget {
         if status.as_u16() == 429 || (status.as_u16() == 503 && after.is_some()) {
             return Outcome::Throttled { message, retry_after: after };
         }
-        Outcome::FunctionError { message }
+        Outcome::FunctionError { message, status: Some(status.as_u16()) }
     }
 }
 

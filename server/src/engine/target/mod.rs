@@ -14,7 +14,7 @@ pub enum Outcome {
     Success { body: Vec<u8> },
     /// The function failed, could not be reached, or timed out. `message` is
     /// written for a person (it ends up in LastProcessingResult).
-    FunctionError { message: String },
+    FunctionError { message: String, status: Option<u16> },
     /// The target asked us to slow down. Not a failed attempt.
     Throttled { message: String, retry_after: Option<Duration> },
 }

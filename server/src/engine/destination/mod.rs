@@ -1,0 +1,71 @@
+//! On-failure destinations: where records go that the user's rules gave up
+//! on (retries exhausted, too old, too large). One trait, one file per kind.
+//! A delivery that fails is retried; the partition waits, because a record
+//! that was neither processed nor delivered must not be committed.
+
+pub mod kafka;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::event::{build_event, EncodedRecord, EventSource};
+
+/// Records that failed, and why.
+pub struct Failed<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub records: &'a [EncodedRecord],
+    /// `RetryAttemptsExhausted`, `RecordAgeExceeded` or `MaximumPayloadSizeExceeded`.
+    pub condition: &'static str,
+    pub attempts: u32,
+    /// The function's last answer, when there was one.
+    pub status_code: Option<u16>,
+}
+
+#[async_trait]
+pub trait Destination: Send + Sync {
+    /// Delivered means acknowledged by the destination.
+    async fn deliver(&self, failed: &Failed<'_>) -> Result<(), String>;
+    fn describe(&self) -> String;
+}
+
+fn iso(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// AWS's failure record for one record (the Kafka-topic form: `batchSize`
+/// 1, `recordInfo`, the single-record event as `payload`). A record too
+/// large to invoke carries no payload: it would not fit a destination
+/// either, and it stays readable in the source topic at its offset.
+pub fn failure_record(f: &Failed<'_>, r: &EncodedRecord, source: &EventSource, function: &str) -> Value {
+    let payload = (f.condition != "MaximumPayloadSizeExceeded").then(|| build_event(source, f.topic, f.partition, std::slice::from_ref(r)));
+    let response = match f.condition {
+        "MaximumPayloadSizeExceeded" => Value::Null,
+        _ => json!({"statusCode": f.status_code.unwrap_or(200), "executedVersion": Value::Null, "functionError": "Unhandled"}),
+    };
+    let mut v = json!({
+        "requestContext": {
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "functionArn": function,
+            "condition": f.condition,
+            "approximateInvokeCount": f.attempts,
+        },
+        "responseContext": response,
+        "version": "1.0",
+        "timestamp": iso(crate::store::now_ms()),
+        "KafkaBatchInfo": {
+            "batchSize": 1,
+            "eventSourceArn": source.event_source_arn,
+            "bootstrapServers": source.bootstrap_servers,
+            "payloadSize": payload.as_ref().map_or(r.json.len(), String::len),
+            "recordInfo": {"offset": r.offset.to_string(), "timestamp": iso(r.timestamp_ms)},
+        },
+    });
+    if let Some(p) = payload {
+        v["payload"] = Value::String(p);
+    }
+    v
+}
