@@ -28,6 +28,8 @@ pub mod backend {
         // Errors cross the seam as text: the page shows them, nothing matches on them.
         async fn list(&self) -> Result<Vec<MappingView>, String>;
         async fn get(&self, id: uuid::Uuid) -> Result<Option<MappingView>, String>;
+        /// None while no poller runs for the mapping.
+        fn counters(&self, id: uuid::Uuid) -> Option<crate::model::MappingCounters>;
     }
 
     #[derive(Clone)]
@@ -50,6 +52,14 @@ pub async fn get_mapping(id: String) -> Result<Option<MappingView>, ServerFnErro
         return Ok(None);
     };
     backend::backend()?.0.get(id).await.map_err(ServerFnError::new)
+}
+
+#[server(endpoint = "get_counters")]
+pub async fn get_counters(id: String) -> Result<Option<crate::model::MappingCounters>, ServerFnError> {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return Ok(None);
+    };
+    Ok(backend::backend()?.0.counters(id))
 }
 
 /// Sets the HTTP status of the page being rendered on the server.

@@ -80,3 +80,19 @@ impl MappingView {
         self.spec.consumer_group_id().map(str::to_string).unwrap_or_else(|| self.uuid.to_string())
     }
 }
+
+/// A running mapping's counts since its poller started (AWS metric names).
+/// Charts and history are the console issue's; these are the live totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase")]
+pub struct MappingCounters {
+    pub invocations: u64,
+    pub errors: u64,
+    pub throttles: u64,
+    pub invoked_event_count: u64,
+    pub filtered_out_event_count: u64,
+    pub dropped_event_count: u64,
+    pub on_failure_destination_delivered_event_count: u64,
+    pub committed_event_count: u64,
+}

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { startSluice, api } from "./sluice.mjs";
+import { startSluice, api, launchBrowser } from "./sluice.mjs";
 
 const help = (...args) => execFileSync(process.env.SLUICE_BIN, [...args, "--help"], { encoding: "utf8" });
 
@@ -56,6 +56,29 @@ test("sluice demo serves the console with the demo mapping and a demo function",
 
     const page = await (await fetch(`${s.url}/`)).text();
     assert.ok(page.includes("demo-orders"));
+
+    // The engine runs the demo mapping: records flow and are committed.
+    const t = Date.now();
+    let c;
+    while (Date.now() - t < 30000) {
+      c = (await api(s.url, "GET", `/api/v1/mappings/${m.UUID}/metrics`)).body;
+      if (c.Running && c.Counters.CommittedEventCount > 50) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok(c.Counters.CommittedEventCount > 50, JSON.stringify(c));
+    assert.ok(c.Counters.Invocations > 0);
+
+    // The mapping's page shows the counts moving, without a reload.
+    const browser = await launchBrowser();
+    try {
+      const p = await browser.newPage();
+      await p.goto(`${s.url}/mappings/${m.UUID}`);
+      await p.waitForSelector("body[data-hydrated=true]");
+      const before = Number(await p.textContent('[data-counter="CommittedEventCount"]'));
+      await p.waitForFunction((n) => Number(document.querySelector('[data-counter="CommittedEventCount"]').textContent) > n, before, { timeout: 15000 });
+    } finally {
+      await browser.close();
+    }
   } finally {
     await s.stop();
   }

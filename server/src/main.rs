@@ -139,6 +139,7 @@ async fn serve(args: ServeArgs, default_dir: &str, demo_rate: Option<u32>) -> Re
     let engine = engine::Engine::start(
         mappings.store().clone(),
         mappings.changes(),
+        mappings.live(),
         engine::EngineSettings { http_timeout: Duration::from_millis(args.http_timeout_ms), ..Default::default() },
     );
     let app = http::router(state, extra);

@@ -84,6 +84,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 pub struct MappingService {
     store: Store,
     changed: Arc<Notify>,
+    live: crate::engine::LiveRegistry,
 }
 
 /// The transitional state a save puts a mapping in; the engine settles it
@@ -98,7 +99,16 @@ fn saved_status(state: MappingState, last_result: &str) -> MappingStatus {
 
 impl MappingService {
     pub fn new(store: Store) -> Arc<Self> {
-        Arc::new(MappingService { store, changed: Arc::new(Notify::new()) })
+        Arc::new(MappingService { store, changed: Arc::new(Notify::new()), live: Default::default() })
+    }
+
+    /// Where the engine publishes what its pollers report.
+    pub fn live(&self) -> crate::engine::LiveRegistry {
+        self.live.clone()
+    }
+
+    pub fn counters(&self, id: Uuid) -> Option<sluice_app::model::MappingCounters> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|s| s.counters())
     }
 
     /// Notified on every saved change (the engine's reconciler waits on it).
@@ -224,5 +234,9 @@ impl Backend for MappingService {
             Err(ServiceError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn counters(&self, id: Uuid) -> Option<sluice_app::model::MappingCounters> {
+        MappingService::counters(self, id)
     }
 }

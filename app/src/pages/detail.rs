@@ -4,9 +4,9 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
-use crate::api::{get_mapping, set_status};
+use crate::api::{get_counters, get_mapping, set_status};
 use crate::components::{ServerError, StateBadge};
-use crate::model::{MappingState, MappingView};
+use crate::model::{MappingCounters, MappingState, MappingView};
 use crate::spec::{format_unix, target_kind, TargetKind};
 
 #[component]
@@ -22,6 +22,13 @@ pub fn MappingDetail() -> impl IntoView {
             }
         }
     });
+    // Live counts: looked at again every two seconds while the page is open.
+    let counters = Resource::new(id, get_counters);
+    Effect::new(move |_| {
+        if counters.get().is_some() {
+            set_timeout(move || counters.refetch(), std::time::Duration::from_secs(2));
+        }
+    });
     view! {
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -35,6 +42,39 @@ pub fn MappingDetail() -> impl IntoView {
                 }
             })}
         </Suspense>
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                match counters.await {
+                    Ok(Some(c)) => view! { <Counters c/> }.into_any(),
+                    Ok(None) => view! {
+                        <section class="counters"><h2>"Activity"</h2><p class="hint">"No poller is running for this mapping."</p></section>
+                    }.into_any(),
+                    Err(_) => ().into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn Counters(c: MappingCounters) -> impl IntoView {
+    let rows = [
+        ("Invocations", "Invocations", c.invocations),
+        ("Errors", "Errors", c.errors),
+        ("Throttles", "Throttles", c.throttles),
+        ("Records invoked", "InvokedEventCount", c.invoked_event_count),
+        ("Records filtered out", "FilteredOutEventCount", c.filtered_out_event_count),
+        ("Records dropped", "DroppedEventCount", c.dropped_event_count),
+        ("Records sent to the failure destination", "OnFailureDestinationDeliveredEventCount", c.on_failure_destination_delivered_event_count),
+        ("Records committed", "CommittedEventCount", c.committed_event_count),
+    ];
+    view! {
+        <section class="counters">
+            <h2>"Activity since the poller started"</h2>
+            <dl>
+                {rows.into_iter().map(|(label, key, n)| view! { <dt>{label}</dt><dd data-counter=key>{n}</dd> }).collect_view()}
+            </dl>
+        </section>
     }
 }
 

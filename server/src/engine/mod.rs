@@ -51,11 +51,13 @@ pub struct Engine {
     running: HashMap<Uuid, Running>,
 }
 
+/// What each running poller reports, by mapping: shared with the HTTP side.
+pub type LiveRegistry = Arc<std::sync::Mutex<HashMap<Uuid, Arc<LiveStatus>>>>;
+
 /// Handle to stop the engine.
 pub struct EngineHandle {
     stop: CancellationToken,
     task: JoinHandle<()>,
-    pub live: Arc<std::sync::Mutex<HashMap<Uuid, Arc<LiveStatus>>>>,
 }
 
 impl EngineHandle {
@@ -68,19 +70,18 @@ impl EngineHandle {
 impl Engine {
     /// Starts the reconciler. `changed` is notified by the mapping service on
     /// every saved change; a slow periodic pass catches anything else.
-    pub fn start(store: Store, changed: Arc<Notify>, settings: EngineSettings) -> EngineHandle {
+    pub fn start(store: Store, changed: Arc<Notify>, live: LiveRegistry, settings: EngineSettings) -> EngineHandle {
         let stop = CancellationToken::new();
-        let live = Arc::new(std::sync::Mutex::new(HashMap::new()));
         let mut engine = Engine { store, changed, settings, running: HashMap::new() };
         let task = {
             let stop = stop.clone();
             let live = live.clone();
             tokio::spawn(async move { engine.run(stop, live).await })
         };
-        EngineHandle { stop, task, live }
+        EngineHandle { stop, task }
     }
 
-    async fn run(&mut self, stop: CancellationToken, live: Arc<std::sync::Mutex<HashMap<Uuid, Arc<LiveStatus>>>>) {
+    async fn run(&mut self, stop: CancellationToken, live: LiveRegistry) {
         loop {
             if let Err(e) = self.reconcile().await {
                 tracing::error!("reconcile failed: {e:#}");

@@ -47,6 +47,20 @@ impl LiveStatus {
         self.changed.swap(false, Ordering::AcqRel).then(|| self.get())
     }
 
+    pub fn counters(&self) -> sluice_app::model::MappingCounters {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        sluice_app::model::MappingCounters {
+            invocations: g(&self.invocations),
+            errors: g(&self.errors),
+            throttles: g(&self.throttles),
+            invoked_event_count: g(&self.invoked_records),
+            filtered_out_event_count: g(&self.filtered_records),
+            dropped_event_count: g(&self.dropped_records),
+            on_failure_destination_delivered_event_count: g(&self.destination_delivered),
+            committed_event_count: g(&self.committed_records),
+        }
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }

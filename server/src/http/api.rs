@@ -16,6 +16,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/mappings", get(list).post(create))
         .route("/api/v1/mappings/{id}", get(read).put(replace).patch(patch).delete(delete))
+        .route("/api/v1/mappings/{id}/metrics", get(metrics))
         .route("/api/v1/mappings/{id}/enable", post(enable))
         .route("/api/v1/mappings/{id}/disable", post(disable))
         .route("/api/v1/filters/test", post(test_filters))
@@ -104,6 +105,14 @@ async fn patch(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -
 
 async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
     Ok(Json(s.mappings.delete(uuid(&id)?).await?).into_response())
+}
+
+/// The running poller's counts since it started; `Running: false` when none runs.
+async fn metrics(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let id = uuid(&id)?;
+    s.mappings.get(id).await?;
+    let c = s.mappings.counters(id);
+    Ok(Json(json!({"UUID": id, "Running": c.is_some(), "Counters": c.unwrap_or_default()})).into_response())
 }
 
 async fn enable(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {

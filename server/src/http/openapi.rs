@@ -12,6 +12,7 @@ pub fn document() -> Value {
     gen.subschema_for::<MappingSpec>();
     gen.subschema_for::<MappingView>();
     gen.subschema_for::<FieldError>();
+    gen.subschema_for::<sluice_app::model::MappingCounters>();
     let mut schemas = serde_json::Map::new();
     for (k, v) in gen.take_definitions(true) {
         schemas.insert(k, v);
@@ -68,6 +69,14 @@ pub fn document() -> Value {
                           "responses": {"200": mapping, "400": err("A field is invalid"), "404": err("No such mapping")}},
                 "delete": {"operationId": "deleteMapping", "summary": "Delete a mapping (its group's offsets stay in Kafka)",
                            "responses": {"200": mapping, "404": err("No such mapping")}}
+            },
+            "/api/v1/mappings/{id}/metrics": {
+                "parameters": id_param,
+                "get": {"operationId": "getMappingMetrics", "summary": "Live counts of the running poller since it started",
+                        "responses": {"200": {"description": "{UUID, Running, Counters}", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                            "UUID": {"type": "string", "format": "uuid"}, "Running": {"type": "boolean"},
+                            "Counters": {"$ref": "#/components/schemas/MappingCounters"}}}}}},
+                                      "404": err("No such mapping")}}
             },
             "/api/v1/mappings/{id}/enable": {
                 "parameters": id_param,

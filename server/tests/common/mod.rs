@@ -285,6 +285,7 @@ impl Sluice {
         let engine = Engine::start(
             mappings.store().clone(),
             mappings.changes(),
+            mappings.live(),
             EngineSettings { http_timeout: Duration::from_secs(5), grace: Duration::from_secs(5) },
         );
         Sluice { mappings, engine: Some(engine), _dir: dir }
