@@ -95,4 +95,18 @@ pub struct MappingCounters {
     pub dropped_event_count: u64,
     pub on_failure_destination_delivered_event_count: u64,
     pub committed_event_count: u64,
+    /// Per partition, read every few seconds apart from the poll loop.
+    pub partitions: Vec<PartitionLag>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase")]
+pub struct PartitionLag {
+    pub partition: i32,
+    /// None: the group has committed nothing on this partition yet.
+    pub committed_offset: Option<i64>,
+    pub end_offset: i64,
+    /// Records between the committed offset (or the start) and the end.
+    pub offset_lag: i64,
 }

@@ -248,6 +248,16 @@ async fn status_explains_an_unreachable_broker_and_a_failing_function() {
     let r = wait_result(&s, m.uuid, "PROBLEM: Function call failed", Duration::from_secs(20)).await;
     assert!(r.contains("500") && r.contains("the test function is failing"), "{r}");
     assert_eq!(b.committed("g-fail", "failing", 1)[&0], 0, "nothing past the failing batch is committed");
+    // The lag reader sees the stalled partition's two records.
+    let t = Instant::now();
+    loop {
+        let lag = s.mappings.counters(m.uuid).map(|c| c.partitions).unwrap_or_default();
+        if lag.len() == 1 && (lag[0].committed_offset, lag[0].end_offset, lag[0].offset_lag) == (Some(0), 2, 2) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "lag never read as 2: {lag:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The function recovers: the same records arrive, then OK.
     *f.status.lock().unwrap() = 200;
     assert!(f.wait_for(2, Duration::from_secs(40)).await);

@@ -68,8 +68,31 @@ fn Counters(c: MappingCounters) -> impl IntoView {
         ("Records sent to the failure destination", "OnFailureDestinationDeliveredEventCount", c.on_failure_destination_delivered_event_count),
         ("Records committed", "CommittedEventCount", c.committed_event_count),
     ];
+    let total: i64 = c.partitions.iter().map(|p| p.offset_lag).sum();
+    let partitions = c.partitions.clone();
     view! {
         <section class="counters">
+            <h2>"Offset lag"</h2>
+            {if partitions.is_empty() {
+                view! { <p class="hint">"Not read yet (every 3 s)."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="lag">
+                        <thead><tr><th>"Partition"</th><th>"Committed offset"</th><th>"End offset"</th><th>"Lag (records)"</th></tr></thead>
+                        <tbody>
+                            {partitions.into_iter().map(|p| view! {
+                                <tr data-partition=p.partition>
+                                    <td>{p.partition}</td>
+                                    <td>{p.committed_offset.map(|o| o.to_string()).unwrap_or_else(|| "none yet".into())}</td>
+                                    <td>{p.end_offset}</td>
+                                    <td data-lag=p.partition>{p.offset_lag}</td>
+                                </tr>
+                            }).collect_view()}
+                            <tr class="total"><td>"Total"</td><td></td><td></td><td data-lag="total">{total}</td></tr>
+                        </tbody>
+                    </table>
+                }.into_any()
+            }}
             <h2>"Activity since the poller started"</h2>
             <dl>
                 {rows.into_iter().map(|(label, key, n)| view! { <dt>{label}</dt><dd data-counter=key>{n}</dd> }).collect_view()}

@@ -4,6 +4,7 @@
 
 pub mod destination;
 pub mod event;
+pub mod lag;
 pub mod partition;
 pub mod poller;
 pub mod status;
@@ -178,6 +179,13 @@ impl Engine {
         let stop = CancellationToken::new();
         let cfg = poller::PollerConfig { id, spec: spec.clone(), target, destination, status: status.clone(), grace: self.settings.grace };
         let task = tokio::spawn(poller::run(cfg, stop.clone()));
+        tokio::spawn(lag::run(
+            spec.bootstrap_servers().join(","),
+            spec.consumer_group_id().map(str::to_string).unwrap_or_else(|| id.to_string()),
+            spec.topic().to_string(),
+            status.clone(),
+            stop.clone(),
+        ));
         tracing::info!(mapping = %id, version, "poller started");
         Ok(Running { version, stop, task, status })
     }

@@ -18,6 +18,7 @@ pub struct LiveStatus {
     pub dropped_records: AtomicU64,
     pub destination_delivered: AtomicU64,
     pub committed_records: AtomicU64,
+    lag: Mutex<Vec<sluice_app::model::PartitionLag>>,
 }
 
 impl LiveStatus {
@@ -58,7 +59,12 @@ impl LiveStatus {
             dropped_event_count: g(&self.dropped_records),
             on_failure_destination_delivered_event_count: g(&self.destination_delivered),
             committed_event_count: g(&self.committed_records),
+            partitions: self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
+    }
+
+    pub fn set_lag(&self, lag: Vec<sluice_app::model::PartitionLag>) {
+        *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {

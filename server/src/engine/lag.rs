@@ -1,0 +1,69 @@
+//! Per-partition offset lag, read apart from the poll loop (a stalled or
+//! failing mapping must still show its lag growing): every few seconds, the
+//! group's committed offsets and the partitions' end offsets, from a client
+//! of its own that never joins the group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluice_app::model::PartitionLag;
+use tokio_util::sync::CancellationToken;
+
+use super::status::LiveStatus;
+
+pub const EVERY: Duration = Duration::from_secs(3);
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn run(servers: String, group: String, topic: String, status: Arc<LiveStatus>, stop: CancellationToken) {
+    let client: BaseConsumer = match ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("lag reader for {topic}: {e}");
+            return;
+        }
+    };
+    let client = Arc::new(client);
+    loop {
+        let c = client.clone();
+        let t = topic.clone();
+        if let Ok(Ok(lags)) = tokio::task::spawn_blocking(move || read(&c, &t)).await {
+            status.set_lag(lags);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    // Dropping a client blocks briefly: not on the runtime.
+    let _ = tokio::task::spawn_blocking(move || drop(client)).await;
+}
+
+fn read(c: &BaseConsumer, topic: &str) -> rdkafka::error::KafkaResult<Vec<PartitionLag>> {
+    let md = c.fetch_metadata(Some(topic), TIMEOUT)?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else { return Ok(vec![]) };
+    let mut tpl = TopicPartitionList::new();
+    for p in t.partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    let committed = c.committed_offsets(tpl, TIMEOUT)?;
+    let mut out = Vec::new();
+    for e in committed.elements() {
+        let (low, high) = c.fetch_watermarks(topic, e.partition(), TIMEOUT)?;
+        let committed = match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        // Without a commit, everything still in the partition is ahead of the group.
+        let lag = (high - committed.unwrap_or(low)).max(0);
+        out.push(PartitionLag { partition: e.partition(), committed_offset: committed, end_offset: high, offset_lag: lag });
+    }
+    out.sort_by_key(|l| l.partition);
+    Ok(out)
+}
