@@ -78,12 +78,89 @@ pub fn MappingFormView(
         }
     };
 
-    // Errors visible under input `name`.
-    let errs_for = move |name: &'static str| {
+    let f = FormState { errors, touched, show_all };
+    provide_context(f);
+    let v = values;
+    let position = v.starting_position.clone();
+    view! {
+        <form class="mapping-form" method="post" action=action node_ref=form_ref
+            on:input=on_input on:change=on_change on:focusout=on_leave on:submit=on_submit novalidate>
+            {move || (show_all.get() && !errors.get().is_empty()).then(|| view! {
+                <p class="error-banner" role="alert">"The mapping was not saved: fix the fields marked below."</p>
+            })}
+            <fieldset>
+                <legend>"Mapping"</legend>
+                <Field name=F_NAME label="Name" value=v.name placeholder="orders-to-billing"/>
+                <Field name=F_DESCRIPTION label="Description" value=v.description/>
+                <Check name=F_ENABLED on=v.enabled.is_some() label=" Enabled: poll and invoke as soon as it is saved"/>
+            </fieldset>
+            <fieldset>
+                <legend>"Source"</legend>
+                <Field name=F_SERVERS label="Bootstrap servers" value=v.bootstrap_servers placeholder="broker-1:9092, broker-2:9092"
+                    help="1 to 10 host:port, separated by commas."/>
+                <Field name=F_TOPIC label="Topic" value=v.topic placeholder="orders"/>
+                <Field name=F_GROUP label="Consumer group ID" value=v.consumer_group_id placeholder="empty: the mapping's UUID"/>
+                <label for=F_POSITION>"Starting position"</label>
+                <select id=F_POSITION name=F_POSITION aria-invalid=f.invalid(F_POSITION)>
+                    {StartingPosition::ALL.into_iter().map(|p| {
+                        let selected = p.as_str() == position;
+                        view! { <option value=p.as_str() selected=selected>{p.as_str()}</option> }
+                    }).collect_view()}
+                </select>
+                <p class="help">"Used only when the consumer group has no committed offset yet."</p>
+                {f.errors_for(F_POSITION)}
+                <Field name=F_TIMESTAMP label="Starting position timestamp" value=v.starting_position_timestamp placeholder="2026-11-25T12:00:00Z"
+                    help="With AT_TIMESTAMP: RFC 3339 with a zone (Z or +01:00), or Unix seconds. A time without a zone is read as UTC."/>
+            </fieldset>
+            <fieldset>
+                <legend>"Target"</legend>
+                <Field name=F_FUNCTION label="Function" value=v.function_name placeholder="my-function, arn:aws:lambda:…, or https://…"
+                    help="An AWS Lambda function name or ARN, or an http(s):// URL that receives the event as a POST."/>
+                <Field name=F_BATCH label="Batch size" value=v.batch_size numeric=true help="1 to 10000 records per invocation (and at most 6 MB)."/>
+                <Field name=F_WINDOW label="Batching window (seconds)" value=v.window numeric=true placeholder="empty: 0.5 s"
+                    help="0 to 300. 0 invokes as soon as records arrive."/>
+                <label for=F_FILTERS>"Filters"</label>
+                <textarea id=F_FILTERS name=F_FILTERS rows="4" placeholder=r#"{"value": {"type": ["order"]}}"# aria-invalid=f.invalid(F_FILTERS)>{v.filters}</textarea>
+                <p class="help">"Up to 5 EventBridge patterns, one per line. A record is invoked if any matches; empty: every record."</p>
+                {f.errors_for(F_FILTERS)}
+            </fieldset>
+            <fieldset>
+                <legend>"Failures"</legend>
+                <Field name=F_RETRIES label="Maximum retry attempts" value=v.retries numeric=true help="-1: retry until the record expires; or 0 to 10000."/>
+                <Field name=F_AGE label="Maximum record age (seconds)" value=v.record_age numeric=true help="-1: no limit; or 60 to 604800."/>
+                <Field name=F_DESTINATION label="On-failure destination" value=v.on_failure placeholder="kafka://orders-dlq or an SQS/SNS/S3 ARN"/>
+                <Check name=F_BISECT on=v.bisect.is_some() label=" Split a failing batch in two and retry each half"/>
+                <Check name=F_PARTIAL on=v.report_batch_item_failures.is_some() value="ReportBatchItemFailures"
+                    label=" Report batch item failures (partial batch response)"/>
+            </fieldset>
+            <fieldset>
+                <legend>"Pollers"</legend>
+                <Field name=F_MIN_POLLERS label="Minimum pollers" value=v.min_pollers numeric=true placeholder="empty: on demand"/>
+                <Field name=F_MAX_POLLERS label="Maximum pollers" value=v.max_pollers numeric=true placeholder="empty: up to one per partition"/>
+            </fieldset>
+            <div class="form-actions">
+                <button type="submit" class="button primary">{submit}</button>
+                <a class="button subtle" href=cancel>"Cancel"</a>
+            </div>
+        </form>
+    }
+}
+
+/// The form's validation state, shared by its fields through context.
+#[derive(Clone, Copy)]
+struct FormState {
+    errors: RwSignal<Vec<FieldError>>,
+    touched: RwSignal<HashSet<String>>,
+    show_all: RwSignal<bool>,
+}
+
+impl FormState {
+    /// The errors shown under input `name`: once it was left, or after a submit.
+    fn errors_for(self, name: &'static str) -> impl Fn() -> AnyView + Send + Sync + 'static {
         move || {
-            let touched = touched.get();
-            let all = show_all.get();
-            errors
+            let touched = self.touched.get();
+            let all = self.show_all.get();
+            self.errors
                 .get()
                 .into_iter()
                 .filter(|e| e.is_for(name) && (all || touched.iter().any(|t| e.is_for(t))))
@@ -95,108 +172,42 @@ pub fn MappingFormView(
                     view! { <p class="field-error" data-error-for=name>{text}</p> }
                 })
                 .collect_view()
+                .into_any()
         }
-    };
-    let invalid = move |name: &'static str| {
-        move || {
-            let shown = show_all.get() || touched.get().iter().any(|t| t.starts_with(name));
-            (shown && errors.get().iter().any(|e| e.is_for(name))).then_some("true")
-        }
-    };
+    }
 
-    let v = values;
-    let position = v.starting_position.clone();
+    fn invalid(self, name: &'static str) -> impl Fn() -> Option<&'static str> + Send + Sync + 'static {
+        move || {
+            let shown = self.show_all.get() || self.touched.get().iter().any(|t| t.starts_with(name));
+            (shown && self.errors.get().iter().any(|e| e.is_for(name))).then_some("true")
+        }
+    }
+}
+
+/// A labelled text input with its help and its errors.
+#[component]
+fn Field(
+    name: &'static str,
+    label: &'static str,
+    value: String,
+    #[prop(optional)] placeholder: &'static str,
+    #[prop(optional)] help: &'static str,
+    #[prop(optional)] numeric: bool,
+) -> impl IntoView {
+    let f = expect_context::<FormState>();
     view! {
-        <form class="mapping-form" method="post" action=action node_ref=form_ref
-            on:input=on_input on:change=on_change on:focusout=on_leave on:submit=on_submit novalidate>
-            {move || (show_all.get() && !errors.get().is_empty()).then(|| view! {
-                <p class="error-banner" role="alert">"The mapping was not saved: fix the fields marked below."</p>
-            })}
-            <fieldset>
-                <legend>"Mapping"</legend>
-                <label for=F_NAME>"Name"</label>
-                <input id=F_NAME name=F_NAME value=v.name placeholder="orders-to-billing" aria-invalid=invalid(F_NAME)/>
-                {errs_for(F_NAME)}
-                <label for=F_DESCRIPTION>"Description"</label>
-                <input id=F_DESCRIPTION name=F_DESCRIPTION value=v.description aria-invalid=invalid(F_DESCRIPTION)/>
-                {errs_for(F_DESCRIPTION)}
-                <label for=F_ENABLED class="check"><input type="checkbox" id=F_ENABLED name=F_ENABLED checked=v.enabled.is_some()/>" Enabled: poll and invoke as soon as it is saved"</label>
-            </fieldset>
-            <fieldset>
-                <legend>"Source"</legend>
-                <label for=F_SERVERS>"Bootstrap servers"</label>
-                <input id=F_SERVERS name=F_SERVERS value=v.bootstrap_servers placeholder="broker-1:9092, broker-2:9092" aria-invalid=invalid(F_SERVERS)/>
-                <p class="help">"1 to 10 host:port, separated by commas."</p>
-                {errs_for(F_SERVERS)}
-                <label for=F_TOPIC>"Topic"</label>
-                <input id=F_TOPIC name=F_TOPIC value=v.topic placeholder="orders" aria-invalid=invalid(F_TOPIC)/>
-                {errs_for(F_TOPIC)}
-                <label for=F_GROUP>"Consumer group ID"</label>
-                <input id=F_GROUP name=F_GROUP value=v.consumer_group_id placeholder="empty: the mapping's UUID" aria-invalid=invalid(F_GROUP)/>
-                {errs_for(F_GROUP)}
-                <label for=F_POSITION>"Starting position"</label>
-                <select id=F_POSITION name=F_POSITION aria-invalid=invalid(F_POSITION)>
-                    {StartingPosition::ALL.into_iter().map(|p| {
-                        let selected = p.as_str() == position;
-                        view! { <option value=p.as_str() selected=selected>{p.as_str()}</option> }
-                    }).collect_view()}
-                </select>
-                <p class="help">"Used only when the consumer group has no committed offset yet."</p>
-                {errs_for(F_POSITION)}
-                <label for=F_TIMESTAMP>"Starting position timestamp"</label>
-                <input id=F_TIMESTAMP name=F_TIMESTAMP value=v.starting_position_timestamp placeholder="2026-11-25T12:00:00Z" aria-invalid=invalid(F_TIMESTAMP)/>
-                <p class="help">"With AT_TIMESTAMP: RFC 3339 with a zone (Z or +01:00), or Unix seconds. A time without a zone is read as UTC."</p>
-                {errs_for(F_TIMESTAMP)}
-            </fieldset>
-            <fieldset>
-                <legend>"Target"</legend>
-                <label for=F_FUNCTION>"Function"</label>
-                <input id=F_FUNCTION name=F_FUNCTION value=v.function_name placeholder="my-function, arn:aws:lambda:…, or https://…" aria-invalid=invalid(F_FUNCTION)/>
-                <p class="help">"An AWS Lambda function name or ARN, or an http(s):// URL that receives the event as a POST."</p>
-                {errs_for(F_FUNCTION)}
-                <label for=F_BATCH>"Batch size"</label>
-                <input id=F_BATCH name=F_BATCH value=v.batch_size inputmode="numeric" aria-invalid=invalid(F_BATCH)/>
-                <p class="help">"1 to 10000 records per invocation (and at most 6 MB)."</p>
-                {errs_for(F_BATCH)}
-                <label for=F_WINDOW>"Batching window (seconds)"</label>
-                <input id=F_WINDOW name=F_WINDOW value=v.window inputmode="numeric" placeholder="empty: 0.5 s" aria-invalid=invalid(F_WINDOW)/>
-                <p class="help">"0 to 300. 0 invokes as soon as records arrive."</p>
-                {errs_for(F_WINDOW)}
-                <label for=F_FILTERS>"Filters"</label>
-                <textarea id=F_FILTERS name=F_FILTERS rows="4" placeholder=r#"{"value": {"type": ["order"]}}"# aria-invalid=invalid(F_FILTERS)>{v.filters}</textarea>
-                <p class="help">"Up to 5 EventBridge patterns, one per line. A record is invoked if any matches; empty: every record."</p>
-                {errs_for(F_FILTERS)}
-            </fieldset>
-            <fieldset>
-                <legend>"Failures"</legend>
-                <label for=F_RETRIES>"Maximum retry attempts"</label>
-                <input id=F_RETRIES name=F_RETRIES value=v.retries inputmode="numeric" aria-invalid=invalid(F_RETRIES)/>
-                <p class="help">"-1: retry until the record expires; or 0 to 10000."</p>
-                {errs_for(F_RETRIES)}
-                <label for=F_AGE>"Maximum record age (seconds)"</label>
-                <input id=F_AGE name=F_AGE value=v.record_age inputmode="numeric" aria-invalid=invalid(F_AGE)/>
-                <p class="help">"-1: no limit; or 60 to 604800."</p>
-                {errs_for(F_AGE)}
-                <label for=F_DESTINATION>"On-failure destination"</label>
-                <input id=F_DESTINATION name=F_DESTINATION value=v.on_failure placeholder="kafka://orders-dlq or an SQS/SNS/S3 ARN" aria-invalid=invalid(F_DESTINATION)/>
-                {errs_for(F_DESTINATION)}
-                <label for=F_BISECT class="check"><input type="checkbox" id=F_BISECT name=F_BISECT checked=v.bisect.is_some()/>" Split a failing batch in two and retry each half"</label>
-                <label for=F_PARTIAL class="check"><input type="checkbox" id=F_PARTIAL name=F_PARTIAL value="ReportBatchItemFailures" checked=v.report_batch_item_failures.is_some()/>" Report batch item failures (partial batch response)"</label>
-            </fieldset>
-            <fieldset>
-                <legend>"Pollers"</legend>
-                <label for=F_MIN_POLLERS>"Minimum pollers"</label>
-                <input id=F_MIN_POLLERS name=F_MIN_POLLERS value=v.min_pollers inputmode="numeric" placeholder="empty: on demand" aria-invalid=invalid(F_MIN_POLLERS)/>
-                {errs_for(F_MIN_POLLERS)}
-                <label for=F_MAX_POLLERS>"Maximum pollers"</label>
-                <input id=F_MAX_POLLERS name=F_MAX_POLLERS value=v.max_pollers inputmode="numeric" placeholder="empty: up to one per partition" aria-invalid=invalid(F_MAX_POLLERS)/>
-                {errs_for(F_MAX_POLLERS)}
-            </fieldset>
-            <div class="form-actions">
-                <button type="submit" class="button primary">{submit}</button>
-                <a class="button subtle" href=cancel>"Cancel"</a>
-            </div>
-        </form>
+        <label for=name>{label}</label>
+        <input id=name name=name value=value placeholder=(!placeholder.is_empty()).then_some(placeholder)
+            inputmode=numeric.then_some("numeric") aria-invalid=f.invalid(name)/>
+        {(!help.is_empty()).then(|| view! { <p class="help">{help}</p> })}
+        {f.errors_for(name)}
+    }
+}
+
+#[component]
+fn Check(name: &'static str, label: &'static str, on: bool, #[prop(optional)] value: Option<&'static str>) -> impl IntoView {
+    view! {
+        <label for=name class="check"><input type="checkbox" id=name name=name value=value checked=on/>{label}</label>
     }
 }
 

@@ -25,7 +25,6 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Message, Timestamp};
 use sluice_server::engine::event::EventSource;
 use sluice_server::engine::partition::{self, Committer, Pipeline};
-use sluice_server::engine::status::LiveStatus;
 use sluice_server::engine::target::http::HttpTarget;
 use sluice_server::engine::target::{Outcome, Target};
 use tokio::sync::mpsc;
@@ -87,19 +86,8 @@ async fn noop_function() -> (String, Arc<AtomicU64>) {
 async fn in_memory(target: Arc<dyn Target>, n: usize, label: &str, feeder_cpu: f64) {
     let commits = Arc::new(CountCommits(AtomicU64::new(0)));
     let p = Arc::new(Pipeline {
-        target,
-        committer: commits.clone(),
-        status: Arc::new(LiveStatus::default()),
-        source: EventSource::self_managed(&["b:9092".into()]),
         batch_size: 1000,
-        window: Duration::ZERO,
-        max_retries: None,
-        max_age: None,
-        report_item_failures: false,
-        max_payload: 6 * 1024 * 1024,
-        filters: vec![],
-        bisect: false,
-        destination: None,
+        ..Pipeline::new(target, commits.clone(), EventSource::self_managed(&["b:9092".into()]))
     });
     let value = vec![b'v'; VALUE_BYTES];
     let (tx, rx) = mpsc::channel(10_000);

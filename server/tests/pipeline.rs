@@ -62,21 +62,7 @@ struct Run {
 }
 
 fn pipeline(target: Arc<Scripted>, commits: Arc<Commits>, f: impl FnOnce(&mut Pipeline)) -> Arc<Pipeline> {
-    let mut p = Pipeline {
-        target,
-        committer: commits,
-        status: Arc::new(LiveStatus::default()),
-        source: EventSource::self_managed(&["b:1".into()]),
-        batch_size: 10,
-        window: Duration::ZERO,
-        max_retries: None,
-        max_age: None,
-        report_item_failures: false,
-        max_payload: 6 * 1024 * 1024,
-        filters: vec![],
-        bisect: false,
-        destination: None,
-    };
+    let mut p = Pipeline { batch_size: 10, ..Pipeline::new(target, commits, EventSource::self_managed(&["b:1".into()])) };
     f(&mut p);
     Arc::new(p)
 }

@@ -48,6 +48,26 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// A pipeline with AWS's defaults but no window (tests and benchmarks
+    /// set what they need; mappings use `from_spec`).
+    pub fn new(target: Arc<dyn Target>, committer: Arc<dyn Committer>, source: EventSource) -> Pipeline {
+        Pipeline {
+            target,
+            committer,
+            status: Arc::new(LiveStatus::default()),
+            source,
+            batch_size: 100,
+            window: Duration::ZERO,
+            max_retries: None,
+            max_age: None,
+            report_item_failures: false,
+            max_payload: MAX_PAYLOAD_BYTES,
+            filters: vec![],
+            bisect: false,
+            destination: None,
+        }
+    }
+
     pub fn from_spec(
         spec: &MappingSpec,
         target: Arc<dyn Target>,
@@ -56,10 +76,7 @@ impl Pipeline {
     ) -> Pipeline {
         let has_destination = spec.destination_config.on_failure.is_some();
         Pipeline {
-            target,
-            committer,
             status,
-            source: EventSource::self_managed(spec.bootstrap_servers()),
             batch_size: spec.batch_size.clamp(1, 10_000) as usize,
             window: match spec.maximum_batching_window_in_seconds {
                 None => Duration::from_millis(500),
@@ -74,11 +91,10 @@ impl Pipeline {
             max_age: (spec.maximum_record_age_in_seconds >= 0)
                 .then(|| Duration::from_secs(spec.maximum_record_age_in_seconds as u64)),
             report_item_failures: spec.function_response_types.contains(&FunctionResponseType::ReportBatchItemFailures),
-            max_payload: MAX_PAYLOAD_BYTES,
             // Saved specs passed validation, so every pattern compiles.
             filters: spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect(),
             bisect: spec.bisect_batch_on_function_error,
-            destination: None,
+            ..Pipeline::new(target, committer, EventSource::self_managed(spec.bootstrap_servers()))
         }
     }
 
