@@ -33,3 +33,10 @@ echo "test.sh: API and browser tests (end2end/)" >&2
 cd end2end
 npm ci --no-audit --no-fund --silent
 SLUICE_BIN="$bin" CHROMIUM="$(command -v chromium)" node --test --test-concurrency=1 tests/
+
+# The API and the console again on PostgreSQL (running on 127.0.0.1:5432 on
+# these machines): same migrations, same behaviour.
+echo "test.sh: API and browser tests on PostgreSQL" >&2
+command -v psql >/dev/null || apt_install postgresql-client
+SLUICE_E2E_POSTGRES="${SLUICE_E2E_POSTGRES:-postgres://postgres@127.0.0.1:5432}" \
+  SLUICE_BIN="$bin" CHROMIUM="$(command -v chromium)" node --test --test-concurrency=1 tests/api.test.mjs tests/console.test.mjs

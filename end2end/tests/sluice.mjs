@@ -1,6 +1,6 @@
 // Starts the real `sluice` binary on a free port with a fresh data directory,
 // and a real Chromium, for the tests in this folder.
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,9 +9,22 @@ import { chromium } from "playwright-core";
 const BIN = process.env.SLUICE_BIN;
 if (!BIN) throw new Error("set SLUICE_BIN to the built sluice binary (scripts/test.sh does)");
 
+// With SLUICE_E2E_POSTGRES (a server URL, e.g. postgres://postgres@127.0.0.1:5432), every Sluice
+// started here gets a database of its own on that server instead of SQLite.
+const PG = process.env.SLUICE_E2E_POSTGRES;
+function psql(sql) {
+  execFileSync("psql", [`${PG}/postgres`, "-q", "-c", sql], { stdio: "pipe" });
+}
+
 /** Starts `sluice serve` (or `demo`); resolves once /healthz answers. */
 export async function startSluice(command = "serve", extraArgs = []) {
   const dataDir = mkdtempSync(join(tmpdir(), "sluice-e2e-"));
+  let db = null;
+  if (PG) {
+    db = `sluice_e2e_${process.pid}_${Date.now()}`;
+    psql(`CREATE DATABASE ${db}`);
+    extraArgs = ["--database-url", `${PG}/${db}`, ...extraArgs];
+  }
   const child = spawn(BIN, [command, "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, SLUICE_LOG: "warn" },
@@ -40,6 +53,7 @@ export async function startSluice(command = "serve", extraArgs = []) {
       child.kill("SIGTERM");
       await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
       rmSync(dataDir, { recursive: true, force: true });
+      if (db) psql(`DROP DATABASE IF EXISTS ${db}`);
     },
   };
 }
