@@ -54,6 +54,14 @@ pub async fn get_mapping(id: String) -> Result<Option<MappingView>, ServerFnErro
     backend::backend()?.0.get(id).await.map_err(ServerFnError::new)
 }
 
+/// Every running mapping's live counts, keyed by UUID (for the list page).
+#[server(endpoint = "list_counters")]
+pub async fn list_counters() -> Result<std::collections::HashMap<uuid::Uuid, crate::model::MappingCounters>, ServerFnError> {
+    let b = backend::backend()?;
+    let all = b.0.list().await.map_err(ServerFnError::new)?;
+    Ok(all.into_iter().filter_map(|m| b.0.counters(m.uuid).map(|c| (m.uuid, c))).collect())
+}
+
 #[server(endpoint = "get_counters")]
 pub async fn get_counters(id: String) -> Result<Option<crate::model::MappingCounters>, ServerFnError> {
     let Ok(id) = uuid::Uuid::parse_str(&id) else {

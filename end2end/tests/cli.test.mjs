@@ -76,6 +76,13 @@ test("sluice demo serves the console with the demo mapping and a demo function",
       await p.waitForSelector("body[data-hydrated=true]");
       const before = Number(await p.textContent('[data-counter="CommittedEventCount"]'));
       await p.waitForFunction((n) => Number(document.querySelector('[data-counter="CommittedEventCount"]').textContent) > n, before, { timeout: 15000 });
+      // The list shows each mapping's lag and invocations, moving too.
+      await p.goto(`${s.url}/`);
+      await p.waitForSelector("body[data-hydrated=true]");
+      const inv = Number(await p.textContent('[data-live="invocations"]'));
+      assert.ok(Number.isFinite(inv) && inv > 0, `invocations cell: ${inv}`);
+      assert.match(await p.textContent('[data-live="lag"]'), /^\d+$/);
+      await p.waitForFunction((n) => Number(document.querySelector('[data-live="invocations"]').textContent) > n, inv, { timeout: 15000 });
     } finally {
       await browser.close();
     }

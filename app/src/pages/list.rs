@@ -3,21 +3,36 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::list_mappings;
+use crate::api::{list_counters, list_mappings};
 use crate::components::{ServerError, StateBadge};
-use crate::spec::format_unix;
+use crate::model::MappingCounters;
 
 #[component]
 pub fn MappingList() -> impl IntoView {
     let mappings = Resource::new(|| (), |_| list_mappings());
+    // States, lag and activity move: look again every two seconds.
+    let counters = Resource::new(|| (), |_| list_counters());
+    Effect::new(move |_| {
+        if counters.get().is_some() {
+            set_timeout(
+                move || {
+                    mappings.refetch();
+                    counters.refetch();
+                },
+                std::time::Duration::from_secs(2),
+            );
+        }
+    });
     view! {
         <Title text="Mappings · Sluice"/>
         <div class="page-head">
             <h1>"Mappings"</h1>
             <a class="button primary" href="/mappings/new">"Create mapping"</a>
         </div>
-        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+        // A transition: the table stays on screen while the counts reload.
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
+                let live = counters.await.unwrap_or_default();
                 match mappings.await {
                     Err(e) => view! { <ServerError error=e.to_string()/> }.into_any(),
                     Ok(list) if list.is_empty() => view! {
@@ -31,7 +46,7 @@ pub fn MappingList() -> impl IntoView {
                             <thead>
                                 <tr>
                                     <th>"Mapping"</th><th>"State"</th><th>"Topic"</th>
-                                    <th>"Function"</th><th>"Batch"</th><th>"Last processing result"</th><th>"Modified"</th>
+                                    <th>"Function"</th><th>"Offset lag"</th><th>"Invocations"</th><th>"Errors"</th><th>"Last processing result"</th>
                                 </tr>
                             </thead>
                             <tbody>
@@ -43,9 +58,8 @@ pub fn MappingList() -> impl IntoView {
                                             <td><StateBadge state=m.status.state/></td>
                                             <td>{m.spec.topic().to_string()}</td>
                                             <td class="mono">{m.spec.function_name.clone()}</td>
-                                            <td>{m.spec.batch_size}</td>
+                                            <Live c=live.get(&m.uuid).cloned()/>
                                             <td>{m.status.last_processing_result.clone()}</td>
-                                            <td>{format_unix(m.last_modified as i64)}</td>
                                         </tr>
                                     }
                                 }).collect_view()}
@@ -54,6 +68,18 @@ pub fn MappingList() -> impl IntoView {
                     }.into_any(),
                 }
             })}
-        </Suspense>
+        </Transition>
+    }
+}
+
+/// The live cells of one row: total lag, invocations, errors ("—" while no
+/// poller runs).
+#[component]
+fn Live(c: Option<MappingCounters>) -> impl IntoView {
+    let cell = |f: fn(&MappingCounters) -> String| c.as_ref().map(f).unwrap_or_else(|| "—".into());
+    view! {
+        <td data-live="lag">{cell(|c| c.partitions.iter().map(|p| p.offset_lag).sum::<i64>().to_string())}</td>
+        <td data-live="invocations">{cell(|c| c.invocations.to_string())}</td>
+        <td data-live="errors">{cell(|c| c.errors.to_string())}</td>
     }
 }
