@@ -27,10 +27,10 @@ fn set_status_500() {
 /// Every input name, in form order: the browser reads these back to
 /// validate as the user types.
 #[cfg(feature = "hydrate")]
-const FIELDS: [&str; 19] = [
+const FIELDS: [&str; 20] = [
     F_NAME, F_DESCRIPTION, F_FUNCTION, F_TOPIC, F_SERVERS, F_GROUP, F_BATCH, F_WINDOW, F_POSITION,
     F_TIMESTAMP, F_FILTERS, F_DESTINATION, F_RETRIES, F_AGE, F_MIN_POLLERS, F_MAX_POLLERS, F_BISECT,
-    F_PARTIAL, F_ENABLED,
+    F_PARTIAL, F_ENABLED, F_FILTER_META,
 ];
 
 /// The create/edit form. Without JavaScript it is a plain POST form and the
@@ -123,6 +123,8 @@ pub fn MappingFormView(
                 <textarea id=F_FILTERS name=F_FILTERS rows="4" placeholder=r#"{"value": {"type": ["order"]}}"# aria-invalid=f.invalid(F_FILTERS)>{v.filters}</textarea>
                 <p class="help">"Up to 5 EventBridge patterns, one per line. A record is invoked if any matches; empty: every record."</p>
                 {f.errors_for(F_FILTERS)}
+                <Check name=F_FILTER_META on=v.filter_on_metadata.is_some()
+                    label=" Beyond AWS: let filters also match the record's key, headers, topic, partition and timestamp"/>
             </fieldset>
             <fieldset>
                 <legend>"Failures"</legend>

@@ -467,17 +467,48 @@ pub fn judge(filters: &[Pattern], doc: &Value) -> Verdict {
     }
 }
 
-/// What a record's value becomes for matching: JSON when it parses, a
-/// string when it is UTF-8 text, absent when it is neither (only
-/// `exists: false` matches it then).
+/// What bytes become for matching: JSON when they parse, a string when
+/// they are UTF-8 text, absent (None) when neither (only `exists: false`
+/// matches them then).
+fn decode(bytes: Option<&[u8]>) -> Option<Value> {
+    let s = std::str::from_utf8(bytes?).ok()?;
+    Some(serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_string())))
+}
+
+/// The document AWS matches: `{"value": ...}`.
 pub fn value_document(bytes: Option<&[u8]>) -> Value {
     let mut doc = Map::new();
-    if let Some(b) = bytes {
-        if let Ok(s) = std::str::from_utf8(b) {
-            let v = serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_string()));
-            doc.insert("value".into(), v);
-        }
+    if let Some(v) = decode(bytes) {
+        doc.insert("value".into(), v);
     }
+    Value::Object(doc)
+}
+
+/// The record's metadata, for mappings that opt in: what a pattern can
+/// match besides `value`. Key and header values are decoded like the value.
+pub struct RecordMeta<'a> {
+    pub key: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub timestamp_ms: i64,
+}
+
+/// `{"value", "key", "headers": {name: value}, "topic", "partition", "timestamp"}`.
+pub fn record_document(value: Option<&[u8]>, meta: &RecordMeta<'_>) -> Value {
+    let mut doc = match value_document(value) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    if let Some(k) = decode(meta.key) {
+        doc.insert("key".into(), k);
+    }
+    let headers: Map<String, Value> =
+        meta.headers.iter().filter_map(|(n, v)| decode(*v).map(|v| (n.to_string(), v))).collect();
+    doc.insert("headers".into(), Value::Object(headers));
+    doc.insert("topic".into(), Value::String(meta.topic.into()));
+    doc.insert("partition".into(), meta.partition.into());
+    doc.insert("timestamp".into(), meta.timestamp_ms.into());
     Value::Object(doc)
 }
 

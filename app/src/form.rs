@@ -25,6 +25,7 @@ pub const F_PARTIAL: &str = "FunctionResponseTypes";
 pub const F_MIN_POLLERS: &str = "ProvisionedPollerConfig.MinimumPollers";
 pub const F_MAX_POLLERS: &str = "ProvisionedPollerConfig.MaximumPollers";
 pub const F_ENABLED: &str = "Enabled";
+pub const F_FILTER_META: &str = "FilterOnRecordMetadata";
 
 /// Every input of the form as typed. Checkboxes are `Some` when ticked (an
 /// unticked box is not posted at all).
@@ -70,6 +71,8 @@ pub struct MappingForm {
     pub max_pollers: String,
     #[serde(rename = "Enabled", default)]
     pub enabled: Option<String>,
+    #[serde(rename = "FilterOnRecordMetadata", default)]
+    pub filter_on_metadata: Option<String>,
 }
 
 fn opt(s: &str) -> Option<String> {
@@ -129,6 +132,7 @@ impl MappingForm {
             min_pollers: poll.and_then(|p| p.minimum_pollers).map(|n| n.to_string()).unwrap_or_default(),
             max_pollers: poll.and_then(|p| p.maximum_pollers).map(|n| n.to_string()).unwrap_or_default(),
             enabled: s.enabled.then(|| "on".into()),
+            filter_on_metadata: s.filter_on_record_metadata.then(|| "on".into()),
         }
     }
 
@@ -203,6 +207,7 @@ impl MappingForm {
             provisioned_poller_config: (min_p.is_some() || max_p.is_some())
                 .then_some(ProvisionedPollerConfig { minimum_pollers: min_p, maximum_pollers: max_p }),
             enabled: self.enabled.is_some(),
+            filter_on_record_metadata: self.filter_on_metadata.is_some(),
         };
         // A number that did not parse must not also be reported as out of
         // range with a made-up value: drop validation errors for those fields.
@@ -227,6 +232,7 @@ mod tests {
             function_name: "http://127.0.0.1:9000/fn".into(),
             topic: "orders".into(),
             bootstrap_servers: "localhost:9092, b-2.example:9094".into(),
+            filter_on_metadata: Some("on".into()),
             ..MappingForm::new_mapping()
         }
     }

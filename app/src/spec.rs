@@ -190,6 +190,14 @@ pub struct MappingSpec {
     pub provisioned_poller_config: Option<ProvisionedPollerConfig>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Sluice's own, opt-in: filters also see the record's `key`, `headers`,
+    /// `topic`, `partition` and `timestamp` (AWS matches only `value`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub filter_on_record_metadata: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The kind of thing `FunctionName` points at.

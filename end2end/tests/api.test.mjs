@@ -218,3 +218,24 @@ test("a mapping with an invalid filter pattern is refused at save time with the 
   assert.equal(r.body.Errors[0].Field, "FilterCriteria.Filters[0].Pattern");
   assert.equal(r.body.Errors[0].Message, "Event pattern is not valid. Reason: Value of > must be numeric");
 });
+
+test("beyond AWS, opt-in: filters can match the key and headers", async () => {
+  const b64 = (s) => Buffer.from(s).toString("base64");
+  const body = (meta) => ({
+    FilterOnRecordMetadata: meta,
+    FilterCriteria: { Filters: [{ Pattern: '{"key": [{"prefix": "eu-"}], "headers": {"tenant": ["acme"]}}' }] },
+    Records: [
+      { key: b64("eu-1"), value: b64("{}"), headers: [{ tenant: [97, 99, 109, 101] }] },
+      { key: b64("us-1"), value: b64("{}"), headers: [{ tenant: [97, 99, 109, 101] }] },
+    ],
+  });
+  const on = await api(s.url, "POST", "/api/v1/filters/test", body(true));
+  assert.deepEqual(on.body.Records.map((r) => r.Match), [true, false]);
+  const off = await api(s.url, "POST", "/api/v1/filters/test", body(false));
+  assert.deepEqual(off.body.Records.map((r) => r.Match), [false, false], "AWS's default matches only value");
+  const m = await api(s.url, "POST", "/api/v1/mappings", validMapping({ FilterOnRecordMetadata: true }));
+  assert.equal(m.status, 201);
+  assert.equal(m.body.FilterOnRecordMetadata, true);
+  const plain = (await api(s.url, "POST", "/api/v1/mappings", validMapping())).body;
+  assert.equal(plain.FilterOnRecordMetadata, undefined, "left out when off, as AWS has no such field");
+});

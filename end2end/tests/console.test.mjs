@@ -116,6 +116,7 @@ for (const js of [false, true]) {
     await page.selectOption(byName("StartingPosition"), "AT_TIMESTAMP");
     await page.check(byName("BisectBatchOnFunctionError"));
     await page.check(byName("FunctionResponseTypes"));
+    await page.check(byName("FilterOnRecordMetadata"));
     await page.uncheck(byName("Enabled"));
     await Promise.all([page.waitForURL(new RegExp(`/mappings/${m.UUID}$`)), page.click("button[type=submit]")]);
     assert.equal(await page.textContent("h1"), `edited-${mode}`);
@@ -137,6 +138,7 @@ for (const js of [false, true]) {
     assert.equal(saved.MaximumRecordAgeInSeconds, 600);
     assert.equal(saved.BisectBatchOnFunctionError, true);
     assert.deepEqual(saved.FunctionResponseTypes, ["ReportBatchItemFailures"]);
+    assert.equal(saved.FilterOnRecordMetadata, true);
     assert.deepEqual(saved.ProvisionedPollerConfig, { MinimumPollers: 2, MaximumPollers: 4 });
     assert.equal(saved.Enabled, false);
     await waitState(s.url, m.UUID, "Disabled");

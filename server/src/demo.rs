@@ -146,6 +146,7 @@ async fn upsert_mapping(mappings: &MappingService, bootstrap: &str, function: &s
                 function_response_types: vec![FunctionResponseType::ReportBatchItemFailures],
                 provisioned_poller_config: None,
                 enabled: true,
+                filter_on_record_metadata: false,
             };
             mappings.create_with_id(MAPPING_ID, spec).await?;
         }

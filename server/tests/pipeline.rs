@@ -333,3 +333,24 @@ async fn a_failing_destination_holds_the_partition_until_it_delivers() {
     assert_eq!(*r.0.lock().unwrap(), vec![3]);
     assert_eq!(dlq.got.lock().unwrap().len(), 3, "the batch's records, once delivered");
 }
+
+#[tokio::test]
+async fn with_metadata_on_filters_can_match_key_headers_and_partition() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let rec = |o: i64, key: &str, tenant: &str| {
+        let h = OwnedHeaders::new().insert(Header { key: "tenant", value: Some(tenant.as_bytes()) });
+        OwnedMessage::new(Some(b"{}".to_vec()), Some(key.as_bytes().to_vec()), "t".into(), Timestamp::CreateTime(crate_now()), 0, o, Some(h))
+    };
+    let records = vec![rec(0, "eu-1", "acme"), rec(1, "us-1", "acme"), rec(2, "eu-2", "other"), rec(3, "eu-3", "acme")];
+    let pattern = r#"{"key": [{"prefix": "eu-"}], "headers": {"tenant": ["acme"]}, "partition": [0]}"#;
+    let on = run(vec![], records.clone(), |p| {
+        p.filters = vec![sluice_app::filter::Pattern::compile(pattern).unwrap()];
+        p.filter_on_metadata = true;
+    })
+    .await;
+    assert_eq!(calls(&on).concat(), vec![0, 3]);
+    // Off (the AWS default), the same pattern sees only `value`: nothing matches.
+    let off = run(vec![], records, |p| p.filters = vec![sluice_app::filter::Pattern::compile(pattern).unwrap()]).await;
+    assert!(calls(&off).is_empty());
+    assert_eq!(*off.commits.0.lock().unwrap().last().unwrap(), 4);
+}

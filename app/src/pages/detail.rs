@@ -182,6 +182,8 @@ fn Detail(m: MappingView) -> impl IntoView {
                         view! { <ol class="filters">{filters.into_iter().map(|f| view! { <li><code>{f}</code></li> }).collect_view()}</ol> }.into_any()
                     }}
                 </dd>
+                <dt>"Filters see"</dt>
+                <dd data-field="FilterOnRecordMetadata">{if s.filter_on_record_metadata { "value, key, headers, topic, partition, timestamp" } else { "value (as AWS)" }}</dd>
                 <dt>"On-failure destination"</dt>
                 <dd data-field="DestinationConfig">{or_dash(s.destination_config.on_failure.as_ref().map(|o| o.destination.clone()))}</dd>
                 <dt>"Maximum retry attempts"</dt>

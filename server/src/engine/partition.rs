@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 use rdkafka::message::OwnedMessage;
 use rdkafka::message::Message;
-use sluice_app::filter::{value_document, Pattern};
+use sluice_app::filter::{record_document, value_document, Pattern, RecordMeta};
 use sluice_app::spec::{FunctionResponseType, MappingSpec};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -45,6 +45,8 @@ pub struct Pipeline {
     pub filters: Vec<Pattern>,
     pub bisect: bool,
     pub destination: Option<Arc<dyn Destination>>,
+    /// Filters also see key, headers, topic, partition, timestamp.
+    pub filter_on_metadata: bool,
 }
 
 impl Pipeline {
@@ -65,6 +67,7 @@ impl Pipeline {
             filters: vec![],
             bisect: false,
             destination: None,
+            filter_on_metadata: false,
         }
     }
 
@@ -94,6 +97,7 @@ impl Pipeline {
             // Saved specs passed validation, so every pattern compiles.
             filters: spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect(),
             bisect: spec.bisect_batch_on_function_error,
+            filter_on_metadata: spec.filter_on_record_metadata,
             ..Pipeline::new(target, committer, EventSource::self_managed(spec.bootstrap_servers()))
         }
     }
@@ -103,7 +107,20 @@ impl Pipeline {
         if self.filters.is_empty() {
             return true;
         }
-        let doc = value_document(m.payload());
+        let doc = if self.filter_on_metadata {
+            use rdkafka::message::Headers;
+            let headers = m.headers().map(|h| h.iter().map(|h| (h.key, h.value)).collect()).unwrap_or_default();
+            let meta = RecordMeta {
+                key: m.key(),
+                headers,
+                topic: m.topic(),
+                partition: m.partition(),
+                timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
+            };
+            record_document(m.payload(), &meta)
+        } else {
+            value_document(m.payload())
+        };
         self.filters.iter().any(|f| f.matches(&doc))
     }
 }

@@ -129,7 +129,7 @@ async fn disable(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
 /// (base64 `value`), matched as a mapping would match it.
 async fn test_filters(body: Bytes) -> ApiResult {
     use base64::Engine as _;
-    use sluice_app::filter::{judge, value_document, Pattern};
+    use sluice_app::filter::{judge, record_document, value_document, Pattern, RecordMeta};
 
     let v = body_json(&body)?;
     let bad = |field: &str, msg: String| {
@@ -146,18 +146,41 @@ async fn test_filters(body: Bytes) -> ApiResult {
         patterns.push(Pattern::compile(text).map_err(|m| bad(&field, m))?);
     }
     let events: Vec<_> = v["Events"].as_array().map(|a| a.iter().map(|e| judge(&patterns, e)).collect()).unwrap_or_default();
+    let with_meta = v["FilterOnRecordMetadata"].as_bool().unwrap_or(false);
+    let b64 = |field: String, x: &Value| -> Result<Option<Vec<u8>>, ApiError> {
+        match x {
+            Value::Null => Ok(None),
+            Value::String(s) => base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map(Some)
+                .map_err(|e| bad(&field, format!("is not base64 (as in the Kafka event): {e}"))),
+            _ => Err(bad(&field, "must be a base64 string, as in the Kafka event".into())),
+        }
+    };
     let mut records = Vec::new();
     for (i, r) in v["Records"].as_array().cloned().unwrap_or_default().iter().enumerate() {
-        let value = match r.get("value") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(b64)) => Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map_err(|e| bad(&format!("Records[{i}].value"), format!("is not base64 (as in the Kafka event): {e}")))?,
-            ),
-            Some(_) => return Err(bad(&format!("Records[{i}].value"), "must be a base64 string, as in the Kafka event".into())),
+        let value = b64(format!("Records[{i}].value"), &r["value"])?;
+        if !with_meta {
+            records.push(judge(&patterns, &value_document(value.as_deref())));
+            continue;
+        }
+        let key = b64(format!("Records[{i}].key"), &r["key"])?;
+        // Headers as the Kafka event writes them: [{"name": [signed bytes]}].
+        let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+        for h in r["headers"].as_array().cloned().unwrap_or_default() {
+            for (name, bytes) in h.as_object().cloned().unwrap_or_default() {
+                let bytes = bytes.as_array().cloned().unwrap_or_default().iter().map(|b| b.as_i64().unwrap_or(0) as i8 as u8).collect();
+                headers.push((name, bytes));
+            }
+        }
+        let meta = RecordMeta {
+            key: key.as_deref(),
+            headers: headers.iter().map(|(n, b)| (n.as_str(), Some(b.as_slice()))).collect(),
+            topic: r["topic"].as_str().unwrap_or(""),
+            partition: r["partition"].as_i64().unwrap_or(0) as i32,
+            timestamp_ms: r["timestamp"].as_i64().unwrap_or(-1),
         };
-        records.push(judge(&patterns, &value_document(value.as_deref())));
+        records.push(judge(&patterns, &record_document(value.as_deref(), &meta)));
     }
     Ok(Json(json!({ "Events": events, "Records": records })).into_response())
 }

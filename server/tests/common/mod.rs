@@ -318,6 +318,7 @@ pub fn spec(bootstrap: &str, topic: &str, function: &str, group: &str) -> Mappin
         function_response_types: vec![],
         provisioned_poller_config: None,
         enabled: true,
+        filter_on_record_metadata: false,
     }
 }
 
