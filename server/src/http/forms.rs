@@ -110,13 +110,13 @@ fn plain_error(e: ServiceError) -> Response {
         ServiceError::NotFound(_) => not_found(),
         other => {
             tracing::error!("form request failed: {other:#}");
-            let msg = leptos_escape(&other.to_string());
+            let msg = html_escape(&other.to_string());
             (StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<h1>Not saved</h1><p>{msg}</p><p><a href=\"/\">Back</a></p>")))
                 .into_response()
         }
     }
 }
 
-fn leptos_escape(s: &str) -> String {
+fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
