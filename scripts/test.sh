@@ -29,14 +29,22 @@ bin=$(scripts/build.sh | tail -n 1)
 echo "test.sh: cargo tests" >&2
 cargo test --workspace --quiet
 
+# The same on PostgreSQL (running on 127.0.0.1:5432 on these machines): each
+# test's Sluice gets a fresh database, dropped afterwards.
+pg="${SLUICE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+command -v psql >/dev/null || apt_install postgresql-client
+echo "test.sh: cargo tests on PostgreSQL" >&2
+SLUICE_TEST_POSTGRES="$pg" cargo test -p sluice-server --quiet --test engine --test crash --test demo
+for db in $(psql "$pg/postgres" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'sluice_t_%'"); do
+  psql "$pg/postgres" -qc "DROP DATABASE $db" || true
+done
+
 echo "test.sh: API and browser tests (end2end/)" >&2
 cd end2end
 npm ci --no-audit --no-fund --silent
 SLUICE_BIN="$bin" CHROMIUM="$(command -v chromium)" node --test --test-concurrency=1 tests/
 
-# The API and the console again on PostgreSQL (running on 127.0.0.1:5432 on
-# these machines): same migrations, same behaviour.
+# The API and the console again on PostgreSQL: same migrations, same behaviour.
 echo "test.sh: API and browser tests on PostgreSQL" >&2
-command -v psql >/dev/null || apt_install postgresql-client
-SLUICE_E2E_POSTGRES="${SLUICE_E2E_POSTGRES:-postgres://postgres@127.0.0.1:5432}" \
+SLUICE_E2E_POSTGRES="${SLUICE_E2E_POSTGRES:-$pg}" \
   SLUICE_BIN="$bin" CHROMIUM="$(command -v chromium)" node --test --test-concurrency=1 tests/api.test.mjs tests/console.test.mjs

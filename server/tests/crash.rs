@@ -21,9 +21,9 @@ struct Proc {
     url: String,
 }
 
-fn start_sluice(data_dir: &std::path::Path) -> Proc {
+fn start_sluice(data_dir: &std::path::Path, db: &str) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db, "--data-dir"])
         .arg(data_dir)
         .env("SLUICE_LOG", std::env::var("CRASH_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
@@ -67,7 +67,8 @@ async fn kill_9_repeatedly_loses_nothing() {
     *f.delay_ms.lock().unwrap() = 5;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut p = start_sluice(dir.path());
+    let db = database_url(dir.path()).await;
+    let mut p = start_sluice(dir.path(), &db);
     let mut spec = spec(broker.bootstrap(), "crash", &url, "g-crash");
     spec.batch_size = BATCH;
     let r = reqwest::Client::new()
@@ -94,7 +95,7 @@ async fn kill_9_repeatedly_loses_nothing() {
             assert!(*c <= delivered[part], "partition {part}: committed {c} but only {} delivered", delivered[part]);
         }
         println!("kill {k}: {} deliveries so far, committed {committed:?}", f.count());
-        p = start_sluice(dir.path());
+        p = start_sluice(dir.path(), &db);
     }
     let t = Instant::now();
     let ends = broker.end_offsets("crash", PARTITIONS);

@@ -1,6 +1,8 @@
 //! `sluice demo`'s parts: a six-partition topic on the embedded cluster with
 //! traffic on every partition, and a demo mapping that points at both.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use sluice_server::store::Store;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_produces_on_six_partitions_and_saves_its_mapping() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let url = common::database_url(dir.path()).await;
     let mappings = MappingService::new(Store::open(&url).await.unwrap());
     let console: SocketAddr = "127.0.0.1:3999".parse().unwrap();
     let _demo = Demo::start(200, console, &mappings).await.unwrap();

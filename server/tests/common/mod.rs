@@ -277,10 +277,25 @@ pub struct Sluice {
     _dir: tempfile::TempDir,
 }
 
+/// The database for a test's Sluice: SQLite in `dir`, or, with
+/// SLUICE_TEST_POSTGRES (a server URL), a fresh PostgreSQL database there.
+pub async fn database_url(dir: &std::path::Path) -> String {
+    let Ok(server) = std::env::var("SLUICE_TEST_POSTGRES") else {
+        return format!("sqlite://{}?mode=rwc", dir.join("s.db").display());
+    };
+    use sqlx::Connection;
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!("sluice_t_{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(&format!("{server}/postgres")).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
+    format!("{server}/{name}")
+}
+
 impl Sluice {
     pub async fn start() -> Sluice {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let url = database_url(dir.path()).await;
         let mappings = MappingService::new(Store::open(&url).await.unwrap());
         let engine = Engine::start(
             mappings.store().clone(),
