@@ -77,7 +77,7 @@ impl MappingView {
 
     /// The consumer group the mapping reads with (AWS: the UUID by default).
     pub fn consumer_group(&self) -> String {
-        self.spec.consumer_group_id().map(str::to_string).unwrap_or_else(|| self.uuid.to_string())
+        self.spec.group_for(self.uuid)
     }
 }
 

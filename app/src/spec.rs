@@ -228,6 +228,12 @@ impl MappingSpec {
         self.self_managed_kafka_event_source_config.consumer_group_id.as_deref()
     }
 
+    /// The group mapping `id` reads with: its ConsumerGroupId, or (as in AWS)
+    /// the mapping's UUID.
+    pub fn group_for(&self, id: uuid::Uuid) -> String {
+        self.consumer_group_id().map(str::to_string).unwrap_or_else(|| id.to_string())
+    }
+
     /// Every problem with this spec, in field order. `now_s` is the current
     /// Unix time (a timestamp in the future is an error).
     pub fn validate(&self, now_s: i64) -> Vec<FieldError> {

@@ -32,17 +32,20 @@ use tokio_util::sync::CancellationToken;
 
 const VALUE_BYTES: usize = 400;
 
-fn cpu_seconds() -> f64 {
+fn rusage() -> libc::rusage {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    u
+}
+
+fn cpu_seconds() -> f64 {
+    let u = rusage();
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
 }
 
 fn peak_rss_mb() -> f64 {
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    u.ru_maxrss as f64 / 1024.0
+    rusage().ru_maxrss as f64 / 1024.0
 }
 
 struct Noop;

@@ -192,11 +192,7 @@ impl MappingService {
     /// mappings (two mappings in one consumer group would steal each other's
     /// partitions).
     async fn check(&self, id: Option<Uuid>, spec: &MappingSpec) -> Result<(), ServiceError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let mut errs = spec.validate(now);
+        let mut errs = spec.validate(sluice_app::api::now_s());
         if let Some(group) = spec.consumer_group_id() {
             for other in self.store.list().await? {
                 if Some(other.uuid) == id || other.consumer_group() != group {

@@ -181,7 +181,7 @@ impl Engine {
         let task = tokio::spawn(poller::run(cfg, stop.clone()));
         tokio::spawn(lag::run(
             spec.bootstrap_servers().join(","),
-            spec.consumer_group_id().map(str::to_string).unwrap_or_else(|| id.to_string()),
+            spec.group_for(id),
             spec.topic().to_string(),
             status.clone(),
             stop.clone(),

@@ -208,10 +208,6 @@ pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::
     }
 }
 
-fn now_ms() -> i64 {
-    crate::store::now_ms()
-}
-
 /// One batch until it is handled: invoked successfully, or its records
 /// handed to the user's failure rules. With BisectBatchOnFunctionError a
 /// failing batch is split in halves, handled one after the other (offset
@@ -245,7 +241,7 @@ async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
     let mut status_code = None;
     loop {
         if let Some(age) = p.max_age {
-            let oldest_ok = now_ms() - age.as_millis() as i64;
+            let oldest_ok = crate::store::now_ms() - age.as_millis() as i64;
             let (expired, fresh): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.timestamp_ms >= 0 && r.timestamp_ms < oldest_ok);
             records = fresh;
             let why = format!("older than MaximumRecordAgeInSeconds ({} s)", age.as_secs());

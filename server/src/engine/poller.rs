@@ -37,13 +37,14 @@ struct Context {
     position: StartingPosition,
     timestamp_ms: Option<i64>,
     servers: String,
+    topic: String,
     pending: Pending,
 }
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!("kafka: {error}: {reason}");
-        self.status.set(describe_kafka_error(&error, reason, &self.servers));
+        self.status.set(describe_kafka_error(&error, reason, &self.servers, &self.topic));
     }
 }
 
@@ -133,28 +134,24 @@ impl Context {
 }
 
 /// Words a user can act on, for LastProcessingResult.
-fn describe_kafka_error(error: &KafkaError, reason: &str, servers: &str) -> String {
+fn describe_kafka_error(error: &KafkaError, reason: &str, servers: &str, topic: &str) -> String {
     use rdkafka::types::RDKafkaErrorCode as C;
     match error.rdkafka_error_code() {
         Some(C::BrokerTransportFailure) | Some(C::AllBrokersDown) | Some(C::Resolve) => {
             format!("PROBLEM: Connection error: cannot reach the Kafka brokers ({servers}): {reason}")
         }
         Some(C::Authentication) | Some(C::SaslAuthenticationFailed) => format!("PROBLEM: SASL authentication failed: {reason}"),
-        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => {
-            format!("PROBLEM: Topic does not exist on {servers}: {reason}")
-        }
+        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => format!("PROBLEM: Topic `{topic}` does not exist on {servers}"),
         _ => format!("PROBLEM: Kafka error: {error}: {reason}"),
     }
 }
 
 /// Finished offsets waiting to be committed, shared by the pipelines (which
-/// add to it), the poll loop (which flushes it every `COMMIT_EVERY`) and the
+/// add to it), the poll loop (which flushes it on every tick) and the
 /// rebalance callback (which commits a revoked partition's offsets before
 /// letting it go). Flushing on the loop's 10 ms tick merges the commits of
 /// all partitions into one request while adding at most 10 ms of lag.
 type Pending = Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>;
-
-const COMMIT_EVERY: Duration = Duration::from_millis(10);
 
 struct PendingCommitter(Pending);
 
@@ -218,7 +215,7 @@ pub struct PollerConfig {
 pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
     let spec = &cfg.spec;
     let topic = spec.topic().to_string();
-    let group = spec.consumer_group_id().map(str::to_string).unwrap_or_else(|| cfg.id.to_string());
+    let group = spec.group_for(cfg.id);
     let servers = spec.bootstrap_servers().join(",");
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let pending: Pending = Default::default();
@@ -229,6 +226,7 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
         position: spec.starting_position,
         timestamp_ms: spec.starting_position_timestamp.map(|s| s * 1000),
         servers: servers.clone(),
+        topic: topic.clone(),
     };
     let consumer: StreamConsumer<Context> = match ClientConfig::new()
         .set("bootstrap.servers", &servers)
@@ -265,7 +263,6 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
     let mut pipeline = Pipeline::from_spec(spec, cfg.target.clone(), Arc::new(PendingCommitter(pending.clone())), cfg.status.clone());
     pipeline.destination = cfg.destination.clone();
     let pipeline = Arc::new(pipeline);
-    let mut last_flush = tokio::time::Instant::now();
     let capacity = pipeline.batch_size.max(64);
     let mut workers: HashMap<i32, Worker> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -278,7 +275,8 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
             Some(ev) = events.recv() => match ev {
                 GroupEvent::Assigned(parts) => {
                     tracing::info!(mapping = %cfg.id, ?parts, "partitions assigned");
-                    if cfg.status.get().starts_with("PROBLEM: Connection") || cfg.status.get().starts_with("PROBLEM: Topic") {
+                    let last = cfg.status.get();
+                    if last.starts_with("PROBLEM: Connection") || last.starts_with("PROBLEM: Topic") {
                         cfg.status.set("OK");
                     }
                 }
@@ -295,10 +293,7 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
             },
             _ = tick.tick() => {
                 refill(&consumer, &topic, &mut workers);
-                if last_flush.elapsed() >= COMMIT_EVERY {
-                    flush(&*consumer, &pending, None, CommitMode::Async);
-                    last_flush = tokio::time::Instant::now();
-                }
+                flush(&*consumer, &pending, None, CommitMode::Async);
             }
             m = consumer.recv() => match m {
                 Ok(m) => {
@@ -326,14 +321,7 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
                     }
                 }
                 Err(e) => {
-                    use rdkafka::types::RDKafkaErrorCode as C;
-                    let msg = match e.rdkafka_error_code() {
-                        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => {
-                            format!("PROBLEM: Topic `{topic}` does not exist on {servers}")
-                        }
-                        _ => describe_kafka_error(&e, &e.to_string(), &servers),
-                    };
-                    cfg.status.set(msg);
+                    cfg.status.set(describe_kafka_error(&e, &e.to_string(), &servers, &topic));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             },

@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::AppState;
+use sluice_app::spec::FieldError;
+
 use crate::service::{spec_from_json, ServiceError};
 
 pub fn routes() -> Router<AppState> {
@@ -132,12 +134,8 @@ async fn test_filters(body: Bytes) -> ApiResult {
     use sluice_app::filter::{judge, record_document, value_document, Pattern, RecordMeta};
 
     let v = body_json(&body)?;
-    let bad = |field: &str, msg: String| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            json!({"Type": "InvalidParameterValueException", "Message": format!("{field}: {msg}"), "Errors": [{"Field": field, "Message": msg}]}),
-        )
-    };
+    // The same 400 as an invalid mapping.
+    let bad = |field: &str, msg: String| ApiError::from(ServiceError::Invalid(vec![FieldError::new(field, msg)]));
     let filters = v["FilterCriteria"]["Filters"].as_array().cloned().unwrap_or_default();
     let mut patterns = Vec::with_capacity(filters.len());
     for (i, f) in filters.iter().enumerate() {
