@@ -30,6 +30,10 @@ pub mod backend {
         async fn get(&self, id: uuid::Uuid) -> Result<Option<MappingView>, String>;
         /// None while no poller runs for the mapping.
         fn counters(&self, id: uuid::Uuid) -> Option<crate::model::MappingCounters>;
+        /// None: no such mapping.
+        async fn history(&self, id: uuid::Uuid, range: crate::metrics::Range) -> Result<Option<crate::metrics::History>, String>;
+        async fn overview(&self) -> Result<Vec<crate::metrics::Overview>, String>;
+        async fn insight(&self, id: uuid::Uuid) -> Result<Option<crate::metrics::Insight>, String>;
     }
 
     #[derive(Clone)]
@@ -68,6 +72,30 @@ pub async fn get_counters(id: String) -> Result<Option<crate::model::MappingCoun
         return Ok(None);
     };
     Ok(backend::backend()?.0.counters(id))
+}
+
+/// A mapping's metrics over a range (`15m`, `1h`, `24h`, `7d`).
+#[server(endpoint = "get_history")]
+pub async fn get_history(id: String, range: String) -> Result<Option<crate::metrics::History>, ServerFnError> {
+    let (Ok(id), Some(range)) = (uuid::Uuid::parse_str(&id), crate::metrics::Range::parse(&range)) else {
+        return Ok(None);
+    };
+    backend::backend()?.0.history(id, range).await.map_err(ServerFnError::new)
+}
+
+/// A mapping's health, advice and baseline figures.
+#[server(endpoint = "get_insight")]
+pub async fn get_insight(id: String) -> Result<Option<crate::metrics::Insight>, ServerFnError> {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return Ok(None);
+    };
+    backend::backend()?.0.insight(id).await.map_err(ServerFnError::new)
+}
+
+/// Health, lag sparkline and rates of every mapping.
+#[server(endpoint = "get_overview")]
+pub async fn get_overview() -> Result<Vec<crate::metrics::Overview>, ServerFnError> {
+    backend::backend()?.0.overview().await.map_err(ServerFnError::new)
 }
 
 /// Sets the HTTP status of the page being rendered on the server.

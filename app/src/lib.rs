@@ -3,12 +3,15 @@
 //! and with `hydrate` into the browser's wasm module.
 
 pub mod api;
+pub mod charts;
 pub mod filter;
 pub mod form;
+pub mod metrics;
 pub mod model;
 pub mod spec;
 
 mod components;
+mod live;
 mod pages;
 
 use leptos::prelude::*;

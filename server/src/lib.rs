@@ -4,5 +4,6 @@
 pub mod demo;
 pub mod engine;
 pub mod http;
+pub mod metrics;
 pub mod service;
 pub mod store;

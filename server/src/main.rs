@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use leptos::prelude::LeptosOptions;
-use sluice_server::{demo, engine, http, service, store};
+use sluice_server::{demo, engine, http, metrics, service, store};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,9 @@ struct ServeArgs {
     /// Timeout of one invocation of an HTTP function, in milliseconds.
     #[arg(long, env = "SLUICE_HTTP_TIMEOUT_MS", default_value_t = 30_000)]
     http_timeout_ms: u64,
+    /// Days of metric history kept (15-minute points; 1-minute points are kept two days).
+    #[arg(long, env = "SLUICE_METRICS_RETENTION_DAYS", default_value_t = 30)]
+    metrics_retention_days: u64,
 }
 
 #[derive(Args)]
@@ -115,7 +118,11 @@ async fn serve(args: ServeArgs, default_dir: &str, demo_rate: Option<u32>) -> Re
     let url = database_url(&args, &data_dir)?;
     let site = site_root(args.site_root.clone());
     let store = store::Store::open(&url).await?;
-    let mappings = service::MappingService::new(store);
+    let settings = metrics::MetricsSettings {
+        retention: Duration::from_secs(args.metrics_retention_days.max(1) * 86_400),
+        ..Default::default()
+    };
+    let mappings = service::MappingService::with_metrics(store, settings);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -142,14 +149,22 @@ async fn serve(args: ServeArgs, default_dir: &str, demo_rate: Option<u32>) -> Re
         mappings.live(),
         engine::EngineSettings { http_timeout: Duration::from_millis(args.http_timeout_ms), ..Default::default() },
     );
+    let collector = mappings.metrics().start();
     let app = http::router(state, extra);
     let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     println!("Sluice {} console: http://{shown}/", env!("CARGO_PKG_VERSION"));
     println!("  database: {url}");
     tracing::info!(%addr, site = %site.display(), "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let metrics = mappings.metrics().clone();
+    // Live streams end first: open pages must not hold the shutdown up.
+    let stop = async move {
+        shutdown_signal().await;
+        metrics.close();
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     // In-flight batches finish (or are abandoned uncommitted) before exit.
     engine.shutdown().await;
+    let _ = collector.await;
     println!("Sluice stopped.");
     Ok(())
 }

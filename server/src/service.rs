@@ -11,7 +11,11 @@ use sluice_app::model::{MappingState, MappingStatus, MappingView};
 use sluice_app::spec::{FieldError, MappingSpec};
 use uuid::Uuid;
 
+use crate::metrics::{Metrics, MetricsSettings, LIVE_WINDOW};
 use crate::store::Store;
+use sluice_app::metrics::{
+    advise, bucket, judge, total, AdvisorInput, Baseline, History, Insight, Overview, PartitionBaseline, Range, HEALTH_WINDOW_MS,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -85,6 +89,7 @@ pub struct MappingService {
     store: Store,
     changed: Arc<Notify>,
     live: crate::engine::LiveRegistry,
+    metrics: Arc<Metrics>,
 }
 
 /// The transitional state a save puts a mapping in; the engine settles it
@@ -99,7 +104,54 @@ fn saved_status(state: MappingState, last_result: &str) -> MappingStatus {
 
 impl MappingService {
     pub fn new(store: Store) -> Arc<Self> {
-        Arc::new(MappingService { store, changed: Arc::new(Notify::new()), live: Default::default() })
+        Self::with_metrics(store, MetricsSettings::default())
+    }
+
+    pub fn with_metrics(store: Store, settings: MetricsSettings) -> Arc<Self> {
+        let live: crate::engine::LiveRegistry = Default::default();
+        let metrics = Metrics::new(store.clone(), live.clone(), settings);
+        Arc::new(MappingService { store, changed: Arc::new(Notify::new()), live, metrics })
+    }
+
+    /// The metrics collector (started by the caller) and its history.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Health, advice and the baseline figures of one mapping: the last
+    /// minute and 15 minutes from memory, the last 24 hours from the store.
+    pub async fn insight(&self, id: Uuid) -> Result<Insight, ServiceError> {
+        let m = self.get(id).await?;
+        let now = crate::store::now_ms();
+        let recent = self.metrics.recent(id, now - LIVE_WINDOW);
+        let within = |ms: i64| recent.iter().filter(|p| p.time > now - ms).cloned().collect::<Vec<_>>();
+        let health_window = within(HEALTH_WINDOW_MS);
+        let (health, reason) = judge(m.spec.enabled, &m.status.last_processing_result, &health_window);
+        let quarter = total(&recent);
+        let advice = advise(&AdvisorInput {
+            batch_size: m.spec.batch_size,
+            window_s: m.spec.maximum_batching_window_in_seconds,
+            max_pollers: m.spec.provisioned_poller_config.as_ref().and_then(|p| p.maximum_pollers),
+            window: &recent,
+        });
+        let day = self.metrics.history(id, Range::H24).await.map_err(ServiceError::Internal)?;
+        let baseline = vec![
+            Baseline::of("last minute", &total(&within(60_000))),
+            Baseline::of("last 15 minutes", &quarter),
+            Baseline::of("last 24 hours", &total(&day.points)),
+        ];
+        Ok(Insight { health, reason, advice, baseline, partitions: PartitionBaseline::of(&quarter) })
+    }
+
+    /// Every mapping's health, lag sparkline and rates, for the overview.
+    pub async fn overview(&self) -> Result<Vec<Overview>, ServiceError> {
+        let now = crate::store::now_ms();
+        let mut out = Vec::new();
+        for m in self.list().await? {
+            let recent = self.metrics.recent(m.uuid, now - LIVE_WINDOW);
+            out.push(overview_of(&m, &recent, now));
+        }
+        Ok(out)
     }
 
     /// Where the engine publishes what its pollers report.
@@ -234,5 +286,43 @@ impl Backend for MappingService {
 
     fn counters(&self, id: Uuid) -> Option<sluice_app::model::MappingCounters> {
         MappingService::counters(self, id)
+    }
+
+    async fn history(&self, id: Uuid, range: Range) -> Result<Option<History>, String> {
+        if Backend::get(self, id).await?.is_none() {
+            return Ok(None);
+        }
+        self.metrics.history(id, range).await.map(Some).map_err(|e| format!("{e:#}"))
+    }
+
+    async fn overview(&self) -> Result<Vec<Overview>, String> {
+        MappingService::overview(self).await.map_err(|e| e.to_string())
+    }
+
+    async fn insight(&self, id: Uuid) -> Result<Option<Insight>, String> {
+        match MappingService::insight(self, id).await {
+            Ok(i) => Ok(Some(i)),
+            Err(ServiceError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// One row of the overview, from the mapping's last 15 minutes of points.
+fn overview_of(m: &MappingView, recent: &[sluice_app::metrics::MetricPoint], now: i64) -> Overview {
+    let window: Vec<_> = recent.iter().filter(|p| p.time > now - HEALTH_WINDOW_MS).cloned().collect();
+    let (health, reason) = judge(m.spec.enabled, &m.status.last_processing_result, &window);
+    let last_minute = total(&recent.iter().filter(|p| p.time > now - 60_000).cloned().collect::<Vec<_>>());
+    let t = total(&window);
+    Overview {
+        uuid: m.uuid,
+        health,
+        reason,
+        offset_lag: recent.iter().rev().find_map(|p| p.total_lag()),
+        lag_sparkline: bucket(recent, 15_000).iter().filter_map(|p| p.total_lag().map(|l| (p.time, l as f64))).collect(),
+        start: now - LIVE_WINDOW,
+        end: now,
+        records_per_s: if last_minute.period_ms > 0 { last_minute.rate(last_minute.polled_event_count) } else { 0.0 },
+        error_rate: (t.invocations > 0).then(|| t.errors as f64 / t.invocations as f64),
     }
 }

@@ -3,6 +3,7 @@
 //! PostgreSQL needs only its driver feature and a test run).
 
 use anyhow::{Context, Result};
+use sluice_app::metrics::MetricPoint;
 use sluice_app::model::{MappingState, MappingStatus, MappingView};
 use sluice_app::spec::MappingSpec;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -143,6 +144,7 @@ impl Store {
     pub async fn delete(&self, id: Uuid) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM mapping_status WHERE uuid = $1").bind(id.to_string()).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM metric_points WHERE uuid = $1").bind(id.to_string()).execute(&mut *tx).await?;
         let n = sqlx::query("DELETE FROM mappings WHERE uuid = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -150,6 +152,69 @@ impl Store {
             .rows_affected();
         tx.commit().await?;
         Ok(n > 0)
+    }
+}
+
+/// Metric history (see `crate::metrics`).
+impl Store {
+    /// Stores points of one resolution; a point already stored is replaced.
+    pub async fn put_points(&self, resolution_ms: i64, points: &[(Uuid, MetricPoint)]) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, p) in points {
+            sqlx::query(
+                "INSERT INTO metric_points (uuid, resolution_ms, time_ms, point) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (uuid, resolution_ms, time_ms) DO UPDATE SET point = excluded.point",
+            )
+            .bind(id.to_string())
+            .bind(resolution_ms)
+            .bind(p.time)
+            .bind(serde_json::to_string(p)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Points of one mapping with `after < time <= until`, oldest first.
+    pub async fn points(&self, id: Uuid, resolution_ms: i64, after: i64, until: i64) -> Result<Vec<MetricPoint>> {
+        let rows = sqlx::query(
+            "SELECT point FROM metric_points WHERE uuid = $1 AND resolution_ms = $2 AND time_ms > $3 AND time_ms <= $4 \
+             ORDER BY time_ms",
+        )
+        .bind(id.to_string())
+        .bind(resolution_ms)
+        .bind(after)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>("point")?)?))
+            .collect()
+    }
+
+    /// Per mapping, the end of its latest point of a resolution.
+    pub async fn latest_points(&self, resolution_ms: i64) -> Result<Vec<(Uuid, i64)>> {
+        let rows = sqlx::query("SELECT uuid, MAX(time_ms) AS t FROM metric_points WHERE resolution_ms = $1 GROUP BY uuid")
+            .bind(resolution_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((Uuid::parse_str(&r.try_get::<String, _>("uuid")?)?, r.try_get::<i64, _>("t")?)))
+            .collect()
+    }
+
+    /// Drops points of a resolution that ended before `before`.
+    pub async fn purge_points(&self, resolution_ms: i64, before: i64) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM metric_points WHERE resolution_ms = $1 AND time_ms < $2")
+            .bind(resolution_ms)
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 }
 

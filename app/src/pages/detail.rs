@@ -6,6 +6,7 @@ use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_counters, get_mapping, set_status};
 use crate::components::{ServerError, StateBadge};
+use crate::live::{InsightPanel, MetricsPanel};
 use crate::model::{MappingCounters, MappingState, MappingView};
 use crate::spec::{format_unix, target_kind, TargetKind};
 
@@ -14,12 +15,15 @@ pub fn MappingDetail() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").unwrap_or_default();
     let mapping = Resource::new(id, get_mapping);
-    // While the engine moves a mapping between states, look again shortly.
+    // The live panels keep their streams for the page's life: read once.
+    let id_now = params.with_untracked(|p| p.get("id").unwrap_or_default());
+    // The status moves: look again every 3 s, and shortly while the engine
+    // moves the mapping between states.
     Effect::new(move |_| {
         if let Some(Ok(Some(m))) = mapping.get() {
-            if !matches!(m.status.state, MappingState::Enabled | MappingState::Disabled) {
-                set_timeout(move || mapping.refetch(), std::time::Duration::from_millis(700));
-            }
+            let settled = matches!(m.status.state, MappingState::Enabled | MappingState::Disabled);
+            let after = if settled { 3000 } else { 700 };
+            set_timeout(move || mapping.refetch(), std::time::Duration::from_millis(after));
         }
     });
     // Live counts: looked at again every two seconds while the page is open.
@@ -30,7 +34,7 @@ pub fn MappingDetail() -> impl IntoView {
         }
     });
     view! {
-        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+        <Transition fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match mapping.await {
                     Err(e) => view! { <ServerError error=e.to_string()/> }.into_any(),
@@ -41,7 +45,9 @@ pub fn MappingDetail() -> impl IntoView {
                     Ok(Some(m)) => view! { <Detail m/> }.into_any(),
                 }
             })}
-        </Suspense>
+        </Transition>
+        <InsightPanel id=id_now.clone()/>
+        <MetricsPanel id=id_now/>
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 match counters.await {

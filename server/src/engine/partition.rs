@@ -130,6 +130,11 @@ impl Pipeline {
 /// whatever is not finished is not committed.
 pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::Receiver<OwnedMessage>, stop: CancellationToken) {
     let envelope = envelope_len(&p.source, &topic, partition);
+    let counters = p.status.partition(partition);
+    let polled = |m: &OwnedMessage| {
+        LiveStatus::add(&counters.polled, 1);
+        LiveStatus::add(&counters.bytes, (m.payload().map_or(0, |v| v.len()) + m.key().map_or(0, |k| k.len())) as u64);
+    };
     let mut held: Option<EncodedRecord> = None;
     // The offset after the last record taken from the channel: filtered-out
     // records up to it are done once the records around them are.
@@ -143,18 +148,22 @@ pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::
                     if let Some(end) = seen_to.take() {
                         p.committer.commit(&topic, partition, end);
                     }
+                    counters.oldest_pending_ms.store(0, std::sync::atomic::Ordering::Relaxed);
                 }
                 let m = tokio::select! {
                     m = rx.recv() => match m { Some(m) => m, None => return },
                     _ = stop.cancelled() => return,
                 };
                 seen_to = Some(m.offset() + 1);
+                polled(&m);
                 if p.admits(&m) {
                     break encode_record(&m);
                 }
                 LiveStatus::add(&p.status.filtered_records, 1);
             },
         };
+        // Until this batch is done, its first record is the oldest not done.
+        counters.oldest_pending_ms.store(first.timestamp_ms.max(1), std::sync::atomic::Ordering::Relaxed);
         if envelope + first.json.len() > p.max_payload {
             // Too large to invoke on its own: the user's failure rules decide.
             let end = first.offset + 1;
@@ -184,6 +193,7 @@ pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::
                 }
             };
             seen_to = Some(next.offset() + 1);
+            polled(&next);
             if !p.admits(&next) {
                 LiveStatus::add(&p.status.filtered_records, 1);
                 continue;
@@ -254,8 +264,16 @@ async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
             return Step::Done;
         }
         let payload = build_event(&p.source, topic, partition, &records);
-        LiveStatus::add(&p.status.invocations, 1);
-        let outcome = p.target.invoke(payload).await;
+        if attempts > 0 {
+            LiveStatus::add(&p.status.retries, 1);
+        }
+        let outcome = {
+            let _in_flight = p.status.begin_invoke(records.len(), payload.len());
+            let started = std::time::Instant::now();
+            let outcome = p.target.invoke(payload).await;
+            p.status.record_duration(started.elapsed());
+            outcome
+        };
         let problem = match outcome {
             Outcome::Success { body } => match failed_from(p, &body, topic, partition, &records) {
                 Ok(None) => {
@@ -292,6 +310,7 @@ async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
             }
         };
         LiveStatus::add(&p.status.errors, 1);
+        LiveStatus::add(&p.status.failed_invoke_records, records.len() as u64);
         attempts += 1;
         if p.bisect && records.len() > 1 {
             p.status.set(format!("PROBLEM: Function call failed: {problem}; bisecting the batch of {}", records.len()));

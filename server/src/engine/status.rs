@@ -1,9 +1,15 @@
-//! What a running mapping reports: its last processing result, updated by
-//! the pipeline and flushed to the store by the reconciler (at most once a
-//! second, and only when it changed).
+//! What a running mapping reports: its last processing result (flushed to
+//! the store by the reconciler when it changed) and cumulative counters the
+//! metrics collector turns into per-second points. Counters are atomics: the
+//! pipelines bump them per batch without locks.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_app::metrics::{bucket_of, BUCKETS};
+use sluice_app::model::{MappingCounters, PartitionLag};
 
 #[derive(Default)]
 pub struct LiveStatus {
@@ -13,12 +19,71 @@ pub struct LiveStatus {
     pub invocations: AtomicU64,
     pub errors: AtomicU64,
     pub throttles: AtomicU64,
+    pub retries: AtomicU64,
     pub invoked_records: AtomicU64,
+    pub failed_invoke_records: AtomicU64,
     pub filtered_records: AtomicU64,
     pub dropped_records: AtomicU64,
     pub destination_delivered: AtomicU64,
     pub committed_records: AtomicU64,
-    lag: Mutex<Vec<sluice_app::model::PartitionLag>>,
+    pub batch_records: AtomicU64,
+    pub batch_bytes: AtomicU64,
+    in_flight: AtomicU64,
+    peak: AtomicU64,
+    durations: DurationCounters,
+    parts: Mutex<HashMap<i32, Arc<PartitionCounters>>>,
+    lag: Mutex<Vec<PartitionLag>>,
+}
+
+/// Per partition: what was polled, and the age of the oldest record the
+/// pipeline holds that is not done yet (its time lag).
+#[derive(Default)]
+pub struct PartitionCounters {
+    pub polled: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Timestamp (ms) of the oldest record not done; 0 when caught up.
+    pub oldest_pending_ms: AtomicI64,
+}
+
+struct DurationCounters {
+    count: AtomicU64,
+    sum_us: AtomicU64,
+    max_us: AtomicU64,
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Default for DurationCounters {
+    fn default() -> Self {
+        DurationCounters {
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Cumulative figures at one instant; two of them make a metric point.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub counts: [u64; 14],
+    pub duration_count: u64,
+    pub duration_sum_us: u64,
+    pub buckets: Vec<u64>,
+    /// Peak invocations in flight since the last snapshot (resets it).
+    pub peak: u64,
+    pub max_us: u64,
+    pub parts: Vec<(i32, u64, u64, i64)>,
+    pub lag: Vec<PartitionLag>,
+}
+
+/// Counts an invocation in flight until dropped.
+pub struct InFlight<'a>(&'a LiveStatus);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl LiveStatus {
@@ -48,9 +113,9 @@ impl LiveStatus {
         self.changed.swap(false, Ordering::AcqRel).then(|| self.get())
     }
 
-    pub fn counters(&self) -> sluice_app::model::MappingCounters {
+    pub fn counters(&self) -> MappingCounters {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        sluice_app::model::MappingCounters {
+        MappingCounters {
             invocations: g(&self.invocations),
             errors: g(&self.errors),
             throttles: g(&self.throttles),
@@ -59,15 +124,92 @@ impl LiveStatus {
             dropped_event_count: g(&self.dropped_records),
             on_failure_destination_delivered_event_count: g(&self.destination_delivered),
             committed_event_count: g(&self.committed_records),
-            partitions: self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            partitions: self.lag(),
         }
     }
 
-    pub fn set_lag(&self, lag: Vec<sluice_app::model::PartitionLag>) {
+    pub fn lag(&self) -> Vec<PartitionLag> {
+        self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_lag(&self, lag: Vec<PartitionLag>) {
         *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters of one partition (taken once by its pipeline).
+    pub fn partition(&self, p: i32) -> Arc<PartitionCounters> {
+        self.parts.lock().unwrap_or_else(|e| e.into_inner()).entry(p).or_default().clone()
+    }
+
+    pub fn begin_invoke(&self, records: usize, bytes: usize) -> InFlight<'_> {
+        Self::add(&self.invocations, 1);
+        Self::add(&self.batch_records, records as u64);
+        Self::add(&self.batch_bytes, bytes as u64);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    pub fn record_duration(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        let c = &self.durations;
+        c.count.fetch_add(1, Ordering::Relaxed);
+        c.sum_us.fetch_add(us, Ordering::Relaxed);
+        c.max_us.fetch_max(us, Ordering::Relaxed);
+        c.buckets[bucket_of(us as f64 / 1000.0)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads every counter; resets the peaks (they are per interval, and
+    /// the metrics collector owns them).
+    pub fn snapshot(&self) -> Snapshot {
+        self.read(true)
+    }
+
+    /// Reads every counter, leaving the peaks to the collector.
+    pub fn snapshot_quiet(&self) -> Snapshot {
+        self.read(false)
+    }
+
+    fn read(&self, reset: bool) -> Snapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let counts = [
+            g(&self.invocations),
+            g(&self.errors),
+            g(&self.throttles),
+            g(&self.retries),
+            g(&self.invoked_records),
+            g(&self.failed_invoke_records),
+            g(&self.filtered_records),
+            g(&self.dropped_records),
+            g(&self.destination_delivered),
+            g(&self.committed_records),
+            g(&self.batch_records),
+            g(&self.batch_bytes),
+            0,
+            0,
+        ];
+        let d = &self.durations;
+        let mut parts: Vec<(i32, u64, u64, i64)> = self
+            .parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(p, c)| (*p, g(&c.polled), g(&c.bytes), c.oldest_pending_ms.load(Ordering::Relaxed)))
+            .collect();
+        parts.sort_by_key(|p| p.0);
+        Snapshot {
+            counts,
+            duration_count: g(&d.count),
+            duration_sum_us: g(&d.sum_us),
+            buckets: d.buckets.iter().map(g).collect(),
+            peak: if reset { self.peak.swap(g(&self.in_flight), Ordering::Relaxed) } else { g(&self.peak) },
+            max_us: if reset { d.max_us.swap(0, Ordering::Relaxed) } else { g(&d.max_us) },
+            parts,
+            lag: self.lag(),
+        }
     }
 }

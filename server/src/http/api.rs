@@ -1,7 +1,7 @@
 //! The JSON REST API under `/api/v1`, in AWS's field names.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::AppState;
+use sluice_app::metrics::Range;
 use sluice_app::spec::FieldError;
 
 use crate::service::{spec_from_json, ServiceError};
@@ -19,6 +20,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/mappings", get(list).post(create))
         .route("/api/v1/mappings/{id}", get(read).put(replace).patch(patch).delete(delete))
         .route("/api/v1/mappings/{id}/metrics", get(metrics))
+        .route("/api/v1/mappings/{id}/metrics/stream", get(super::stream::mapping))
+        .route("/api/v1/metrics/stream", get(super::stream::all))
+        .route("/api/v1/overview", get(overview))
         .route("/api/v1/mappings/{id}/enable", post(enable))
         .route("/api/v1/mappings/{id}/disable", post(disable))
         .route("/api/v1/filters/test", post(test_filters))
@@ -109,12 +113,31 @@ async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult 
     Ok(Json(s.mappings.delete(uuid(&id)?).await?).into_response())
 }
 
-/// The running poller's counts since it started; `Running: false` when none runs.
-async fn metrics(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct MetricsQuery {
+    range: Option<String>,
+}
+
+/// The running poller's counts since it started (`Running: false` when none
+/// runs), per-partition lag, and the history over `?Range=15m|1h|24h|7d`.
+async fn metrics(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<MetricsQuery>) -> ApiResult {
     let id = uuid(&id)?;
     s.mappings.get(id).await?;
+    let range = match q.range.as_deref() {
+        None => Range::M15,
+        Some(r) => Range::parse(r).ok_or_else(|| {
+            ApiError::from(ServiceError::Invalid(vec![FieldError::new("Range", format!("must be one of 15m, 1h, 24h, 7d, not `{r}`"))]))
+        })?,
+    };
+    let history = s.mappings.metrics().history(id, range).await.map_err(ServiceError::Internal)?;
     let c = s.mappings.counters(id);
-    Ok(Json(json!({"UUID": id, "Running": c.is_some(), "Counters": c.unwrap_or_default()})).into_response())
+    Ok(Json(json!({"UUID": id, "Running": c.is_some(), "Counters": c.unwrap_or_default(), "History": history})).into_response())
+}
+
+/// Every mapping's health verdict, lag and rates (the console's overview).
+async fn overview(State(s): State<AppState>) -> ApiResult {
+    Ok(Json(json!({"Mappings": s.mappings.overview().await?})).into_response())
 }
 
 async fn enable(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod forms;
 pub mod openapi;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .merge(api::routes())
         .merge(extra)
         .route("/healthz", get(healthz))
+        .route("/metrics", get(stream::prometheus))
         .route("/mappings/new", post(forms::create))
         .route("/mappings/{id}/edit", post(forms::update))
         .route("/mappings/{id}/enable", post(forms::enable))

@@ -1,0 +1,394 @@
+//! Metrics: every second, the collector turns each running mapping's
+//! cumulative counters into a point (what happened in that second, plus lag
+//! per partition), keeps 15 minutes of them in memory, pushes them to open
+//! pages, and stores them: 1-minute points kept two days, 15-minute rollups
+//! kept for the retention. History reads the finest source covering each
+//! part of a range.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_app::metrics::{bucket, Durations, History, MetricPoint, PartitionPoint, Range};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::engine::status::{LiveStatus, Snapshot};
+use crate::engine::LiveRegistry;
+use crate::store::{now_ms, Store};
+
+pub const MINUTE: i64 = 60_000;
+pub const QUARTER: i64 = 15 * 60_000;
+/// How much of the 1-second points stays in memory.
+pub const LIVE_WINDOW: i64 = 15 * 60_000;
+
+#[derive(Clone, Debug)]
+pub struct MetricsSettings {
+    pub interval: Duration,
+    /// How long 1-minute points are kept.
+    pub fine_retention: Duration,
+    /// How long 15-minute points are kept.
+    pub retention: Duration,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            interval: Duration::from_secs(1),
+            fine_retention: Duration::from_secs(2 * 86_400),
+            retention: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// One collection: every running mapping's newest point.
+pub struct Tick {
+    pub time: i64,
+    pub points: Vec<(Uuid, MetricPoint)>,
+}
+
+struct Track {
+    /// The poller the last snapshot came from: a new poller restarts its counters.
+    source: Arc<LiveStatus>,
+    last: Snapshot,
+    last_time: i64,
+    ring: VecDeque<MetricPoint>,
+    minute: Option<(i64, MetricPoint)>,
+}
+
+pub struct Metrics {
+    store: Store,
+    live: LiveRegistry,
+    settings: MetricsSettings,
+    tracks: Mutex<HashMap<Uuid, Track>>,
+    tx: broadcast::Sender<Arc<Tick>>,
+    closing: CancellationToken,
+    /// Time the collector spent working, for the console cost benchmark.
+    pub busy_ns: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new(store: Store, live: LiveRegistry, settings: MetricsSettings) -> Arc<Metrics> {
+        let (tx, _) = broadcast::channel(64);
+        Arc::new(Metrics {
+            store,
+            live,
+            settings,
+            tracks: Mutex::new(HashMap::new()),
+            tx,
+            closing: CancellationToken::new(),
+            busy_ns: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts the collector; it runs until `close`.
+    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move { me.run().await })
+    }
+
+    /// Ends the collector and every open stream (a server shutting down
+    /// must not wait on pages that stay open).
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    pub fn closing(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Tick>> {
+        self.tx.subscribe()
+    }
+
+    async fn run(&self) {
+        let mut tick = tokio::time::interval(self.settings.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_quarter = 0;
+        let mut last_purge = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.closing.cancelled() => break,
+            }
+            let started = Instant::now();
+            let now = now_ms();
+            let (tick, minutes) = self.collect(now);
+            let _ = self.tx.send(Arc::new(tick));
+            if let Err(e) = self.store.put_points(MINUTE, &minutes).await {
+                tracing::warn!("cannot store metric points: {e:#}");
+            }
+            if now / QUARTER != last_quarter {
+                last_quarter = now / QUARTER;
+                if let Err(e) = self.rollup(now).await {
+                    tracing::warn!("cannot roll up metric points: {e:#}");
+                }
+            }
+            if now - last_purge > 3_600_000 {
+                last_purge = now;
+                self.purge(now).await;
+            }
+            self.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        // What the current minute gathered is kept across a restart.
+        let rest: Vec<(Uuid, MetricPoint)> = {
+            let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+            tracks.iter_mut().filter_map(|(id, t)| t.minute.take().map(|(k, p)| (*id, align(p, k, MINUTE)))).collect()
+        };
+        let _ = self.store.put_points(MINUTE, &rest).await;
+    }
+
+    /// Takes a point from every running mapping; returns them and the
+    /// minutes that closed.
+    pub fn collect(&self, now: i64) -> (Tick, Vec<(Uuid, MetricPoint)>) {
+        let live: Vec<(Uuid, Arc<LiveStatus>)> =
+            self.live.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut points = Vec::with_capacity(live.len());
+        let mut closed = Vec::new();
+        for (id, status) in live {
+            let snap = status.snapshot();
+            let track = tracks.entry(id).or_insert_with(|| Track {
+                source: status.clone(),
+                last: Snapshot::default(),
+                last_time: now - self.settings.interval.as_millis() as i64,
+                ring: VecDeque::new(),
+                minute: None,
+            });
+            if !Arc::ptr_eq(&track.source, &status) {
+                track.source = status.clone();
+                track.last = Snapshot::default();
+            }
+            let point = diff(&track.last, &snap, track.last_time, now);
+            track.last = snap;
+            track.last_time = now;
+            let key = (now - 1).div_euclid(MINUTE);
+            match &mut track.minute {
+                Some((k, acc)) if *k == key => acc.merge(&point),
+                slot => {
+                    if let Some((k, acc)) = slot.take() {
+                        closed.push((id, align(acc, k, MINUTE)));
+                    }
+                    let mut acc = MetricPoint::default();
+                    acc.merge(&point);
+                    *slot = Some((key, acc));
+                }
+            }
+            track.ring.push_back(point.clone());
+            while track.ring.front().is_some_and(|p| p.time <= now - LIVE_WINDOW) {
+                track.ring.pop_front();
+            }
+            points.push((id, point));
+        }
+        // Mappings that stopped: their minute is stored, their memory freed
+        // once their last point has aged out.
+        let running: std::collections::HashSet<Uuid> = points.iter().map(|(id, _)| *id).collect();
+        for (id, t) in tracks.iter_mut() {
+            if !running.contains(id) {
+                if let Some((k, acc)) = t.minute.take() {
+                    closed.push((*id, align(acc, k, MINUTE)));
+                }
+            }
+        }
+        tracks.retain(|id, t| running.contains(id) || t.ring.back().is_some_and(|p| p.time > now - LIVE_WINDOW));
+        (Tick { time: now, points }, closed)
+    }
+
+    /// The live points of a mapping after `after` (oldest first).
+    pub fn recent(&self, id: Uuid, after: i64) -> Vec<MetricPoint> {
+        let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        tracks.get(&id).map(|t| t.ring.iter().filter(|p| p.time > after).cloned().collect()).unwrap_or_default()
+    }
+
+    /// A mapping's points over a range: stored points where memory does not
+    /// reach, then the live ones, in chart-sized buckets.
+    pub async fn history(&self, id: Uuid, range: Range) -> anyhow::Result<History> {
+        let now = now_ms();
+        let from = now - range.millis();
+        let live = self.recent(id, from);
+        let live_start = live.first().map(|p| p.start()).unwrap_or(now);
+        let mut points = if range.millis() <= 86_400_000 {
+            self.store.points(id, MINUTE, from, live_start).await?
+        } else {
+            let mut coarse = self.store.points(id, QUARTER, from, live_start).await?;
+            let after = coarse.last().map(|p| p.time).unwrap_or(from);
+            coarse.extend(self.store.points(id, MINUTE, after, live_start).await?);
+            coarse
+        };
+        points.extend(live);
+        Ok(History { range, end: now, step_ms: range.step_ms(), points: bucket(&points, range.step_ms()) })
+    }
+
+    /// Rolls closed quarters of 1-minute points up into 15-minute points.
+    async fn rollup(&self, now: i64) -> anyhow::Result<()> {
+        let done: HashMap<Uuid, i64> = self.store.latest_points(QUARTER).await?.into_iter().collect();
+        let until = now.div_euclid(QUARTER) * QUARTER;
+        let oldest = now - self.settings.fine_retention.as_millis() as i64;
+        for (id, _) in self.store.latest_points(MINUTE).await? {
+            let after = done.get(&id).copied().unwrap_or(oldest).max(oldest);
+            if after >= until {
+                continue;
+            }
+            let minutes = self.store.points(id, MINUTE, after, until).await?;
+            let mut quarters: Vec<(Uuid, MetricPoint)> = Vec::new();
+            let mut cur: Option<(i64, MetricPoint)> = None;
+            for p in minutes {
+                let key = (p.time - 1).div_euclid(QUARTER);
+                match &mut cur {
+                    Some((k, acc)) if *k == key => acc.merge(&p),
+                    slot => {
+                        if let Some((k, acc)) = slot.take() {
+                            quarters.push((id, align(acc, k, QUARTER)));
+                        }
+                        let mut acc = MetricPoint::default();
+                        acc.merge(&p);
+                        *slot = Some((key, acc));
+                    }
+                }
+            }
+            if let Some((k, acc)) = cur {
+                quarters.push((id, align(acc, k, QUARTER)));
+            }
+            self.store.put_points(QUARTER, &quarters).await?;
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, now: i64) {
+        let fine = now - self.settings.fine_retention.as_millis() as i64;
+        let coarse = now - self.settings.retention.as_millis() as i64;
+        for (res, before) in [(MINUTE, fine), (QUARTER, coarse)] {
+            match self.store.purge_points(res, before).await {
+                Ok(n) if n > 0 => tracing::info!(resolution_ms = res, removed = n, "old metric points removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot remove old metric points: {e:#}"),
+            }
+        }
+    }
+}
+
+/// Pins an aggregated point to its bucket `[k*width, (k+1)*width]`.
+fn align(mut p: MetricPoint, key: i64, width: i64) -> MetricPoint {
+    let end = (key + 1) * width;
+    let start = p.start().max(key * width);
+    p.time = end;
+    p.period_ms = end - start;
+    p
+}
+
+/// What happened between two snapshots of one poller.
+fn diff(a: &Snapshot, b: &Snapshot, from: i64, now: i64) -> MetricPoint {
+    let d = |i: usize| b.counts[i].saturating_sub(a.counts[i]);
+    let buckets: Vec<u64> =
+        b.buckets.iter().enumerate().map(|(i, n)| n.saturating_sub(a.buckets.get(i).copied().unwrap_or(0))).collect();
+    let count = b.duration_count.saturating_sub(a.duration_count);
+    let sum_ms = b.duration_sum_us.saturating_sub(a.duration_sum_us) as f64 / 1000.0;
+    let partitions = b
+        .lag
+        .iter()
+        .map(|l| {
+            let cur = b.parts.iter().find(|p| p.0 == l.partition);
+            let prev = a.parts.iter().find(|p| p.0 == l.partition);
+            let (polled, bytes, oldest) = cur.map(|c| (c.1, c.2, c.3)).unwrap_or_default();
+            let (polled0, bytes0) = prev.map(|c| (c.1, c.2)).unwrap_or_default();
+            PartitionPoint {
+                partition: l.partition,
+                offset_lag: l.offset_lag,
+                committed_offset: l.committed_offset,
+                end_offset: l.end_offset,
+                time_lag_s: if l.offset_lag > 0 && oldest > 0 { ((now - oldest) as f64 / 1000.0).max(0.0) } else { 0.0 },
+                polled_event_count: polled.saturating_sub(polled0),
+                polled_bytes: bytes.saturating_sub(bytes0),
+            }
+        })
+        .collect::<Vec<_>>();
+    let sum = |s: &Snapshot, f: fn(&(i32, u64, u64, i64)) -> u64| s.parts.iter().map(f).sum::<u64>();
+    let polled = sum(b, |p| p.1).saturating_sub(sum(a, |p| p.1));
+    let bytes = sum(b, |p| p.2).saturating_sub(sum(a, |p| p.2));
+    MetricPoint {
+        time: now,
+        period_ms: (now - from).max(1),
+        invocations: d(0),
+        errors: d(1),
+        throttles: d(2),
+        retries: d(3),
+        invoked_event_count: d(4),
+        failed_invoke_event_count: d(5),
+        filtered_out_event_count: d(6),
+        dropped_event_count: d(7),
+        on_failure_destination_delivered_event_count: d(8),
+        committed_event_count: d(9),
+        batch_records: d(10),
+        batch_bytes: d(11),
+        polled_event_count: polled,
+        polled_bytes: bytes,
+        duration: Durations::from_dense(count, sum_ms, b.max_us as f64 / 1000.0, &buckets),
+        concurrent_executions: b.peak as u32,
+        pollers: 1,
+        partitions,
+    }
+}
+
+/// The Prometheus text exposition of every running mapping: counters since
+/// its poller started, and lag per partition.
+pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) -> String {
+    use std::fmt::Write;
+    let live: Vec<(Uuid, Arc<LiveStatus>)> =
+        live.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect();
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let labels = |id: &Uuid| {
+        let (f, t) = names.get(id).cloned().unwrap_or_default();
+        format!("mapping=\"{id}\",function=\"{}\",topic=\"{}\"", esc(&f), esc(&t))
+    };
+    let snaps: Vec<(Uuid, Snapshot)> = live.iter().map(|(id, s)| (*id, s.snapshot_quiet())).collect();
+    let mut out = String::new();
+    const COUNTERS: [(&str, usize, &str); 12] = [
+        ("sluice_invocations_total", 0, "Function invocations (Invocations)"),
+        ("sluice_errors_total", 1, "Invocations that failed (Errors)"),
+        ("sluice_throttles_total", 2, "Invocations throttled (Throttles)"),
+        ("sluice_retries_total", 3, "Invocations that repeated a failed one"),
+        ("sluice_invoked_events_total", 4, "Records invoked successfully (InvokedEventCount)"),
+        ("sluice_failed_invoke_events_total", 5, "Records in failed invocations (FailedInvokeEventCount)"),
+        ("sluice_filtered_out_events_total", 6, "Records filtered out (FilteredOutEventCount)"),
+        ("sluice_dropped_events_total", 7, "Records dropped by the failure rules (DroppedEventCount)"),
+        ("sluice_on_failure_destination_delivered_events_total", 8, "Records sent to the on-failure destination"),
+        ("sluice_committed_events_total", 9, "Records whose offsets were committed (CommittedEventCount)"),
+        ("sluice_batch_records_total", 10, "Records sent to the function, retries included"),
+        ("sluice_batch_bytes_total", 11, "Event bytes sent to the function"),
+    ];
+    for (name, i, help) in COUNTERS {
+        let _ = writeln!(out, "# HELP {name} {help}, since the mapping's poller started.\n# TYPE {name} counter");
+        for (id, s) in &snaps {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(id), s.counts[i]);
+        }
+    }
+    let _ = writeln!(out, "# HELP sluice_duration_milliseconds Invocation duration.\n# TYPE sluice_duration_milliseconds summary");
+    for (id, s) in &snaps {
+        let _ = writeln!(out, "sluice_duration_milliseconds_sum{{{}}} {}", labels(id), s.duration_sum_us as f64 / 1000.0);
+        let _ = writeln!(out, "sluice_duration_milliseconds_count{{{}}} {}", labels(id), s.duration_count);
+    }
+    let per_part: [(&str, &str, &str); 4] = [
+        ("sluice_offset_lag", "gauge", "Records between the group's committed offset and the end of the partition (OffsetLag)"),
+        ("sluice_end_offset", "gauge", "The partition's end offset (high watermark)"),
+        ("sluice_polled_events_total", "counter", "Records polled from the partition (PolledEventCount)"),
+        ("sluice_polled_bytes_total", "counter", "Key and value bytes polled from the partition"),
+    ];
+    for (name, kind, help) in per_part {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
+        for (id, s) in &snaps {
+            for l in &s.lag {
+                let part = s.parts.iter().find(|p| p.0 == l.partition).copied().unwrap_or((l.partition, 0, 0, 0));
+                let v = match name {
+                    "sluice_offset_lag" => l.offset_lag as u64,
+                    "sluice_end_offset" => l.end_offset.max(0) as u64,
+                    "sluice_polled_events_total" => part.1,
+                    _ => part.2,
+                };
+                let _ = writeln!(out, "{name}{{{},partition=\"{}\"}} {v}", labels(id), l.partition);
+            }
+        }
+    }
+    out
+}
