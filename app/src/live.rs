@@ -93,7 +93,7 @@ fn Charts(h: History, id: String) -> impl IntoView {
             {move || if live.get() { "● live: new points every second" } else { "○ not live (reconnecting, or scripts off)" }}
             " · times in UTC"
         </p>
-        <div class="charts">
+        <div class="charts" data-end=move || end.get()>
             {Kind::ALL.into_iter().map(|kind| view! { <Chart kind points end range step/> }).collect_view()}
         </div>
     }

@@ -332,7 +332,9 @@ impl Health {
 }
 
 /// The window health is judged over.
-pub const HEALTH_WINDOW_MS: i64 = 5 * 60_000;
+pub const HEALTH_WINDOW_MS: i64 = 2 * 60_000;
+/// The end of the window that says whether the function fails right now.
+const RECENT_MS: i64 = 15_000;
 
 /// Judges a mapping over a window of points (oldest first). Not a threshold
 /// on one reading: errors are a share of the window's invocations, lag is a
@@ -354,6 +356,14 @@ pub fn judge(enabled: bool, last_result: &str, window: &[MetricPoint]) -> (Healt
     let span = format_span(span_s);
     if t.invocations > 0 && t.errors * 2 >= t.invocations {
         return (Health::Failing, format!("{} of {} invocations failed in the last {span}", t.errors, t.invocations));
+    }
+    // Every invocation of the last seconds failed and nothing moved: failing
+    // now, whatever the rest of the window says.
+    if let Some(last) = window.last() {
+        let recent = total(&window.iter().filter(|p| p.time > last.time - RECENT_MS).cloned().collect::<Vec<_>>());
+        if span_s >= RECENT_MS as f64 / 1000.0 && recent.errors > 0 && recent.errors >= recent.invocations && recent.committed_event_count == 0 {
+            return (Health::Failing, format!("all {} invocations of the last {} failed: {last_result}", recent.invocations, format_span(RECENT_MS as f64 / 1000.0)));
+        }
     }
     let failing_now = last_result.starts_with("PROBLEM");
     let stuck = t.committed_event_count == 0 && t.invocations == t.errors;

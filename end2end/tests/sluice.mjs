@@ -16,7 +16,9 @@ function psql(sql) {
   execFileSync("psql", [`${PG}/postgres`, "-q", "-c", sql], { stdio: "pipe" });
 }
 
-/** Starts `sluice serve` (or `demo`); resolves once /healthz answers. */
+/** Starts `sluice serve` (or `demo`); resolves once /healthz answers. The
+ * result can `restart()` on the same port and data (a server restart seen
+ * by open pages) and `stop()`. */
 export async function startSluice(command = "serve", extraArgs = []) {
   const dataDir = mkdtempSync(join(tmpdir(), "sluice-e2e-"));
   let db = null;
@@ -25,33 +27,47 @@ export async function startSluice(command = "serve", extraArgs = []) {
     psql(`CREATE DATABASE ${db}`);
     extraArgs = ["--database-url", `${PG}/${db}`, ...extraArgs];
   }
-  const child = spawn(BIN, [command, "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, SLUICE_LOG: "warn" },
-  });
   let output = "";
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`sluice did not start:\n${output}`)), 30_000);
-    const onData = (d) => {
-      output += d;
-      const m = output.match(/console: (http:\/\/[^\s/]+)\//);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", (d) => { output += d; });
-    child.on("exit", (code) => reject(new Error(`sluice exited with ${code}:\n${output}`)));
-  });
-  for (let i = 0; i < 100; i++) {
-    const r = await fetch(`${url}/healthz`).catch(() => null);
-    if (r && r.ok) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  let child;
+  const spawnIt = async (listen) => {
+    child = spawn(BIN, [command, "--listen", listen, "--data-dir", dataDir, ...extraArgs], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, SLUICE_LOG: "warn" },
+    });
+    const started = output.length;
+    const url = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`sluice did not start:\n${output}`)), 30_000);
+      const onData = (d) => {
+        output += d;
+        const m = output.slice(started).match(/console: (http:\/\/[^\s/]+)\//);
+        if (m) { clearTimeout(timer); resolve(m[1]); }
+      };
+      child.stdout.on("data", onData);
+      child.stderr.on("data", (d) => { output += d; });
+      child.on("exit", (code) => reject(new Error(`sluice exited with ${code}:\n${output}`)));
+    });
+    for (let i = 0; i < 100; i++) {
+      const r = await fetch(`${url}/healthz`).catch(() => null);
+      if (r && r.ok) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return url;
+  };
+  const kill = async () => {
+    child.kill("SIGTERM");
+    await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
+  };
+  const url = await spawnIt("127.0.0.1:0");
   return {
     url,
     output: () => output,
+    /** Stops and starts again on the same address and data; resolves once it answers. */
+    async restart() {
+      await kill();
+      await spawnIt(url.replace("http://", ""));
+    },
     async stop() {
-      child.kill("SIGTERM");
-      await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
+      await kill();
       rmSync(dataDir, { recursive: true, force: true });
       if (db) psql(`DROP DATABASE IF EXISTS ${db}`);
     },

@@ -40,14 +40,14 @@ impl Drop for Demo {
 }
 
 impl Demo {
-    pub async fn start(rate: u32, console: SocketAddr, mappings: &Arc<MappingService>) -> Result<Demo> {
+    pub async fn start(rate: u32, hot_share: f64, console: SocketAddr, mappings: &Arc<MappingService>) -> Result<Demo> {
         let (bootstrap, stop_cluster) = start_cluster()?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
             .set("linger.ms", "5")
             .create()
             .context("cannot create the demo producer")?;
-        let generator = tokio::spawn(generate(producer, rate));
+        let generator = tokio::spawn(generate(producer, rate, hot_share));
         let host = if console.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], console.port())) } else { console };
         upsert_mapping(mappings, &bootstrap, &format!("http://{host}/demo/function")).await?;
         println!("Demo: Kafka (mock cluster) at {bootstrap}, topic {TOPIC} ({PARTITIONS} partitions), ~{rate} records/s with bursts");
@@ -84,8 +84,9 @@ fn start_cluster() -> Result<(String, std::sync::mpsc::Sender<()>)> {
 }
 
 /// Orders at `rate` per second, with a ten-second burst at ten times the
-/// rate every minute, most of it on one hot customer's partition.
-async fn generate(producer: FutureProducer, rate: u32) {
+/// rate every minute, most of it on one hot customer's partition; with
+/// `hot_share`, that customer's share of every record at all times.
+async fn generate(producer: FutureProducer, rate: u32, hot_share: f64) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut n: u64 = 0;
     let start = std::time::Instant::now();
@@ -97,7 +98,8 @@ async fn generate(producer: FutureProducer, rate: u32) {
             n += 1;
             let (key, value) = {
                 let mut rng = rand::rng();
-                let customer = if burst && rng.random_bool(0.6) { 7 } else { rng.random_range(1..=500) };
+                let hot = if burst { 0.6f64.max(hot_share) } else { hot_share };
+                let customer = if rng.random_bool(hot.clamp(0.0, 1.0)) { 7 } else { rng.random_range(1..=500) };
                 let kind = if rng.random_bool(0.9) { "order" } else { "refund" };
                 let amount = rng.random_range(100..50_000) as f64 / 100.0;
                 let value = serde_json::json!({
@@ -156,7 +158,27 @@ async fn upsert_mapping(mappings: &MappingService, bootstrap: &str, function: &s
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/demo/function", post(demo_function))
+    Router::new().route("/demo/function", post(demo_function)).route("/demo/outage", post(outage).get(outage_state))
+}
+
+/// While set, the demo function answers every batch with an error: lets a
+/// user (and the tests) watch a failing function's lag grow and its health
+/// change, then recover.
+static OUTAGE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[derive(serde::Deserialize)]
+struct OutageQuery {
+    on: bool,
+}
+
+/// `POST /demo/outage?on=true|false`.
+async fn outage(axum::extract::Query(q): axum::extract::Query<OutageQuery>) -> impl IntoResponse {
+    OUTAGE.store(q.on, std::sync::atomic::Ordering::Relaxed);
+    outage_state().await
+}
+
+async fn outage_state() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"Outage": OUTAGE.load(std::sync::atomic::Ordering::Relaxed)}))
 }
 
 /// The demo function: a few milliseconds of work per batch, and now and then
@@ -171,6 +193,10 @@ async fn demo_function(body: Bytes) -> impl IntoResponse {
         (rng.random_range(2..8u64), rng.random_range(0..100u32))
     };
     tokio::time::sleep(Duration::from_millis(work_ms)).await;
+    if OUTAGE.load(std::sync::atomic::Ordering::Relaxed) {
+        let msg = serde_json::json!({"errorType": "DemoOutage", "errorMessage": "the demo function is down (POST /demo/outage?on=false brings it back)"});
+        return (StatusCode::SERVICE_UNAVAILABLE, msg.to_string());
+    }
     match roll {
         0 | 1 => (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -62,6 +62,10 @@ struct DemoArgs {
     /// Records per second the generator produces between bursts.
     #[arg(long, default_value_t = 40)]
     rate: u32,
+    /// Share (0 to 1) of the records that go to one hot key, hence one
+    /// partition, at all times (a skewed producer, for the advisor).
+    #[arg(long, default_value_t = 0.0)]
+    hot_key_share: f64,
 }
 
 #[tokio::main]
@@ -76,7 +80,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(a, "sluice-data", None).await,
-        Cmd::Demo(d) => serve(d.serve, "sluice-demo-data", Some(d.rate)).await,
+        Cmd::Demo(d) => serve(d.serve, "sluice-demo-data", Some((d.rate, d.hot_key_share))).await,
     };
     if let Err(e) = result {
         eprintln!("sluice: {e:#}");
@@ -113,7 +117,7 @@ fn database_url(args: &ServeArgs, data_dir: &Path) -> Result<String> {
     Ok(format!("sqlite://{}?mode=rwc", data_dir.join("sluice.db").display()))
 }
 
-async fn serve(args: ServeArgs, default_dir: &str, demo_rate: Option<u32>) -> Result<()> {
+async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(default_dir));
     let url = database_url(&args, &data_dir)?;
     let site = site_root(args.site_root.clone());
@@ -136,9 +140,9 @@ async fn serve(args: ServeArgs, default_dir: &str, demo_rate: Option<u32>) -> Re
         .build();
     let state = http::AppState::new(options, mappings.clone());
 
-    let (extra, _demo) = match demo_rate {
-        Some(rate) => {
-            let d = demo::Demo::start(rate, addr, &mappings).await?;
+    let (extra, _demo) = match demo {
+        Some((rate, hot)) => {
+            let d = demo::Demo::start(rate, hot, addr, &mappings).await?;
             (demo::routes(), Some(d))
         }
         None => (axum::Router::new(), None),

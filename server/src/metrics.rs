@@ -269,12 +269,13 @@ impl Metrics {
     }
 }
 
-/// Pins an aggregated point to its bucket `[k*width, (k+1)*width]`.
+/// Keeps an aggregated point inside its bucket `[k*width, (k+1)*width]`.
+/// Its end stays the last second it saw: a minute cut short by a restart
+/// ends before the new process's first point, so history joins them.
 fn align(mut p: MetricPoint, key: i64, width: i64) -> MetricPoint {
-    let end = (key + 1) * width;
     let start = p.start().max(key * width);
-    p.time = end;
-    p.period_ms = end - start;
+    p.time = p.time.min((key + 1) * width);
+    p.period_ms = (p.time - start).max(1);
     p
 }
 

@@ -19,7 +19,7 @@ async fn demo_produces_on_six_partitions_and_saves_its_mapping() {
     let url = common::database_url(dir.path()).await;
     let mappings = MappingService::new(Store::open(&url).await.unwrap());
     let console: SocketAddr = "127.0.0.1:3999".parse().unwrap();
-    let _demo = Demo::start(200, console, &mappings).await.unwrap();
+    let _demo = Demo::start(200, 0.0, console, &mappings).await.unwrap();
 
     let m = mappings.get(demo::MAPPING_ID).await.unwrap();
     assert_eq!(m.spec.topics, vec![demo::TOPIC.to_string()]);
@@ -59,7 +59,7 @@ async fn demo_produces_on_six_partitions_and_saves_its_mapping() {
 
     // A restart keeps one demo mapping and moves it to the new cluster.
     drop(_demo);
-    let _again = Demo::start(10, console, &mappings).await.unwrap();
+    let _again = Demo::start(10, 0.0, console, &mappings).await.unwrap();
     let all = mappings.list().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_ne!(all[0].spec.bootstrap_servers()[0], m.spec.bootstrap_servers()[0]);
