@@ -62,6 +62,9 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
             move || shell(options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Pages, JSON and the wasm go out gzipped (live streams are left
+        // alone by the default predicate).
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
 
