@@ -8,6 +8,7 @@ pub mod filter;
 pub mod form;
 pub mod metrics;
 pub mod model;
+pub mod reset;
 pub mod spec;
 
 mod components;

@@ -5,5 +5,6 @@ pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod reset;
 pub mod service;
 pub mod store;

@@ -151,6 +151,7 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         mappings.store().clone(),
         mappings.changes(),
         mappings.live(),
+        mappings.holds(),
         engine::EngineSettings { http_timeout: Duration::from_millis(args.http_timeout_ms), ..Default::default() },
     );
     let collector = mappings.metrics().start();

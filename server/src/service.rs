@@ -12,7 +12,9 @@ use sluice_app::spec::{FieldError, MappingSpec};
 use uuid::Uuid;
 
 use crate::metrics::{Metrics, MetricsSettings, LIVE_WINDOW};
+use crate::reset;
 use crate::store::Store;
+use sluice_app::reset::{ResetAudit, ResetOutcome, ResetRequest};
 use sluice_app::metrics::{
     advise, bucket, judge, total, AdvisorInput, Baseline, History, Insight, Overview, PartitionBaseline, Range, HEALTH_WINDOW_MS,
 };
@@ -23,6 +25,12 @@ pub enum ServiceError {
     NotFound(Uuid),
     #[error("{}", describe(.0))]
     Invalid(Vec<FieldError>),
+    /// Another change is in progress (a second reset of the same mapping).
+    #[error("{0}")]
+    Conflict(String),
+    /// Kafka could not be reached or refused (a reset's look-ups or commit).
+    #[error("{0}")]
+    Kafka(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -90,6 +98,9 @@ pub struct MappingService {
     changed: Arc<Notify>,
     live: crate::engine::LiveRegistry,
     metrics: Arc<Metrics>,
+    holds: crate::engine::Holds,
+    /// Mappings with a reset being applied (one at a time per mapping).
+    resetting: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
 
 /// The transitional state a save puts a mapping in; the engine settles it
@@ -110,7 +121,104 @@ impl MappingService {
     pub fn with_metrics(store: Store, settings: MetricsSettings) -> Arc<Self> {
         let live: crate::engine::LiveRegistry = Default::default();
         let metrics = Metrics::new(store.clone(), live.clone(), settings);
-        Arc::new(MappingService { store, changed: Arc::new(Notify::new()), live, metrics })
+        Arc::new(MappingService {
+            store,
+            changed: Arc::new(Notify::new()),
+            live,
+            metrics,
+            holds: Default::default(),
+            resetting: Default::default(),
+        })
+    }
+
+    /// Mappings the engine must keep stopped for now.
+    pub fn holds(&self) -> crate::engine::Holds {
+        self.holds.clone()
+    }
+
+    /// Previews (`DryRun`) or applies a reset of the mapping's consumer
+    /// group. Applying stops the mapping's pollers (in-flight batches finish
+    /// within the grace period or are abandoned uncommitted), plans again
+    /// on the offsets they left, commits, records the reset in the audit
+    /// log, and lets the pollers start again from the new offsets.
+    pub async fn reset(&self, id: Uuid, req: ResetRequest, actor: &str) -> Result<ResetOutcome, ServiceError> {
+        let m = self.get(id).await?;
+        let errs = req.validate();
+        if !errs.is_empty() {
+            return Err(ServiceError::Invalid(errs));
+        }
+        let servers = m.spec.bootstrap_servers().join(",");
+        let group = m.consumer_group();
+        let topic = m.spec.topic().to_string();
+        let start = m.spec.starting_position;
+        let plan = |req: ResetRequest| {
+            let (servers, group, topic) = (servers.clone(), group.clone(), topic.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let t = reset::Target { servers: &servers, group: &group, topic: &topic, start };
+                    reset::plan(&t, &req)
+                })
+                .await
+                .map_err(|e| ServiceError::Internal(e.into()))?
+                .map_err(plan_error)
+            }
+        };
+        let outcome = |partitions, applied, audit_id| ResetOutcome {
+            uuid: id,
+            topic: topic.clone(),
+            consumer_group: group.clone(),
+            strategy: req.strategy,
+            dry_run: req.dry_run,
+            applied,
+            partitions,
+            audit_id,
+        };
+        if req.dry_run {
+            return Ok(outcome(plan(req.clone()).await?, false, None));
+        }
+        // One reset per mapping at a time; a second is refused, not queued.
+        if !self.resetting.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
+            return Err(ServiceError::Conflict(format!("a reset of mapping {} is being applied; try again when it is done", m.label())));
+        }
+        let _done = Release(&self.resetting, id);
+        // Check the request against the topic before stopping anything.
+        plan(req.clone()).await?;
+        self.holds.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        let _held = Unhold(self, id);
+        self.changed.notify_one();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(ServiceError::Conflict("the mapping's pollers did not stop within 60 s; nothing was changed".into()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let partitions = plan(req.clone()).await?;
+        {
+            let (servers, group, topic, partitions) = (servers.clone(), group.clone(), topic.clone(), partitions.clone());
+            tokio::task::spawn_blocking(move || {
+                reset::commit(&reset::Target { servers: &servers, group: &group, topic: &topic, start }, &partitions)
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(e.into()))?
+            .map_err(plan_error)?;
+        }
+        let audit = ResetAudit {
+            id: Uuid::new_v4().to_string(),
+            uuid: id,
+            time: crate::store::now_ms(),
+            actor: actor.to_string(),
+            request: req.clone(),
+            partitions: partitions.clone(),
+        };
+        self.store.put_reset(&audit).await?;
+        tracing::info!(mapping = %id, strategy = req.strategy.as_str(), actor, "offsets reset");
+        Ok(outcome(partitions, true, Some(audit.id)))
+    }
+
+    pub async fn resets(&self, id: Uuid) -> Result<Vec<ResetAudit>, ServiceError> {
+        self.get(id).await?;
+        Ok(self.store.resets(id).await?)
     }
 
     /// The metrics collector (started by the caller) and its history.
@@ -305,6 +413,33 @@ impl Backend for MappingService {
             Err(ServiceError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+fn plan_error(e: reset::PlanError) -> ServiceError {
+    match e {
+        reset::PlanError::Invalid(errs) => ServiceError::Invalid(errs),
+        reset::PlanError::Kafka(m) => ServiceError::Kafka(format!("Kafka: {m}")),
+    }
+}
+
+/// Takes a mapping out of the set of resets in progress when dropped.
+struct Release<'a>(&'a std::sync::Mutex<std::collections::HashSet<Uuid>>, Uuid);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+    }
+}
+
+/// Lets the engine start the mapping's pollers again when dropped (also on
+/// an error or a cancelled request).
+struct Unhold<'a>(&'a MappingService, Uuid);
+
+impl Drop for Unhold<'_> {
+    fn drop(&mut self) {
+        self.0.holds.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+        self.0.changed.notify_one();
     }
 }
 

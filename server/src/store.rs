@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use sluice_app::metrics::MetricPoint;
+use sluice_app::reset::ResetAudit;
 use sluice_app::model::{MappingState, MappingStatus, MappingView};
 use sluice_app::spec::MappingSpec;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -152,6 +153,44 @@ impl Store {
             .rows_affected();
         tx.commit().await?;
         Ok(n > 0)
+    }
+}
+
+/// The audit log of offset resets.
+impl Store {
+    pub async fn put_reset(&self, a: &ResetAudit) -> Result<()> {
+        sqlx::query("INSERT INTO offset_resets (id, uuid, time_ms, actor, request, partitions) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&a.id)
+            .bind(a.uuid.to_string())
+            .bind(a.time)
+            .bind(&a.actor)
+            .bind(serde_json::to_string(&a.request)?)
+            .bind(serde_json::to_string(&a.partitions)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A mapping's resets, newest first.
+    pub async fn resets(&self, id: Uuid) -> Result<Vec<ResetAudit>> {
+        let rows = sqlx::query(
+            "SELECT id, time_ms, actor, request, partitions FROM offset_resets WHERE uuid = $1 ORDER BY time_ms DESC, id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ResetAudit {
+                    id: r.try_get("id")?,
+                    uuid: id,
+                    time: r.try_get("time_ms")?,
+                    actor: r.try_get("actor")?,
+                    request: serde_json::from_str(&r.try_get::<String, _>("request")?)?,
+                    partitions: serde_json::from_str(&r.try_get::<String, _>("partitions")?)?,
+                })
+            })
+            .collect()
     }
 }
 

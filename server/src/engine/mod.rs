@@ -50,10 +50,15 @@ pub struct Engine {
     changed: Arc<Notify>,
     settings: EngineSettings,
     running: HashMap<Uuid, Running>,
+    holds: Holds,
 }
 
 /// What each running poller reports, by mapping: shared with the HTTP side.
 pub type LiveRegistry = Arc<std::sync::Mutex<HashMap<Uuid, Arc<LiveStatus>>>>;
+
+/// Mappings whose pollers must stay stopped for now (an offset reset is
+/// being committed), whatever their spec says.
+pub type Holds = Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>;
 
 /// Handle to stop the engine.
 pub struct EngineHandle {
@@ -71,9 +76,9 @@ impl EngineHandle {
 impl Engine {
     /// Starts the reconciler. `changed` is notified by the mapping service on
     /// every saved change; a slow periodic pass catches anything else.
-    pub fn start(store: Store, changed: Arc<Notify>, live: LiveRegistry, settings: EngineSettings) -> EngineHandle {
+    pub fn start(store: Store, changed: Arc<Notify>, live: LiveRegistry, holds: Holds, settings: EngineSettings) -> EngineHandle {
         let stop = CancellationToken::new();
-        let mut engine = Engine { store, changed, settings, running: HashMap::new() };
+        let mut engine = Engine { store, changed, settings, running: HashMap::new(), holds };
         let task = {
             let stop = stop.clone();
             let live = live.clone();
@@ -108,14 +113,15 @@ impl Engine {
     async fn reconcile(&mut self) -> anyhow::Result<()> {
         let specs = self.store.list_specs().await?;
         let wanted: HashMap<Uuid, (MappingSpec, i64)> = specs.into_iter().map(|(id, spec, v)| (id, (spec, v))).collect();
+        let held = self.holds.lock().unwrap_or_else(|e| e.into_inner()).clone();
 
-        // Deleted, disabled or changed: stop first.
+        // Deleted, disabled, changed or held: stop first.
         let to_stop: Vec<Uuid> = self
             .running
             .iter()
             .filter(|(id, r)| match wanted.get(id) {
                 None => true,
-                Some((spec, v)) => !spec.enabled || *v != r.version,
+                Some((spec, v)) => !spec.enabled || *v != r.version || held.contains(id),
             })
             .map(|(id, _)| *id)
             .collect();
@@ -133,6 +139,11 @@ impl Engine {
                 continue;
             }
             if self.running.contains_key(&id) {
+                continue;
+            }
+            if held.contains(&id) {
+                let why = "Paused: committing new offsets for the consumer group (offset reset)".to_string();
+                self.settle(id, MappingState::Updating, "USER_INITIATED", Some(why)).await;
                 continue;
             }
             match self.start_poller(id, &spec, version) {

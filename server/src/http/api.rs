@@ -23,6 +23,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/mappings/{id}/metrics/stream", get(super::stream::mapping))
         .route("/api/v1/metrics/stream", get(super::stream::all))
         .route("/api/v1/overview", get(overview))
+        .route("/api/v1/mappings/{id}/reset", post(reset))
+        .route("/api/v1/mappings/{id}/resets", get(resets))
         .route("/api/v1/mappings/{id}/enable", post(enable))
         .route("/api/v1/mappings/{id}/disable", post(disable))
         .route("/api/v1/filters/test", post(test_filters))
@@ -48,6 +50,14 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(errs) => ApiError(
                 StatusCode::BAD_REQUEST,
                 json!({"Type": "InvalidParameterValueException", "Message": e.to_string(), "Errors": errs}),
+            ),
+            ServiceError::Conflict(_) => ApiError(
+                StatusCode::CONFLICT,
+                json!({"Type": "ResourceConflictException", "Message": e.to_string()}),
+            ),
+            ServiceError::Kafka(_) => ApiError(
+                StatusCode::BAD_GATEWAY,
+                json!({"Type": "KafkaException", "Message": e.to_string()}),
             ),
             ServiceError::Internal(err) => {
                 tracing::error!("API request failed: {err:#}");
@@ -133,6 +143,36 @@ async fn metrics(State(s): State<AppState>, Path(id): Path<String>, Query(q): Qu
     let history = s.mappings.metrics().history(id, range).await.map_err(ServiceError::Internal)?;
     let c = s.mappings.counters(id);
     Ok(Json(json!({"UUID": id, "Running": c.is_some(), "Counters": c.unwrap_or_default(), "History": history})).into_response())
+}
+
+/// Previews (`"DryRun": true`) or applies a reset of the mapping's
+/// position; the answer lists per partition `Before`, `After` and `Delta`.
+async fn reset(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let id = uuid(&id)?;
+    let req: sluice_app::reset::ResetRequest = serde_path_to_error::deserialize(body_json(&body)?).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::from(ServiceError::Invalid(vec![FieldError::new(if path == "." { String::new() } else { path }, e.into_inner().to_string())]))
+    })?;
+    Ok(Json(s.mappings.reset(id, req, &actor("api", &headers)).await?).into_response())
+}
+
+/// Who made a change, for the audit log: the channel, and the name a
+/// client gives in `X-Sluice-Actor` (until sign-in names the user).
+pub fn actor(channel: &str, headers: &axum::http::HeaderMap) -> String {
+    match headers.get("x-sluice-actor").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()) {
+        Some(name) => format!("{channel}: {}", name.chars().take(80).collect::<String>()),
+        None => channel.to_string(),
+    }
+}
+
+/// The mapping's audit log of applied resets, newest first.
+async fn resets(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(json!({"Resets": s.mappings.resets(uuid(&id)?).await?})).into_response())
 }
 
 /// Every mapping's health verdict, lag and rates (the console's overview).

@@ -143,32 +143,7 @@ impl Broker {
 
     /// Produces `n` records per partition with values `p-i`; waits for every ack.
     pub async fn produce(&self, topic: &str, partitions: i32, n: usize, timestamp_ms: Option<i64>) {
-        let producer = self.producer();
-        let mut acks = Vec::with_capacity(n * partitions as usize);
-        for i in 0..n {
-            for p in 0..partitions {
-                let value = format!("{p}-{i}");
-                let mut rec = FutureRecord::<str, str>::to(topic).partition(p).payload(&value).key("k");
-                if let Some(ts) = timestamp_ms {
-                    rec = rec.timestamp(ts);
-                }
-                loop {
-                    match producer.send_result(rec) {
-                        Ok(f) => {
-                            acks.push(f);
-                            break;
-                        }
-                        Err((_, r)) => {
-                            rec = r;
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                    }
-                }
-            }
-        }
-        for a in acks {
-            a.await.unwrap().unwrap();
-        }
+        produce_on(self.bootstrap(), topic, partitions, n, timestamp_ms).await
     }
 
     /// The group's committed offset per partition (-1: none).
@@ -301,6 +276,7 @@ impl Sluice {
             mappings.store().clone(),
             mappings.changes(),
             mappings.live(),
+            mappings.holds(),
             EngineSettings { http_timeout: Duration::from_secs(5), grace: Duration::from_secs(5) },
         );
         Sluice { mappings, engine: Some(engine), _dir: dir }
@@ -353,5 +329,41 @@ pub fn assert_complete_and_ordered(seen: &BTreeMap<i32, Vec<i64>>, ends: &BTreeM
             }
         }
         assert_eq!(first_seen, (start..*end).collect::<Vec<_>>(), "partition {p}: every offset from {start} to {end}");
+    }
+}
+
+/// `Broker::produce` on any bootstrap address (from a task of its own).
+pub async fn produce_on(bootstrap: &str, topic: &str, partitions: i32, n: usize, timestamp_ms: Option<i64>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+
+    let mut acks = Vec::with_capacity(n * partitions as usize);
+    for i in 0..n {
+        for p in 0..partitions {
+            let value = format!("{p}-{i}");
+            let mut rec = FutureRecord::<str, str>::to(topic).partition(p).payload(&value).key("k");
+            if let Some(ts) = timestamp_ms {
+                rec = rec.timestamp(ts);
+            }
+            loop {
+                match producer.send_result(rec) {
+                    Ok(f) => {
+                        acks.push(f);
+                        break;
+                    }
+                    Err((_, r)) => {
+                        rec = r;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+    }
+    for a in acks {
+        a.await.unwrap().unwrap();
     }
 }
