@@ -34,6 +34,9 @@ pub mod backend {
         async fn history(&self, id: uuid::Uuid, range: crate::metrics::Range) -> Result<Option<crate::metrics::History>, String>;
         async fn overview(&self) -> Result<Vec<crate::metrics::Overview>, String>;
         async fn insight(&self, id: uuid::Uuid) -> Result<Option<crate::metrics::Insight>, String>;
+        /// None: no such mapping.
+        async fn reset_state(&self, id: uuid::Uuid) -> Result<Option<crate::reset::ResetState>, String>;
+        async fn resets(&self, id: uuid::Uuid) -> Result<Vec<crate::reset::ResetAudit>, String>;
     }
 
     #[derive(Clone)]
@@ -90,6 +93,24 @@ pub async fn get_insight(id: String) -> Result<Option<crate::metrics::Insight>, 
         return Ok(None);
     };
     backend::backend()?.0.insight(id).await.map_err(ServerFnError::new)
+}
+
+/// Where the mapping's group stands per partition, and its reset audit log.
+#[server(endpoint = "get_reset_state")]
+pub async fn get_reset_state(id: String) -> Result<Option<crate::reset::ResetState>, ServerFnError> {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return Ok(None);
+    };
+    backend::backend()?.0.reset_state(id).await.map_err(ServerFnError::new)
+}
+
+/// The mapping's reset audit log, newest first.
+#[server(endpoint = "get_resets")]
+pub async fn get_resets(id: String) -> Result<Vec<crate::reset::ResetAudit>, ServerFnError> {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return Ok(vec![]);
+    };
+    backend::backend()?.0.resets(id).await.map_err(ServerFnError::new)
 }
 
 /// Health, lag sparkline and rates of every mapping.

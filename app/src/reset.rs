@@ -306,6 +306,14 @@ impl ResetForm {
     }
 }
 
+/// What the wizard shows before anything is chosen: where the group stands
+/// on each partition (or why that cannot be read), and the audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResetState {
+    pub current: Result<ResetOutcome, String>,
+    pub audit: Vec<ResetAudit>,
+}
+
 /// What the wizard page gets from its post: the form back, and the preview,
 /// the applied result or the errors.
 #[derive(Clone, Debug, Serialize, Deserialize)]

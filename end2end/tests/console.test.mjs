@@ -118,8 +118,11 @@ for (const js of [false, true]) {
     await page.check(byName("FunctionResponseTypes"));
     await page.check(byName("FilterOnRecordMetadata"));
     await page.uncheck(byName("Enabled"));
-    await Promise.all([page.waitForURL(new RegExp(`/mappings/${m.UUID}$`)), page.click("button[type=submit]")]);
+    // A changed starting position: the mapping's page offers the reset that moves the group.
+    await Promise.all([page.waitForURL(new RegExp(`/mappings/${m.UUID}\\?position_changed=AT_TIMESTAMP`)), page.click("button[type=submit]")]);
     assert.equal(await page.textContent("h1"), `edited-${mode}`);
+    const offer = await page.getAttribute('[data-notice="position-changed"] a', "href");
+    assert.match(offer, new RegExp(`/mappings/${m.UUID}/reset\\?from=edit&Strategy=AT_TIMESTAMP&Timestamp=`));
 
     const saved = (await api(s.url, "GET", `/api/v1/mappings/${m.UUID}`)).body;
     assert.equal(saved.Name, `edited-${mode}`);

@@ -13,6 +13,13 @@ use sluice_app::reset::{PartitionReset, ResetRequest, Strategy};
 use sluice_app::spec::{FieldError, StartingPosition};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a commit may be refused because of members before giving up.
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn is_member_error(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(e.rdkafka_error_code(), Some(C::UnknownMemberId | C::IllegalGeneration | C::RebalanceInProgress))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -165,6 +172,31 @@ pub fn plan(t: &Target, req: &ResetRequest) -> Result<Vec<PartitionReset>, PlanE
     Ok(out)
 }
 
+/// Joins the group (its pollers are stopped, so this client is its only
+/// member and gets every partition), commits, and leaves.
+fn commit_as_member(t: &Target, tpl: &TopicPartitionList) -> Result<(), PlanError> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", t.servers)
+        .set("group.id", t.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("session.timeout.ms", "10000")
+        .create()?;
+    c.subscribe(&[t.topic])?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let wanted = tpl.count();
+    while c.assignment().map(|a| a.count()).unwrap_or(0) < wanted {
+        if std::time::Instant::now() > deadline {
+            return Err(PlanError::Kafka("could not join the consumer group to commit the new offsets".into()));
+        }
+        // Records fetched meanwhile are not looked at, and nothing is stored.
+        let _ = c.poll(Duration::from_millis(100));
+    }
+    c.commit(tpl, CommitMode::Sync)?;
+    c.unsubscribe();
+    Ok(())
+}
+
 /// The timestamp (ms) of the record before `end`, if it can be read.
 fn last_timestamp(t: &Target, partition: i32, end: i64) -> Option<i64> {
     if end <= 0 {
@@ -191,7 +223,25 @@ pub fn commit(t: &Target, plan: &[PartitionReset]) -> Result<(), PlanError> {
     for p in plan {
         tpl.add_partition_offset(t.topic, p.partition, Offset::Offset(p.after))?;
     }
-    c.commit(&tpl, CommitMode::Sync)?;
+    // A member that left without saying so (killed, or a broker slow to
+    // drop it) keeps the group from taking commits from outside until its
+    // session times out: wait that long, not longer.
+    // Brokers that refuse commits from outside the group for good (the
+    // librdkafka mock cluster does once a group has existed) take them from
+    // a member: join, commit, leave.
+    let deadline = std::time::Instant::now() + MEMBER_TIMEOUT;
+    loop {
+        match c.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => break,
+            Err(e) if is_member_error(&e) && std::time::Instant::now() < deadline => {
+                if commit_as_member(t, &tpl).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let back = c.committed_offsets(tpl, TIMEOUT)?;
     for p in plan {
         let got = back.find_partition(t.topic, p.partition).map(|e| e.offset());

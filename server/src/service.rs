@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::metrics::{Metrics, MetricsSettings, LIVE_WINDOW};
 use crate::reset;
 use crate::store::Store;
-use sluice_app::reset::{ResetAudit, ResetOutcome, ResetRequest};
+use sluice_app::reset::{ResetAudit, ResetOutcome, ResetRequest, ResetState, Strategy};
 use sluice_app::metrics::{
     advise, bucket, judge, total, AdvisorInput, Baseline, History, Insight, Overview, PartitionBaseline, Range, HEALTH_WINDOW_MS,
 };
@@ -405,6 +405,32 @@ impl Backend for MappingService {
 
     async fn overview(&self) -> Result<Vec<Overview>, String> {
         MappingService::overview(self).await.map_err(|e| e.to_string())
+    }
+
+    async fn reset_state(&self, id: Uuid) -> Result<Option<ResetState>, String> {
+        let audit = match self.resets(id).await {
+            Ok(a) => a,
+            Err(ServiceError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let look = ResetRequest {
+            strategy: Strategy::TrimHorizon,
+            timestamp: None,
+            offsets: None,
+            shift_by: None,
+            partitions: None,
+            dry_run: true,
+        };
+        let current = self.reset(id, look, "console").await.map_err(|e| e.to_string());
+        Ok(Some(ResetState { current, audit }))
+    }
+
+    async fn resets(&self, id: Uuid) -> Result<Vec<ResetAudit>, String> {
+        match MappingService::resets(self, id).await {
+            Ok(a) => Ok(a),
+            Err(ServiceError::NotFound(_)) => Ok(vec![]),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     async fn insight(&self, id: Uuid) -> Result<Option<Insight>, String> {

@@ -2,9 +2,10 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 
-use crate::api::{get_counters, get_mapping, set_status};
+use crate::api::{get_counters, get_mapping, get_resets, set_status};
+use crate::pages::AuditLog;
 use crate::components::{ServerError, StateBadge};
 use crate::live::{InsightPanel, MetricsPanel};
 use crate::model::{MappingCounters, MappingState, MappingView};
@@ -46,8 +47,10 @@ pub fn MappingDetail() -> impl IntoView {
                 }
             })}
         </Transition>
+        {position_notice(&id_now)}
         <InsightPanel id=id_now.clone()/>
-        <MetricsPanel id=id_now/>
+        <MetricsPanel id=id_now.clone()/>
+        <Resets id=id_now/>
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 match counters.await {
@@ -58,6 +61,47 @@ pub fn MappingDetail() -> impl IntoView {
                     Err(_) => ().into_any(),
                 }
             })}
+        </Transition>
+    }
+}
+
+/// After an edit changed the starting position: it moves nothing the group
+/// has committed, so offer the reset that does, prefilled.
+fn position_notice(id: &str) -> Option<impl IntoView> {
+    let q = use_query_map();
+    let (position, at) = q.with_untracked(|q| (q.get("position_changed"), q.get("at")));
+    let position = position?;
+    let mut link = vec![("from", "edit".to_string()), ("Strategy", position.clone())];
+    if let Some(at) = at {
+        link.push(("Timestamp", at));
+    }
+    let query: Vec<String> = link.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect();
+    let href = format!("/mappings/{id}/reset?{}", query.join("&"));
+    Some(view! {
+        <p class="notice" data-notice="position-changed">
+            "Starting position saved: " <strong>{position}</strong>
+            ". It applies to partitions the consumer group has no committed offset for; the others continue from their commits. "
+            <a href=href>"Move the group there now (preview first)…"</a>
+        </p>
+    })
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The mapping's applied offset resets.
+#[component]
+fn Resets(id: String) -> impl IntoView {
+    let audit = Resource::new(move || id.clone(), get_resets);
+    view! {
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move { audit.await.ok().map(|audit| view! { <AuditLog audit/> }) })}
         </Transition>
     }
 }
@@ -146,6 +190,7 @@ fn Detail(m: MappingView) -> impl IntoView {
         {s.description.clone().map(|d| view! { <p class="description">{d}</p> })}
         <div class="actions">
             <a class="button" href=format!("{base}/edit")>"Edit"</a>
+            <a class="button" href=format!("{base}/reset")>"Reset position…"</a>
             <form method="post" action=format!("{base}/{toggle}")>
                 <button type="submit" class="button">{toggle_label}</button>
             </form>

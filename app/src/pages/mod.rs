@@ -3,10 +3,12 @@
 mod detail;
 mod edit;
 mod list;
+mod reset;
 
 pub use detail::MappingDetail;
 pub use edit::{EditMapping, NewMapping};
 pub use list::MappingList;
+pub use reset::{AuditLog, ResetMapping};
 
 use leptos::prelude::*;
 

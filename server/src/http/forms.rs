@@ -9,6 +9,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use leptos::prelude::provide_context;
 use sluice_app::api::PostedForm;
 use sluice_app::form::MappingForm;
+use sluice_app::reset::{PostedReset, ResetForm};
+use sluice_app::spec::FieldError;
 use uuid::Uuid;
 
 use super::AppState;
@@ -37,14 +39,70 @@ pub async fn update(State(s): State<AppState>, Path(id): Path<String>, req: Requ
         Ok(x) => x,
         Err(r) => return r,
     };
+    let before = s.mappings.get(id).await.ok().map(|m| (m.spec.starting_position, m.spec.starting_position_timestamp));
     let saved = match form.to_spec(sluice_app::api::now_s()) {
         Ok(spec) => s.mappings.replace(id, spec).await,
         Err(errs) => Err(ServiceError::Invalid(errs)),
     };
     match saved {
-        Ok(view) => Redirect::to(&format!("/mappings/{}", view.uuid)).into_response(),
+        Ok(view) => {
+            // A new starting position moves nothing already committed: the
+            // mapping's page offers the reset that does, prefilled.
+            let now = (view.spec.starting_position, view.spec.starting_position_timestamp);
+            if before.is_some_and(|b| b != now) {
+                let mut q = vec![("position_changed", view.spec.starting_position.as_str().to_string())];
+                if let Some(t) = now.1 {
+                    q.push(("at", sluice_app::spec::format_rfc3339(t)));
+                }
+                let q = serde_urlencoded::to_string(&q).unwrap_or_default();
+                return Redirect::to(&format!("/mappings/{}?{q}", view.uuid)).into_response();
+            }
+            Redirect::to(&format!("/mappings/{}", view.uuid)).into_response()
+        }
         Err(e) => answer_error(&s, parts, form, e).await,
     }
+}
+
+/// The reset wizard's post: a preview, or an apply; either way the wizard
+/// page comes back with the result (or the errors by field).
+pub async fn reset(State(s): State<AppState>, Path(id): Path<String>, req: Request<Body>) -> Response {
+    let Ok(id) = Uuid::parse_str(&id) else { return not_found() };
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "the form is larger than 1 MiB").into_response();
+    };
+    let pairs: Vec<(String, String)> = match serde_urlencoded::from_bytes(&bytes) {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("the form could not be read: {e}")).into_response(),
+    };
+    let mut form = ResetForm::default();
+    let mut chosen = Vec::new();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "Strategy" => form.strategy = v,
+            "Timestamp" => form.timestamp = v,
+            "TimeZone" => form.time_zone = v,
+            "Offsets" => form.offsets = v,
+            "ShiftBy" => form.shift_by = v,
+            "Scope" => form.scope = v,
+            "Action" => form.action = v,
+            // Ticked boxes come one by one; the preview's hidden field as a list.
+            "Partitions" => chosen.extend(v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from)),
+            _ => {}
+        }
+    }
+    form.partitions = chosen.join(",");
+    let actor = super::api::actor("console", &parts.headers);
+    let (errors, outcome) = match form.to_request() {
+        Err(e) => (e, None),
+        Ok(r) => match s.mappings.reset(id, r, &actor).await {
+            Ok(o) => (vec![], Some(o)),
+            Err(ServiceError::Invalid(e)) => (e, None),
+            Err(ServiceError::NotFound(_)) => return not_found(),
+            Err(other) => (vec![FieldError::new("", other.to_string())], None),
+        },
+    };
+    render_with(&s, parts, PostedReset { values: form, errors, outcome }).await
 }
 
 pub async fn enable(State(s): State<AppState>, Path(id): Path<String>) -> Response {
@@ -81,12 +139,16 @@ async fn read_form(req: Request<Body>) -> Result<(axum::http::request::Parts, Ma
     Ok((parts, form))
 }
 
-async fn answer_error(s: &AppState, mut parts: axum::http::request::Parts, form: MappingForm, e: ServiceError) -> Response {
+async fn answer_error(s: &AppState, parts: axum::http::request::Parts, form: MappingForm, e: ServiceError) -> Response {
     let errors = match e {
         ServiceError::Invalid(errs) => errs,
         other => return plain_error(other),
     };
-    let posted = PostedForm { values: form, errors };
+    render_with(s, parts, PostedForm { values: form, errors }).await
+}
+
+/// Renders the page the form came from, with `posted` in context.
+async fn render_with<T: Clone + Send + Sync + 'static>(s: &AppState, mut parts: axum::http::request::Parts, posted: T) -> Response {
     let backend = s.backend.clone();
     let options = s.leptos_options.clone();
     let render = leptos_axum::render_app_async_with_context(

@@ -55,6 +55,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/mappings/{id}/enable", post(forms::enable))
         .route("/mappings/{id}/disable", post(forms::disable))
         .route("/mappings/{id}/delete", post(forms::delete))
+        .route("/mappings/{id}/reset", post(forms::reset))
         .leptos_routes_with_context(
             &state,
             pages,
