@@ -19,13 +19,11 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use leptos::prelude::LeptosOptions;
 use rand::Rng;
 use sluice_app::model::PartitionLag;
 use sluice_server::engine::status::LiveStatus;
 use sluice_server::{http, service, store};
-use uuid::Uuid;
 
 const MAPPINGS: usize = 50;
 const PARTITIONS: i32 = 12;
@@ -112,7 +110,8 @@ async fn main() {
     }
     let statuses: Vec<Arc<LiveStatus>> = ids.iter().map(|_| Arc::new(LiveStatus::default())).collect();
     {
-        let mut live = svc.live().lock().unwrap();
+        let registry = svc.live();
+        let mut live = registry.lock().unwrap();
         for (id, s) in ids.iter().zip(&statuses) {
             live.insert(*id, s.clone());
         }
@@ -147,11 +146,10 @@ async fn main() {
     }
     streams.push(client.get(format!("{base}/api/v1/metrics/stream")).send().await.unwrap());
     let streamed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    for r in streams {
+    for mut r in streams {
         let n = streamed.clone();
         tokio::spawn(async move {
-            let mut body = r.bytes_stream();
-            while let Some(Ok(b)) = body.next().await {
+            while let Ok(Some(b)) = r.chunk().await {
                 n.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
         });
@@ -180,13 +178,12 @@ async fn main() {
     let target = ids[0];
     let mut delays = Vec::new();
     for _ in 0..8 {
-        let r = client.get(format!("{base}/api/v1/mappings/{target}/metrics/stream")).send().await.unwrap();
-        let mut body = r.bytes_stream();
+        let mut r = client.get(format!("{base}/api/v1/mappings/{target}/metrics/stream")).send().await.unwrap();
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1000))).await;
         let at = Instant::now();
         LiveStatus::add(&statuses[0].throttles, 1);
         let mut buf = String::new();
-        'read: while let Some(Ok(b)) = body.next().await {
+        'read: while let Ok(Some(b)) = r.chunk().await {
             buf.push_str(&String::from_utf8_lossy(&b));
             while let Some(i) = buf.find("\n\n") {
                 let ev: String = buf.drain(..i + 2).collect();
