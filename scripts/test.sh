@@ -24,6 +24,13 @@ if [ ! -x "$tools/bin/tansu" ]; then
 fi
 export TANSU_BIN="$tools/bin/tansu" SLUICE_REQUIRE_TANSU=1
 
+# An AWS emulator for the Lambda tests: moto_server, from PyPI.
+if ! command -v moto_server >/dev/null; then
+  echo "test.sh: installing moto (AWS emulator) from PyPI" >&2
+  python3 -m pip install --quiet 'moto[server]'
+fi
+export SLUICE_REQUIRE_MOTO=1
+
 bin=$(scripts/build.sh | tail -n 1)
 
 echo "test.sh: cargo tests" >&2
@@ -34,7 +41,7 @@ cargo test --workspace --quiet
 pg="${SLUICE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
 command -v psql >/dev/null || apt_install postgresql-client
 echo "test.sh: cargo tests on PostgreSQL" >&2
-SLUICE_TEST_POSTGRES="$pg" cargo test -p sluice-server --quiet --test engine --test crash --test demo
+SLUICE_TEST_POSTGRES="$pg" cargo test -p sluice-server --quiet --test engine --test crash --test demo --test reset
 for db in $(psql "$pg/postgres" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'sluice_t_%'"); do
   psql "$pg/postgres" -qc "DROP DATABASE $db" || true
 done

@@ -51,6 +51,9 @@ pub struct Engine {
     settings: EngineSettings,
     running: HashMap<Uuid, Running>,
     holds: Holds,
+    /// The AWS configuration (standard chain), read the first time a
+    /// mapping needs it.
+    aws: tokio::sync::OnceCell<aws_config::SdkConfig>,
 }
 
 /// What each running poller reports, by mapping: shared with the HTTP side.
@@ -78,7 +81,7 @@ impl Engine {
     /// every saved change; a slow periodic pass catches anything else.
     pub fn start(store: Store, changed: Arc<Notify>, live: LiveRegistry, holds: Holds, settings: EngineSettings) -> EngineHandle {
         let stop = CancellationToken::new();
-        let mut engine = Engine { store, changed, settings, running: HashMap::new(), holds };
+        let mut engine = Engine { store, changed, settings, running: HashMap::new(), holds, aws: Default::default() };
         let task = {
             let stop = stop.clone();
             let live = live.clone();
@@ -146,7 +149,11 @@ impl Engine {
                 self.settle(id, MappingState::Updating, "USER_INITIATED", Some(why)).await;
                 continue;
             }
-            match self.start_poller(id, &spec, version) {
+            let aws = match target_kind(&spec.function_name) {
+                TargetKind::Lambda => Some(self.aws().await.clone()),
+                TargetKind::Http => None,
+            };
+            match self.start_poller(id, &spec, version, aws.as_ref()) {
                 Ok(r) => {
                     self.running.insert(id, r);
                     self.settle(id, MappingState::Enabled, "USER_INITIATED", None).await;
@@ -159,14 +166,31 @@ impl Engine {
         Ok(())
     }
 
-    fn start_poller(&self, id: Uuid, spec: &MappingSpec, version: i64) -> Result<Running, String> {
-        let target: Arc<dyn target::Target> = match target_kind(&spec.function_name) {
-            TargetKind::Http => Arc::new(
+    async fn aws(&self) -> &aws_config::SdkConfig {
+        self.aws.get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await }).await
+    }
+
+    fn start_poller(&self, id: Uuid, spec: &MappingSpec, version: i64, aws: Option<&aws_config::SdkConfig>) -> Result<Running, String> {
+        let target: Arc<dyn target::Target> = match (target_kind(&spec.function_name), aws) {
+            (TargetKind::Http, _) => Arc::new(
                 target::http::HttpTarget::new(&spec.function_name, self.settings.http_timeout).map_err(|e| e.to_string())?,
             ),
-            TargetKind::Lambda => {
-                return Err("AWS Lambda targets are not available in this build yet; use an http(s):// function URL".into())
+            (TargetKind::Lambda, Some(aws)) => {
+                // A full ARN names its region; anything else takes the chain's.
+                let arn_region = spec.function_name.strip_prefix("arn:").and_then(|a| a.split(':').nth(2)).filter(|r| !r.is_empty());
+                let mut sdk = aws.clone();
+                if let Some(r) = arn_region {
+                    sdk = sdk.into_builder().region(aws_config::Region::new(r.to_string())).build();
+                }
+                if sdk.region().is_none() {
+                    return Err(format!(
+                        "no AWS region for {}: set AWS_REGION (or a profile with a region), or give the function's full ARN",
+                        spec.function_name
+                    ));
+                }
+                Arc::new(target::lambda::LambdaTarget::new(&sdk, &spec.function_name, self.settings.http_timeout))
             }
+            (TargetKind::Lambda, None) => return Err("the AWS configuration is not loaded".into()),
         };
         let destination: Option<Arc<dyn destination::Destination>> = match &spec.destination_config.on_failure {
             None => None,

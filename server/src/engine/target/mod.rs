@@ -2,6 +2,7 @@
 //! The engine only sees `Outcome`.
 
 pub mod http;
+pub mod lambda;
 
 use std::time::Duration;
 

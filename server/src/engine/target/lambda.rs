@@ -1,0 +1,89 @@
+//! An AWS Lambda function as the target, through aws-sdk-lambda: a
+//! synchronous (RequestResponse) Invoke. `FunctionName` goes to the API as
+//! the user wrote it: a name, a full or partial ARN, with or without a
+//! `:version` or `:alias` qualifier (Invoke takes all of them).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::operation::invoke::InvokeError;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+
+use super::{excerpt, Outcome, Target};
+
+pub struct LambdaTarget {
+    client: aws_sdk_lambda::Client,
+    function: String,
+}
+
+impl LambdaTarget {
+    pub fn new(sdk: &aws_config::SdkConfig, function: &str, timeout: Duration) -> Self {
+        let conf = aws_sdk_lambda::config::Builder::from(sdk)
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(timeout).build(),
+            )
+            // Sluice retries with its own backoff (and counts attempts).
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build();
+        LambdaTarget { client: aws_sdk_lambda::Client::from_conf(conf), function: function.to_string() }
+    }
+}
+
+#[async_trait]
+impl Target for LambdaTarget {
+    async fn invoke(&self, payload: String) -> Outcome {
+        let sent = self
+            .client
+            .invoke()
+            .function_name(&self.function)
+            .invocation_type(InvocationType::RequestResponse)
+            .payload(Blob::new(payload))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => {
+                let body = out.payload().map(|b| b.as_ref().to_vec()).unwrap_or_default();
+                match out.function_error() {
+                    // A function error still answers 200: the error is in the payload.
+                    Some(kind) => Outcome::FunctionError {
+                        message: format!(
+                            "{} ({kind}, version {}): {}",
+                            self.function,
+                            out.executed_version().unwrap_or("$LATEST"),
+                            excerpt(&body, 300)
+                        ),
+                        status: Some(out.status_code() as u16),
+                    },
+                    None => Outcome::Success { body },
+                }
+            }
+            Err(e) => describe(&self.function, e),
+        }
+    }
+}
+
+fn describe(function: &str, e: SdkError<InvokeError>) -> Outcome {
+    match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let err = se.err();
+            let code = err.code().unwrap_or("UnknownError");
+            let message = format!("{code}: {}", err.message().unwrap_or("no message"));
+            if matches!(err, InvokeError::TooManyRequestsException(_)) || status == 429 {
+                return Outcome::Throttled { message: format!("{function}: {message}"), retry_after: None };
+            }
+            Outcome::FunctionError { message: format!("Lambda refused the invocation of {function}: {message}"), status: Some(status) }
+        }
+        SdkError::TimeoutError(_) => Outcome::FunctionError { message: format!("{function}: the invocation timed out"), status: None },
+        SdkError::DispatchFailure(_) => Outcome::FunctionError {
+            message: format!("cannot reach AWS Lambda for {function}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
+            status: None,
+        },
+        other => Outcome::FunctionError {
+            message: format!("cannot invoke {function}: {}", aws_smithy_types::error::display::DisplayErrorContext(other)),
+            status: None,
+        },
+    }
+}

@@ -1,0 +1,214 @@
+//! AWS Lambda targets through aws-sdk-lambda. Two endpoints stand in for
+//! AWS: `moto_server` (a separate process: a function is created and
+//! invoked there), and a small Lambda Invoke endpoint in this test that
+//! answers as Lambda does when a function fails or is throttled (moto's
+//! functions without Docker only echo). The SDK finds both through
+//! `AWS_ENDPOINT_URL`, as a deployment pointing at an emulator would; this
+//! file is its own process, so setting the environment here is safe.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use common::*;
+
+#[derive(Clone, Default)]
+struct FakeLambda {
+    /// (function name as called, records in the event)
+    calls: Arc<Mutex<Vec<(String, usize)>>>,
+    mode: Arc<Mutex<&'static str>>,
+}
+
+async fn invoke(State(f): State<FakeLambda>, Path(name): Path<String>, body: Bytes) -> impl IntoResponse {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let n = v["records"].as_object().map(|r| r.values().filter_map(|x| x.as_array()).map(Vec::len).sum()).unwrap_or(0);
+    f.calls.lock().unwrap().push((name, n));
+    let mut h = HeaderMap::new();
+    h.insert("x-amz-executed-version", HeaderValue::from_static("7"));
+    let mode = *f.mode.lock().unwrap();
+    match mode {
+        "error" => {
+            h.insert("x-amz-function-error", HeaderValue::from_static("Unhandled"));
+            (StatusCode::OK, h, r#"{"errorType":"OrderRejected","errorMessage":"order 42 has no customer"}"#.to_string())
+        }
+        "throttle" => {
+            h.insert("x-amzn-errortype", HeaderValue::from_static("TooManyRequestsException"));
+            (StatusCode::TOO_MANY_REQUESTS, h, r#"{"message":"Rate exceeded","Reason":"ReservedFunctionConcurrentInvocationLimitExceeded"}"#.to_string())
+        }
+        "missing" => {
+            h.insert("x-amzn-errortype", HeaderValue::from_static("ResourceNotFoundException"));
+            (StatusCode::NOT_FOUND, h, r#"{"Type":"User","message":"Function not found: arn:aws:lambda:us-east-1:123456789012:function:orders:live"}"#.to_string())
+        }
+        _ => (StatusCode::OK, h, r#"{"batchItemFailures":[]}"#.to_string()),
+    }
+}
+
+async fn serve_fake() -> (FakeLambda, String) {
+    let f = FakeLambda::default();
+    *f.mode.lock().unwrap() = "ok";
+    let app = axum::Router::new().route("/2015-03-31/functions/{name}/invocations", axum::routing::post(invoke)).with_state(f.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (f, format!("http://{addr}"))
+}
+
+fn aws_env(endpoint: &str) {
+    std::env::set_var("AWS_ENDPOINT_URL", endpoint);
+    std::env::set_var("AWS_REGION", "us-east-1");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+}
+
+async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Both endpoints in one test: the environment names one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_functions_are_invoked_and_their_failures_reported() {
+    // Part 1: the fake endpoint — success, function errors, throttles.
+    let (fake, url) = serve_fake().await;
+    aws_env(&url);
+    let b = Broker::mock();
+    b.create_topic("orders", 2).await;
+    b.produce("orders", 2, 25, None).await;
+    let mut s = Sluice::start().await;
+    let arn = "arn:aws:lambda:us-east-1:123456789012:function:orders:live";
+    let id = s.mappings.create(spec(b.bootstrap(), "orders", arn, "g-lambda")).await.unwrap().uuid;
+    let total = || fake.calls.lock().unwrap().iter().map(|c| c.1).sum::<usize>();
+    until("50 records through Lambda", Duration::from_secs(20), || total() >= 50).await;
+    let called = fake.calls.lock().unwrap()[0].0.clone();
+    assert_eq!(called, arn, "the function is called as the mapping names it, qualifier included");
+    until("commits", Duration::from_secs(10), || b.committed("g-lambda", "orders", 2).values().all(|o| *o == 25)).await;
+
+    *fake.mode.lock().unwrap() = "error";
+    b.produce("orders", 2, 1, None).await;
+    let t = Instant::now();
+    let result = loop {
+        let r = s.mappings.get(id).await.unwrap().status.last_processing_result;
+        if r.contains("OrderRejected") {
+            break r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "LastProcessingResult: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(result.contains("Unhandled") && result.contains("version 7") && result.contains("order 42 has no customer"), "{result}");
+    assert_eq!(b.committed("g-lambda", "orders", 2).values().sum::<i64>(), 50, "a failed batch is not committed");
+
+    *fake.mode.lock().unwrap() = "throttle";
+    until("a throttle", Duration::from_secs(30), || s.mappings.counters(id).is_some_and(|c| c.throttles > 0)).await;
+    // The status reaches the store on the reconciler's next pass.
+    let t = Instant::now();
+    loop {
+        let r = s.mappings.get(id).await.unwrap().status.last_processing_result;
+        if r.contains("throttled") {
+            assert!(r.contains("TooManyRequestsException"), "{r}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "LastProcessingResult: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A function that does not exist is reported by name (moto answers
+    // such an invoke with 200, so this is asked of the fake endpoint).
+    *fake.mode.lock().unwrap() = "missing";
+    let t = Instant::now();
+    loop {
+        let r = s.mappings.get(id).await.unwrap().status.last_processing_result;
+        if r.contains("ResourceNotFoundException") {
+            assert!(r.contains("Function not found"), "{r}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(40), "LastProcessingResult: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    *fake.mode.lock().unwrap() = "ok";
+    until("the failed records, once the function recovers", Duration::from_secs(60), || {
+        b.committed("g-lambda", "orders", 2).values().sum::<i64>() == 52
+    })
+    .await;
+    s.stop().await;
+
+    // Part 2: moto_server, a separate process with a real function in it.
+    let Some(moto) = Moto::start() else {
+        assert!(std::env::var("SLUICE_REQUIRE_MOTO").is_err(), "moto_server is required (SLUICE_REQUIRE_MOTO) but not installed");
+        eprintln!("moto_server not installed: skipped the moto part");
+        return;
+    };
+    aws_env(&moto.endpoint);
+    moto.create_function("echo");
+    b.create_topic("payments", 3).await;
+    b.produce("payments", 3, 40, None).await;
+    let mut s = Sluice::start().await;
+    let id = s.mappings.create(spec(b.bootstrap(), "payments", "echo", "g-moto")).await.unwrap().uuid;
+    until("120 records through moto's Lambda", Duration::from_secs(30), || {
+        s.mappings.counters(id).is_some_and(|c| c.invoked_event_count == 120)
+    })
+    .await;
+    until("commits", Duration::from_secs(10), || b.committed("g-moto", "payments", 3).values().all(|o| *o == 40)).await;
+    assert_eq!(s.mappings.counters(id).unwrap().errors, 0);
+    s.stop().await;
+}
+
+struct Moto {
+    endpoint: String,
+    child: std::process::Child,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    fn start() -> Option<Moto> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let m = Moto { endpoint: format!("http://127.0.0.1:{port}"), child };
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(30), "moto_server did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(m)
+    }
+
+    /// Functions run without Docker (they echo their event), created with
+    /// boto3, which moto brings.
+    fn create_function(&self, name: &str) {
+        let script = r#"
+import boto3, io, json, sys, urllib.request, zipfile
+endpoint, name = sys.argv[1], sys.argv[2]
+urllib.request.urlopen(urllib.request.Request(endpoint + "/moto-api/config", method="POST",
+    data=json.dumps({"lambda": {"use_docker": False}}).encode(), headers={"content-type": "application/json"}))
+kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+role = boto3.client("iam", **kw).create_role(RoleName="sluice-test", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+code = io.BytesIO()
+with zipfile.ZipFile(code, "w") as z:
+    z.writestr("handler.py", "def handler(event, context):\n    return {}\n")
+boto3.client("lambda", **kw).create_function(FunctionName=name, Runtime="python3.11", Role=role,
+    Handler="handler.handler", Code={"ZipFile": code.getvalue()})
+"#;
+        let out = std::process::Command::new("python3").args(["-c", script, &self.endpoint, name]).output().expect("python3");
+        assert!(out.status.success(), "creating the function in moto: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
