@@ -194,6 +194,23 @@ impl Store {
     }
 }
 
+/// A stored point: gzipped JSON in base64 (a point with 12 partitions
+/// shrinks about fivefold; TEXT keeps the column the same on both databases).
+fn pack(p: &MetricPoint) -> Result<String> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&serde_json::to_vec(p)?)?;
+    Ok(format!("gz:{}", base64::engine::general_purpose::STANDARD.encode(z.finish()?)))
+}
+
+fn unpack(s: &str) -> Result<MetricPoint> {
+    use base64::Engine as _;
+    let Some(b64) = s.strip_prefix("gz:") else { return Ok(serde_json::from_str(s)?) };
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
+    Ok(serde_json::from_reader(flate2::read::GzDecoder::new(&bytes[..]))?)
+}
+
 /// Metric history (see `crate::metrics`).
 impl Store {
     /// Stores points of one resolution; a point already stored is replaced.
@@ -210,7 +227,7 @@ impl Store {
             .bind(id.to_string())
             .bind(resolution_ms)
             .bind(p.time)
-            .bind(serde_json::to_string(p)?)
+            .bind(pack(p)?)
             .execute(&mut *tx)
             .await?;
         }
@@ -230,9 +247,7 @@ impl Store {
         .bind(until)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>("point")?)?))
-            .collect()
+        rows.iter().map(|r| unpack(&r.try_get::<String, _>("point")?)).collect()
     }
 
     /// Per mapping, the end of its latest point of a resolution.
