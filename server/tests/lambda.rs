@@ -159,8 +159,73 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     .await;
     until("commits", Duration::from_secs(10), || b.committed("g-moto", "payments", 3).values().all(|o| *o == 40)).await;
     assert_eq!(s.mappings.counters(id).unwrap().errors, 0);
+
+    // Part 3: failed batches to an SQS queue, an SNS topic and an S3 bucket.
+    moto.python(SETUP_DESTINATIONS, &[]);
+    let f = Recorder::default();
+    let url = f.serve().await;
+    *f.status.lock().unwrap() = 500;
+    b.create_topic("bad", 1).await;
+    b.produce("bad", 1, 3, None).await;
+    let mut ids = Vec::new();
+    for (n, dest) in ["arn:aws:sqs:us-east-1:123456789012:failures", "arn:aws:sns:us-east-1:123456789012:failures", "arn:aws:s3:::failures"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut sp = spec(b.bootstrap(), "bad", &url, &format!("g-dest-{n}"));
+        sp.maximum_retry_attempts = 0;
+        sp.destination_config.on_failure = Some(sluice_app::spec::OnFailure { destination: dest.into() });
+        ids.push(s.mappings.create(sp).await.unwrap().uuid);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        until("the failed batch at its destination", Duration::from_secs(30), || {
+            s.mappings.counters(*id).is_some_and(|c| c.on_failure_destination_delivered_event_count == 3)
+        })
+        .await;
+        until("the commit past it", Duration::from_secs(10), || b.committed(&format!("g-dest-{n}"), "bad", 1)[&0] == 3).await;
+    }
+    let got: serde_json::Value =
+        serde_json::from_str(&moto.python(READ_DESTINATIONS, &[&ids[2].to_string()])).expect("the reader's JSON");
+    for (name, rec) in [("sqs", &got["sqs"]), ("sns", &got["sns"]), ("s3", &got["s3"])] {
+        assert_eq!(rec["requestContext"]["condition"], "RetryAttemptsExhausted", "{name}: {rec}");
+        assert_eq!(rec["requestContext"]["functionArn"], url.as_str(), "{name}");
+        let info = &rec["KafkaBatchInfo"];
+        assert_eq!(info["batchSize"], 3, "{name}: {info}");
+        assert_eq!(info["recordsInfo"]["bad-0"]["firstRecordOffset"], "0", "{name}");
+        assert_eq!(info["recordsInfo"]["bad-0"]["lastRecordOffset"], "2", "{name}");
+        assert_eq!(rec.get("payload").is_some(), name == "s3", "{name}: only S3 carries the event");
+    }
+    let event: serde_json::Value = serde_json::from_str(got["s3"]["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(event["records"]["bad-0"].as_array().unwrap().len(), 3);
     s.stop().await;
 }
+
+const SETUP_DESTINATIONS: &str = r#"
+import boto3, sys
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+sqs, sns = boto3.client("sqs", **kw), boto3.client("sns", **kw)
+sqs.create_queue(QueueName="failures")
+via = sqs.create_queue(QueueName="via-sns")["QueueUrl"]
+topic = sns.create_topic(Name="failures")["TopicArn"]
+sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint="arn:aws:sqs:us-east-1:123456789012:via-sns")
+boto3.client("s3", **kw).create_bucket(Bucket="failures")
+"#;
+
+/// Prints the record found in each destination, as JSON.
+const READ_DESTINATIONS: &str = r#"
+import boto3, json, sys
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+sqs, s3 = boto3.client("sqs", **kw), boto3.client("s3", **kw)
+def one(queue):
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    assert len(msgs) == 1, msgs
+    return json.loads(msgs[0]["Body"])
+objects = s3.list_objects_v2(Bucket="failures", Prefix="aws/lambda/" + sys.argv[2] + "/bad-0/")["Contents"]
+assert len(objects) == 1, objects
+body = s3.get_object(Bucket="failures", Key=objects[0]["Key"])["Body"].read()
+print(json.dumps({"sqs": one("failures"), "sns": json.loads(one("via-sns")["Message"]), "s3": json.loads(body)}))
+"#;
 
 struct Moto {
     endpoint: String,
@@ -192,8 +257,19 @@ impl Moto {
         Some(m)
     }
 
-    /// Functions run without Docker (they echo their event), created with
-    /// boto3, which moto brings.
+    /// Runs a Python script with boto3 (which moto brings) against this
+    /// endpoint (its first argument); returns what it printed.
+    fn python(&self, script: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, &self.endpoint])
+            .args(args)
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "python against moto: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Functions run without Docker (they echo their event).
     fn create_function(&self, name: &str) {
         let script = r#"
 import boto3, io, json, sys, urllib.request, zipfile

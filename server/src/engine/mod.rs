@@ -149,10 +149,9 @@ impl Engine {
                 self.settle(id, MappingState::Updating, "USER_INITIATED", Some(why)).await;
                 continue;
             }
-            let aws = match target_kind(&spec.function_name) {
-                TargetKind::Lambda => Some(self.aws().await.clone()),
-                TargetKind::Http => None,
-            };
+            let on_aws = target_kind(&spec.function_name) == TargetKind::Lambda
+                || spec.destination_config.on_failure.as_ref().is_some_and(|d| d.destination.starts_with("arn:"));
+            let aws = if on_aws { Some(self.aws().await.clone()) } else { None };
             match self.start_poller(id, &spec, version, aws.as_ref()) {
                 Ok(r) => {
                     self.running.insert(id, r);
@@ -202,10 +201,21 @@ impl Engine {
                     &spec.function_name,
                 )?)),
                 None => {
-                    return Err(format!(
-                        "the on-failure destination {} (SQS, SNS, S3) is not available in this build yet; kafka:// topics are",
-                        d.destination
-                    ))
+                    let aws = aws.ok_or("the AWS configuration is not loaded")?;
+                    let mut sdk = aws.clone();
+                    if let Some(r) = destination::aws::arn_region(&d.destination) {
+                        sdk = sdk.into_builder().region(aws_config::Region::new(r.to_string())).build();
+                    }
+                    if sdk.region().is_none() {
+                        return Err(format!("no AWS region for {}: set AWS_REGION (or a profile with a region)", d.destination));
+                    }
+                    Some(Arc::new(destination::aws::AwsDestination::new(
+                        &sdk,
+                        &d.destination,
+                        event::EventSource::self_managed(spec.bootstrap_servers()),
+                        &spec.function_name,
+                        id,
+                    )?))
                 }
             },
         };

@@ -3,6 +3,7 @@
 //! A delivery that fails is retried; the partition waits, because a record
 //! that was neither processed nor delivered must not be committed.
 
+pub mod aws;
 pub mod kafka;
 
 use async_trait::async_trait;
@@ -36,19 +37,16 @@ fn iso(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// AWS's failure record for one record (the Kafka-topic form: `batchSize`
-/// 1, `recordInfo`, the single-record event as `payload`). A record too
-/// large to invoke carries no payload: it would not fit a destination
-/// either, and it stays readable in the source topic at its offset.
-pub fn failure_record(f: &Failed<'_>, r: &EncodedRecord, source: &EventSource, function: &str) -> Value {
-    let payload = (f.condition != "MaximumPayloadSizeExceeded").then(|| build_event(source, f.topic, f.partition, std::slice::from_ref(r)));
+/// What every failure record starts with: the request, the function's
+/// last answer (none for a record too large to send), version and time.
+fn envelope(f: &Failed<'_>, function: &str, request_id: &str) -> Value {
     let response = match f.condition {
         "MaximumPayloadSizeExceeded" => Value::Null,
         _ => json!({"statusCode": f.status_code.unwrap_or(200), "executedVersion": Value::Null, "functionError": "Unhandled"}),
     };
-    let mut v = json!({
+    json!({
         "requestContext": {
-            "requestId": uuid::Uuid::new_v4().to_string(),
+            "requestId": request_id,
             "functionArn": function,
             "condition": f.condition,
             "approximateInvokeCount": f.attempts,
@@ -56,16 +54,53 @@ pub fn failure_record(f: &Failed<'_>, r: &EncodedRecord, source: &EventSource, f
         "responseContext": response,
         "version": "1.0",
         "timestamp": iso(crate::store::now_ms()),
-        "KafkaBatchInfo": {
-            "batchSize": 1,
-            "eventSourceArn": source.event_source_arn,
-            "bootstrapServers": source.bootstrap_servers,
-            "payloadSize": payload.as_ref().map_or(r.json.len(), String::len),
-            "recordInfo": {"offset": r.offset.to_string(), "timestamp": iso(r.timestamp_ms)},
-        },
+    })
+}
+
+/// AWS's failure record for one record (the Kafka-topic form: `batchSize`
+/// 1, `recordInfo`, the single-record event as `payload`). A record too
+/// large to invoke carries no payload: it would not fit a destination
+/// either, and it stays readable in the source topic at its offset.
+pub fn failure_record(f: &Failed<'_>, r: &EncodedRecord, source: &EventSource, function: &str) -> Value {
+    let payload = (f.condition != "MaximumPayloadSizeExceeded").then(|| build_event(source, f.topic, f.partition, std::slice::from_ref(r)));
+    let mut v = envelope(f, function, &uuid::Uuid::new_v4().to_string());
+    v["KafkaBatchInfo"] = json!({
+        "batchSize": 1,
+        "eventSourceArn": source.event_source_arn,
+        "bootstrapServers": source.bootstrap_servers,
+        "payloadSize": payload.as_ref().map_or(r.json.len(), String::len),
+        "recordInfo": {"offset": r.offset.to_string(), "timestamp": iso(r.timestamp_ms)},
     });
     if let Some(p) = payload {
         v["payload"] = Value::String(p);
     }
     v
+}
+
+/// AWS's failure record for a failed batch (the SQS, SNS and S3 form):
+/// `recordsInfo` names the first and last offsets and timestamps; S3's adds
+/// the whole event as `payload`. Returns the record and its request id.
+pub fn batch_failure_record(f: &Failed<'_>, source: &EventSource, function: &str, with_payload: bool) -> (Value, String) {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let event = build_event(source, f.topic, f.partition, f.records);
+    let (first, last) = (f.records.first(), f.records.last());
+    let mut v = envelope(f, function, &request_id);
+    v["KafkaBatchInfo"] = json!({
+        "batchSize": f.records.len(),
+        "eventSourceArn": source.event_source_arn,
+        "bootstrapServers": source.bootstrap_servers,
+        "payloadSize": event.len(),
+        "recordsInfo": {
+            format!("{}-{}", f.topic, f.partition): {
+                "firstRecordOffset": first.map(|r| r.offset.to_string()),
+                "lastRecordOffset": last.map(|r| r.offset.to_string()),
+                "firstRecordTimestamp": first.map(|r| iso(r.timestamp_ms)),
+                "lastRecordTimestamp": last.map(|r| iso(r.timestamp_ms)),
+            }
+        },
+    });
+    if with_payload {
+        v["payload"] = Value::String(event);
+    }
+    (v, request_id)
 }
