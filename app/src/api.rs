@@ -37,6 +37,7 @@ pub mod backend {
         /// None: no such mapping.
         async fn reset_state(&self, id: uuid::Uuid) -> Result<Option<crate::reset::ResetState>, String>;
         async fn resets(&self, id: uuid::Uuid) -> Result<Vec<crate::reset::ResetAudit>, String>;
+        fn system(&self) -> crate::model::SystemInfo;
     }
 
     #[derive(Clone)]
@@ -111,6 +112,12 @@ pub async fn get_resets(id: String) -> Result<Vec<crate::reset::ResetAudit>, Ser
         return Ok(vec![]);
     };
     backend::backend()?.0.resets(id).await.map_err(ServerFnError::new)
+}
+
+/// What this node can do (AWS features and why some are off).
+#[server(endpoint = "get_system")]
+pub async fn get_system() -> Result<crate::model::SystemInfo, ServerFnError> {
+    Ok(backend::backend()?.0.system())
 }
 
 /// Health, lag sparkline and rates of every mapping.

@@ -66,7 +66,26 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/mappings/:id/reset") view=pages::ResetMapping ssr=ssr/>
                 </Routes>
             </main>
+            <Footer/>
         </Router>
+    }
+}
+
+/// The node's version and what it can do on AWS (or why not).
+#[component]
+fn Footer() -> impl IntoView {
+    let info = Resource::new(|| (), |_| api::get_system());
+    view! {
+        <footer class="system">
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    info.await.ok().map(|i| view! {
+                        <p>{format!("Sluice {}", i.version)}</p>
+                        <ul data-system="aws">{i.aws.into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}</ul>
+                    })
+                })}
+            </Suspense>
+        </footer>
     }
 }
 

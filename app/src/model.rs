@@ -110,3 +110,13 @@ pub struct PartitionLag {
     /// Records between the committed offset (or the start) and the end.
     pub offset_lag: i64,
 }
+
+/// What this node can and cannot do, said in words (the console's footer).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase")]
+pub struct SystemInfo {
+    pub version: String,
+    /// One line per AWS feature: available, or why not.
+    pub aws: Vec<String>,
+}

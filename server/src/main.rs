@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use leptos::prelude::LeptosOptions;
-use sluice_server::{demo, engine, http, metrics, service, store};
+use sluice_server::{cloudwatch, demo, engine, http, metrics, service, store};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +53,13 @@ struct ServeArgs {
     /// Days of metric history kept (15-minute points; 1-minute points are kept two days).
     #[arg(long, env = "SLUICE_METRICS_RETENTION_DAYS", default_value_t = 30)]
     metrics_retention_days: u64,
+    /// Publish every mapping's metrics to CloudWatch under this namespace
+    /// (AWS credentials and region from the standard chain). Off when unset.
+    #[arg(long, env = "SLUICE_CLOUDWATCH_NAMESPACE")]
+    cloudwatch_namespace: Option<String>,
+    /// Seconds between CloudWatch publications.
+    #[arg(long, env = "SLUICE_CLOUDWATCH_INTERVAL_S", default_value_t = 60)]
+    cloudwatch_interval_s: u64,
 }
 
 #[derive(Args)]
@@ -155,6 +162,7 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         engine::EngineSettings { http_timeout: Duration::from_millis(args.http_timeout_ms), ..Default::default() },
     );
     let collector = mappings.metrics().start();
+    tokio::spawn(aws_start(args.clone(), mappings.clone()));
     let app = http::router(state, extra);
     let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     println!("Sluice {} console: http://{shown}/", env!("CARGO_PKG_VERSION"));
@@ -172,6 +180,40 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     let _ = collector.await;
     println!("Sluice stopped.");
     Ok(())
+}
+
+/// Reads the AWS configuration (standard chain) in the background, says in
+/// the console what it allows, and starts CloudWatch publishing if asked.
+async fn aws_start(args: ServeArgs, mappings: std::sync::Arc<service::MappingService>) {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let mut lines = Vec::new();
+    match sdk.region() {
+        Some(r) => lines.push(format!("AWS region {r}: Lambda functions and SQS, SNS and S3 destinations can be used.")),
+        None => lines.push(
+            "No AWS region configured: Lambda functions and SQS/SNS destinations given by full ARN still work (the ARN names the region); by name they need AWS_REGION or a profile with a region.".into(),
+        ),
+    }
+    let creds = match sdk.credentials_provider() {
+        Some(p) => tokio::time::timeout(Duration::from_secs(5), p.provide_credentials()).await.ok().map(|r| r.is_ok()),
+        None => Some(false),
+    };
+    if creds != Some(true) {
+        lines.push("No AWS credentials found (environment, shared profile, web identity, container or instance metadata): AWS calls will fail until some are provided.".into());
+    }
+    match &args.cloudwatch_namespace {
+        Some(ns) if sdk.region().is_some() => {
+            let settings = cloudwatch::CloudWatchSettings {
+                namespace: ns.clone(),
+                interval: Duration::from_secs(args.cloudwatch_interval_s.max(1)),
+            };
+            lines.push(format!("CloudWatch: publishing every mapping's metrics to namespace {ns} every {} s.", settings.interval.as_secs()));
+            cloudwatch::start(&sdk, settings, mappings.metrics().clone(), mappings.store().clone(), Default::default());
+        }
+        Some(ns) => lines.push(format!("CloudWatch: not publishing to {ns}: no AWS region configured.")),
+        None => lines.push("CloudWatch: off (--cloudwatch-namespace NAME publishes every mapping's metrics).".into()),
+    }
+    mappings.set_aws_status(lines);
 }
 
 async fn shutdown_signal() {

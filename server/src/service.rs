@@ -99,6 +99,8 @@ pub struct MappingService {
     live: crate::engine::LiveRegistry,
     metrics: Arc<Metrics>,
     holds: crate::engine::Holds,
+    /// What the node can do, as the console's footer says it.
+    system: std::sync::Mutex<sluice_app::model::SystemInfo>,
     /// Mappings with a reset being applied (one at a time per mapping).
     resetting: std::sync::Mutex<std::collections::HashSet<Uuid>>,
 }
@@ -127,8 +129,16 @@ impl MappingService {
             live,
             metrics,
             holds: Default::default(),
+            system: std::sync::Mutex::new(sluice_app::model::SystemInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                aws: vec!["AWS: reading the configuration…".into()],
+            }),
             resetting: Default::default(),
         })
+    }
+
+    pub fn set_aws_status(&self, lines: Vec<String>) {
+        self.system.lock().unwrap_or_else(|e| e.into_inner()).aws = lines;
     }
 
     /// Mappings the engine must keep stopped for now.
@@ -423,6 +433,10 @@ impl Backend for MappingService {
         };
         let current = self.reset(id, look, "console").await.map_err(|e| e.to_string());
         Ok(Some(ResetState { current, audit }))
+    }
+
+    fn system(&self) -> sluice_app::model::SystemInfo {
+        self.system.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     async fn resets(&self, id: Uuid) -> Result<Vec<ResetAudit>, String> {

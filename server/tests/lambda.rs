@@ -152,6 +152,17 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     b.create_topic("payments", 3).await;
     b.produce("payments", 3, 40, None).await;
     let mut s = Sluice::start().await;
+    // Metrics to moto's CloudWatch too, every second.
+    let collector = s.mappings.metrics().start();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let cw = Arc::new(sluice_server::cloudwatch::CloudWatchStats::default());
+    sluice_server::cloudwatch::start(
+        &sdk,
+        sluice_server::cloudwatch::CloudWatchSettings { namespace: "Sluice/Test".into(), interval: Duration::from_secs(1) },
+        s.mappings.metrics().clone(),
+        s.mappings.store().clone(),
+        cw.clone(),
+    );
     let id = s.mappings.create(spec(b.bootstrap(), "payments", "echo", "g-moto")).await.unwrap().uuid;
     until("120 records through moto's Lambda", Duration::from_secs(30), || {
         s.mappings.counters(id).is_some_and(|c| c.invoked_event_count == 120)
@@ -159,6 +170,23 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     .await;
     until("commits", Duration::from_secs(10), || b.committed("g-moto", "payments", 3).values().all(|o| *o == 40)).await;
     assert_eq!(s.mappings.counters(id).unwrap().errors, 0);
+    // Lag is read every 3 s; then a publication carries it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let metrics: serde_json::Value = serde_json::from_str(&moto.python(LIST_METRICS, &[])).unwrap();
+    assert_eq!(cw.failed.load(std::sync::atomic::Ordering::Relaxed), 0, "{:?}", cw.last_error.lock().unwrap());
+    let has = |name: &str, dims: &[&str]| {
+        metrics.as_array().unwrap().iter().any(|m| {
+            m["MetricName"] == name
+                && m["Dimensions"].as_array().unwrap().iter().map(|d| d["Name"].as_str().unwrap()).collect::<Vec<_>>() == dims
+                && m["Dimensions"].as_array().unwrap().iter().any(|d| d["Value"] == id.to_string().as_str())
+        })
+    };
+    for name in ["Invocations", "Errors", "Throttles", "Duration", "ConcurrentExecutions", "InvokedEventCount", "CommittedEventCount", "OffsetLag"] {
+        assert!(has(name, &["FunctionName", "EventSourceMappingUUID"]), "{name} in {metrics}");
+    }
+    assert!(has("OffsetLag", &["FunctionName", "EventSourceMappingUUID", "Partition"]), "per-partition lag in {metrics}");
+    s.mappings.metrics().close();
+    let _ = collector.await;
 
     // Part 3: failed batches to an SQS queue, an SNS topic and an S3 bucket.
     moto.python(SETUP_DESTINATIONS, &[]);
@@ -199,6 +227,12 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     assert_eq!(event["records"]["bad-0"].as_array().unwrap().len(), 3);
     s.stop().await;
 }
+
+const LIST_METRICS: &str = r#"
+import boto3, json, sys
+kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+print(json.dumps(boto3.client("cloudwatch", **kw).list_metrics(Namespace="Sluice/Test")["Metrics"]))
+"#;
 
 const SETUP_DESTINATIONS: &str = r#"
 import boto3, sys
