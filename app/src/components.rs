@@ -100,6 +100,8 @@ pub fn MappingFormView(
                     help="1 to 10 host:port, separated by commas."/>
                 <Field name=F_TOPIC label="Topic" value=v.topic placeholder="orders"/>
                 <Field name=F_GROUP label="Consumer group ID" value=v.consumer_group_id placeholder="empty: the mapping's UUID"/>
+                <Field name=F_MSK label="MSK cluster ARN (optional)" value=v.event_source_arn placeholder="arn:aws:kafka:us-east-1:123456789012:cluster/orders/…"
+                    help="For an Amazon MSK cluster: events then say aws:kafka and carry this ARN, as AWS's do. Sluice reaches the brokers at the bootstrap servers above."/>
                 <label for=F_POSITION>"Starting position"</label>
                 <select id=F_POSITION name=F_POSITION aria-invalid=f.invalid(F_POSITION)>
                     {StartingPosition::ALL.into_iter().map(|p| {

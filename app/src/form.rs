@@ -26,6 +26,7 @@ pub const F_MIN_POLLERS: &str = "ProvisionedPollerConfig.MinimumPollers";
 pub const F_MAX_POLLERS: &str = "ProvisionedPollerConfig.MaximumPollers";
 pub const F_ENABLED: &str = "Enabled";
 pub const F_FILTER_META: &str = "FilterOnRecordMetadata";
+pub const F_MSK: &str = "EventSourceArn";
 
 /// Every input of the form as typed. Checkboxes are `Some` when ticked (an
 /// unticked box is not posted at all).
@@ -44,6 +45,8 @@ pub struct MappingForm {
     pub bootstrap_servers: String,
     #[serde(rename = "SelfManagedKafkaEventSourceConfig.ConsumerGroupId", default)]
     pub consumer_group_id: String,
+    #[serde(rename = "EventSourceArn", default)]
+    pub event_source_arn: String,
     #[serde(rename = "BatchSize", default)]
     pub batch_size: String,
     #[serde(rename = "MaximumBatchingWindowInSeconds", default)]
@@ -116,6 +119,7 @@ impl MappingForm {
             topic: s.topics.join(","),
             bootstrap_servers: s.bootstrap_servers().join(","),
             consumer_group_id: s.consumer_group_id().unwrap_or_default().to_string(),
+            event_source_arn: s.event_source_arn.clone().unwrap_or_default(),
             batch_size: s.batch_size.to_string(),
             window: s.maximum_batching_window_in_seconds.map(|w| w.to_string()).unwrap_or_default(),
             starting_position: s.starting_position.as_str().into(),
@@ -208,6 +212,8 @@ impl MappingForm {
                 .then_some(ProvisionedPollerConfig { minimum_pollers: min_p, maximum_pollers: max_p }),
             enabled: self.enabled.is_some(),
             filter_on_record_metadata: self.filter_on_metadata.is_some(),
+            event_source_arn: opt(&self.event_source_arn),
+            amazon_managed_kafka_event_source_config: None,
         };
         // A number that did not parse must not also be reported as out of
         // range with a made-up value: drop validation errors for those fields.
@@ -239,6 +245,17 @@ mod tests {
 
     fn fields(f: &MappingForm) -> Vec<String> {
         f.to_spec(NOW).unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn an_msk_cluster_arn_is_checked_and_kept() {
+        let arn = "arn:aws:kafka:eu-west-1:123456789012:cluster/orders/0b5f1d2e-1111-2222-3333-444455556666-2";
+        let spec = MappingForm { event_source_arn: arn.into(), ..good() }.to_spec(NOW).unwrap();
+        assert_eq!(spec.event_source_arn.as_deref(), Some(arn));
+        assert_eq!(MappingForm::from_spec(&spec).event_source_arn, arn);
+        for bad in ["arn:aws:sqs:eu-west-1:123456789012:q", "arn:aws:kafka:eu-west-1:1234:cluster/x/y", "cluster/orders"] {
+            assert_eq!(fields(&MappingForm { event_source_arn: bad.into(), ..good() }), [F_MSK], "{bad}");
+        }
     }
 
     #[test]

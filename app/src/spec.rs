@@ -194,6 +194,14 @@ pub struct MappingSpec {
     /// `topic`, `partition` and `timestamp` (AWS matches only `value`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub filter_on_record_metadata: bool,
+    /// An MSK cluster's ARN, as in AWS's MSK mappings: events then say
+    /// `aws:kafka` and carry it. Sluice reaches the brokers at the
+    /// SelfManagedEventSource endpoints (it does not look them up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_source_arn: Option<String>,
+    /// AWS's MSK form of the consumer group setting, accepted as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amazon_managed_kafka_event_source_config: Option<SelfManagedKafkaEventSourceConfig>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -225,7 +233,9 @@ impl MappingSpec {
     }
 
     pub fn consumer_group_id(&self) -> Option<&str> {
-        self.self_managed_kafka_event_source_config.consumer_group_id.as_deref()
+        self.self_managed_kafka_event_source_config.consumer_group_id.as_deref().or_else(|| {
+            self.amazon_managed_kafka_event_source_config.as_ref().and_then(|c| c.consumer_group_id.as_deref())
+        })
     }
 
     /// The group mapping `id` reads with: its ConsumerGroupId, or (as in AWS)
@@ -252,6 +262,13 @@ impl MappingSpec {
         }
         if let Err(m) = check_function_name(&self.function_name) {
             err("FunctionName", m);
+        }
+        if let Some(arn) = &self.event_source_arn {
+            let parts: Vec<&str> = arn.splitn(6, ':').collect();
+            let ok = matches!(parts.as_slice(), ["arn", p, "kafka", r, a, res] if p.starts_with("aws") && !r.is_empty() && a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && res.starts_with("cluster/"));
+            if !ok {
+                err("EventSourceArn", format!("`{arn}` is not an MSK cluster ARN (arn:aws:kafka:REGION:ACCOUNT:cluster/NAME/ID)"));
+            }
         }
         match self.topics.as_slice() {
             [] => err("Topics", "is required: name exactly one topic".into()),

@@ -149,6 +149,8 @@ async fn upsert_mapping(mappings: &MappingService, bootstrap: &str, function: &s
                 provisioned_poller_config: None,
                 enabled: true,
                 filter_on_record_metadata: false,
+                event_source_arn: None,
+                amazon_managed_kafka_event_source_config: None,
             };
             mappings.create_with_id(MAPPING_ID, spec).await?;
         }

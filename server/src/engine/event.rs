@@ -31,6 +31,18 @@ impl EventSource {
         }
     }
 
+    /// The source a mapping's events name: MSK when it has a cluster ARN.
+    pub fn of(spec: &sluice_app::spec::MappingSpec) -> Self {
+        match &spec.event_source_arn {
+            Some(arn) => EventSource {
+                event_source: "aws:kafka".into(),
+                event_source_arn: Some(arn.clone()),
+                bootstrap_servers: spec.bootstrap_servers().join(","),
+            },
+            None => EventSource::self_managed(spec.bootstrap_servers()),
+        }
+    }
+
     fn header(&self, out: &mut String) {
         out.push_str("{\"eventSource\":");
         push_json_str(out, &self.event_source);
@@ -202,6 +214,28 @@ mod tests {
 mod compat {
     use super::*;
     use rdkafka::message::{Header, OwnedHeaders};
+
+    /// A mapping with an MSK cluster ARN sends MSK's event; AWS's MSK group
+    /// setting is honoured.
+    #[test]
+    fn msk_mappings_send_msk_events() {
+        let mut spec: sluice_app::spec::MappingSpec = serde_json::from_value(serde_json::json!({
+            "FunctionName": "orders", "Topics": ["orders"], "StartingPosition": "LATEST",
+            "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b-1:9098"]}},
+            "EventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/orders/abc",
+            "AmazonManagedKafkaEventSourceConfig": {"ConsumerGroupId": "msk-group"},
+        }))
+        .unwrap();
+        assert_eq!(spec.group_for(uuid::Uuid::nil()), "msk-group");
+        let m = OwnedMessage::new(Some(b"v".to_vec()), None, "orders".into(), Timestamp::CreateTime(6), 0, 1, None);
+        let v: serde_json::Value = serde_json::from_str(&build_event(&EventSource::of(&spec), "orders", 0, &[encode_record(&m)])).unwrap();
+        assert_eq!(v["eventSource"], "aws:kafka");
+        assert_eq!(v["eventSourceArn"], "arn:aws:kafka:us-east-1:123456789012:cluster/orders/abc");
+        spec.event_source_arn = None;
+        let v: serde_json::Value = serde_json::from_str(&build_event(&EventSource::of(&spec), "orders", 0, &[encode_record(&m)])).unwrap();
+        assert_eq!(v["eventSource"], "SelfManagedKafka");
+        assert!(v.get("eventSourceArn").is_none());
+    }
 
     /// Existing Rust handlers (aws_lambda_events' `KafkaEvent`) parse the
     /// event unchanged.

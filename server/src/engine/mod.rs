@@ -197,7 +197,7 @@ impl Engine {
                 Some(topic) => Some(Arc::new(destination::kafka::KafkaDestination::new(
                     &spec.bootstrap_servers().join(","),
                     topic,
-                    event::EventSource::self_managed(spec.bootstrap_servers()),
+                    event::EventSource::of(spec),
                     &spec.function_name,
                 )?)),
                 None => {
@@ -212,7 +212,7 @@ impl Engine {
                     Some(Arc::new(destination::aws::AwsDestination::new(
                         &sdk,
                         &d.destination,
-                        event::EventSource::self_managed(spec.bootstrap_servers()),
+                        event::EventSource::of(spec),
                         &spec.function_name,
                         id,
                     )?))

@@ -98,7 +98,7 @@ impl Pipeline {
             filters: spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect(),
             bisect: spec.bisect_batch_on_function_error,
             filter_on_metadata: spec.filter_on_record_metadata,
-            ..Pipeline::new(target, committer, EventSource::self_managed(spec.bootstrap_servers()))
+            ..Pipeline::new(target, committer, EventSource::of(spec))
         }
     }
 

@@ -310,6 +310,8 @@ pub fn spec(bootstrap: &str, topic: &str, function: &str, group: &str) -> Mappin
         provisioned_poller_config: None,
         enabled: true,
         filter_on_record_metadata: false,
+        event_source_arn: None,
+        amazon_managed_kafka_event_source_config: None,
     }
 }
 
