@@ -327,7 +327,7 @@ fn diff(a: &Snapshot, b: &Snapshot, from: i64, now: i64) -> MetricPoint {
         polled_bytes: bytes,
         duration: Durations::from_dense(count, sum_ms, b.max_us as f64 / 1000.0, &buckets),
         concurrent_executions: b.peak as u32,
-        pollers: 1,
+        pollers: b.counts[12] as u32,
         partitions,
     }
 }

@@ -7,6 +7,7 @@ pub mod event;
 pub mod lag;
 pub mod partition;
 pub mod poller;
+pub mod scaler;
 pub mod status;
 pub mod target;
 
@@ -40,9 +41,65 @@ impl Default for EngineSettings {
 
 struct Running {
     version: i64,
+    /// Stops every poller of the mapping and its lag reader.
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// The pollers, oldest first; each a consumer in the mapping's group.
+    pollers: Vec<(CancellationToken, JoinHandle<()>)>,
+    /// Pollers told to stop that may still be finishing their batches.
+    draining: Vec<JoinHandle<()>>,
     status: Arc<LiveStatus>,
+    /// What a new poller is started with.
+    template: poller::PollerConfig,
+    scaler: scaler::Scaler,
+    started: u32,
+}
+
+impl Running {
+    fn add_poller(&mut self) {
+        let stop = self.stop.child_token();
+        let mut cfg = self.template.clone();
+        cfg.index = self.started;
+        self.started += 1;
+        self.pollers.push((stop.clone(), tokio::spawn(poller::run(cfg, stop))));
+        self.status.pollers.store(self.pollers.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn remove_poller(&mut self) {
+        if let Some((stop, task)) = self.pollers.pop() {
+            stop.cancel();
+            self.draining.push(task);
+        }
+        self.draining.retain(|t| !t.is_finished());
+        self.status.pollers.store(self.pollers.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops everything; returns once every poller has finished.
+    async fn shutdown(self) {
+        self.stop.cancel();
+        let tasks = self.pollers.into_iter().map(|(_, t)| t).chain(self.draining);
+        futures::future::join_all(tasks).await;
+    }
+
+    /// One step of the autoscaler.
+    fn scale(&mut self, id: Uuid) {
+        let lag = self.status.lag();
+        let total = (!lag.is_empty()).then(|| lag.iter().map(|l| l.offset_lag).sum::<i64>());
+        let now = std::time::Instant::now();
+        self.scaler.observe(now, total, self.status.throttles.load(std::sync::atomic::Ordering::Relaxed));
+        let p = self.template.spec.provisioned_poller_config.as_ref();
+        let limits = scaler::Limits::new(p.and_then(|p| p.minimum_pollers), p.and_then(|p| p.maximum_pollers), lag.len());
+        match self.scaler.decide(now, self.pollers.len(), limits) {
+            scaler::Decision::Hold => {}
+            scaler::Decision::Up(why) => {
+                self.add_poller();
+                tracing::info!(mapping = %id, pollers = self.pollers.len(), "poller added: {why}");
+            }
+            scaler::Decision::Down(why) => {
+                self.remove_poller();
+                tracing::info!(mapping = %id, pollers = self.pollers.len(), "poller removed: {why}");
+            }
+        }
+    }
 }
 
 pub struct Engine {
@@ -105,10 +162,7 @@ impl Engine {
             }
         }
         let ids: Vec<Uuid> = self.running.keys().copied().collect();
-        let stops = ids.into_iter().filter_map(|id| self.running.remove(&id)).map(|r| {
-            r.stop.cancel();
-            r.task
-        });
+        let stops = ids.into_iter().filter_map(|id| self.running.remove(&id)).map(Running::shutdown);
         futures::future::join_all(stops).await;
         self.flush_statuses().await;
     }
@@ -130,9 +184,8 @@ impl Engine {
             .collect();
         for id in to_stop {
             if let Some(r) = self.running.remove(&id) {
-                r.stop.cancel();
-                let _ = r.task.await;
-                tracing::info!(mapping = %id, "poller stopped");
+                r.shutdown().await;
+                tracing::info!(mapping = %id, "pollers stopped");
             }
         }
 
@@ -141,7 +194,8 @@ impl Engine {
                 self.settle(id, MappingState::Disabled, "USER_INITIATED", None).await;
                 continue;
             }
-            if self.running.contains_key(&id) {
+            if let Some(r) = self.running.get_mut(&id) {
+                r.scale(id);
                 continue;
             }
             if held.contains(&id) {
@@ -222,8 +276,22 @@ impl Engine {
         let status = Arc::new(LiveStatus::default());
         status.set("No records processed");
         let stop = CancellationToken::new();
-        let cfg = poller::PollerConfig { id, spec: spec.clone(), target, destination, status: status.clone(), grace: self.settings.grace };
-        let task = tokio::spawn(poller::run(cfg, stop.clone()));
+        let template =
+            poller::PollerConfig { id, spec: spec.clone(), target, destination, status: status.clone(), grace: self.settings.grace, index: 0 };
+        let mut running = Running {
+            version,
+            stop: stop.clone(),
+            pollers: Vec::new(),
+            draining: Vec::new(),
+            status: status.clone(),
+            template,
+            scaler: scaler::Scaler::new(std::time::Instant::now(), spec.batch_size.max(1) as usize),
+            started: 0,
+        };
+        let first = spec.provisioned_poller_config.as_ref().and_then(|p| p.minimum_pollers).unwrap_or(1).max(1);
+        for _ in 0..first {
+            running.add_poller();
+        }
         tokio::spawn(lag::run(
             spec.bootstrap_servers().join(","),
             spec.group_for(id),
@@ -231,8 +299,8 @@ impl Engine {
             status.clone(),
             stop.clone(),
         ));
-        tracing::info!(mapping = %id, version, "poller started");
-        Ok(Running { version, stop, task, status })
+        tracing::info!(mapping = %id, version, pollers = first, "pollers started");
+        Ok(running)
     }
 
     /// Writes the settled state if it differs from what is stored.

@@ -63,6 +63,9 @@ impl ConsumerContext for Context {
                 if let Err(e) = c.assign(tpl) {
                     self.status.set(format!("PROBLEM: cannot take the assigned partitions: {e}"));
                 }
+                // A partition this consumer paused before a rebalance stays
+                // paused in librdkafka; its new pipeline starts unpaused.
+                let _ = c.resume(tpl);
                 if pinned.count() > 0 {
                     if let Err(e) = c.commit(&pinned, CommitMode::Async) {
                         tracing::warn!("cannot commit the starting positions: {e}");
@@ -200,6 +203,7 @@ struct Worker {
     task: JoinHandle<()>,
 }
 
+#[derive(Clone)]
 pub struct PollerConfig {
     pub id: uuid::Uuid,
     pub spec: MappingSpec,
@@ -208,6 +212,8 @@ pub struct PollerConfig {
     pub status: Arc<LiveStatus>,
     /// How long a stopping poller lets in-flight invocations finish.
     pub grace: Duration,
+    /// Which of the mapping's pollers this is (for its client id).
+    pub index: u32,
 }
 
 /// Runs the poller until `stop`. Returns once every pipeline has finished or
@@ -231,7 +237,7 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
     let consumer: StreamConsumer<Context> = match ClientConfig::new()
         .set("bootstrap.servers", &servers)
         .set("group.id", &group)
-        .set("client.id", format!("sluice-{}", cfg.id))
+        .set("client.id", format!("sluice-{}-{}", cfg.id, cfg.index))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

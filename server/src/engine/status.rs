@@ -28,6 +28,8 @@ pub struct LiveStatus {
     pub committed_records: AtomicU64,
     pub batch_records: AtomicU64,
     pub batch_bytes: AtomicU64,
+    /// Pollers running for the mapping (set by the engine).
+    pub pollers: AtomicU64,
     in_flight: AtomicU64,
     peak: AtomicU64,
     durations: DurationCounters,
@@ -189,7 +191,7 @@ impl LiveStatus {
             g(&self.committed_records),
             g(&self.batch_records),
             g(&self.batch_bytes),
-            0,
+            g(&self.pollers),
             0,
         ];
         let d = &self.durations;
