@@ -38,6 +38,8 @@ pub mod backend {
         async fn reset_state(&self, id: uuid::Uuid) -> Result<Option<crate::reset::ResetState>, String>;
         async fn resets(&self, id: uuid::Uuid) -> Result<Vec<crate::reset::ResetAudit>, String>;
         fn system(&self) -> crate::model::SystemInfo;
+        /// Up to `n` of the newest records of the mapping's topic.
+        async fn sample(&self, id: uuid::Uuid, n: usize) -> Result<Vec<crate::filter::Sample>, String>;
     }
 
     #[derive(Clone)]
@@ -118,6 +120,15 @@ pub async fn get_resets(id: String) -> Result<Vec<crate::reset::ResetAudit>, Ser
 #[server(endpoint = "get_system")]
 pub async fn get_system() -> Result<crate::model::SystemInfo, ServerFnError> {
     Ok(backend::backend()?.0.system())
+}
+
+/// The newest records of a mapping's topic, for the filter tester.
+#[server(endpoint = "sample_records")]
+pub async fn sample_records(id: String, n: usize) -> Result<Vec<crate::filter::Sample>, ServerFnError> {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return Ok(vec![]);
+    };
+    backend::backend()?.0.sample(id, n.clamp(1, 100)).await.map_err(ServerFnError::new)
 }
 
 /// Health, lag sparkline and rates of every mapping.

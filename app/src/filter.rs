@@ -661,3 +661,31 @@ mod tests {
         assert_eq!(p.first_mismatch(&json!({"value": {"type": "order", "amount": 50}})), None);
     }
 }
+
+/// A record as the filter tester shows it (read from the topic).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sample {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Sample {
+    /// The document the mapping's filters see for this record.
+    pub fn document(&self, topic: &str, with_metadata: bool) -> Value {
+        if !with_metadata {
+            return value_document(self.value.as_deref());
+        }
+        let meta = RecordMeta {
+            key: self.key.as_deref(),
+            headers: self.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
+            topic,
+            partition: self.partition,
+            timestamp_ms: self.timestamp_ms,
+        };
+        record_document(self.value.as_deref(), &meta)
+    }
+}

@@ -63,7 +63,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/mappings/new") view=pages::NewMapping ssr=ssr.clone()/>
                     <Route path=path!("/mappings/:id") view=pages::MappingDetail ssr=ssr.clone()/>
                     <Route path=path!("/mappings/:id/edit") view=pages::EditMapping ssr=ssr.clone()/>
-                    <Route path=path!("/mappings/:id/reset") view=pages::ResetMapping ssr=ssr/>
+                    <Route path=path!("/mappings/:id/reset") view=pages::ResetMapping ssr=ssr.clone()/>
+                    <Route path=path!("/mappings/:id/filters") view=pages::FilterTester ssr=ssr/>
                 </Routes>
             </main>
             <Footer/>

@@ -7,5 +7,6 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod reset;
+pub mod sample;
 pub mod service;
 pub mod store;

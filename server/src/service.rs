@@ -435,6 +435,12 @@ impl Backend for MappingService {
         Ok(Some(ResetState { current, audit }))
     }
 
+    async fn sample(&self, id: Uuid, n: usize) -> Result<Vec<sluice_app::filter::Sample>, String> {
+        let m = Backend::get(self, id).await?.ok_or_else(|| format!("no mapping with UUID {id}"))?;
+        let (servers, topic) = (m.spec.bootstrap_servers().join(","), m.spec.topic().to_string());
+        tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, n)).await.map_err(|e| e.to_string())?
+    }
+
     fn system(&self) -> sluice_app::model::SystemInfo {
         self.system.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -191,6 +191,7 @@ fn Detail(m: MappingView) -> impl IntoView {
         <div class="actions">
             <a class="button" href=format!("{base}/edit")>"Edit"</a>
             <a class="button" href=format!("{base}/reset")>"Reset position…"</a>
+            <a class="button" href=format!("{base}/filters")>"Test filters"</a>
             <form method="post" action=format!("{base}/{toggle}")>
                 <button type="submit" class="button">{toggle_label}</button>
             </form>

@@ -2,11 +2,13 @@
 
 mod detail;
 mod edit;
+mod filters;
 mod list;
 mod reset;
 
 pub use detail::MappingDetail;
 pub use edit::{EditMapping, NewMapping};
+pub use filters::FilterTester;
 pub use list::MappingList;
 pub use reset::{AuditLog, ResetMapping};
 
