@@ -27,6 +27,7 @@ pub const F_MAX_POLLERS: &str = "ProvisionedPollerConfig.MaximumPollers";
 pub const F_ENABLED: &str = "Enabled";
 pub const F_FILTER_META: &str = "FilterOnRecordMetadata";
 pub const F_MSK: &str = "EventSourceArn";
+pub const F_ROLE: &str = "InvocationRoleArn";
 
 /// Every input of the form as typed. Checkboxes are `Some` when ticked (an
 /// unticked box is not posted at all).
@@ -47,6 +48,8 @@ pub struct MappingForm {
     pub consumer_group_id: String,
     #[serde(rename = "EventSourceArn", default)]
     pub event_source_arn: String,
+    #[serde(rename = "InvocationRoleArn", default)]
+    pub invocation_role_arn: String,
     #[serde(rename = "BatchSize", default)]
     pub batch_size: String,
     #[serde(rename = "MaximumBatchingWindowInSeconds", default)]
@@ -120,6 +123,7 @@ impl MappingForm {
             bootstrap_servers: s.bootstrap_servers().join(","),
             consumer_group_id: s.consumer_group_id().unwrap_or_default().to_string(),
             event_source_arn: s.event_source_arn.clone().unwrap_or_default(),
+            invocation_role_arn: s.invocation_role_arn.clone().unwrap_or_default(),
             batch_size: s.batch_size.to_string(),
             window: s.maximum_batching_window_in_seconds.map(|w| w.to_string()).unwrap_or_default(),
             starting_position: s.starting_position.as_str().into(),
@@ -214,6 +218,7 @@ impl MappingForm {
             filter_on_record_metadata: self.filter_on_metadata.is_some(),
             event_source_arn: opt(&self.event_source_arn),
             amazon_managed_kafka_event_source_config: None,
+            invocation_role_arn: opt(&self.invocation_role_arn),
         };
         // A number that did not parse must not also be reported as out of
         // range with a made-up value: drop validation errors for those fields.
@@ -255,6 +260,11 @@ mod tests {
         assert_eq!(MappingForm::from_spec(&spec).event_source_arn, arn);
         for bad in ["arn:aws:sqs:eu-west-1:123456789012:q", "arn:aws:kafka:eu-west-1:1234:cluster/x/y", "cluster/orders"] {
             assert_eq!(fields(&MappingForm { event_source_arn: bad.into(), ..good() }), [F_MSK], "{bad}");
+        }
+        let role = "arn:aws:iam::123456789012:role/sluice-invoker";
+        assert_eq!(MappingForm { invocation_role_arn: role.into(), ..good() }.to_spec(NOW).unwrap().invocation_role_arn.as_deref(), Some(role));
+        for bad in ["arn:aws:iam::123456789012:user/bob", "role/x", "arn:aws:iam:us-east-1:123456789012:role/x"] {
+            assert_eq!(fields(&MappingForm { invocation_role_arn: bad.into(), ..good() }), [F_ROLE], "{bad}");
         }
     }
 

@@ -202,6 +202,10 @@ pub struct MappingSpec {
     /// AWS's MSK form of the consumer group setting, accepted as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amazon_managed_kafka_event_source_config: Option<SelfManagedKafkaEventSourceConfig>,
+    /// Sluice's own: an IAM role assumed (STS AssumeRole) for this mapping's
+    /// AWS calls (invoking the function, writing to its destination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_role_arn: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -262,6 +266,13 @@ impl MappingSpec {
         }
         if let Err(m) = check_function_name(&self.function_name) {
             err("FunctionName", m);
+        }
+        if let Some(role) = &self.invocation_role_arn {
+            let parts: Vec<&str> = role.splitn(6, ':').collect();
+            let ok = matches!(parts.as_slice(), ["arn", p, "iam", "", a, res] if p.starts_with("aws") && a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && res.starts_with("role/") && res.len() > 5);
+            if !ok {
+                err("InvocationRoleArn", format!("`{role}` is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"));
+            }
         }
         if let Some(arn) = &self.event_source_arn {
             let parts: Vec<&str> = arn.splitn(6, ':').collect();

@@ -151,6 +151,7 @@ async fn upsert_mapping(mappings: &MappingService, bootstrap: &str, function: &s
                 filter_on_record_metadata: false,
                 event_source_arn: None,
                 amazon_managed_kafka_event_source_config: None,
+                invocation_role_arn: None,
             };
             mappings.create_with_id(MAPPING_ID, spec).await?;
         }

@@ -170,9 +170,19 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     .await;
     until("commits", Duration::from_secs(10), || b.committed("g-moto", "payments", 3).values().all(|o| *o == 40)).await;
     assert_eq!(s.mappings.counters(id).unwrap().errors, 0);
+    // The same function through an assumed role (STS AssumeRole at moto).
+    let mut with_role = spec(b.bootstrap(), "payments", "echo", "g-role");
+    with_role.invocation_role_arn = Some("arn:aws:iam::123456789012:role/sluice-test".into());
+    let role_id = s.mappings.create(with_role).await.unwrap().uuid;
+    until("120 records through the assumed role", Duration::from_secs(30), || {
+        s.mappings.counters(role_id).is_some_and(|c| c.invoked_event_count == 120)
+    })
+    .await;
     // Lag is read every 3 s; then a publication carries it.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let metrics: serde_json::Value = serde_json::from_str(&moto.python(LIST_METRICS, &[])).unwrap();
+    let read: serde_json::Value = serde_json::from_str(&moto.python(LIST_METRICS, &[&id.to_string()])).unwrap();
+    assert_eq!(read["invoked"], 120.0, "GetMetricData sums the published InvokedEventCount: {read}");
+    let metrics = read["metrics"].clone();
     assert_eq!(cw.failed.load(std::sync::atomic::Ordering::Relaxed), 0, "{:?}", cw.last_error.lock().unwrap());
     let has = |name: &str, dims: &[&str]| {
         metrics.as_array().unwrap().iter().any(|m| {
@@ -228,10 +238,18 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     s.stop().await;
 }
 
+/// ListMetrics, and GetMetricData's sum of InvokedEventCount for the mapping.
 const LIST_METRICS: &str = r#"
-import boto3, json, sys
+import boto3, datetime, json, sys
 kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
-print(json.dumps(boto3.client("cloudwatch", **kw).list_metrics(Namespace="Sluice/Test")["Metrics"]))
+cw = boto3.client("cloudwatch", **kw)
+metrics = cw.list_metrics(Namespace="Sluice/Test")["Metrics"]
+dims = [m["Dimensions"] for m in metrics if m["MetricName"] == "InvokedEventCount" and any(d["Value"] == sys.argv[2] for d in m["Dimensions"])][0]
+now = datetime.datetime.now(datetime.timezone.utc)
+data = cw.get_metric_data(StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(minutes=5), MetricDataQueries=[{
+    "Id": "invoked", "MetricStat": {"Metric": {"Namespace": "Sluice/Test", "MetricName": "InvokedEventCount", "Dimensions": dims},
+    "Period": 60, "Stat": "Sum"}}])["MetricDataResults"][0]["Values"]
+print(json.dumps({"metrics": metrics, "invoked": sum(data)}))
 "#;
 
 const SETUP_DESTINATIONS: &str = r#"

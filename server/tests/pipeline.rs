@@ -33,7 +33,8 @@ impl Target for Scripted {
         let poisoned = self.poison.is_some_and(|p| offsets.contains(&p));
         self.calls.lock().unwrap().push(offsets);
         if poisoned {
-            return Outcome::FunctionError { message: "poison".into(), status: Some(500) };
+            // As Lambda says which version ran (X-Amz-Executed-Version).
+            return Outcome::FunctionError { message: "poison".into(), status: Some(500), version: Some("3".into()) };
         }
         self.script.lock().unwrap().pop_front().unwrap_or(Outcome::Success { body: vec![] })
     }
@@ -160,7 +161,7 @@ async fn a_partial_batch_response_naming_an_unknown_record_fails_the_whole_batch
 
 #[tokio::test]
 async fn errors_retry_until_max_retries_then_drop_and_move_on() {
-    let err = || Outcome::FunctionError { message: "function returned 500: boom".into(), status: Some(500) };
+    let err = || Outcome::FunctionError { message: "function returned 500: boom".into(), status: Some(500), version: None };
     let r = run(vec![err(), err(), err(), err()], (0..3).map(|o| record(o, 1)).collect(), |p| {
         p.max_retries = Some(2);
     })
@@ -184,7 +185,7 @@ async fn throttles_are_retried_without_counting_as_attempts() {
 #[tokio::test]
 async fn nothing_is_committed_while_the_function_keeps_failing() {
     let target = Arc::new(Scripted {
-        script: Mutex::new((0..1000).map(|_| Outcome::FunctionError { message: "down".into(), status: Some(500) }).collect()),
+        script: Mutex::new((0..1000).map(|_| Outcome::FunctionError { message: "down".into(), status: Some(500), version: None }).collect()),
         ..Default::default()
     });
     let commits = Arc::new(Commits::default());
@@ -260,45 +261,57 @@ impl sluice_server::engine::destination::Destination for Dlq {
     }
 }
 
-#[tokio::test]
-async fn bisect_isolates_the_poison_record_and_the_rest_is_invoked() {
+/// One poison record in a batch of `n`: bisect sends it to the destination
+/// alone, every other record once and in order.
+async fn bisect_case(n: i64, poison: i64) {
     let dlq = Arc::new(Dlq::default());
-    let target = Arc::new(Scripted { poison: Some(37), ..Default::default() });
+    let target = Arc::new(Scripted { poison: Some(poison), ..Default::default() });
     let commits = Arc::new(Commits::default());
     let d = dlq.clone();
     let p = pipeline(target.clone(), commits.clone(), move |p| {
-        p.batch_size = 100;
+        p.batch_size = n as usize;
         p.bisect = true;
         p.max_retries = Some(0);
         p.destination = Some(d);
     });
-    let (tx, rx) = mpsc::channel(1000);
-    for o in 0..100 {
+    let (tx, rx) = mpsc::channel(n as usize);
+    for o in 0..n {
         tx.send(record(o, 1)).await.unwrap();
     }
     let stop = CancellationToken::new();
     let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while commits.0.lock().unwrap().last() != Some(&100) && tokio::time::Instant::now() < deadline {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while commits.0.lock().unwrap().last() != Some(&n) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.cancel();
     let _ = task.await;
     let calls = target.calls.lock().unwrap().clone();
-    let ok: Vec<i64> = calls.iter().filter(|c| !c.contains(&37)).flatten().copied().collect();
-    assert_eq!(ok, (0..100).filter(|o| *o != 37).collect::<Vec<_>>(), "every good record once, in order");
+    let ok: Vec<i64> = calls.iter().filter(|c| !c.contains(&poison)).flatten().copied().collect();
+    assert_eq!(ok, (0..n).filter(|o| *o != poison).collect::<Vec<_>>(), "every good record once, in order");
     let got = dlq.got.lock().unwrap();
-    assert_eq!(got.iter().map(|g| (g.0, g.1.as_str())).collect::<Vec<_>>(), vec![(37, "RetryAttemptsExhausted")]);
+    assert_eq!(got.iter().map(|g| (g.0, g.1.as_str())).collect::<Vec<_>>(), vec![(poison, "RetryAttemptsExhausted")]);
     let env = &got[0].2;
     assert_eq!(env["KafkaBatchInfo"]["batchSize"], 1);
-    assert_eq!(env["KafkaBatchInfo"]["recordInfo"]["offset"], "37");
+    assert_eq!(env["KafkaBatchInfo"]["recordInfo"]["offset"], poison.to_string());
     assert_eq!(env["responseContext"]["statusCode"], 500);
+    assert_eq!(env["responseContext"]["executedVersion"], "3", "the version that ran, as the function's answer said");
     let payload: serde_json::Value = serde_json::from_str(env["payload"].as_str().unwrap()).unwrap();
-    assert_eq!(payload["records"]["t-0"][0]["offset"], 37);
-    // 1 full batch, then halves down to the single record: 2 per level.
-    println!("bisect: {} invocations for a batch of 100 with one poison record", calls.len());
-    assert!(calls.len() <= 1 + 2 * 7, "{} invocations", calls.len());
-    assert_eq!(*commits.0.lock().unwrap().last().unwrap(), 100);
+    assert_eq!(payload["records"]["t-0"][0]["offset"], poison);
+    // The failing invocations: the whole batch, then the half holding the
+    // poison record at each level, down to it alone.
+    let failed = calls.iter().filter(|c| c.contains(&poison)).count();
+    let levels = (n as f64).log2().ceil() as usize;
+    println!("bisect: batch of {n}, one poison record: {} invocations, {failed} of them failed (the rest delivered the good records)", calls.len());
+    assert!(failed <= levels + 1, "{failed} failed invocations");
+    assert!(calls.len() <= 1 + 2 * levels, "{} invocations", calls.len());
+    assert_eq!(*commits.0.lock().unwrap().last().unwrap(), n);
+}
+
+#[tokio::test]
+async fn bisect_isolates_the_poison_record_and_the_rest_is_invoked() {
+    bisect_case(100, 37).await;
+    bisect_case(1000, 613).await;
 }
 
 #[tokio::test]

@@ -205,7 +205,7 @@ impl Engine {
             }
             let on_aws = target_kind(&spec.function_name) == TargetKind::Lambda
                 || spec.destination_config.on_failure.as_ref().is_some_and(|d| d.destination.starts_with("arn:"));
-            let aws = if on_aws { Some(self.aws().await.clone()) } else { None };
+            let aws = if on_aws { Some(self.aws_for(id, &spec).await) } else { None };
             match self.start_poller(id, &spec, version, aws.as_ref()) {
                 Ok(r) => {
                     self.running.insert(id, r);
@@ -221,6 +221,21 @@ impl Engine {
 
     async fn aws(&self) -> &aws_config::SdkConfig {
         self.aws.get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await }).await
+    }
+
+    /// The node's AWS configuration, or, with `InvocationRoleArn`, the same
+    /// with credentials from assuming that role (refreshed by the SDK).
+    async fn aws_for(&self, id: Uuid, spec: &MappingSpec) -> aws_config::SdkConfig {
+        let base = self.aws().await.clone();
+        let Some(role) = &spec.invocation_role_arn else { return base };
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+            .session_name(format!("sluice-{}", id.simple()))
+            .configure(&base)
+            .build()
+            .await;
+        base.into_builder()
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+            .build()
     }
 
     fn start_poller(&self, id: Uuid, spec: &MappingSpec, version: i64, aws: Option<&aws_config::SdkConfig>) -> Result<Running, String> {

@@ -169,7 +169,7 @@ pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::
             let end = first.offset + 1;
             let n = first.json.len();
             let why = format!("a record of {n} bytes (encoded) exceeds the {} byte payload limit", p.max_payload);
-            if !fail(&p, &topic, partition, vec![first], &why, "MaximumPayloadSizeExceeded", 0, None, &stop).await {
+            if !fail(&p, &topic, partition, vec![first], &why, "MaximumPayloadSizeExceeded", 0, (None, None), &stop).await {
                 return;
             }
             p.committer.commit(&topic, partition, end);
@@ -249,13 +249,14 @@ async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
     let mut attempts: u32 = 0;
     let mut throttles: u32 = 0;
     let mut status_code = None;
+    let mut executed_version: Option<String> = None;
     loop {
         if let Some(age) = p.max_age {
             let oldest_ok = crate::store::now_ms() - age.as_millis() as i64;
             let (expired, fresh): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.timestamp_ms >= 0 && r.timestamp_ms < oldest_ok);
             records = fresh;
             let why = format!("older than MaximumRecordAgeInSeconds ({} s)", age.as_secs());
-            if !fail(p, topic, partition, expired, &why, "RecordAgeExceeded", attempts, status_code, stop).await {
+            if !fail(p, topic, partition, expired, &why, "RecordAgeExceeded", attempts, (status_code, executed_version.as_deref()), stop).await {
                 return Step::Stopped;
             }
         }
@@ -294,8 +295,9 @@ async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
                 }
                 Err(why) => why,
             },
-            Outcome::FunctionError { message, status } => {
+            Outcome::FunctionError { message, status, version } => {
                 status_code = status;
+                executed_version = version;
                 message
             }
             Outcome::Throttled { message, retry_after } => {
@@ -320,7 +322,7 @@ async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
         }
         if p.max_retries.is_some_and(|max| attempts > max) {
             let why = format!("{problem} (after {attempts} attempts)");
-            if !fail(p, topic, partition, records, &why, "RetryAttemptsExhausted", attempts, status_code, stop).await {
+            if !fail(p, topic, partition, records, &why, "RetryAttemptsExhausted", attempts, (status_code, executed_version.as_deref()), stop).await {
                 return Step::Stopped;
             }
             p.committer.commit(topic, partition, end);
@@ -346,7 +348,7 @@ async fn fail(
     why: &str,
     condition: &'static str,
     attempts: u32,
-    status_code: Option<u16>,
+    (status_code, executed_version): (Option<u16>, Option<&str>),
     stop: &CancellationToken,
 ) -> bool {
     let (Some(first), Some(last)) = (records.first(), records.last()) else { return true };
@@ -357,7 +359,7 @@ async fn fail(
         tracing::warn!(topic, partition, first = first.offset, last = last.offset, condition, "records dropped: {why}");
         return true;
     };
-    let failed = Failed { topic, partition, records: &records, condition, attempts, status_code };
+    let failed = Failed { topic, partition, records: &records, condition, attempts, status_code, executed_version };
     let mut tries = 0;
     loop {
         match dest.deliver(&failed).await {

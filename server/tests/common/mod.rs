@@ -312,6 +312,7 @@ pub fn spec(bootstrap: &str, topic: &str, function: &str, group: &str) -> Mappin
         filter_on_record_metadata: false,
         event_source_arn: None,
         amazon_managed_kafka_event_source_config: None,
+        invocation_role_arn: None,
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Failed<'a> {
     pub attempts: u32,
     /// The function's last answer, when there was one.
     pub status_code: Option<u16>,
+    /// The function version that ran (Lambda says), for `executedVersion`.
+    pub executed_version: Option<&'a str>,
 }
 
 #[async_trait]
@@ -42,7 +44,7 @@ fn iso(ms: i64) -> String {
 fn envelope(f: &Failed<'_>, function: &str, request_id: &str) -> Value {
     let response = match f.condition {
         "MaximumPayloadSizeExceeded" => Value::Null,
-        _ => json!({"statusCode": f.status_code.unwrap_or(200), "executedVersion": Value::Null, "functionError": "Unhandled"}),
+        _ => json!({"statusCode": f.status_code.unwrap_or(200), "executedVersion": f.executed_version, "functionError": "Unhandled"}),
     };
     json!({
         "requestContext": {

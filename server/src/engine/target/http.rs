@@ -45,13 +45,14 @@ impl Target for HttpTarget {
                 return Outcome::FunctionError {
                     message: format!("{} timed out after {} ms", self.url, self.timeout.as_millis()),
                     status: None,
+                    version: None,
                 }
             }
             Err(e) if e.is_connect() => {
-                return Outcome::FunctionError { message: format!("cannot connect to {}: {}", self.url, root_cause(&e)), status: None }
+                return Outcome::FunctionError { message: format!("cannot connect to {}: {}", self.url, root_cause(&e)), status: None, version: None }
             }
             Err(e) => {
-                return Outcome::FunctionError { message: format!("request to {} failed: {}", self.url, root_cause(&e)), status: None }
+                return Outcome::FunctionError { message: format!("request to {} failed: {}", self.url, root_cause(&e)), status: None, version: None }
             }
         };
         let status = resp.status();
@@ -62,6 +63,7 @@ impl Target for HttpTarget {
                 return Outcome::FunctionError {
                     message: format!("{} answered {status} but its body broke off: {e}", self.url),
                     status: Some(status.as_u16()),
+                    version: None,
                 }
             }
         };
@@ -72,7 +74,7 @@ impl Target for HttpTarget {
         if status.as_u16() == 429 || (status.as_u16() == 503 && after.is_some()) {
             return Outcome::Throttled { message, retry_after: after };
         }
-        Outcome::FunctionError { message, status: Some(status.as_u16()) }
+        Outcome::FunctionError { message, status: Some(status.as_u16()), version: None }
     }
 }
 

@@ -55,6 +55,7 @@ impl Target for LambdaTarget {
                             excerpt(&body, 300)
                         ),
                         status: Some(out.status_code() as u16),
+                        version: out.executed_version().map(String::from),
                     },
                     None => Outcome::Success { body },
                 }
@@ -74,16 +75,18 @@ fn describe(function: &str, e: SdkError<InvokeError>) -> Outcome {
             if matches!(err, InvokeError::TooManyRequestsException(_)) || status == 429 {
                 return Outcome::Throttled { message: format!("{function}: {message}"), retry_after: None };
             }
-            Outcome::FunctionError { message: format!("Lambda refused the invocation of {function}: {message}"), status: Some(status) }
+            Outcome::FunctionError { message: format!("Lambda refused the invocation of {function}: {message}"), status: Some(status), version: None }
         }
-        SdkError::TimeoutError(_) => Outcome::FunctionError { message: format!("{function}: the invocation timed out"), status: None },
+        SdkError::TimeoutError(_) => Outcome::FunctionError { message: format!("{function}: the invocation timed out"), status: None, version: None },
         SdkError::DispatchFailure(_) => Outcome::FunctionError {
             message: format!("cannot reach AWS Lambda for {function}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
             status: None,
+            version: None,
         },
         other => Outcome::FunctionError {
             message: format!("cannot invoke {function}: {}", aws_smithy_types::error::display::DisplayErrorContext(other)),
             status: None,
+            version: None,
         },
     }
 }

@@ -15,7 +15,8 @@ pub enum Outcome {
     Success { body: Vec<u8> },
     /// The function failed, could not be reached, or timed out. `message` is
     /// written for a person (it ends up in LastProcessingResult).
-    FunctionError { message: String, status: Option<u16> },
+    /// `version`: the function version that ran, when the target says (Lambda).
+    FunctionError { message: String, status: Option<u16>, version: Option<String> },
     /// The target asked us to slow down. Not a failed attempt.
     Throttled { message: String, retry_after: Option<Duration> },
 }
