@@ -484,6 +484,146 @@ pub fn value_document(bytes: Option<&[u8]>) -> Value {
     Value::Object(doc)
 }
 
+/// The fields a set of patterns can look at. The pipeline parses a record
+/// through it: fields no pattern names are skipped (checked as JSON, not
+/// built), which is most of a record's bytes. Matching the result is the
+/// same as matching the whole document.
+#[derive(Clone, Debug, Default)]
+pub struct Projection {
+    /// Keep this value whole (a leaf rule compares it).
+    all: bool,
+    children: Vec<(String, Projection)>,
+}
+
+impl Projection {
+    pub fn of(patterns: &[Pattern]) -> Projection {
+        let mut p = Projection::default();
+        for pat in patterns {
+            p.add(&pat.root);
+        }
+        p
+    }
+
+    fn add(&mut self, o: &Obj) {
+        for (k, r) in &o.fields {
+            let c = self.child(k);
+            match r {
+                Rule::Nested(inner) => c.add(inner),
+                Rule::Leaf(_) => c.all = true,
+            }
+        }
+        for alts in &o.ors {
+            for a in alts {
+                self.add(a);
+            }
+        }
+    }
+
+    fn child(&mut self, k: &str) -> &mut Projection {
+        let i = match self.children.iter().position(|(n, _)| n == k) {
+            Some(i) => i,
+            None => {
+                self.children.push((k.to_string(), Projection::default()));
+                self.children.len() - 1
+            }
+        };
+        &mut self.children[i].1
+    }
+
+    fn get(&self, k: &str) -> Option<&Projection> {
+        self.children.iter().find(|(n, _)| n == k).map(|(_, p)| p)
+    }
+
+    /// `value_document(bytes)` with only what the patterns can look at.
+    pub fn value_document(&self, bytes: Option<&[u8]>) -> Value {
+        let mut doc = Map::new();
+        // No pattern looks at the value, or there is none: nothing to parse.
+        let (Some(vp), Some(bytes)) = (self.get("value"), bytes) else { return Value::Object(doc) };
+        let Ok(s) = std::str::from_utf8(bytes) else { return Value::Object(doc) };
+        let parsed = if vp.all {
+            serde_json::from_str::<Value>(s)
+        } else {
+            let mut de = serde_json::Deserializer::from_str(s);
+            serde::de::DeserializeSeed::deserialize(vp, &mut de).and_then(|v| de.end().map(|_| v))
+        };
+        doc.insert("value".into(), parsed.unwrap_or_else(|_| Value::String(s.to_string())));
+        Value::Object(doc)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for &Projection {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.all {
+            return serde::Deserialize::deserialize(d);
+        }
+        d.deserialize_any(ProjectingVisitor(self))
+    }
+}
+
+struct ProjectingVisitor<'a>(&'a Projection);
+
+impl<'de> serde::de::Visitor<'de> for ProjectingVisitor<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // Patterns apply to each element of an array.
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(self.0)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match self.0.get(&k) {
+                Some(child) => {
+                    out.insert(k.into_owned(), map.next_value_seed(child)?);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// The record's metadata, for mappings that opt in: what a pattern can
 /// match besides `value`. Key and header values are decoded like the value.
 pub struct RecordMeta<'a> {
@@ -687,5 +827,49 @@ impl Sample {
             timestamp_ms: self.timestamp_ms,
         };
         record_document(self.value.as_deref(), &meta)
+    }
+}
+
+#[cfg(test)]
+mod projection_tests {
+    use super::*;
+
+    /// Matching the projected document gives the same answer as matching
+    /// the whole one, for every pattern shape.
+    #[test]
+    fn projected_documents_match_like_whole_ones() {
+        let patterns = [
+            r#"{"value": {"type": ["refund"]}}"#,
+            r#"{"value": {"a": {"b": [{"numeric": [">", 1]}]}}}"#,
+            r#"{"value": {"items": {"sku": [{"prefix": "x"}]}}}"#,
+            r#"{"value": {"gone": [{"exists": false}]}}"#,
+            r#"{"value": {"o": [{"exists": true}]}}"#,
+            r#"{"value": {"t": [{"anything-but": ["a"]}]}}"#,
+            r#"{"value": [{"exists": false}]}"#,
+            r#"{"value": ["plain text"]}"#,
+            r#"{"$or": [{"value": {"x": [1]}}, {"value": {"y": {"z": [null]}}}]}"#,
+        ];
+        let records: [&[u8]; 10] = [
+            br#"{"type": "refund", "other": {"deep": [1, 2, {"x": 3}]}}"#,
+            br#"{"a": {"b": 2, "c": "skip"}, "t": "b"}"#,
+            br#"{"a": [{"b": 0}, {"b": 5}]}"#,
+            br#"{"items": [{"sku": "xy"}, {"sku": "z"}], "gone": null}"#,
+            br#"{"o": {}, "x": 1, "y": {"z": null}}"#,
+            br#"{"o": [], "t": "a", "y": {"z": 0}}"#,
+            b"plain text",
+            b"{not json",
+            b"\xff\xfe",
+            br#"[{"type": "refund"}]"#,
+        ];
+        for p in patterns {
+            let compiled = Pattern::compile(p).unwrap();
+            let proj = Projection::of(std::slice::from_ref(&compiled));
+            for r in records {
+                let whole = compiled.matches(&value_document(Some(r)));
+                let projected = compiled.matches(&proj.value_document(Some(r)));
+                assert_eq!(whole, projected, "{p} on {}", String::from_utf8_lossy(r));
+            }
+            assert_eq!(compiled.matches(&value_document(None)), compiled.matches(&proj.value_document(None)), "{p} on no value");
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 use rdkafka::message::OwnedMessage;
 use rdkafka::message::Message;
-use sluice_app::filter::{record_document, value_document, Pattern, RecordMeta};
+use sluice_app::filter::{record_document, value_document, Pattern, Projection, RecordMeta};
 use sluice_app::spec::{FunctionResponseType, MappingSpec};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -43,6 +43,9 @@ pub struct Pipeline {
     pub max_payload: usize,
     /// A record is invoked if any matches; none: every record.
     pub filters: Vec<Pattern>,
+    /// What of a record `filters` look at, to parse only that (None: parse
+    /// the whole value).
+    pub projection: Option<Projection>,
     pub bisect: bool,
     pub destination: Option<Arc<dyn Destination>>,
     /// Filters also see key, headers, topic, partition, timestamp.
@@ -65,6 +68,7 @@ impl Pipeline {
             report_item_failures: false,
             max_payload: MAX_PAYLOAD_BYTES,
             filters: vec![],
+            projection: None,
             bisect: false,
             destination: None,
             filter_on_metadata: false,
@@ -96,6 +100,9 @@ impl Pipeline {
             report_item_failures: spec.function_response_types.contains(&FunctionResponseType::ReportBatchItemFailures),
             // Saved specs passed validation, so every pattern compiles.
             filters: spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect(),
+            projection: Some(Projection::of(
+                &spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect::<Vec<_>>(),
+            )),
             bisect: spec.bisect_batch_on_function_error,
             filter_on_metadata: spec.filter_on_record_metadata,
             ..Pipeline::new(target, committer, EventSource::of(spec))
@@ -119,7 +126,10 @@ impl Pipeline {
             };
             record_document(m.payload(), &meta)
         } else {
-            value_document(m.payload())
+            match &self.projection {
+                Some(p) => p.value_document(m.payload()),
+                None => value_document(m.payload()),
+            }
         };
         self.filters.iter().any(|f| f.matches(&doc))
     }
