@@ -81,7 +81,7 @@ async fn main() {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn,aws_config=error".into()),
         )
         .init();
     let cli = Cli::parse();
