@@ -96,6 +96,7 @@ test("the overview shows each mapping's health, lag sparkline and rates", async 
     // Prometheus sees the same mapping, per partition.
     const prom = await (await fetch(`${s.url}/metrics`)).text();
     assert.match(prom, new RegExp(`sluice_invocations_total\\{mapping="${DEMO}"`));
+    assert.match(prom, new RegExp(`sluice_pollers\\{mapping="${DEMO}"[^}]*\\} [1-6]\n`));
     for (let part = 0; part < 6; part++) assert.match(prom, new RegExp(`sluice_offset_lag\\{mapping="${DEMO}".*partition="${part}"\\} \\d+`));
 
     // The API refuses a range it does not know, by name.

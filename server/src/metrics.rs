@@ -370,6 +370,10 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
         let _ = writeln!(out, "sluice_duration_milliseconds_sum{{{}}} {}", labels(id), s.duration_sum_us as f64 / 1000.0);
         let _ = writeln!(out, "sluice_duration_milliseconds_count{{{}}} {}", labels(id), s.duration_count);
     }
+    let _ = writeln!(out, "# HELP sluice_pollers Pollers (consumers in the mapping's group) running on this node.\n# TYPE sluice_pollers gauge");
+    for (id, s) in &snaps {
+        let _ = writeln!(out, "sluice_pollers{{{}}} {}", labels(id), s.counts[12]);
+    }
     let per_part: [(&str, &str, &str); 4] = [
         ("sluice_offset_lag", "gauge", "Records between the group's committed offset and the end of the partition (OffsetLag)"),
         ("sluice_end_offset", "gauge", "The partition's end offset (high watermark)"),
