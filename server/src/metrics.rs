@@ -168,12 +168,9 @@ impl Metrics {
             match &mut track.minute {
                 Some((k, acc)) if *k == key => acc.merge(&point),
                 slot => {
-                    if let Some((k, acc)) = slot.take() {
+                    if let Some((k, acc)) = slot.replace((key, point.clone())) {
                         closed.push((id, align(acc, k, MINUTE)));
                     }
-                    let mut acc = MetricPoint::default();
-                    acc.merge(&point);
-                    *slot = Some((key, acc));
                 }
             }
             track.ring.push_back(point.clone());
@@ -232,25 +229,13 @@ impl Metrics {
                 continue;
             }
             let minutes = self.store.points(id, MINUTE, after, until).await?;
-            let mut quarters: Vec<(Uuid, MetricPoint)> = Vec::new();
-            let mut cur: Option<(i64, MetricPoint)> = None;
-            for p in minutes {
-                let key = (p.time - 1).div_euclid(QUARTER);
-                match &mut cur {
-                    Some((k, acc)) if *k == key => acc.merge(&p),
-                    slot => {
-                        if let Some((k, acc)) = slot.take() {
-                            quarters.push((id, align(acc, k, QUARTER)));
-                        }
-                        let mut acc = MetricPoint::default();
-                        acc.merge(&p);
-                        *slot = Some((key, acc));
-                    }
-                }
-            }
-            if let Some((k, acc)) = cur {
-                quarters.push((id, align(acc, k, QUARTER)));
-            }
+            let quarters: Vec<(Uuid, MetricPoint)> = bucket(&minutes, QUARTER)
+                .into_iter()
+                .map(|q| {
+                    let key = (q.time - 1).div_euclid(QUARTER);
+                    (id, align(q, key, QUARTER))
+                })
+                .collect();
             self.store.put_points(QUARTER, &quarters).await?;
         }
         Ok(())

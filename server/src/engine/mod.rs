@@ -120,6 +120,20 @@ pub type LiveRegistry = Arc<std::sync::Mutex<HashMap<Uuid, Arc<LiveStatus>>>>;
 /// being committed), whatever their spec says.
 pub type Holds = Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>;
 
+/// The AWS configuration for a resource: a full ARN names its region,
+/// anything else takes the chain's; without either, why not (`hint` adds
+/// what else would do).
+fn in_region(aws: &aws_config::SdkConfig, name: &str, hint: &str) -> Result<aws_config::SdkConfig, String> {
+    let mut sdk = aws.clone();
+    if let Some(r) = destination::aws::arn_region(name) {
+        sdk = sdk.into_builder().region(aws_config::Region::new(r.to_string())).build();
+    }
+    if sdk.region().is_none() {
+        return Err(format!("no AWS region for {name}: set AWS_REGION (or a profile with a region){hint}"));
+    }
+    Ok(sdk)
+}
+
 /// Handle to stop the engine.
 pub struct EngineHandle {
     stop: CancellationToken,
@@ -244,18 +258,7 @@ impl Engine {
                 target::http::HttpTarget::new(&spec.function_name, self.settings.http_timeout).map_err(|e| e.to_string())?,
             ),
             (TargetKind::Lambda, Some(aws)) => {
-                // A full ARN names its region; anything else takes the chain's.
-                let arn_region = spec.function_name.strip_prefix("arn:").and_then(|a| a.split(':').nth(2)).filter(|r| !r.is_empty());
-                let mut sdk = aws.clone();
-                if let Some(r) = arn_region {
-                    sdk = sdk.into_builder().region(aws_config::Region::new(r.to_string())).build();
-                }
-                if sdk.region().is_none() {
-                    return Err(format!(
-                        "no AWS region for {}: set AWS_REGION (or a profile with a region), or give the function's full ARN",
-                        spec.function_name
-                    ));
-                }
+                let sdk = in_region(aws, &spec.function_name, ", or give the function's full ARN")?;
                 Arc::new(target::lambda::LambdaTarget::new(&sdk, &spec.function_name, self.settings.http_timeout))
             }
             (TargetKind::Lambda, None) => return Err("the AWS configuration is not loaded".into()),
@@ -271,13 +274,7 @@ impl Engine {
                 )?)),
                 None => {
                     let aws = aws.ok_or("the AWS configuration is not loaded")?;
-                    let mut sdk = aws.clone();
-                    if let Some(r) = destination::aws::arn_region(&d.destination) {
-                        sdk = sdk.into_builder().region(aws_config::Region::new(r.to_string())).build();
-                    }
-                    if sdk.region().is_none() {
-                        return Err(format!("no AWS region for {}: set AWS_REGION (or a profile with a region)", d.destination));
-                    }
+                    let sdk = in_region(aws, &d.destination, "")?;
                     Some(Arc::new(destination::aws::AwsDestination::new(
                         &sdk,
                         &d.destination,

@@ -82,6 +82,8 @@ impl Pipeline {
         status: Arc<LiveStatus>,
     ) -> Pipeline {
         let has_destination = spec.destination_config.on_failure.is_some();
+        // Saved specs passed validation, so every pattern compiles.
+        let filters: Vec<Pattern> = spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect();
         Pipeline {
             status,
             batch_size: spec.batch_size.clamp(1, 10_000) as usize,
@@ -98,11 +100,8 @@ impl Pipeline {
             max_age: (spec.maximum_record_age_in_seconds >= 0)
                 .then(|| Duration::from_secs(spec.maximum_record_age_in_seconds as u64)),
             report_item_failures: spec.function_response_types.contains(&FunctionResponseType::ReportBatchItemFailures),
-            // Saved specs passed validation, so every pattern compiles.
-            filters: spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect(),
-            projection: Some(Projection::of(
-                &spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect::<Vec<_>>(),
-            )),
+            projection: Some(Projection::of(&filters)),
+            filters,
             bisect: spec.bisect_batch_on_function_error,
             filter_on_metadata: spec.filter_on_record_metadata,
             ..Pipeline::new(target, committer, EventSource::of(spec))
