@@ -25,30 +25,6 @@ async fn wait_state(s: &Sluice, id: Uuid, state: MappingState, within: Duration)
     }
 }
 
-async fn wait_result(s: &Sluice, id: Uuid, needle: &str, within: Duration) -> String {
-    let t = Instant::now();
-    loop {
-        let r = s.mappings.get(id).await.unwrap().status.last_processing_result;
-        if r.contains(needle) {
-            return r;
-        }
-        assert!(t.elapsed() < within, "LastProcessingResult never said {needle:?}; last: {r}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_committed(b: &Broker, group: &str, topic: &str, want: &BTreeMap<i32, i64>, within: Duration) {
-    let t = Instant::now();
-    loop {
-        let got = b.committed(group, topic, want.len() as i32);
-        if &got == want {
-            return;
-        }
-        assert!(t.elapsed() < within, "committed {got:?}, want {want:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn order_and_commits(b: Broker, per_partition: usize) {
     let topic = "orders";
     b.create_topic(topic, 6).await;

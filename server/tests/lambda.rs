@@ -94,45 +94,21 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
 
     *fake.mode.lock().unwrap() = "error";
     b.produce("orders", 2, 1, None).await;
-    let t = Instant::now();
-    let result = loop {
-        let r = s.mappings.get(id).await.unwrap().status.last_processing_result;
-        if r.contains("OrderRejected") {
-            break r;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "LastProcessingResult: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let result = wait_result(&s, id, "OrderRejected", Duration::from_secs(20)).await;
     assert!(result.contains("Unhandled") && result.contains("version 7") && result.contains("order 42 has no customer"), "{result}");
     assert_eq!(b.committed("g-lambda", "orders", 2).values().sum::<i64>(), 50, "a failed batch is not committed");
 
     *fake.mode.lock().unwrap() = "throttle";
     until("a throttle", Duration::from_secs(30), || s.mappings.counters(id).is_some_and(|c| c.throttles > 0)).await;
     // The status reaches the store on the reconciler's next pass.
-    let t = Instant::now();
-    loop {
-        let r = s.mappings.get(id).await.unwrap().status.last_processing_result;
-        if r.contains("throttled") {
-            assert!(r.contains("TooManyRequestsException"), "{r}");
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "LastProcessingResult: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let r = wait_result(&s, id, "throttled", Duration::from_secs(10)).await;
+    assert!(r.contains("TooManyRequestsException"), "{r}");
 
     // A function that does not exist is reported by name (moto answers
     // such an invoke with 200, so this is asked of the fake endpoint).
     *fake.mode.lock().unwrap() = "missing";
-    let t = Instant::now();
-    loop {
-        let r = s.mappings.get(id).await.unwrap().status.last_processing_result;
-        if r.contains("ResourceNotFoundException") {
-            assert!(r.contains("Function not found"), "{r}");
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(40), "LastProcessingResult: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let r = wait_result(&s, id, "ResourceNotFoundException", Duration::from_secs(40)).await;
+    assert!(r.contains("Function not found"), "{r}");
 
     *fake.mode.lock().unwrap() = "ok";
     until("the failed records, once the function recovers", Duration::from_secs(60), || {

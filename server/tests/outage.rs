@@ -44,10 +44,7 @@ async fn outage(b: Broker) {
     let ends = b.end_offsets(topic, 3);
     let total: i64 = ends.values().sum();
     assert!(f.wait_for(total as usize, Duration::from_secs(60)).await, "delivered {} of {total}", f.count());
-    while b.committed("g-outage", topic, 3) != ends {
-        assert!(back.elapsed() < Duration::from_secs(90), "committed {:?}", b.committed("g-outage", topic, 3));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_committed(&b, "g-outage", topic, &ends, Duration::from_secs(90).saturating_sub(back.elapsed())).await;
     let caught_up = back.elapsed();
     assert_complete_and_ordered(&f.by_partition(), &ends, &BTreeMap::new());
     println!(

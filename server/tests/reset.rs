@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use sluice_app::reset::{ResetRequest, Strategy};
@@ -14,18 +14,6 @@ use uuid::Uuid;
 
 fn req(strategy: Strategy) -> ResetRequest {
     ResetRequest { strategy, timestamp: None, offsets: None, shift_by: None, partitions: None, dry_run: false }
-}
-
-async fn wait_committed(b: &Broker, group: &str, topic: &str, want: &BTreeMap<i32, i64>) {
-    let t = Instant::now();
-    loop {
-        let got = b.committed(group, topic, want.len() as i32);
-        if &got == want {
-            return;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "committed {got:?}, want {want:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Offsets delivered per partition after the first `skip` deliveries.
@@ -60,7 +48,7 @@ async fn reset_to_a_time_continues_at_the_first_record_at_or_after_it() {
     let mut s = Sluice::start().await;
     let id = s.mappings.create(spec(b.bootstrap(), topic, &url, "g-time")).await.unwrap().uuid;
     assert!(f.wait_for(300, Duration::from_secs(30)).await);
-    wait_committed(&b, "g-time", topic, &(0..3).map(|p| (p, 100)).collect()).await;
+    wait_committed(&b, "g-time", topic, &(0..3).map(|p| (p, 100)).collect(), Duration::from_secs(30)).await;
 
     // Preview: from 100 back to 50 on each partition, 50 to re-process.
     let preview = s.mappings.reset(id, ResetRequest { timestamp: Some(t1), dry_run: true, ..req(Strategy::AtTimestamp) }, "test").await.unwrap();
@@ -101,7 +89,7 @@ async fn shift_by_redelivers_exactly_the_last_records_of_the_chosen_partitions()
     let (mut s, f, id) = started(&b, topic, 3).await;
     b.produce(topic, 3, 150, None).await;
     assert!(f.wait_for(450, Duration::from_secs(30)).await);
-    wait_committed(&b, "g-shift", topic, &(0..3).map(|p| (p, 150)).collect()).await;
+    wait_committed(&b, "g-shift", topic, &(0..3).map(|p| (p, 150)).collect(), Duration::from_secs(30)).await;
 
     let r = ResetRequest { shift_by: Some(-100), partitions: Some(vec![1]), ..req(Strategy::ShiftBy) };
     let out = s.mappings.reset(id, r, "test").await.unwrap();
@@ -133,7 +121,7 @@ async fn latest_skips_exactly_the_lag_in_the_preview_and_one_reset_runs_at_a_tim
     let (mut s, f, id) = started(&b, topic, 2).await;
     b.produce(topic, 2, 20, None).await;
     assert!(f.wait_for(40, Duration::from_secs(30)).await);
-    wait_committed(&b, "g-latest", topic, &(0..2).map(|p| (p, 20)).collect()).await;
+    wait_committed(&b, "g-latest", topic, &(0..2).map(|p| (p, 20)).collect(), Duration::from_secs(30)).await;
     // The function stops answering: a backlog builds.
     *f.status.lock().unwrap() = 503;
     b.produce(topic, 2, 80, None).await;
@@ -176,7 +164,7 @@ async fn a_reset_while_records_flow_loses_nothing_outside_the_change() {
     producer.await.unwrap();
     assert!(f.wait_for(3000 + 10, Duration::from_secs(60)).await, "delivered {}", f.count());
     let ends = b.end_offsets(topic, 3);
-    wait_committed(&b, "g-flowing", topic, &ends).await;
+    wait_committed(&b, "g-flowing", topic, &ends, Duration::from_secs(30)).await;
     // Every record of every partition was delivered, in order per partition
     // (a reset or a restart may repeat a suffix, never skip).
     assert_complete_and_ordered(&f.by_partition(), &ends, &BTreeMap::new());

@@ -49,11 +49,7 @@ async fn lag_adds_pollers(b: Broker) {
     *f.delay_ms.lock().unwrap() = 0;
     assert!(f.wait_for(6000, Duration::from_secs(60)).await, "delivered {}", f.count());
     let ends = b.end_offsets(topic, 6);
-    let t = Instant::now();
-    while b.committed("g-scale", topic, 6) != ends {
-        assert!(t.elapsed() < Duration::from_secs(30), "committed {:?}", b.committed("g-scale", topic, 6));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_committed(&b, "g-scale", topic, &ends, Duration::from_secs(30)).await;
     // Rebalances may repeat an abandoned batch, never skip or reorder.
     assert_complete_and_ordered(&f.by_partition(), &ends, &BTreeMap::new());
     s.stop().await;

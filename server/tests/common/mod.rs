@@ -370,3 +370,29 @@ pub async fn produce_on(bootstrap: &str, topic: &str, partitions: i32, n: usize,
         a.await.unwrap().unwrap();
     }
 }
+
+/// Waits until the mapping's LastProcessingResult says `needle`; returns it.
+pub async fn wait_result(s: &Sluice, id: uuid::Uuid, needle: &str, within: Duration) -> String {
+    let t = Instant::now();
+    loop {
+        let r = s.mappings.get(id).await.unwrap().status.last_processing_result;
+        if r.contains(needle) {
+            return r;
+        }
+        assert!(t.elapsed() < within, "LastProcessingResult never said {needle:?}; last: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the group has committed exactly `want` (partition → offset).
+pub async fn wait_committed(b: &Broker, group: &str, topic: &str, want: &BTreeMap<i32, i64>, within: Duration) {
+    let t = Instant::now();
+    loop {
+        let got = b.committed(group, topic, want.len() as i32);
+        if &got == want {
+            return;
+        }
+        assert!(t.elapsed() < within, "committed {got:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
