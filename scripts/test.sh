@@ -41,7 +41,7 @@ cargo test --workspace --quiet
 pg="${SLUICE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
 command -v psql >/dev/null || apt_install postgresql-client
 echo "test.sh: cargo tests on PostgreSQL" >&2
-SLUICE_TEST_POSTGRES="$pg" cargo test -p sluice-server --quiet --test engine --test crash --test demo --test reset
+SLUICE_TEST_POSTGRES="$pg" cargo test -p sluice-server --quiet --test engine --test crash --test demo --test reset --test cluster
 for db in $(psql "$pg/postgres" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'sluice_t_%'"); do
   psql "$pg/postgres" -qc "DROP DATABASE $db" || true
 done

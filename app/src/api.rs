@@ -38,6 +38,7 @@ pub mod backend {
         async fn reset_state(&self, id: uuid::Uuid) -> Result<Option<crate::reset::ResetState>, String>;
         async fn resets(&self, id: uuid::Uuid) -> Result<Vec<crate::reset::ResetAudit>, String>;
         fn system(&self) -> crate::model::SystemInfo;
+        async fn nodes(&self) -> Result<Vec<crate::model::NodeView>, String>;
         /// Up to `n` of the newest records of the mapping's topic.
         async fn sample(&self, id: uuid::Uuid, n: usize) -> Result<Vec<crate::filter::Sample>, String>;
     }
@@ -120,6 +121,12 @@ pub async fn get_resets(id: String) -> Result<Vec<crate::reset::ResetAudit>, Ser
 #[server(endpoint = "get_system")]
 pub async fn get_system() -> Result<crate::model::SystemInfo, ServerFnError> {
     Ok(backend::backend()?.0.system())
+}
+
+/// The Sluice nodes sharing this database.
+#[server(endpoint = "get_nodes")]
+pub async fn get_nodes() -> Result<Vec<crate::model::NodeView>, ServerFnError> {
+    backend::backend()?.0.nodes().await.map_err(ServerFnError::new)
 }
 
 /// The newest records of a mapping's topic, for the filter tester.

@@ -53,6 +53,7 @@ pub fn App() -> impl IntoView {
                 <A href="/" attr:class="brand">"Sluice"</A>
                 <nav>
                     <A href="/">"Mappings"</A>
+                    <A href="/nodes">"Nodes"</A>
                     <a href="/api/v1/openapi.json" rel="external">"API"</a>
                 </nav>
             </header>
@@ -64,7 +65,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/mappings/:id") view=pages::MappingDetail ssr=ssr.clone()/>
                     <Route path=path!("/mappings/:id/edit") view=pages::EditMapping ssr=ssr.clone()/>
                     <Route path=path!("/mappings/:id/reset") view=pages::ResetMapping ssr=ssr.clone()/>
-                    <Route path=path!("/mappings/:id/filters") view=pages::FilterTester ssr=ssr/>
+                    <Route path=path!("/mappings/:id/filters") view=pages::FilterTester ssr=ssr.clone()/>
+                    <Route path=path!("/nodes") view=pages::Nodes ssr=ssr/>
                 </Routes>
             </main>
             <Footer/>
@@ -81,7 +83,7 @@ fn Footer() -> impl IntoView {
             <Suspense fallback=|| ()>
                 {move || Suspend::new(async move {
                     info.await.ok().map(|i| view! {
-                        <p>{format!("Sluice {}", i.version)}</p>
+                        <p>{format!("Sluice {} · node {}", i.version, i.node)}</p>
                         <ul data-system="aws">{i.aws.into_iter().map(|l| view! { <li>{l}</li> }).collect_view()}</ul>
                     })
                 })}

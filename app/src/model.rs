@@ -117,6 +117,38 @@ pub struct PartitionLag {
 #[serde(rename_all = "PascalCase")]
 pub struct SystemInfo {
     pub version: String,
+    /// The node answering (several may share the database).
+    #[serde(default)]
+    pub node: String,
     /// One line per AWS feature: available, or why not.
     pub aws: Vec<String>,
+}
+
+/// One Sluice process sharing the database, as its heartbeat last said.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeView {
+    pub id: String,
+    /// Where its console and API listen, as it was told to advertise.
+    pub address: String,
+    pub version: String,
+    /// Unix time (s).
+    pub started: f64,
+    pub last_heartbeat: f64,
+    /// Runs the once-per-cluster duties (autoscaler, metric rollups).
+    pub leader: bool,
+    /// Heartbeat recent enough to count it in; otherwise its work has
+    /// moved (or is moving) to the others.
+    pub alive: bool,
+    /// The node answering this request.
+    pub this_node: bool,
+    /// Pollers (consumers) it runs, per mapping UUID.
+    pub pollers: std::collections::BTreeMap<String, u32>,
+}
+
+impl NodeView {
+    pub fn total_pollers(&self) -> u32 {
+        self.pollers.values().sum()
+    }
 }

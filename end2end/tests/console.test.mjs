@@ -185,3 +185,34 @@ test("pages render on the server: the list and a mapping's page are complete HTM
   assert.equal((await fetch(`${s.url}/mappings/00000000-0000-4000-8000-000000000000`)).status, 404);
   assert.equal((await fetch(`${s.url}/no/such/page`)).status, 404);
 });
+
+test("the Nodes page lists this node, its role and the pollers it runs; /readyz says it takes traffic", async () => {
+  const created = await api(s.url, "POST", "/api/v1/mappings", validMapping({ Name: "nodes-page" }));
+  assert.equal(created.status, 201);
+  const id = created.body.UUID;
+  // The heartbeat (every 2 s, at once when pollers change) reports the poller.
+  let me;
+  for (let i = 0; i < 50; i++) {
+    const nodes = (await api(s.url, "GET", "/api/v1/nodes")).body;
+    me = nodes.Nodes.find((n) => n.Id === nodes.ThisNode);
+    if (me?.Leader && me.Pollers[id] >= 1) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(me?.Alive && me.Leader, `this node alive and the leader: ${JSON.stringify(me)}`);
+  assert.ok(me.Pollers[id] >= 1, "it runs the new mapping's poller");
+
+  const ready = await fetch(`${s.url}/readyz`);
+  assert.equal(ready.status, 200);
+  assert.equal((await ready.json()).Node, me.Id);
+
+  const page = await newPage({ js: true });
+  await open(page, "/nodes", { js: true });
+  const row = page.locator(`tr[data-node="${me.Id}"]`);
+  await row.waitFor();
+  assert.match(await row.textContent(), /this node/);
+  assert.equal(await row.locator("[data-role]").getAttribute("data-role"), "leader");
+  assert.ok(Number(await row.locator("[data-pollers]").getAttribute("data-pollers")) >= 1);
+  assert.match(await page.locator("footer.system").textContent(), new RegExp(`node ${me.Id}`));
+  await page.context().close();
+  await api(s.url, "DELETE", `/api/v1/mappings/${id}`);
+});

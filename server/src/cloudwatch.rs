@@ -53,7 +53,7 @@ pub fn start(
             tokio::select! {
                 _ = closing.cancelled() => break,
                 t = ticks.recv() => match t {
-                    Ok(t) => for (id, p) in t.points.iter() {
+                    Ok(t) => for (id, p) in t.local.iter() {
                         acc.entry(*id).or_default().merge(p);
                     },
                     // Fell behind: those seconds are not published.

@@ -57,6 +57,10 @@ struct ServeArgs {
     /// (AWS credentials and region from the standard chain). Off when unset.
     #[arg(long, env = "SLUICE_CLOUDWATCH_NAMESPACE")]
     cloudwatch_namespace: Option<String>,
+    /// The URL other nodes and operators reach this node's console at, as
+    /// the cluster view lists it [default: http://LISTEN/].
+    #[arg(long, env = "SLUICE_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// Seconds between CloudWatch publications.
     #[arg(long, env = "SLUICE_CLOUDWATCH_INTERVAL_S", default_value_t = 60)]
     cloudwatch_interval_s: u64,
@@ -155,29 +159,35 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         None => (axum::Router::new(), None),
     };
     let engine = engine::Engine::start(
-        mappings.store().clone(),
-        mappings.changes(),
-        mappings.live(),
-        mappings.holds(),
+        &mappings,
         engine::EngineSettings { http_timeout: Duration::from_millis(args.http_timeout_ms), ..Default::default() },
     );
     let collector = mappings.metrics().start();
+    let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
+    let cluster = sluice_server::cluster::start(
+        mappings.clone(),
+        args.advertise_url.clone().unwrap_or_else(|| format!("http://{shown}/")),
+    );
     tokio::spawn(aws_start(args.clone(), mappings.clone()));
     let app = http::router(state, extra);
-    let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     println!("Sluice {} console: http://{shown}/", env!("CARGO_PKG_VERSION"));
     println!("  database: {url}");
+    println!("  node: {}", mappings.node().id);
     tracing::info!(%addr, site = %site.display(), "listening");
     let metrics = mappings.metrics().clone();
-    // Live streams end first: open pages must not hold the shutdown up.
+    let node = mappings.node().clone();
+    // Live streams end first: open pages must not hold the shutdown up; a
+    // load balancer sees the node not ready from the first moment.
     let stop = async move {
         shutdown_signal().await;
+        node.stopping();
         metrics.close();
     };
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     // In-flight batches finish (or are abandoned uncommitted) before exit.
     engine.shutdown().await;
     let _ = collector.await;
+    cluster.shutdown().await;
     println!("Sluice stopped.");
     Ok(())
 }

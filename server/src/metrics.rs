@@ -43,10 +43,13 @@ impl Default for MetricsSettings {
     }
 }
 
-/// One collection: every running mapping's newest point.
+/// One collection: every running mapping's newest point, summed over the
+/// nodes (what pages show), and this node's own part (what it stores and
+/// publishes, so nothing is counted twice).
 pub struct Tick {
     pub time: i64,
     pub points: Vec<(Uuid, MetricPoint)>,
+    pub local: Vec<(Uuid, MetricPoint)>,
 }
 
 struct Track {
@@ -63,6 +66,9 @@ pub struct Metrics {
     live: LiveRegistry,
     settings: MetricsSettings,
     tracks: Mutex<HashMap<Uuid, Track>>,
+    /// Other nodes' points not yet merged into one of ours.
+    remote: Mutex<HashMap<Uuid, Vec<(Instant, MetricPoint)>>>,
+    node: Arc<crate::cluster::Node>,
     tx: broadcast::Sender<Arc<Tick>>,
     closing: CancellationToken,
     /// Time the collector spent working, for the console cost benchmark.
@@ -70,13 +76,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(store: Store, live: LiveRegistry, settings: MetricsSettings) -> Arc<Metrics> {
+    pub fn new(store: Store, live: LiveRegistry, node: Arc<crate::cluster::Node>, settings: MetricsSettings) -> Arc<Metrics> {
         let (tx, _) = broadcast::channel(64);
         Arc::new(Metrics {
             store,
             live,
             settings,
             tracks: Mutex::new(HashMap::new()),
+            remote: Mutex::new(HashMap::new()),
+            node,
             tx,
             closing: CancellationToken::new(),
             busy_ns: AtomicU64::new(0),
@@ -116,17 +124,28 @@ impl Metrics {
             let started = Instant::now();
             let now = now_ms();
             let (tick, minutes) = self.collect(now);
-            let _ = self.tx.send(Arc::new(tick));
-            if let Err(e) = self.store.put_points(MINUTE, &minutes).await {
+            let tick = Arc::new(tick);
+            let _ = self.tx.send(tick.clone());
+            if self.store.is_postgres() {
+                for payload in crate::cluster::point_payloads(&self.node.id, &tick.local) {
+                    if let Err(e) = self.store.notify(crate::cluster::POINTS, &payload).await {
+                        tracing::debug!("cannot send metric points to the other nodes: {e:#}");
+                    }
+                }
+            }
+            if let Err(e) = self.store.put_points(MINUTE, &self.node.id, &minutes).await {
                 tracing::warn!("cannot store metric points: {e:#}");
             }
-            if now / QUARTER != last_quarter {
+            // Rollups and purges are the cluster's, done once by the leader.
+            if !self.node.is_leader() {
+                last_quarter = 0;
+            } else if now / QUARTER != last_quarter {
                 last_quarter = now / QUARTER;
                 if let Err(e) = self.rollup(now).await {
                     tracing::warn!("cannot roll up metric points: {e:#}");
                 }
             }
-            if now - last_purge > 3_600_000 {
+            if self.node.is_leader() && now - last_purge > 3_600_000 {
                 last_purge = now;
                 self.purge(now).await;
             }
@@ -137,7 +156,42 @@ impl Metrics {
             let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
             tracks.iter_mut().filter_map(|(id, t)| t.minute.take().map(|(k, p)| (*id, align(p, k, MINUTE)))).collect()
         };
-        let _ = self.store.put_points(MINUTE, &rest).await;
+        let _ = self.store.put_points(MINUTE, &self.node.id, &rest).await;
+    }
+
+    /// Another node's point for a mapping: merged into this node's next
+    /// point of it, so pages here show the whole cluster.
+    pub fn add_remote(&self, id: Uuid, p: MetricPoint) {
+        self.remote.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push((Instant::now(), p));
+    }
+
+    /// Sums the other nodes' pending points into ours (lag is the group's,
+    /// the same from every node, so the newest reading stands).
+    fn with_remote(&self, id: Uuid, local: &MetricPoint, remote: &mut HashMap<Uuid, Vec<(Instant, MetricPoint)>>) -> MetricPoint {
+        let mut out = local.clone();
+        if let Some(pending) = remote.remove(&id) {
+            for (_, p) in pending {
+                let (time, period, pollers, conc) = (out.time, out.period_ms, out.pollers, out.concurrent_executions);
+                let parts = std::mem::take(&mut out.partitions);
+                out.merge(&p);
+                // Same second: keep our interval; pollers and concurrency add.
+                out.time = time;
+                out.period_ms = period;
+                out.pollers = pollers + p.pollers;
+                out.concurrent_executions = conc + p.concurrent_executions;
+                if !parts.is_empty() {
+                    let mut merged = parts;
+                    for m in &mut merged {
+                        if let Some(r) = p.partitions.iter().find(|r| r.partition == m.partition) {
+                            m.polled_event_count += r.polled_event_count;
+                            m.polled_bytes += r.polled_bytes;
+                        }
+                    }
+                    out.partitions = merged;
+                }
+            }
+        }
+        out
     }
 
     /// Takes a point from every running mapping; returns them and the
@@ -146,7 +200,9 @@ impl Metrics {
         let live: Vec<(Uuid, Arc<LiveStatus>)> =
             self.live.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect();
         let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
         let mut points = Vec::with_capacity(live.len());
+        let mut local = Vec::with_capacity(live.len());
         let mut closed = Vec::new();
         for (id, status) in live {
             let snap = status.snapshot();
@@ -173,12 +229,20 @@ impl Metrics {
                     }
                 }
             }
-            track.ring.push_back(point.clone());
+            let summed = self.with_remote(id, &point, &mut remote);
+            track.ring.push_back(summed.clone());
             while track.ring.front().is_some_and(|p| p.time <= now - LIVE_WINDOW) {
                 track.ring.pop_front();
             }
-            points.push((id, point));
+            points.push((id, summed));
+            local.push((id, point));
         }
+        // Points for mappings this node does not run (yet) are not kept long.
+        remote.retain(|_, v| {
+            v.retain(|(t, _)| t.elapsed() < Duration::from_secs(5));
+            !v.is_empty()
+        });
+        drop(remote);
         // Mappings that stopped: their minute is stored, their memory freed
         // once their last point has aged out.
         let running: std::collections::HashSet<Uuid> = points.iter().map(|(id, _)| *id).collect();
@@ -190,7 +254,7 @@ impl Metrics {
             }
         }
         tracks.retain(|id, t| running.contains(id) || t.ring.back().is_some_and(|p| p.time > now - LIVE_WINDOW));
-        (Tick { time: now, points }, closed)
+        (Tick { time: now, points, local }, closed)
     }
 
     /// The live points of a mapping after `after` (oldest first).
@@ -236,7 +300,7 @@ impl Metrics {
                     (id, align(q, key, QUARTER))
                 })
                 .collect();
-            self.store.put_points(QUARTER, &quarters).await?;
+            self.store.put_points(QUARTER, "", &quarters).await?;
         }
         Ok(())
     }

@@ -99,6 +99,8 @@ pub struct MappingService {
     live: crate::engine::LiveRegistry,
     metrics: Arc<Metrics>,
     holds: crate::engine::Holds,
+    /// This process as a member of the cluster (alone on SQLite).
+    node: Arc<crate::cluster::Node>,
     /// What the node can do, as the console's footer says it.
     system: std::sync::Mutex<sluice_app::model::SystemInfo>,
     /// Mappings with a reset being applied (one at a time per mapping).
@@ -122,15 +124,18 @@ impl MappingService {
 
     pub fn with_metrics(store: Store, settings: MetricsSettings) -> Arc<Self> {
         let live: crate::engine::LiveRegistry = Default::default();
-        let metrics = Metrics::new(store.clone(), live.clone(), settings);
+        let node = Arc::new(crate::cluster::Node::new());
+        let metrics = Metrics::new(store.clone(), live.clone(), node.clone(), settings);
         Arc::new(MappingService {
             store,
             changed: Arc::new(Notify::new()),
             live,
             metrics,
             holds: Default::default(),
+            node,
             system: std::sync::Mutex::new(sluice_app::model::SystemInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
+                node: String::new(),
                 aws: vec!["AWS: reading the configuration…".into()],
             }),
             resetting: Default::default(),
@@ -139,6 +144,24 @@ impl MappingService {
 
     pub fn set_aws_status(&self, lines: Vec<String>) {
         self.system.lock().unwrap_or_else(|e| e.into_inner()).aws = lines;
+    }
+
+    pub fn node(&self) -> &Arc<crate::cluster::Node> {
+        &self.node
+    }
+
+    /// The cluster's nodes, this one included.
+    pub async fn nodes(&self) -> Result<Vec<sluice_app::model::NodeView>, ServiceError> {
+        Ok(crate::cluster::views(self.store.nodes().await?, &self.node.id))
+    }
+
+    /// Wakes this node's reconciler and every other node's (NOTIFY).
+    async fn changed(&self, id: Uuid) {
+        self.changed.notify_one();
+        if let Err(e) = self.store.notify(crate::cluster::CHANGES, &id.to_string()).await {
+            // The others' periodic pass still picks the change up.
+            tracing::warn!("cannot tell the other nodes about a change: {e:#}");
+        }
     }
 
     /// Mappings the engine must keep stopped for now.
@@ -193,11 +216,15 @@ impl MappingService {
         let _done = Release(&self.resetting, id);
         // Check the request against the topic before stopping anything.
         plan(req.clone()).await?;
+        // Held here and in the database, so every node stops its pollers.
+        if !self.store.hold(id, &self.node.id).await? {
+            return Err(ServiceError::Conflict(format!("a reset of mapping {} is being applied by another node; try again when it is done", m.label())));
+        }
         self.holds.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
         let _held = Unhold(self, id);
-        self.changed.notify_one();
+        self.changed(id).await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        while self.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+        while self.runs_anywhere(id).await? {
             if tokio::time::Instant::now() > deadline {
                 return Err(ServiceError::Conflict("the mapping's pollers did not stop within 60 s; nothing was changed".into()));
             }
@@ -224,6 +251,16 @@ impl MappingService {
         self.store.put_reset(&audit).await?;
         tracing::info!(mapping = %id, strategy = req.strategy.as_str(), actor, "offsets reset");
         Ok(outcome(partitions, true, Some(audit.id)))
+    }
+
+    /// Whether any alive node (this one included) still runs pollers of the
+    /// mapping. Nodes report a change in their heartbeat at once.
+    async fn runs_anywhere(&self, id: Uuid) -> Result<bool, ServiceError> {
+        if self.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+            return Ok(true);
+        }
+        let key = id.to_string();
+        Ok(self.nodes().await?.iter().any(|n| n.alive && !n.this_node && n.pollers.contains_key(&key)))
     }
 
     pub async fn resets(&self, id: Uuid) -> Result<Vec<ResetAudit>, ServiceError> {
@@ -312,7 +349,7 @@ impl MappingService {
         self.check(Some(id), &spec).await?;
         let state = if spec.enabled { MappingState::Creating } else { MappingState::Disabled };
         self.store.insert(id, &spec, &saved_status(state, "No records processed")).await?;
-        self.changed.notify_one();
+        self.changed(id).await;
         self.get(id).await
     }
 
@@ -329,7 +366,7 @@ impl MappingService {
         if !self.store.update(id, &spec, &saved_status(state, &before.status.last_processing_result)).await? {
             return Err(ServiceError::NotFound(id));
         }
-        self.changed.notify_one();
+        self.changed(id).await;
         self.get(id).await
     }
 
@@ -352,7 +389,7 @@ impl MappingService {
         if !self.store.delete(id).await? {
             return Err(ServiceError::NotFound(id));
         }
-        self.changed.notify_one();
+        self.changed(id).await;
         view.status.state = MappingState::Deleting;
         view.status.state_transition_reason = "USER_INITIATED".into();
         Ok(view)
@@ -442,7 +479,13 @@ impl Backend for MappingService {
     }
 
     fn system(&self) -> sluice_app::model::SystemInfo {
-        self.system.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut info = self.system.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        info.node = self.node.id.clone();
+        info
+    }
+
+    async fn nodes(&self) -> Result<Vec<sluice_app::model::NodeView>, String> {
+        MappingService::nodes(self).await.map_err(|e| e.to_string())
     }
 
     async fn resets(&self, id: Uuid) -> Result<Vec<ResetAudit>, String> {
@@ -486,6 +529,16 @@ impl Drop for Unhold<'_> {
     fn drop(&mut self) {
         self.0.holds.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
         self.0.changed.notify_one();
+        let (store, id, changed) = (self.0.store.clone(), self.1, self.0.changed.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.unhold(id).await {
+                // The hold is ignored once this node is counted out; until
+                // then the mapping stays stopped, so say so.
+                tracing::error!(mapping = %id, "cannot release the reset's hold: {e:#}");
+            }
+            changed.notify_one();
+            let _ = store.notify(crate::cluster::CHANGES, &id.to_string()).await;
+        });
     }
 }
 

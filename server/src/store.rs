@@ -14,6 +14,7 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    url: String,
 }
 
 pub fn now_ms() -> i64 {
@@ -43,7 +44,26 @@ impl Store {
             .run(&pool)
             .await
             .context("cannot apply the database migrations")?;
-        Ok(Store { pool })
+        Ok(Store { pool, url: url.to_string() })
+    }
+
+    /// PostgreSQL: the database several nodes can share (LISTEN/NOTIFY,
+    /// advisory locks). SQLite is one node's.
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres:") || self.url.starts_with("postgresql:")
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Tells every node listening on `channel` (PostgreSQL; a no-op on
+    /// SQLite, where this node is the only one).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        if self.is_postgres() {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -145,7 +165,9 @@ impl Store {
     pub async fn delete(&self, id: Uuid) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM mapping_status WHERE uuid = $1").bind(id.to_string()).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM metric_points WHERE uuid = $1").bind(id.to_string()).execute(&mut *tx).await?;
+        for table in ["metric_points", "mapping_holds", "mapping_pollers"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE uuid = $1")).bind(id.to_string()).execute(&mut *tx).await?;
+        }
         let n = sqlx::query("DELETE FROM mappings WHERE uuid = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -196,7 +218,7 @@ impl Store {
 
 /// A stored point: gzipped JSON in base64 (a point with 12 partitions
 /// shrinks about fivefold; TEXT keeps the column the same on both databases).
-fn pack(p: &MetricPoint) -> Result<String> {
+pub fn pack(p: &MetricPoint) -> Result<String> {
     use base64::Engine as _;
     use std::io::Write as _;
     let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -204,7 +226,7 @@ fn pack(p: &MetricPoint) -> Result<String> {
     Ok(format!("gz:{}", base64::engine::general_purpose::STANDARD.encode(z.finish()?)))
 }
 
-fn unpack(s: &str) -> Result<MetricPoint> {
+pub fn unpack(s: &str) -> Result<MetricPoint> {
     use base64::Engine as _;
     let Some(b64) = s.strip_prefix("gz:") else { return Ok(serde_json::from_str(s)?) };
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
@@ -213,20 +235,22 @@ fn unpack(s: &str) -> Result<MetricPoint> {
 
 /// Metric history (see `crate::metrics`).
 impl Store {
-    /// Stores points of one resolution; a point already stored is replaced.
-    pub async fn put_points(&self, resolution_ms: i64, points: &[(Uuid, MetricPoint)]) -> Result<()> {
+    /// Stores points of one resolution measured by `node` ("" for a
+    /// cluster-wide rollup); a point already stored is replaced.
+    pub async fn put_points(&self, resolution_ms: i64, node: &str, points: &[(Uuid, MetricPoint)]) -> Result<()> {
         if points.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
         for (id, p) in points {
             sqlx::query(
-                "INSERT INTO metric_points (uuid, resolution_ms, time_ms, point) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (uuid, resolution_ms, time_ms) DO UPDATE SET point = excluded.point",
+                "INSERT INTO metric_points (uuid, resolution_ms, time_ms, node, point) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (uuid, resolution_ms, time_ms, node) DO UPDATE SET point = excluded.point",
             )
             .bind(id.to_string())
             .bind(resolution_ms)
             .bind(p.time)
+            .bind(node)
             .bind(pack(p)?)
             .execute(&mut *tx)
             .await?;
@@ -235,11 +259,12 @@ impl Store {
         Ok(())
     }
 
-    /// Points of one mapping with `after < time <= until`, oldest first.
+    /// Points of one mapping with `after < time <= until`, oldest first,
+    /// every node's (merging them in time order sums the nodes).
     pub async fn points(&self, id: Uuid, resolution_ms: i64, after: i64, until: i64) -> Result<Vec<MetricPoint>> {
         let rows = sqlx::query(
             "SELECT point FROM metric_points WHERE uuid = $1 AND resolution_ms = $2 AND time_ms > $3 AND time_ms <= $4 \
-             ORDER BY time_ms",
+             ORDER BY time_ms, node",
         )
         .bind(id.to_string())
         .bind(resolution_ms)
@@ -269,6 +294,116 @@ impl Store {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+}
+
+/// A node's heartbeat row (see `crate::cluster`).
+#[derive(Clone, Debug)]
+pub struct NodeRow {
+    pub id: String,
+    pub address: String,
+    pub version: String,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    pub leader: bool,
+    /// Pollers per mapping on this node.
+    pub running: std::collections::BTreeMap<String, u32>,
+}
+
+/// The cluster's shared state: nodes, holds and the autoscaler's choices.
+impl Store {
+    pub async fn heartbeat(&self, n: &NodeRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO nodes (id, address, version, started_ms, heartbeat_ms, leader, running) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
+             version = excluded.version, heartbeat_ms = excluded.heartbeat_ms, leader = excluded.leader, \
+             running = excluded.running",
+        )
+        .bind(&n.id)
+        .bind(&n.address)
+        .bind(&n.version)
+        .bind(n.started_ms)
+        .bind(n.heartbeat_ms)
+        .bind(n.leader as i64)
+        .bind(serde_json::to_string(&n.running)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>> {
+        let rows = sqlx::query(
+            "SELECT id, address, version, started_ms, heartbeat_ms, leader, running FROM nodes ORDER BY started_ms, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeRow {
+                    id: r.try_get("id")?,
+                    address: r.try_get("address")?,
+                    version: r.try_get("version")?,
+                    started_ms: r.try_get("started_ms")?,
+                    heartbeat_ms: r.try_get("heartbeat_ms")?,
+                    leader: r.try_get::<i64, _>("leader")? != 0,
+                    running: serde_json::from_str(&r.try_get::<String, _>("running")?).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets nodes not heard from since `before` (and a node leaving).
+    pub async fn remove_nodes(&self, before: i64, id: Option<&str>) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM nodes WHERE heartbeat_ms < $1 OR id = $2")
+            .bind(before)
+            .bind(id.unwrap_or(""))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Puts a hold on a mapping; false if another node holds it already.
+    pub async fn hold(&self, id: Uuid, node: &str) -> Result<bool> {
+        let n = sqlx::query("INSERT INTO mapping_holds (uuid, node, since_ms) VALUES ($1, $2, $3) ON CONFLICT (uuid) DO NOTHING")
+            .bind(id.to_string())
+            .bind(node)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn unhold(&self, id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM mapping_holds WHERE uuid = $1").bind(id.to_string()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Held mappings with the node holding each.
+    pub async fn holds(&self) -> Result<Vec<(Uuid, String)>> {
+        let rows = sqlx::query("SELECT uuid, node FROM mapping_holds").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((Uuid::parse_str(&r.try_get::<String, _>("uuid")?)?, r.try_get("node")?))).collect()
+    }
+
+    pub async fn set_pollers(&self, id: Uuid, pollers: u32) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO mapping_pollers (uuid, pollers, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (uuid) DO UPDATE SET pollers = excluded.pollers, updated_ms = excluded.updated_ms",
+        )
+        .bind(id.to_string())
+        .bind(pollers as i64)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The pollers the autoscaler wants, per mapping (absent: not decided).
+    pub async fn pollers(&self) -> Result<std::collections::HashMap<Uuid, u32>> {
+        let rows = sqlx::query("SELECT uuid, pollers FROM mapping_pollers").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((Uuid::parse_str(&r.try_get::<String, _>("uuid")?)?, r.try_get::<i64, _>("pollers")?.max(0) as u32)))
+            .collect()
     }
 }
 

@@ -4,12 +4,14 @@ mod detail;
 mod edit;
 mod filters;
 mod list;
+mod nodes;
 mod reset;
 
 pub use detail::MappingDetail;
 pub use edit::{EditMapping, NewMapping};
 pub use filters::FilterTester;
 pub use list::MappingList;
+pub use nodes::Nodes;
 pub use reset::{AuditLog, ResetMapping};
 
 use leptos::prelude::*;

@@ -80,24 +80,35 @@ impl Running {
         futures::future::join_all(tasks).await;
     }
 
-    /// One step of the autoscaler.
-    fn scale(&mut self, id: Uuid) {
+    /// One step of the autoscaler over the cluster's `total` pollers of the
+    /// mapping: the new total if it should change.
+    fn scale(&mut self, id: Uuid, total: u32) -> Option<u32> {
         let lag = self.status.lag();
-        let total = (!lag.is_empty()).then(|| lag.iter().map(|l| l.offset_lag).sum::<i64>());
+        let sum = (!lag.is_empty()).then(|| lag.iter().map(|l| l.offset_lag).sum::<i64>());
         let now = std::time::Instant::now();
-        self.scaler.observe(now, total, self.status.throttles.load(std::sync::atomic::Ordering::Relaxed));
+        self.scaler.observe(now, sum, self.status.throttles.load(std::sync::atomic::Ordering::Relaxed));
         let p = self.template.spec.provisioned_poller_config.as_ref();
         let limits = scaler::Limits::new(p.and_then(|p| p.minimum_pollers), p.and_then(|p| p.maximum_pollers), lag.len());
-        match self.scaler.decide(now, self.pollers.len(), limits) {
-            scaler::Decision::Hold => {}
+        match self.scaler.decide(now, total as usize, limits) {
+            scaler::Decision::Hold => None,
             scaler::Decision::Up(why) => {
-                self.add_poller();
-                tracing::info!(mapping = %id, pollers = self.pollers.len(), "poller added: {why}");
+                tracing::info!(mapping = %id, pollers = total + 1, "poller added: {why}");
+                Some(total + 1)
             }
             scaler::Decision::Down(why) => {
-                self.remove_poller();
-                tracing::info!(mapping = %id, pollers = self.pollers.len(), "poller removed: {why}");
+                tracing::info!(mapping = %id, pollers = total - 1, "poller removed: {why}");
+                Some(total - 1)
             }
+        }
+    }
+
+    /// Starts or stops pollers until this node runs `n`.
+    fn resize(&mut self, n: usize) {
+        while self.pollers.len() < n {
+            self.add_poller();
+        }
+        while self.pollers.len() > n {
+            self.remove_poller();
         }
     }
 }
@@ -108,6 +119,9 @@ pub struct Engine {
     settings: EngineSettings,
     running: HashMap<Uuid, Running>,
     holds: Holds,
+    node: Arc<crate::cluster::Node>,
+    /// Pollers the autoscaler wants per mapping, over the whole cluster.
+    wanted_pollers: HashMap<Uuid, u32>,
     /// The AWS configuration (standard chain), read the first time a
     /// mapping needs it.
     aws: tokio::sync::OnceCell<aws_config::SdkConfig>,
@@ -148,11 +162,22 @@ impl EngineHandle {
 }
 
 impl Engine {
-    /// Starts the reconciler. `changed` is notified by the mapping service on
-    /// every saved change; a slow periodic pass catches anything else.
-    pub fn start(store: Store, changed: Arc<Notify>, live: LiveRegistry, holds: Holds, settings: EngineSettings) -> EngineHandle {
+    /// Starts the reconciler. The service's `changes()` is notified on every
+    /// change saved here or (through LISTEN) on another node; a periodic pass
+    /// every 5 s catches anything else.
+    pub fn start(mappings: &crate::service::MappingService, settings: EngineSettings) -> EngineHandle {
         let stop = CancellationToken::new();
-        let mut engine = Engine { store, changed, settings, running: HashMap::new(), holds, aws: Default::default() };
+        let live = mappings.live();
+        let mut engine = Engine {
+            store: mappings.store().clone(),
+            changed: mappings.changes(),
+            settings,
+            running: HashMap::new(),
+            holds: mappings.holds(),
+            node: mappings.node().clone(),
+            wanted_pollers: HashMap::new(),
+            aws: Default::default(),
+        };
         let task = {
             let stop = stop.clone();
             let live = live.clone();
@@ -162,17 +187,35 @@ impl Engine {
     }
 
     async fn run(&mut self, stop: CancellationToken, live: LiveRegistry) {
+        let mut full = true;
+        let mut last_full = std::time::Instant::now();
+        let mut shape = Vec::new();
         loop {
-            if let Err(e) = self.reconcile().await {
-                tracing::error!("reconcile failed: {e:#}");
+            if full {
+                last_full = std::time::Instant::now();
+                if let Err(e) = self.reconcile().await {
+                    tracing::error!("reconcile failed: {e:#}");
+                }
+            } else {
+                self.scale_all().await;
             }
             self.flush_statuses().await;
             *live.lock().unwrap_or_else(|e| e.into_inner()) =
                 self.running.iter().map(|(k, r)| (*k, r.status.clone())).collect();
+            // Other nodes wait on this one's report (a reset): send it now.
+            let now_shape: Vec<(Uuid, usize)> = {
+                let mut v: Vec<_> = self.running.iter().map(|(k, r)| (*k, r.pollers.len())).collect();
+                v.sort();
+                v
+            };
+            if now_shape != shape {
+                shape = now_shape;
+                self.node.poke();
+            }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = self.changed.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = self.changed.notified() => full = true,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => full = last_full.elapsed() >= Duration::from_secs(5),
             }
         }
         let ids: Vec<Uuid> = self.running.keys().copied().collect();
@@ -181,10 +224,72 @@ impl Engine {
         self.flush_statuses().await;
     }
 
+    /// Pollers this node should run for a mapping: its share of the
+    /// cluster's total (the autoscaler's, or the spec's minimum).
+    fn local_target(&self, id: Uuid, spec: &MappingSpec) -> usize {
+        let min = spec.provisioned_poller_config.as_ref().and_then(|p| p.minimum_pollers).unwrap_or(1).max(1) as u32;
+        self.node.share(self.wanted_pollers.get(&id).copied().unwrap_or(min)) as usize
+    }
+
+    /// The autoscaler (on the leader only, for the whole cluster) and
+    /// every node following its share.
+    async fn scale_all(&mut self) {
+        let leader = self.node.is_leader();
+        let ids: Vec<Uuid> = self.running.keys().copied().collect();
+        for id in ids {
+            let spec = self.running[&id].template.spec.clone();
+            let min = spec.provisioned_poller_config.as_ref().and_then(|p| p.minimum_pollers).unwrap_or(1).max(1) as u32;
+            let total = self.wanted_pollers.get(&id).copied().unwrap_or(min);
+            let Some(r) = self.running.get_mut(&id) else { continue };
+            if let Some(next) = r.scale(id, total).filter(|_| leader) {
+                match self.store.set_pollers(id, next).await {
+                    Ok(()) => {
+                        self.wanted_pollers.insert(id, next);
+                        let _ = self.store.notify(crate::cluster::CHANGES, &id.to_string()).await;
+                    }
+                    Err(e) => tracing::warn!(mapping = %id, "cannot store the pollers wanted: {e:#}"),
+                }
+            }
+            let target = self.local_target(id, &spec);
+            if let Some(r) = self.running.get_mut(&id) {
+                r.resize(target);
+            }
+        }
+    }
+
+    /// Mappings held by an alive node (a reset in progress), this one's
+    /// included; the leader drops holds whose node died.
+    async fn held(&self) -> anyhow::Result<std::collections::HashSet<Uuid>> {
+        let mut held = self.holds.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let stored = self.store.holds().await?;
+        if stored.is_empty() {
+            return Ok(held);
+        }
+        let now = crate::store::now_ms();
+        let alive: std::collections::HashSet<String> = self
+            .store
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| now - n.heartbeat_ms <= crate::cluster::DEAD_AFTER_MS)
+            .map(|n| n.id)
+            .collect();
+        for (id, node) in stored {
+            if alive.contains(&node) || node == self.node.id {
+                held.insert(id);
+            } else if self.node.is_leader() {
+                tracing::warn!(mapping = %id, node, "dropping the hold of a node that stopped answering");
+                let _ = self.store.unhold(id).await;
+            }
+        }
+        Ok(held)
+    }
+
     async fn reconcile(&mut self) -> anyhow::Result<()> {
         let specs = self.store.list_specs().await?;
         let wanted: HashMap<Uuid, (MappingSpec, i64)> = specs.into_iter().map(|(id, spec, v)| (id, (spec, v))).collect();
-        let held = self.holds.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let held = self.held().await?;
+        self.wanted_pollers = self.store.pollers().await?;
 
         // Deleted, disabled, changed or held: stop first.
         let to_stop: Vec<Uuid> = self
@@ -208,8 +313,7 @@ impl Engine {
                 self.settle(id, MappingState::Disabled, "USER_INITIATED", None).await;
                 continue;
             }
-            if let Some(r) = self.running.get_mut(&id) {
-                r.scale(id);
+            if self.running.contains_key(&id) {
                 continue;
             }
             if held.contains(&id) {
@@ -220,7 +324,8 @@ impl Engine {
             let on_aws = target_kind(&spec.function_name) == TargetKind::Lambda
                 || spec.destination_config.on_failure.as_ref().is_some_and(|d| d.destination.starts_with("arn:"));
             let aws = if on_aws { Some(self.aws_for(id, &spec).await) } else { None };
-            match self.start_poller(id, &spec, version, aws.as_ref()) {
+            let n = self.local_target(id, &spec);
+            match self.start_poller(id, &spec, version, aws.as_ref(), n) {
                 Ok(r) => {
                     self.running.insert(id, r);
                     self.settle(id, MappingState::Enabled, "USER_INITIATED", None).await;
@@ -230,6 +335,8 @@ impl Engine {
                 }
             }
         }
+        // Membership or the wanted total may have changed this node's share.
+        self.scale_all().await;
         Ok(())
     }
 
@@ -252,7 +359,7 @@ impl Engine {
             .build()
     }
 
-    fn start_poller(&self, id: Uuid, spec: &MappingSpec, version: i64, aws: Option<&aws_config::SdkConfig>) -> Result<Running, String> {
+    fn start_poller(&self, id: Uuid, spec: &MappingSpec, version: i64, aws: Option<&aws_config::SdkConfig>, first: usize) -> Result<Running, String> {
         let target: Arc<dyn target::Target> = match (target_kind(&spec.function_name), aws) {
             (TargetKind::Http, _) => Arc::new(
                 target::http::HttpTarget::new(&spec.function_name, self.settings.http_timeout).map_err(|e| e.to_string())?,
@@ -300,10 +407,7 @@ impl Engine {
             scaler: scaler::Scaler::new(std::time::Instant::now(), spec.batch_size.max(1) as usize),
             started: 0,
         };
-        let first = spec.provisioned_poller_config.as_ref().and_then(|p| p.minimum_pollers).unwrap_or(1).max(1);
-        for _ in 0..first {
-            running.add_poller();
-        }
+        running.resize(first.max(1));
         tokio::spawn(lag::run(
             spec.bootstrap_servers().join(","),
             spec.group_for(id),

@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/mappings/{id}/metrics/stream", get(super::stream::mapping))
         .route("/api/v1/metrics/stream", get(super::stream::all))
         .route("/api/v1/overview", get(overview))
+        .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/mappings/{id}/reset", post(reset))
         .route("/api/v1/mappings/{id}/resets", get(resets))
         .route("/api/v1/mappings/{id}/enable", post(enable))
@@ -178,6 +179,12 @@ async fn resets(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult 
 /// Every mapping's health verdict, lag and rates (the console's overview).
 async fn overview(State(s): State<AppState>) -> ApiResult {
     Ok(Json(json!({"Mappings": s.mappings.overview().await?})).into_response())
+}
+
+/// The cluster: every node on this database (address, version, heartbeat,
+/// leader, pollers per mapping).
+async fn nodes(State(s): State<AppState>) -> ApiResult {
+    Ok(Json(json!({"Nodes": s.mappings.nodes().await?, "ThisNode": s.mappings.node().id})).into_response())
 }
 
 async fn enable(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {

@@ -49,6 +49,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .merge(api::routes())
         .merge(extra)
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(stream::prometheus))
         .route("/mappings/new", post(forms::create))
         .route("/mappings/{id}/edit", post(forms::update))
@@ -75,4 +76,21 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
         Ok(()) => (StatusCode::OK, "ok\n".to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e:#}\n")),
     }
+}
+
+/// Whether a load balancer should send this node traffic: the database
+/// answers, on PostgreSQL the node listens for the others' changes, and it
+/// is not shutting down (503 from the first moment of a shutdown).
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let node = s.mappings.node();
+    let db = s.mappings.store().ping().await;
+    let ready = db.is_ok() && node.is_ready();
+    let body = serde_json::json!({
+        "Ready": ready,
+        "Node": node.id,
+        "Leader": node.is_leader(),
+        "Database": db.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| format!("{e:#}")),
+        "Members": node.members().len(),
+    });
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body))
 }

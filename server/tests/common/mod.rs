@@ -273,10 +273,7 @@ impl Sluice {
         let url = database_url(dir.path()).await;
         let mappings = MappingService::new(Store::open(&url).await.unwrap());
         let engine = Engine::start(
-            mappings.store().clone(),
-            mappings.changes(),
-            mappings.live(),
-            mappings.holds(),
+            &mappings,
             EngineSettings { http_timeout: Duration::from_secs(5), grace: Duration::from_secs(5) },
         );
         Sluice { mappings, engine: Some(engine), _dir: dir }

@@ -1,0 +1,297 @@
+//! Three Sluice processes on one PostgreSQL database and one broker: a
+//! mapping created on one node runs on all, a change reaches all within
+//! 2 s, a node killed with SIGKILL hands its partitions to the others, the
+//! elected node's duties move when it dies, and every record is delivered
+//! and committed, in order per partition. Needs SLUICE_TEST_POSTGRES.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const PARTITIONS: i32 = 6;
+const BATCH: i64 = 50;
+const PER_PARTITION: usize = 2_500;
+
+struct Node {
+    name: &'static str,
+    child: Child,
+    url: String,
+}
+
+fn start(name: &'static str, db: &str, dir: &std::path::Path) -> Node {
+    let log = std::env::var("CLUSTER_LOG").ok();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db, "--data-dir"])
+        .arg(dir)
+        .env("SLUICE_NODE_ID", name)
+        .env("SLUICE_LOG", log.clone().unwrap_or_else(|| "warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(if log.is_some() { Stdio::inherit() } else { Stdio::null() })
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("sluice printed its address").unwrap();
+        if let Some(rest) = line.split("console: ").nth(1) {
+            break rest.trim_end_matches('/').to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Node { name, child, url }
+}
+
+async fn get(url: &str) -> Option<Value> {
+    let r = reqwest::Client::new().get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
+    serde_json::from_slice(&r.bytes().await.ok()?).ok()
+}
+
+/// The cluster as `via` sees it: node id → (alive, leader, pollers of the mapping).
+async fn nodes(via: &Node, mapping: &str) -> BTreeMap<String, (bool, bool, u64)> {
+    let Some(v) = get(&format!("{}/api/v1/nodes", via.url)).await else { return BTreeMap::new() };
+    v["Nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| {
+                    (
+                        n["Id"].as_str().unwrap_or("").to_string(),
+                        (n["Alive"].as_bool().unwrap_or(false), n["Leader"].as_bool().unwrap_or(false), n["Pollers"][mapping].as_u64().unwrap_or(0)),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !f().await {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    t.elapsed()
+}
+
+/// Records polled per node, from its own Prometheus exposition.
+async fn polled_here(n: &Node) -> u64 {
+    let Ok(r) = reqwest::get(format!("{}/metrics", n.url)).await else { return 0 };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("sluice_polled_events_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Every partition has delivered past where it stood.
+fn all_moved(before: &BTreeMap<i32, i64>, now: &BTreeMap<i32, i64>) -> bool {
+    (0..PARTITIONS).all(|p| now.get(&p).copied().unwrap_or(-1) > before.get(&p).copied().unwrap_or(-1))
+}
+
+fn max_delivered(seen: &BTreeMap<i32, Vec<i64>>) -> BTreeMap<i32, i64> {
+    seen.iter().map(|(p, v)| (*p, v.iter().copied().max().unwrap_or(-1))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_work_and_survive_kill_9() {
+    if std::env::var("SLUICE_TEST_POSTGRES").is_err() {
+        println!("cluster test skipped: it needs SLUICE_TEST_POSTGRES (scripts/test.sh sets it)");
+        return;
+    }
+    let broker = Broker::tansu().unwrap_or_else(Broker::mock);
+    broker.create_topic("cl", PARTITIONS).await;
+    let f = Recorder::default();
+    let fn_url = f.serve().await;
+    *f.delay_ms.lock().unwrap() = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+
+    let mut ns = vec![start("a", &db, dir.path()), start("b", &db, dir.path()), start("c", &db, dir.path())];
+    for n in &ns {
+        let ready = format!("{}/readyz", n.url);
+        wait_until("node ready", Duration::from_secs(20), || async { get(&ready).await.is_some_and(|v| v["Ready"] == true) }).await;
+    }
+    wait_until("three alive nodes, one leader", Duration::from_secs(20), || async {
+        let v = nodes(&ns[0], "").await;
+        v.values().filter(|n| n.0).count() == 3 && v.values().filter(|n| n.1).count() == 1
+    })
+    .await;
+
+    // Created on node a: measured until every node runs a poller of it.
+    let mut s = spec(broker.bootstrap(), "cl", &fn_url, "g-cl");
+    s.batch_size = BATCH;
+    // One poller per node: the autoscaler (tested in scaling.rs) would add
+    // rebalances of its own, and the duplicates bound below counts them.
+    s.provisioned_poller_config = Some(sluice_app::spec::ProvisionedPollerConfig { minimum_pollers: Some(3), maximum_pollers: Some(3) });
+    let client = reqwest::Client::new();
+    let r = client.post(format!("{}/api/v1/mappings", ns[0].url)).header("content-type", "application/json").body(serde_json::to_string(&s).unwrap()).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let t_create = Instant::now();
+    let id = serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap()["UUID"].as_str().unwrap().to_string();
+    let (via, idc) = (&ns[2], id.clone());
+    wait_until("the mapping runs on all three nodes", Duration::from_secs(10), || async {
+        let v = nodes(via, &idc).await;
+        v.len() == 3 && v.values().all(|n| n.0 && n.2 >= 1)
+    })
+    .await;
+    let create_reach = t_create.elapsed();
+
+    // Disable on node b, enable on node c: each reaches every node.
+    let mut toggles = Vec::new();
+    for (via, enabled) in [(1usize, false), (2, true)] {
+        let t = Instant::now();
+        let r = client.patch(format!("{}/api/v1/mappings/{id}", ns[via].url)).header("content-type", "application/json").body(json!({"Enabled": enabled}).to_string()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let (watch, idc) = (&ns[0], id.clone());
+        wait_until("the change reaches every node", Duration::from_secs(10), || async {
+            let v = nodes(watch, &idc).await;
+            v.len() == 3 && v.values().all(|n| (n.2 >= 1) == enabled)
+        })
+        .await;
+        toggles.push(t.elapsed());
+    }
+    println!("change → all nodes: create {create_reach:?}, disable {:?}, enable {:?}", toggles[0], toggles[1]);
+    for t in [create_reach, toggles[0], toggles[1]] {
+        assert!(t < Duration::from_secs(2), "a change took {t:?} to reach every node");
+    }
+
+    // Records flow throughout.
+    let producer = {
+        let bootstrap = broker.bootstrap().to_string();
+        tokio::spawn(async move {
+            for _ in 0..25 {
+                produce_on(&bootstrap, "cl", PARTITIONS, PER_PARTITION / 25, None).await;
+                tokio::time::sleep(Duration::from_millis(600)).await;
+            }
+        })
+    };
+    let total = PER_PARTITION * PARTITIONS as usize;
+    assert!(f.wait_for(total / 5, Duration::from_secs(60)).await, "stalled at {}", f.count());
+    // The group spread the partitions: every node polled records.
+    for n in &ns {
+        let name = n.name;
+        wait_until(&format!("node {name} polls records"), Duration::from_secs(20), || async { polled_here(n).await > 0 }).await;
+    }
+
+    // kill -9 a node that is not the leader.
+    let view = nodes(&ns[0], &id).await;
+    let victim = ns.iter().position(|n| view.get(n.name).is_some_and(|v| !v.1)).unwrap();
+    ns[victim].child.kill().unwrap();
+    ns[victim].child.wait().unwrap();
+    let t_kill = Instant::now();
+    // What the victim had sent before dying may still land: look after it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = max_delivered(&f.by_partition());
+    let fr = f.clone();
+    let failover = wait_until("every partition moves again after kill -9", Duration::from_secs(40), || {
+        let now = max_delivered(&fr.by_partition());
+        let moved = all_moved(&before, &now);
+        async move { moved }
+    })
+    .await;
+    let _ = failover;
+    let failover = t_kill.elapsed();
+    println!("failover after kill -9 of node {}: every partition delivering again {failover:?} after the kill", ns[victim].name);
+    // Back with the same name.
+    let name = ns[victim].name;
+    ns[victim] = start(name, &db, dir.path());
+    let (via, idc) = (&ns[(victim + 1) % 3], id.clone());
+    wait_until("the restarted node runs pollers", Duration::from_secs(20), || async {
+        nodes(via, &idc).await.get(name).is_some_and(|n| n.0 && n.2 >= 1)
+    })
+    .await;
+
+    // kill -9 the leader: another node takes the lock.
+    let view = nodes(&ns[0], &id).await;
+    let leader = ns.iter().position(|n| view.get(n.name).is_some_and(|v| v.1)).unwrap();
+    let old = ns[leader].name;
+    ns[leader].child.kill().unwrap();
+    ns[leader].child.wait().unwrap();
+    let (via, t) = (&ns[(leader + 1) % 3], Instant::now());
+    wait_until("another node is elected", Duration::from_secs(30), || async {
+        let v = nodes(via, "").await;
+        v.iter().any(|(k, n)| k != old && n.0 && n.1)
+    })
+    .await;
+    let election = t.elapsed();
+    println!("leader {old} killed: new leader elected in {election:?}");
+    ns[leader] = start(old, &db, dir.path());
+
+    producer.await.unwrap();
+    let ends = broker.end_offsets("cl", PARTITIONS);
+    let t = Instant::now();
+    loop {
+        let got = f.by_partition();
+        let done = (0..PARTITIONS).all(|p| got.get(&p).is_some_and(|v| v.iter().copied().max() == Some(ends[&p] - 1)));
+        if done {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "delivered {:?} of {ends:?}", max_delivered(&got));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_committed(&broker, "g-cl", "cl", &ends, Duration::from_secs(30)).await;
+    assert_complete_and_ordered(&f.by_partition(), &ends, &BTreeMap::new());
+
+    // Membership changes: two kills, two restarts (each a rebalance that
+    // may abandon in-flight batches); per partition a batch invoked and one
+    // whose commit had not landed.
+    let changes = 4;
+    let duplicates = f.count() - total;
+    let bound = changes * PARTITIONS as usize * 2 * BATCH as usize;
+    println!(
+        "{} broker, 3 nodes: {total} records, {} deliveries, {duplicates} duplicates over {changes} membership changes (bound {bound}); every offset delivered in order and committed",
+        if broker.is_real() { "tansu" } else { "mock" },
+        f.count()
+    );
+    assert!(duplicates <= bound, "{duplicates} duplicates exceed {bound}");
+
+    // A reset through node b while all three run the mapping: every node
+    // stops, the group moves back 200 records per partition, and exactly
+    // those are delivered again. The survivor's history (summed over the
+    // nodes) counts exactly them too.
+    let survivor = (0..3).find(|i| *i != victim && *i != leader).unwrap();
+    let history = |n: &Node| {
+        let url = format!("{}/api/v1/mappings/{id}/metrics?Range=15m", n.url);
+        async move {
+            let v = get(&url).await.unwrap();
+            v["History"]["Points"].as_array().unwrap().iter().map(|p| p["InvokedEventCount"].as_u64().unwrap_or(0)).sum::<u64>()
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (seen_before, invoked_before) = (f.count(), history(&ns[survivor]).await);
+    let r = client
+        .post(format!("{}/api/v1/mappings/{id}/reset", ns[1].url))
+        .header("content-type", "application/json")
+        .body(json!({"Strategy": "SHIFT_BY", "ShiftBy": -200}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let again = 200 * PARTITIONS as usize;
+    assert!(f.wait_for(seen_before + again, Duration::from_secs(60)).await, "after the reset: {} of {again}", f.count() - seen_before);
+    wait_committed(&broker, "g-cl", "cl", &ends, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(f.count() - seen_before, again, "exactly the shifted records again, once");
+    let seen = f.by_partition();
+    for p in 0..PARTITIONS {
+        let tail: Vec<i64> = seen[&p].iter().rev().take(200).rev().copied().collect();
+        assert_eq!(tail, (ends[&p] - 200..ends[&p]).collect::<Vec<_>>(), "partition {p} after the reset");
+    }
+    let invoked = history(&ns[survivor]).await - invoked_before;
+    println!("reset via node b on 3 nodes: {again} records again; node {}'s summed history counted {invoked}", ns[survivor].name);
+    assert_eq!(invoked as usize, again, "the survivor's history sums every node's invocations");
+
+    for mut n in ns {
+        let _ = n.child.kill();
+        let _ = n.child.wait();
+    }
+}
