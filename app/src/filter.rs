@@ -541,14 +541,281 @@ impl Projection {
         let (Some(vp), Some(bytes)) = (self.get("value"), bytes) else { return Value::Object(doc) };
         let Ok(s) = std::str::from_utf8(bytes) else { return Value::Object(doc) };
         let parsed = if vp.all {
-            serde_json::from_str::<Value>(s)
+            serde_json::from_str::<Value>(s).ok()
+        } else if s.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+            Scan { b: s.as_bytes(), i: 0, depth: 0 }.document(vp)
         } else {
             let mut de = serde_json::Deserializer::from_str(s);
-            serde::de::DeserializeSeed::deserialize(vp, &mut de).and_then(|v| de.end().map(|_| v))
+            serde::de::DeserializeSeed::deserialize(vp, &mut de).and_then(|v| de.end().map(|_| v)).ok()
         };
-        doc.insert("value".into(), parsed.unwrap_or_else(|_| Value::String(s.to_string())));
+        doc.insert("value".into(), parsed.unwrap_or_else(|| Value::String(s.to_string())));
         Value::Object(doc)
     }
+
+    /// The child named by a raw (still escaped) JSON key.
+    fn get_raw(&self, raw: &[u8]) -> Option<&Projection> {
+        if !raw.contains(&b'\\') {
+            return self.children.iter().find(|(n, _)| n.as_bytes() == raw).map(|(_, p)| p);
+        }
+        self.get(&unescape(raw).ok()?)
+    }
+}
+
+/// serde_json's nesting limit: a document nested deeper does not parse.
+const MAX_DEPTH: u32 = 127;
+
+/// One pass over an object's bytes that checks all of it exactly as
+/// `serde_json::from_str::<Value>` would (so a record is JSON, or a string,
+/// the same either way) and builds values only for the fields a projection
+/// names. Skipping is a plain byte loop, no tokens and no allocations.
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+    depth: u32,
+}
+
+type Bad = ();
+
+impl Scan<'_> {
+    /// The whole input: one object, then only whitespace.
+    fn document(mut self, p: &Projection) -> Option<Value> {
+        self.ws();
+        let v = self.object(p).ok()?;
+        self.ws();
+        (self.i == self.b.len()).then_some(v)
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Result<u8, Bad> {
+        self.b.get(self.i).copied().ok_or(())
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), Bad> {
+        if self.peek()? != c {
+            return Err(());
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    fn enter(&mut self) -> Result<(), Bad> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(());
+        }
+        self.i += 1;
+        self.ws();
+        Ok(())
+    }
+
+    /// At `{`: the object with the projection's fields only.
+    fn object(&mut self, p: &Projection) -> Result<Value, Bad> {
+        self.enter()?;
+        let mut out = Map::new();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(Value::Object(out));
+        }
+        loop {
+            self.ws();
+            let start = self.i + 1;
+            self.string()?;
+            let key = &self.b[start..self.i - 1];
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            let from = self.i;
+            match p.get_raw(key) {
+                None => self.value()?,
+                Some(c) if !c.all && self.peek()? == b'{' => {
+                    let v = self.object(c)?;
+                    out.insert(unescape(key)?, v);
+                }
+                Some(c) => {
+                    self.value()?;
+                    // Checked above; small, so parsed again as a value.
+                    let mut de = serde_json::Deserializer::from_slice(&self.b[from..self.i]);
+                    let v = serde::de::DeserializeSeed::deserialize(c, &mut de).map_err(|_| ())?;
+                    out.insert(unescape(key)?, v);
+                }
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(Value::Object(out));
+                }
+                _ => return Err(()),
+            }
+        }
+    }
+
+    /// Checks one value and moves past it.
+    fn value(&mut self) -> Result<(), Bad> {
+        match self.peek()? {
+            b'{' => {
+                self.enter()?;
+                if self.peek()? != b'}' {
+                    loop {
+                        self.ws();
+                        self.string()?;
+                        self.ws();
+                        self.eat(b':')?;
+                        self.ws();
+                        self.value()?;
+                        self.ws();
+                        if self.peek()? != b',' {
+                            break;
+                        }
+                        self.i += 1;
+                    }
+                }
+                self.eat(b'}')?;
+                self.depth -= 1;
+            }
+            b'[' => {
+                self.enter()?;
+                if self.peek()? != b']' {
+                    loop {
+                        self.value()?;
+                        self.ws();
+                        if self.peek()? != b',' {
+                            break;
+                        }
+                        self.i += 1;
+                        self.ws();
+                    }
+                }
+                self.eat(b']')?;
+                self.depth -= 1;
+            }
+            b'"' => self.string()?,
+            b't' => self.word(b"true")?,
+            b'f' => self.word(b"false")?,
+            b'n' => self.word(b"null")?,
+            b'-' | b'0'..=b'9' => self.number()?,
+            _ => return Err(()),
+        }
+        Ok(())
+    }
+
+    fn word(&mut self, w: &[u8]) -> Result<(), Bad> {
+        if !self.b[self.i..].starts_with(w) {
+            return Err(());
+        }
+        self.i += w.len();
+        Ok(())
+    }
+
+    /// At `"`: past the closing quote. Control characters, unknown escapes
+    /// and lone surrogates are errors, as in serde_json.
+    fn string(&mut self) -> Result<(), Bad> {
+        self.eat(b'"')?;
+        loop {
+            let c = self.peek()?;
+            self.i += 1;
+            match c {
+                b'"' => return Ok(()),
+                b'\\' => match self.peek()? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                    b'u' => {
+                        self.i += 1;
+                        match self.hex4()? {
+                            0xDC00..=0xDFFF => return Err(()),
+                            0xD800..=0xDBFF => {
+                                self.eat(b'\\')?;
+                                self.eat(b'u')?;
+                                if !(0xDC00..=0xDFFF).contains(&self.hex4()?) {
+                                    return Err(());
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    _ => return Err(()),
+                },
+                0..=0x1F => return Err(()),
+                _ => {}
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, Bad> {
+        let h = self.b.get(self.i..self.i + 4).ok_or(())?;
+        let s = std::str::from_utf8(h).map_err(|_| ())?;
+        if !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(());
+        }
+        self.i += 4;
+        u32::from_str_radix(s, 16).map_err(|_| ())
+    }
+
+    /// JSON's number grammar; a number too big for an f64 does not parse.
+    fn number(&mut self) -> Result<(), Bad> {
+        let start = self.i;
+        let digits = |s: &mut Self| {
+            let from = s.i;
+            while s.b.get(s.i).is_some_and(u8::is_ascii_digit) {
+                s.i += 1;
+            }
+            s.i - from
+        };
+        if self.peek()? == b'-' {
+            self.i += 1;
+        }
+        let int = match self.peek()? {
+            b'0' => {
+                self.i += 1;
+                1
+            }
+            b'1'..=b'9' => digits(self),
+            _ => return Err(()),
+        };
+        let mut plain = int <= 18;
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            plain = false;
+            if digits(self) == 0 {
+                return Err(());
+            }
+        }
+        if let Some(b'e' | b'E') = self.b.get(self.i) {
+            self.i += 1;
+            plain = false;
+            if let Some(b'+' | b'-') = self.b.get(self.i) {
+                self.i += 1;
+            }
+            if digits(self) == 0 {
+                return Err(());
+            }
+        }
+        if !plain {
+            let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| ())?;
+            if !text.parse::<f64>().map_err(|_| ())?.is_finite() {
+                return Err(());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unescape(raw: &[u8]) -> Result<String, Bad> {
+    if !raw.contains(&b'\\') {
+        return String::from_utf8(raw.to_vec()).map_err(|_| ());
+    }
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice(&quoted).map_err(|_| ())
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for &Projection {
@@ -870,6 +1137,62 @@ mod projection_tests {
                 assert_eq!(whole, projected, "{p} on {}", String::from_utf8_lossy(r));
             }
             assert_eq!(compiled.matches(&value_document(None)), compiled.matches(&proj.value_document(None)), "{p} on no value");
+        }
+    }
+
+    /// The scanner takes a record as JSON exactly when serde_json does, and
+    /// keeps the named fields as serde_json parses them.
+    #[test]
+    fn the_scanner_accepts_what_serde_json_accepts() {
+        let root = Projection::of(&[Pattern::compile(r#"{"value": {"k": [1], "n": {"m": [1]}}}"#).unwrap()]);
+        let p = root.get("value").unwrap().clone();
+        let deep = |n: usize| format!("{{\"s\": {}1{}}}", "[".repeat(n), "]".repeat(n));
+        let mut cases: Vec<String> = [
+            r#"{"k": 1, "skip": "a\"b\\c\/\b\f\n\r\t\u00e9"}"#,
+            r#"{"skip": "\ud83d\ude00", "k": 2}"#,
+            r#"{"skip": "\ud83d", "k": 2}"#,
+            r#"{"skip": "\ude00", "k": 2}"#,
+            r#"{"skip": "\ud83d\u0041", "k": 2}"#,
+            r#"{"skip": "\x", "k": 2}"#,
+            "{\"skip\": \"tab\there\", \"k\": 2}",
+            r#"{"skip": 1e400, "k": 2}"#,
+            r#"{"skip": -1.7976931348623157e308, "k": 2}"#,
+            r#"{"skip": 0e999999, "k": 2}"#,
+            r#"{"skip": 123456789012345678901234567890, "k": 2}"#,
+            r#"{"skip": 01, "k": 2}"#,
+            r#"{"skip": 1., "k": 2}"#,
+            r#"{"skip": .5, "k": 2}"#,
+            r#"{"skip": -, "k": 2}"#,
+            r#"{"skip": 1e+, "k": 2}"#,
+            r#"{"skip": [1, 2,], "k": 2}"#,
+            r#"{"skip": {"a": 1,}, "k": 2}"#,
+            r#"{"skip": tru, "k": 2}"#,
+            r#"{"skip": nul}"#,
+            r#"{"k": 1} x"#,
+            r#"  {"k": 1}  "#,
+            r#"{"k": 1, "k": {"z": 2}}"#,
+            r#"{"\u006b": 5, "n": {"m": 1, "x": [[]]}}"#,
+            r#"{"n": [{"m": 1}, 2]}"#,
+            r#"{"n": {"m": [1, {"q": 2}]}, }"#,
+            r#"{}"#,
+            r#"{"#,
+            r#"{"k" 1}"#,
+            r#"{"k": 1 "n": 2}"#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for n in [100, 126, 127, 128, 129, 200] {
+            cases.push(deep(n));
+        }
+        for c in &cases {
+            let whole = serde_json::from_str::<Value>(c).ok();
+            let scanned = Scan { b: c.as_bytes(), i: 0, depth: 0 }.document(&p);
+            assert_eq!(whole.is_some(), scanned.is_some(), "accepts {c:?}: serde_json {whole:?}");
+            if let (Some(w), Some(s)) = (whole, scanned) {
+                assert_eq!(s.get("k"), w.get("k"), "{c}");
+                assert_eq!(s.pointer("/n/m"), w.pointer("/n/m"), "{c}");
+            }
         }
     }
 }
