@@ -126,12 +126,17 @@ impl Default for Node {
     }
 }
 
+/// Heard from recently enough to count in.
+pub fn alive(row: &NodeRow, now: i64) -> bool {
+    now - row.heartbeat_ms <= DEAD_AFTER_MS
+}
+
 /// The nodes as the console shows them.
 pub fn views(rows: Vec<NodeRow>, me: &str) -> Vec<NodeView> {
     let now = now_ms();
     rows.into_iter()
         .map(|r| NodeView {
-            alive: now - r.heartbeat_ms <= DEAD_AFTER_MS,
+            alive: alive(&r, now),
             this_node: r.id == me,
             id: r.id,
             address: r.address,
@@ -235,7 +240,7 @@ async fn heartbeat(mappings: Arc<MappingService>, address: String, stop: Cancell
 async fn beat(store: &Store, row: &NodeRow) -> anyhow::Result<Vec<String>> {
     store.heartbeat(row).await?;
     let now = now_ms();
-    Ok(store.nodes().await?.into_iter().filter(|n| now - n.heartbeat_ms <= DEAD_AFTER_MS).map(|n| n.id).collect())
+    Ok(store.nodes().await?.into_iter().filter(|n| alive(n, now)).map(|n| n.id).collect())
 }
 
 /// Pollers per mapping on this node.

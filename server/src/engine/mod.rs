@@ -224,11 +224,16 @@ impl Engine {
         self.flush_statuses().await;
     }
 
-    /// Pollers this node should run for a mapping: its share of the
-    /// cluster's total (the autoscaler's, or the spec's minimum).
-    fn local_target(&self, id: Uuid, spec: &MappingSpec) -> usize {
+    /// The cluster's total pollers for a mapping: the autoscaler's, or the
+    /// spec's minimum until it decides.
+    fn cluster_total(&self, id: Uuid, spec: &MappingSpec) -> u32 {
         let min = spec.provisioned_poller_config.as_ref().and_then(|p| p.minimum_pollers).unwrap_or(1).max(1) as u32;
-        self.node.share(self.wanted_pollers.get(&id).copied().unwrap_or(min)) as usize
+        self.wanted_pollers.get(&id).copied().unwrap_or(min)
+    }
+
+    /// Pollers this node should run for a mapping: its share of the total.
+    fn local_target(&self, id: Uuid, spec: &MappingSpec) -> usize {
+        self.node.share(self.cluster_total(id, spec)) as usize
     }
 
     /// The autoscaler (on the leader only, for the whole cluster) and
@@ -238,8 +243,7 @@ impl Engine {
         let ids: Vec<Uuid> = self.running.keys().copied().collect();
         for id in ids {
             let spec = self.running[&id].template.spec.clone();
-            let min = spec.provisioned_poller_config.as_ref().and_then(|p| p.minimum_pollers).unwrap_or(1).max(1) as u32;
-            let total = self.wanted_pollers.get(&id).copied().unwrap_or(min);
+            let total = self.cluster_total(id, &spec);
             let Some(r) = self.running.get_mut(&id) else { continue };
             if let Some(next) = r.scale(id, total).filter(|_| leader) {
                 match self.store.set_pollers(id, next).await {
@@ -271,7 +275,7 @@ impl Engine {
             .nodes()
             .await?
             .into_iter()
-            .filter(|n| now - n.heartbeat_ms <= crate::cluster::DEAD_AFTER_MS)
+            .filter(|n| crate::cluster::alive(n, now))
             .map(|n| n.id)
             .collect();
         for (id, node) in stored {
