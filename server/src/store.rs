@@ -1,6 +1,6 @@
 //! Mapping storage: specs and statuses, apart. Runs on `sqlx::Any`, so the
-//! callers stay the same whichever database URL the user gives (SQLite now;
-//! PostgreSQL needs only its driver feature and a test run).
+//! callers stay the same whichever database URL the user gives (SQLite for
+//! one node, PostgreSQL for one or several; see `crate::cluster`).
 
 use anyhow::{Context, Result};
 use sluice_app::metrics::MetricPoint;
