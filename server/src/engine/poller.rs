@@ -3,7 +3,8 @@
 //! (`partition.rs`), pausing a partition whose pipeline is full so the poll
 //! loop never stops (and the consumer never leaves the group).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use super::partition::{self, Committer, Pipeline};
 use super::status::LiveStatus;
 
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum GroupEvent {
     Assigned(Vec<i32>),
@@ -39,6 +41,15 @@ struct Context {
     servers: String,
     topic: String,
     pending: Pending,
+    /// Partitions this consumer owns (a failed commit is retried only for these).
+    owned: std::sync::Mutex<HashSet<i32>>,
+    /// Set when a commit came back "rebalance in progress": the group is
+    /// about to take partitions away, so no new batch starts until it has
+    /// (everything invoked now would be invoked again by the next owner).
+    rebalancing: Arc<AtomicBool>,
+    /// Counts assignments and revocations: a commit answered after one of
+    /// them speaks of a rebalance that is already over.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl ClientContext for Context {
@@ -66,6 +77,9 @@ impl ConsumerContext for Context {
                 // A partition this consumer paused before a rebalance stays
                 // paused in librdkafka; its new pipeline starts unpaused.
                 let _ = c.resume(tpl);
+                self.owned.lock().unwrap_or_else(|e| e.into_inner()).extend(parts.iter().copied());
+                self.generation.fetch_add(1, Ordering::Relaxed);
+                self.rebalancing.store(false, Ordering::Relaxed);
                 if pinned.count() > 0 {
                     if let Err(e) = c.commit(&pinned, CommitMode::Async) {
                         tracing::warn!("cannot commit the starting positions: {e}");
@@ -76,6 +90,8 @@ impl ConsumerContext for Context {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 // What finished on these partitions is committed before the
                 // next owner reads them.
+                self.owned.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| !parts.contains(p));
+                self.generation.fetch_add(1, Ordering::Relaxed);
                 flush(c, &self.pending, Some(&parts), CommitMode::Sync);
                 let _ = self.events.send(GroupEvent::Revoked(parts));
                 let _ = c.unassign();
@@ -92,6 +108,37 @@ impl ConsumerContext for Context {
             tracing::warn!("commit of {:?} failed: {e}", offsets.to_topic_map());
         }
     }
+}
+
+/// Runs one commit off the runtime (a synchronous commit is the one that
+/// reports why it failed). "Rebalance in progress" keeps the offsets, to be
+/// committed when the revocation comes, and holds new batches back until the
+/// group has settled: what starts now would be invoked again by the next owner.
+fn commit_in_background(consumer: &Arc<StreamConsumer<Context>>, tpl: TopicPartitionList) -> JoinHandle<()> {
+    let c = consumer.clone();
+    tokio::task::spawn_blocking(move || {
+        let generation = c.context().generation.load(Ordering::Relaxed);
+        let Err(e) = c.commit(&tpl, CommitMode::Sync) else { return };
+        use rdkafka::types::RDKafkaErrorCode as C;
+        if !matches!(e.rdkafka_error_code(), Some(C::RebalanceInProgress) | Some(C::IllegalGeneration)) {
+            tracing::warn!("commit of {:?} failed: {e}", tpl.to_topic_map());
+            return;
+        }
+        let cx = c.context();
+        if cx.generation.load(Ordering::Relaxed) != generation {
+            return;
+        }
+        cx.rebalancing.store(true, Ordering::Relaxed);
+        let owned = cx.owned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = cx.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for el in tpl.elements() {
+            if let (true, Offset::Offset(o)) = (owned.contains(&el.partition()), el.offset()) {
+                let at = pending.entry((el.topic().to_string(), el.partition())).or_insert(o);
+                *at = (*at).max(o);
+            }
+        }
+        tracing::debug!("commit deferred, the group is rebalancing: {e}");
+    })
 }
 
 impl Context {
@@ -152,8 +199,9 @@ fn describe_kafka_error(error: &KafkaError, reason: &str, servers: &str, topic: 
 /// Finished offsets waiting to be committed, shared by the pipelines (which
 /// add to it), the poll loop (which flushes it on every tick) and the
 /// rebalance callback (which commits a revoked partition's offsets before
-/// letting it go). Flushing on the loop's 10 ms tick merges the commits of
-/// all partitions into one request while adding at most 10 ms of lag.
+/// letting it go). Committing on the loop's 10 ms tick (one commit in
+/// flight) merges the commits of all partitions into one request while
+/// adding little lag.
 type Pending = Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>;
 
 struct PendingCommitter(Pending);
@@ -166,6 +214,16 @@ impl Committer for PendingCommitter {
 
 /// Commits and clears the pending offsets of `only` partitions (all: None).
 fn flush<C: ConsumerContext>(c: &impl Consumer<C>, pending: &Pending, only: Option<&[i32]>, mode: CommitMode) {
+    let tpl = take(pending, only);
+    if tpl.count() > 0 {
+        if let Err(e) = c.commit(&tpl, mode) {
+            tracing::warn!("commit of {:?} failed: {e}", tpl.to_topic_map());
+        }
+    }
+}
+
+/// Clears the pending offsets of `only` partitions (all: None) and returns them.
+fn take(pending: &Pending, only: Option<&[i32]>) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     {
         let mut map = pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -177,11 +235,7 @@ fn flush<C: ConsumerContext>(c: &impl Consumer<C>, pending: &Pending, only: Opti
             false
         });
     }
-    if tpl.count() > 0 {
-        if let Err(e) = c.commit(&tpl, mode) {
-            tracing::warn!("commit of {:?} failed: {e}", tpl.to_topic_map());
-        }
-    }
+    tpl
 }
 
 /// Per partition, the most record bytes held outside librdkafka before the
@@ -225,6 +279,11 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
     let servers = spec.bootstrap_servers().join(",");
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let pending: Pending = Default::default();
+    let rebalancing = Arc::new(AtomicBool::new(false));
+    // When the group last said it was rebalancing (to give up waiting for a
+    // revocation that never comes).
+    let mut rebalancing_since: Option<tokio::time::Instant> = None;
+    let mut committing: Option<JoinHandle<()>> = None;
     let context = Context {
         pending: pending.clone(),
         status: cfg.status.clone(),
@@ -233,6 +292,9 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
         timestamp_ms: spec.starting_position_timestamp.map(|s| s * 1000),
         servers: servers.clone(),
         topic: topic.clone(),
+        owned: Default::default(),
+        rebalancing: rebalancing.clone(),
+        generation: Default::default(),
     };
     let consumer: StreamConsumer<Context> = match ClientConfig::new()
         .set("bootstrap.servers", &servers)
@@ -241,8 +303,10 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "2000")
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+        // Heartbeats are how a member learns of a rebalance: sooner means
+        // fewer batches started that the next owner will read again.
+        .set("heartbeat.interval.ms", "1000")
         // Window 0 asks for the lowest latency: brokers that do not answer a
         // fetch early when data arrives would otherwise add their wait.
         .set("fetch.wait.max.ms", if spec.maximum_batching_window_in_seconds == Some(0) { "10" } else { "100" })
@@ -289,17 +353,34 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
                 GroupEvent::Revoked(parts) => {
                     tracing::info!(mapping = %cfg.id, ?parts, "partitions revoked");
                     // The new owner re-reads from the committed offset.
-                    for p in parts {
-                        if let Some(w) = workers.remove(&p) {
+                    for p in &parts {
+                        if let Some(w) = workers.remove(p) {
                             w.stop.cancel();
                             w.task.abort();
                         }
                     }
+                    // A batch that finished after the revocation's commit must
+                    // not commit now: it could move the next owner's offset back.
+                    pending.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, p), _| !parts.contains(p));
                 }
             },
             _ = tick.tick() => {
-                refill(&consumer, &topic, &mut workers);
-                flush(&*consumer, &pending, None, CommitMode::Async);
+                let now = tokio::time::Instant::now();
+                let held = rebalancing.load(Ordering::Relaxed);
+                rebalancing_since = held.then(|| rebalancing_since.unwrap_or(now));
+                if rebalancing_since.is_some_and(|t| now - t > SESSION_TIMEOUT) {
+                    rebalancing.store(false, Ordering::Relaxed);
+                }
+                if !held {
+                    refill(&consumer, &topic, &mut workers);
+                    // One commit at a time; what finishes meanwhile merges into the next.
+                    if committing.as_ref().is_none_or(|t| t.is_finished()) {
+                        let tpl = take(&pending, None);
+                        if tpl.count() > 0 {
+                            committing = Some(commit_in_background(&consumer, tpl));
+                        }
+                    }
+                }
             }
             m = consumer.recv() => match m {
                 Ok(m) => {
@@ -311,7 +392,7 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
                         let task = tokio::spawn(partition::run(pipeline.clone(), topic.clone(), p, rx, stop.clone()));
                         Worker { tx, waiting: VecDeque::new(), waiting_bytes: 0, paused: false, stop, task }
                     });
-                    if w.waiting.is_empty() {
+                    if w.waiting.is_empty() && !rebalancing.load(Ordering::Relaxed) {
                         if let Err(mpsc::error::TrySendError::Full(m)) = w.tx.try_send(m) {
                             w.wait(m);
                         }
@@ -349,6 +430,9 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
     // Only finished offsets are committed (never the consumer's position).
     // Closing the consumer (leaving the group) blocks: not on the runtime.
     drop(pipeline);
+    if let Some(t) = committing {
+        let _ = t.await;
+    }
     let _ = tokio::task::spawn_blocking(move || {
         flush(&*consumer, &pending, None, CommitMode::Sync);
         drop(consumer);
