@@ -41,12 +41,32 @@ pub mod backend {
         async fn nodes(&self) -> Result<Vec<crate::model::NodeView>, String>;
         /// Up to `n` of the newest records of the mapping's topic.
         async fn sample(&self, id: uuid::Uuid, n: usize) -> Result<Vec<crate::filter::Sample>, String>;
+        /// The newest `n` entries of the audit log.
+        async fn audit(&self, n: usize) -> Result<Vec<crate::model::AuditEntry>, String>;
+    }
+
+    /// Who the request being served is from (the server's access guard
+    /// puts it on every request it lets through).
+    pub fn session() -> Option<crate::model::Session> {
+        leptos::prelude::use_context::<http::request::Parts>()?.extensions.get::<crate::model::Session>().cloned()
+    }
+
+    /// Refuses a server function to a caller below `role`.
+    pub fn require(role: crate::model::Role) -> Result<crate::model::Session, leptos::prelude::ServerFnError> {
+        match session() {
+            Some(s) if s.role >= role => Ok(s),
+            Some(_) => Err(leptos::prelude::ServerFnError::new(format!("this needs the {} role", role.as_str()))),
+            None => Err(leptos::prelude::ServerFnError::new("sign in first")),
+        }
     }
 
     #[derive(Clone)]
     pub struct BackendHandle(pub Arc<dyn Backend>);
 
+    /// The server side, for a signed-in caller (every server function
+    /// reads through here; pages call them in-process while rendering).
     pub fn backend() -> Result<BackendHandle, leptos::prelude::ServerFnError> {
+        require(crate::model::Role::Viewer)?;
         leptos::prelude::use_context::<BackendHandle>()
             .ok_or_else(|| leptos::prelude::ServerFnError::new("the console has no backend in context"))
     }
@@ -135,7 +155,21 @@ pub async fn sample_records(id: String, n: usize) -> Result<Vec<crate::filter::S
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return Ok(vec![]);
     };
+    backend::require(crate::model::Role::Operator)?;
     backend::backend()?.0.sample(id, n.clamp(1, 100)).await.map_err(ServerFnError::new)
+}
+
+/// Who is signed in (None on the sign-in page).
+#[server(endpoint = "get_session")]
+pub async fn get_session() -> Result<Option<crate::model::Session>, ServerFnError> {
+    Ok(backend::session())
+}
+
+/// The newest changes, for operators and admins.
+#[server(endpoint = "get_audit")]
+pub async fn get_audit() -> Result<Vec<crate::model::AuditEntry>, ServerFnError> {
+    backend::require(crate::model::Role::Operator)?;
+    backend::backend()?.0.audit(500).await.map_err(ServerFnError::new)
 }
 
 /// Health, lag sparkline and rates of every mapping.

@@ -85,6 +85,7 @@ pub fn MappingFormView(
     view! {
         <form class="mapping-form" method="post" action=action node_ref=form_ref
             on:input=on_input on:change=on_change on:focusout=on_leave on:submit=on_submit novalidate>
+            <Csrf/>
             {move || (show_all.get() && !errors.get().is_empty()).then(|| view! {
                 <p class="error-banner" role="alert">"The mapping was not saved: fix the fields marked below."</p>
             })}
@@ -251,4 +252,23 @@ fn read_form(form: &web_sys::HtmlFormElement) -> MappingForm {
         }
     }
     serde_json::from_value(serde_json::Value::Object(map)).unwrap_or_default()
+}
+
+/// Who is signed in, loaded once per page for the header and the forms.
+#[derive(Clone, Copy)]
+pub struct SessionResource(pub Resource<Result<Option<crate::model::Session>, ServerFnError>>);
+
+/// The hidden field every state-changing form carries: the server refuses
+/// a post without the session's CSRF token.
+#[component]
+pub fn Csrf() -> impl IntoView {
+    let s = expect_context::<SessionResource>().0;
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let token = s.await.ok().flatten().map(|s| s.csrf).unwrap_or_default();
+                view! { <input type="hidden" name="csrf" value=token/> }
+            })}
+        </Suspense>
+    }
 }

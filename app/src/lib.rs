@@ -46,6 +46,8 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
     // Async SSR: every page arrives complete, so it works without JavaScript.
     let ssr = SsrMode::Async;
+    let session = Resource::new(|| (), |_| api::get_session());
+    provide_context(components::SessionResource(session));
     view! {
         <Stylesheet id="sluice" href="/pkg/sluice.css"/>
         <Router>
@@ -54,8 +56,21 @@ pub fn App() -> impl IntoView {
                 <nav>
                     <A href="/">"Mappings"</A>
                     <A href="/nodes">"Nodes"</A>
+                    <A href="/audit">"Audit log"</A>
                     <a href="/api/v1/openapi.json" rel="external">"API"</a>
                 </nav>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        session.await.ok().flatten().map(|s| view! {
+                            <form class="who" method="post" action="/logout">
+                                <span data-field="user">{s.user.clone()}</span>
+                                " (" <span data-field="role">{s.role.as_str()}</span> ") "
+                                <components::Csrf/>
+                                <button type="submit" class="button subtle">"Sign out"</button>
+                            </form>
+                        })
+                    })}
+                </Suspense>
             </header>
             <main>
                 <Routes fallback=pages::NotFound>
@@ -66,7 +81,9 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/mappings/:id/edit") view=pages::EditMapping ssr=ssr.clone()/>
                     <Route path=path!("/mappings/:id/reset") view=pages::ResetMapping ssr=ssr.clone()/>
                     <Route path=path!("/mappings/:id/filters") view=pages::FilterTester ssr=ssr.clone()/>
-                    <Route path=path!("/nodes") view=pages::Nodes ssr=ssr/>
+                    <Route path=path!("/nodes") view=pages::Nodes ssr=ssr.clone()/>
+                    <Route path=path!("/audit") view=pages::Audit ssr=ssr.clone()/>
+                    <Route path=path!("/login") view=pages::Login ssr=ssr/>
                 </Routes>
             </main>
             <Footer/>

@@ -152,3 +152,58 @@ impl NodeView {
         self.pollers.values().sum()
     }
 }
+
+/// What a signed-in user or an API token may do; each role includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Reads everything but records and secrets.
+    Viewer,
+    /// Creates, edits, enables, disables, resets mappings and tests filters.
+    Operator,
+    /// Manages users and API tokens.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+/// Who is asking: a signed-in user (with the CSRF token their forms carry)
+/// or an API token (no CSRF token: bearer tokens are not sent by browsers
+/// on their own).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub user: String,
+    pub role: Role,
+    pub csrf: String,
+}
+
+/// One change, as the audit log keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AuditEntry {
+    pub id: String,
+    /// Unix milliseconds.
+    pub time: i64,
+    pub actor: String,
+    /// e.g. `PATCH /api/v1/mappings/{id}` or `POST /mappings/{id}/disable`.
+    pub action: String,
+    /// The mapping, user or token the change was about ("" when none).
+    pub target: String,
+    /// The HTTP status the change was answered with.
+    pub status: u16,
+    /// What changed (field names and values; secrets never).
+    pub detail: String,
+}

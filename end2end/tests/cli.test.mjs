@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { startSluice, api, launchBrowser } from "./sluice.mjs";
+import { startSluice, api, launchBrowser, signIn } from "./sluice.mjs";
 
 const help = (...args) => execFileSync(process.env.SLUICE_BIN, [...args, "--help"], { encoding: "utf8" });
 
@@ -54,7 +54,7 @@ test("sluice demo serves the console with the demo mapping and a demo function",
     assert.ok(statuses[200] > 250, JSON.stringify(statuses));
     assert.ok((statuses[500] || 0) + (statuses[429] || 0) > 0, JSON.stringify(statuses));
 
-    const page = await (await fetch(`${s.url}/`)).text();
+    const page = await (await fetch(`${s.url}/`, { headers: s.auth })).text();
     assert.ok(page.includes("demo-orders"));
 
     // The engine runs the demo mapping: records flow and are committed.
@@ -72,6 +72,7 @@ test("sluice demo serves the console with the demo mapping and a demo function",
     const browser = await launchBrowser();
     try {
       const p = await browser.newPage();
+      await signIn(p.context(), s);
       await p.goto(`${s.url}/mappings/${m.UUID}`);
       await p.waitForSelector("body[data-hydrated=true]");
       const before = Number(await p.textContent('[data-counter="CommittedEventCount"]'));

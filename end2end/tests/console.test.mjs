@@ -1,7 +1,7 @@
 // The console in a real Chromium, with JavaScript (hydrated) and without.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startSluice, launchBrowser, api, validMapping, waitState } from "./sluice.mjs";
+import { startSluice, launchBrowser, api, validMapping, waitState, signIn, ADMIN_PASSWORD } from "./sluice.mjs";
 
 let s, browser;
 before(async () => { s = await startSluice(); browser = await launchBrowser(); });
@@ -14,6 +14,7 @@ const errorsFor = async (page, field) => page.locator(`[data-error-for="${field}
 
 async function newPage({ js }) {
   const ctx = await browser.newContext({ javaScriptEnabled: js });
+  await signIn(ctx, s);
   const page = await ctx.newPage();
   page.on("pageerror", (e) => { throw new Error(`page error: ${e.message}`); });
   return page;
@@ -176,14 +177,14 @@ for (const js of [false, true]) {
 
 test("pages render on the server: the list and a mapping's page are complete HTML", async () => {
   const m = (await api(s.url, "POST", "/api/v1/mappings", validMapping({ Name: "<b>ssr</b>" }))).body;
-  const list = await (await fetch(s.url + "/")).text();
+  const list = await (await fetch(s.url + "/", { headers: s.auth })).text();
   assert.ok(list.includes(m.UUID));
   assert.ok(list.includes("&lt;b&gt;ssr&lt;/b&gt;"), "names are escaped");
-  const r = await fetch(`${s.url}/mappings/${m.UUID}`);
+  const r = await fetch(`${s.url}/mappings/${m.UUID}`, { headers: s.auth });
   assert.equal(r.status, 200);
   assert.match(await r.text(), /data-field="BatchSize">100</);
-  assert.equal((await fetch(`${s.url}/mappings/00000000-0000-4000-8000-000000000000`)).status, 404);
-  assert.equal((await fetch(`${s.url}/no/such/page`)).status, 404);
+  assert.equal((await fetch(`${s.url}/mappings/00000000-0000-4000-8000-000000000000`, { headers: s.auth })).status, 404);
+  assert.equal((await fetch(`${s.url}/no/such/page`, { headers: s.auth })).status, 404);
 });
 
 test("the Nodes page lists this node, its role and the pollers it runs; /readyz says it takes traffic", async () => {
@@ -216,3 +217,44 @@ test("the Nodes page lists this node, its role and the pollers it runs; /readyz 
   await page.context().close();
   await api(s.url, "DELETE", `/api/v1/mappings/${id}`);
 });
+
+for (const js of [true, false]) {
+  test(`sign-in (${js ? "hydrated" : "no JavaScript"}): a page asks for it, a wrong password says so, the right one opens the page asked for; a viewer cannot change anything; sign-out ends the session`, async () => {
+    const ctx = await browser.newContext({ javaScriptEnabled: js });
+    const page = await ctx.newPage();
+    const created = await api(s.url, "POST", "/api/v1/mappings", validMapping({ Name: `signin-${js}`, Enabled: false }));
+    const id = created.body.UUID;
+    await page.goto(`${s.url}/mappings/${id}`);
+    assert.match(page.url(), /\/login\?next=%2Fmappings%2F/);
+    await page.fill("#username", "admin");
+    await page.fill("#password", "not-the-password");
+    await page.click("button[type=submit]");
+    assert.match(await page.locator(".error-banner").textContent(), /Wrong user name or password/);
+    await page.fill("#password", ADMIN_PASSWORD);
+    await page.click("button[type=submit]");
+    await page.waitForURL(`${s.url}/mappings/${id}`);
+    assert.equal(await page.locator('header [data-field="user"]').textContent(), "admin");
+
+    // A viewer sees the mapping, but the server refuses its disable/enable post.
+    const user = `view${js ? 1 : 0}`;
+    assert.equal((await api(s.url, "POST", "/api/v1/users", { Username: user, Password: "viewer-password-1", Role: "viewer" })).status, 201);
+    const vctx = await browser.newContext({ javaScriptEnabled: js });
+    await signIn(vctx, s, user, "viewer-password-1");
+    const vpage = await vctx.newPage();
+    await vpage.goto(`${s.url}/mappings/${id}`);
+    assert.equal(await vpage.locator('header [data-field="role"]').textContent(), "viewer");
+    const [resp] = await Promise.all([vpage.waitForNavigation(), vpage.click('form[action$="/enable"] button')]);
+    assert.equal(resp.status(), 403);
+    assert.match(await vpage.textContent("body"), /viewer role; this needs operator/);
+    assert.equal((await api(s.url, "GET", `/api/v1/mappings/${id}`)).body.State, "Disabled");
+    await vctx.close();
+
+    // Signing out ends the session: the next page asks to sign in again.
+    await page.click('header form.who button[type=submit]');
+    await page.waitForURL(/\/login/);
+    await page.goto(`${s.url}/`);
+    assert.match(page.url(), /\/login/);
+    await ctx.close();
+    await api(s.url, "DELETE", `/api/v1/mappings/${id}`);
+  });
+}

@@ -3,7 +3,7 @@
 // as you type when hydrated, by form submit without JavaScript.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startSluice, launchBrowser } from "./sluice.mjs";
+import { startSluice, launchBrowser, signIn } from "./sluice.mjs";
 
 const DEMO = "51cede70-0000-4000-8000-000000000001";
 let s, browser;
@@ -19,6 +19,7 @@ const verdicts = (page, table) =>
 
 test("typed values get their verdict as you type, with the deciding filter or field", async () => {
   const page = await browser.newPage();
+  await signIn(page.context(), s);
   page.on("pageerror", (e) => { throw new Error(`page error: ${e.message}`); });
   await page.goto(`${s.url}/mappings/${DEMO}`);
   await page.waitForSelector("body[data-hydrated=true]");
@@ -41,6 +42,7 @@ test("typed values get their verdict as you type, with the deciding filter or fi
 
 test("the topic's newest records are loaded and judged as the mapping would, without JavaScript too", async () => {
   const ctx = await browser.newContext({ javaScriptEnabled: false });
+  await signIn(ctx, s);
   const page = await ctx.newPage();
   await page.goto(`${s.url}/mappings/${DEMO}/filters`);
   await page.fill("#patterns", '{"value": {"type": ["refund"]}}');

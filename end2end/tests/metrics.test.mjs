@@ -3,7 +3,7 @@
 // advisor that names a hot partition, and a page that survives a restart.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startSluice, api, launchBrowser } from "./sluice.mjs";
+import { startSluice, api, launchBrowser, signIn } from "./sluice.mjs";
 
 const DEMO = "51cede70-0000-4000-8000-000000000001";
 const num = (s) => Number(String(s).replace(/[^\d.-]/g, ""));
@@ -18,6 +18,7 @@ test("the mapping page charts live metrics, follows an outage and survives a res
     assert.equal(patched.status, 200, JSON.stringify(patched.body));
 
     const p = await browser.newPage();
+    await signIn(p.context(), s);
     await p.goto(`${s.url}/mappings/${DEMO}`);
     await p.waitForSelector("body[data-hydrated=true]");
     await p.waitForSelector("p.live[data-live=true]", { timeout: 10_000 });
@@ -86,6 +87,7 @@ test("the overview shows each mapping's health, lag sparkline and rates", async 
   const browser = await launchBrowser();
   try {
     const p = await browser.newPage();
+    await signIn(p.context(), s);
     await p.goto(`${s.url}/`);
     await p.waitForSelector("body[data-hydrated=true]");
     const row = `tr[data-uuid="${DEMO}"]`;
@@ -94,7 +96,7 @@ test("the overview shows each mapping's health, lag sparkline and rates", async 
     await p.waitForFunction((r) => Number(document.querySelector(`${r} [data-live="records-per-s"]`).textContent) > 0, row, { timeout: 15_000 });
 
     // Prometheus sees the same mapping, per partition.
-    const prom = await (await fetch(`${s.url}/metrics`)).text();
+    const prom = await (await fetch(`${s.url}/metrics`, { headers: s.auth })).text();
     assert.match(prom, new RegExp(`sluice_invocations_total\\{mapping="${DEMO}"`));
     assert.match(prom, new RegExp(`sluice_pollers\\{mapping="${DEMO}"[^}]*\\} [1-6]\n`));
     for (let part = 0; part < 6; part++) assert.match(prom, new RegExp(`sluice_offset_lag\\{mapping="${DEMO}".*partition="${part}"\\} \\d+`));

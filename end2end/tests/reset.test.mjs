@@ -3,7 +3,7 @@
 // a reset is checked against a real broker in server/tests/reset.rs.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startSluice, api, launchBrowser } from "./sluice.mjs";
+import { startSluice, api, launchBrowser, signIn } from "./sluice.mjs";
 
 const DEMO = "51cede70-0000-4000-8000-000000000001";
 let s, browser;
@@ -55,6 +55,7 @@ test("bad reset requests name their field", async () => {
 
 test("the wizard previews, applies and logs a reset", async () => {
   const page = await browser.newPage();
+  await signIn(page.context(), s);
   page.on("pageerror", (e) => { throw new Error(`page error: ${e.message}`); });
   await page.goto(`${s.url}/mappings/${DEMO}`);
   await page.waitForSelector("body[data-hydrated=true]");
@@ -90,7 +91,7 @@ test("the wizard previews, applies and logs a reset", async () => {
   // The audit log, on the mapping's page: who, what, and the offsets.
   const log = (await api(s.url, "GET", `/api/v1/mappings/${DEMO}/resets`)).body.Resets;
   assert.equal(log.length, 1);
-  assert.equal(log[0].Actor, "console");
+  assert.equal(log[0].Actor, "admin (console)");
   assert.equal(log[0].Request.ShiftBy, -7);
   await page.goto(`${s.url}/mappings/${DEMO}`);
   const entry = await page.textContent(`tr[data-audit="${log[0].Id}"]`);
@@ -105,6 +106,7 @@ test("the wizard previews, applies and logs a reset", async () => {
 
 test("a bad wizard entry is shown at its field, without JavaScript too", async () => {
   const ctx = await browser.newContext({ javaScriptEnabled: false });
+  await signIn(ctx, s);
   const page = await ctx.newPage();
   await page.goto(`${s.url}/mappings/${DEMO}/reset`);
   await page.check('input[name=Strategy][value=AT_TIMESTAMP]');

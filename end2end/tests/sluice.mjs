@@ -3,6 +3,7 @@
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -29,10 +30,13 @@ export async function startSluice(command = "serve", extraArgs = []) {
   }
   let output = "";
   let child;
+  // Every Sluice here starts with a known admin password and an admin API
+  // token, so tests can sign in (browser) or authenticate (API).
+  const token = `e2e-${randomBytes(18).toString("hex")}`;
   const spawnIt = async (listen) => {
     child = spawn(BIN, [command, "--listen", listen, "--data-dir", dataDir, ...extraArgs], {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, SLUICE_LOG: "warn" },
+      env: { ...process.env, SLUICE_LOG: "warn", SLUICE_ADMIN_PASSWORD: ADMIN_PASSWORD, SLUICE_BOOTSTRAP_TOKEN: token },
     });
     const started = output.length;
     const url = await new Promise((resolve, reject) => {
@@ -58,8 +62,12 @@ export async function startSluice(command = "serve", extraArgs = []) {
     await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
   };
   const url = await spawnIt("127.0.0.1:0");
+  TOKENS.set(url, token);
   return {
     url,
+    token,
+    /** Headers that authenticate a plain fetch as the admin token. */
+    auth: { authorization: `Bearer ${token}` },
     output: () => output,
     /** Stops and starts again on the same address and data; resolves once it answers. */
     async restart() {
@@ -82,11 +90,29 @@ export async function launchBrowser() {
   });
 }
 
-/** JSON API call; returns { status, body }. */
-export async function api(base, method, path, body) {
+export const ADMIN_PASSWORD = "e2e-admin-password-0";
+const TOKENS = new Map();
+
+/** Signs the browser context in as admin (through the sign-in form's post),
+ * so its pages open as a signed-in user's. */
+export async function signIn(ctx, s, user = "admin", password = ADMIN_PASSWORD) {
+  const r = await fetch(`${s.url}/login`, {
+    method: "POST",
+    redirect: "manual",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ username: user, password, next: "/" }),
+  });
+  const cookie = (r.headers.get("set-cookie") || "").split(";")[0];
+  if (!cookie.startsWith("sluice_session=") || cookie === "sluice_session=") throw new Error(`sign-in failed: ${r.status} ${r.headers.get("location")}`);
+  await ctx.addCookies([{ name: "sluice_session", value: cookie.slice("sluice_session=".length), url: s.url }]);
+}
+
+/** JSON API call, as the Sluice's admin token; returns { status, body }. */
+export async function api(base, method, path, body, headers = {}) {
+  const auth = TOKENS.has(base) ? { authorization: `Bearer ${TOKENS.get(base)}` } : {};
   const r = await fetch(base + path, {
     method,
-    headers: body === undefined ? {} : { "content-type": "application/json" },
+    headers: { ...auth, ...(body === undefined ? {} : { "content-type": "application/json" }), ...headers },
     body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
   });
   const text = await r.text();

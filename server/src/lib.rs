@@ -1,6 +1,7 @@
 //! Sluice's server: storage, the mapping service, the HTTP side and the
 //! demo. `main.rs` is the CLI around it.
 
+pub mod auth;
 pub mod cloudwatch;
 pub mod cluster;
 pub mod demo;

@@ -138,6 +138,9 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         ..Default::default()
     };
     let mappings = service::MappingService::with_metrics(store, settings);
+    let admin_password = std::env::var("SLUICE_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    let bootstrap_token = std::env::var("SLUICE_BOOTSTRAP_TOKEN").ok().filter(|p| !p.is_empty());
+    let generated = mappings.auth().bootstrap(admin_password.as_deref(), bootstrap_token.as_deref()).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -173,6 +176,10 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     println!("Sluice {} console: http://{shown}/", env!("CARGO_PKG_VERSION"));
     println!("  database: {url}");
     println!("  node: {}", mappings.node().id);
+    if let Some(pw) = generated {
+        // Printed once: only its argon2 hash is kept.
+        println!("  first start: sign in as admin with password {pw} (shown only now; set SLUICE_ADMIN_PASSWORD to choose it)");
+    }
     tracing::info!(%addr, site = %site.display(), "listening");
     let metrics = mappings.metrics().clone();
     let node = mappings.node().clone();
@@ -183,7 +190,7 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         node.stopping();
         metrics.close();
     };
-    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(stop).await?;
     // In-flight batches finish (or are abandoned uncommitted) before exit.
     engine.shutdown().await;
     let _ = collector.await;

@@ -105,6 +105,7 @@ pub struct MappingService {
     system: std::sync::Mutex<sluice_app::model::SystemInfo>,
     /// Mappings with a reset being applied (one at a time per mapping).
     resetting: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+    auth: Arc<crate::auth::Auth>,
 }
 
 /// The transitional state a save puts a mapping in; the engine settles it
@@ -127,6 +128,7 @@ impl MappingService {
         let node = Arc::new(crate::cluster::Node::new());
         let metrics = Metrics::new(store.clone(), live.clone(), node.clone(), settings);
         Arc::new(MappingService {
+            auth: Arc::new(crate::auth::Auth::new(store.clone())),
             store,
             changed: Arc::new(Notify::new()),
             live,
@@ -148,6 +150,10 @@ impl MappingService {
 
     pub fn node(&self) -> &Arc<crate::cluster::Node> {
         &self.node
+    }
+
+    pub fn auth(&self) -> &Arc<crate::auth::Auth> {
+        &self.auth
     }
 
     /// The cluster's nodes, this one included.
@@ -476,6 +482,10 @@ impl Backend for MappingService {
         let m = Backend::get(self, id).await?.ok_or_else(|| format!("no mapping with UUID {id}"))?;
         let (servers, topic) = (m.spec.bootstrap_servers().join(","), m.spec.topic().to_string());
         tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, n)).await.map_err(|e| e.to_string())?
+    }
+
+    async fn audit(&self, n: usize) -> Result<Vec<sluice_app::model::AuditEntry>, String> {
+        self.auth.audit_log(n).await.map_err(|e| format!("{e:#}"))
     }
 
     fn system(&self) -> sluice_app::model::SystemInfo {

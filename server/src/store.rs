@@ -53,6 +53,11 @@ impl Store {
         self.url.starts_with("postgres:") || self.url.starts_with("postgresql:")
     }
 
+    /// For modules that keep their own tables (`crate::auth`).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

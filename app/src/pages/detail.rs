@@ -6,7 +6,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{get_counters, get_mapping, get_resets, set_status};
 use crate::pages::AuditLog;
-use crate::components::{ServerError, StateBadge};
+use crate::components::{Csrf, ServerError, StateBadge};
 use crate::live::{InsightPanel, MetricsPanel};
 use crate::model::{MappingCounters, MappingState, MappingView};
 use crate::spec::{format_unix, target_kind, TargetKind};
@@ -193,6 +193,7 @@ fn Detail(m: MappingView) -> impl IntoView {
             <a class="button" href=format!("{base}/reset")>"Reset position…"</a>
             <a class="button" href=format!("{base}/filters")>"Test filters"</a>
             <form method="post" action=format!("{base}/{toggle}")>
+                <Csrf/>
                 <button type="submit" class="button">{toggle_label}</button>
             </form>
             <details class="confirm">
@@ -200,6 +201,7 @@ fn Detail(m: MappingView) -> impl IntoView {
                 <div class="confirm-box">
                     <p>"Delete " <strong>{m.label()}</strong> "? Polling stops; the consumer group's committed offsets stay in Kafka."</p>
                     <form method="post" action=format!("{base}/delete")>
+                        <Csrf/>
                         <button type="submit" class="button danger">"Yes, delete this mapping"</button>
                     </form>
                 </div>

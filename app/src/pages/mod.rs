@@ -1,16 +1,20 @@
 //! One file per page.
 
+mod audit;
 mod detail;
 mod edit;
 mod filters;
 mod list;
+mod login;
 mod nodes;
 mod reset;
 
+pub use audit::Audit;
 pub use detail::MappingDetail;
 pub use edit::{EditMapping, NewMapping};
 pub use filters::FilterTester;
 pub use list::MappingList;
+pub use login::Login;
 pub use nodes::Nodes;
 pub use reset::{AuditLog, ResetMapping};
 

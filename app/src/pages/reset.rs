@@ -8,7 +8,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{get_mapping, get_reset_state, set_status};
-use crate::components::ServerError;
+use crate::components::{Csrf, ServerError};
 use crate::reset::{time_zones, PartitionReset, PostedReset, ResetAudit, ResetForm, ResetOutcome, Strategy};
 use crate::spec::{format_unix, FieldError};
 
@@ -101,6 +101,7 @@ fn ResetFormView(action: String, values: ResetForm, errors: Vec<FieldError>, par
     let some = values.scope == "some";
     view! {
         <form method="post" action=action class="reset-form mapping-form">
+            <Csrf/>
             <fieldset>
                 <legend>"Continue from"</legend>
                 {Strategy::ALL.into_iter().map(|s| view! {
@@ -209,6 +210,7 @@ fn Preview(o: ResetOutcome, values: ResetForm, action: String) -> impl IntoView 
             {change_table(&o.partitions)}
             <p class="hint">"Offsets are read again when you apply: records that arrive or finish meanwhile are counted then. Nothing changes until you apply."</p>
             <form method="post" action=action>
+                <Csrf/>
                 {hidden.into_iter().map(|(k, v)| view! { <input type="hidden" name=k value=v/> }).collect_view()}
                 <button type="submit" name="Action" value="apply" class="button danger">"Apply this reset"</button>
             </form>

@@ -151,7 +151,7 @@ async fn metrics(State(s): State<AppState>, Path(id): Path<String>, Query(q): Qu
 async fn reset(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    headers: axum::http::HeaderMap,
+    who: Option<axum::Extension<sluice_app::model::Session>>,
     body: Bytes,
 ) -> ApiResult {
     let id = uuid(&id)?;
@@ -159,14 +159,14 @@ async fn reset(
         let path = e.path().to_string();
         ApiError::from(ServiceError::Invalid(vec![FieldError::new(if path == "." { String::new() } else { path }, e.into_inner().to_string())]))
     })?;
-    Ok(Json(s.mappings.reset(id, req, &actor("api", &headers)).await?).into_response())
+    Ok(Json(s.mappings.reset(id, req, &actor("api", who.as_deref())).await?).into_response())
 }
 
-/// Who made a change, for the audit log: the channel, and the name a
-/// client gives in `X-Sluice-Actor` (until sign-in names the user).
-pub fn actor(channel: &str, headers: &axum::http::HeaderMap) -> String {
-    match headers.get("x-sluice-actor").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()) {
-        Some(name) => format!("{channel}: {}", name.chars().take(80).collect::<String>()),
+/// Who made a change, for the audit logs: the signed-in user or token, and
+/// the channel.
+pub fn actor(channel: &str, who: Option<&sluice_app::model::Session>) -> String {
+    match who {
+        Some(w) => format!("{} ({channel})", w.user),
         None => channel.to_string(),
     }
 }

@@ -92,7 +92,7 @@ pub async fn reset(State(s): State<AppState>, Path(id): Path<String>, req: Reque
         }
     }
     form.partitions = chosen.join(",");
-    let actor = super::api::actor("console", &parts.headers);
+    let actor = super::api::actor("console", parts.extensions.get());
     let (errors, outcome) = match form.to_request() {
         Err(e) => (e, None),
         Ok(r) => match s.mappings.reset(id, r, &actor).await {

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod forms;
+pub mod guard;
 pub mod openapi;
 pub mod stream;
 
@@ -47,6 +48,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let options = state.leptos_options.clone();
     Router::new()
         .merge(api::routes())
+        .merge(guard::routes())
         .merge(extra)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -64,6 +66,8 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
             move || shell(options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Every route and file behind the access guard (it lets the public ones through).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         // Pages, JSON and the wasm go out gzipped (live streams are left
         // alone by the default predicate).
         .layer(tower_http::compression::CompressionLayer::new())

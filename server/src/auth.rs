@@ -1,0 +1,386 @@
+//! Who may do what: users with argon2-hashed passwords, browser sessions,
+//! API tokens, sign-in rate limiting and the audit log. Secrets (session
+//! cookies, tokens) are stored only as SHA-256 digests, so the database
+//! alone lets nobody in. Everything lives in the shared database: any node
+//! accepts a session made on another.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use rand::RngCore;
+use serde::Serialize;
+use sha2::Digest;
+use sluice_app::model::{AuditEntry, Role, Session};
+use sqlx::Row;
+
+use crate::store::{now_ms, Store};
+
+/// How long a browser session lasts without signing in again.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Failed sign-ins allowed per user name, and per client address (many
+/// users may share one), within `LIMIT_WINDOW`, before further attempts
+/// are refused.
+const LIMIT_USER: u32 = 5;
+const LIMIT_CLIENT: u32 = 20;
+const LIMIT_WINDOW: Duration = Duration::from_secs(300);
+
+pub const SESSION_COOKIE: &str = "sluice_session";
+pub const TOKEN_PREFIX: &str = "slc_";
+
+pub struct Auth {
+    store: Store,
+    /// Failures per key ("user:NAME", "ip:ADDR"): count and first failure.
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("wrong user name or password")]
+    Invalid,
+    #[error("too many failed sign-ins: try again in {0} s")]
+    Limited(u64),
+    #[error("{0:#}")]
+    Internal(anyhow::Error),
+}
+
+/// A user as the admin API lists them (never the hash).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserView {
+    pub username: String,
+    pub role: Role,
+    pub created: i64,
+}
+
+/// An API token as listed (the secret is shown once, at creation).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TokenView {
+    pub name: String,
+    pub role: Role,
+    pub created_by: String,
+    pub created: i64,
+    pub last_used: Option<i64>,
+}
+
+fn random_secret(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn digest(secret: &str) -> String {
+    let d = sha2::Sha256::digest(secret.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::encode_b64(&{
+        let mut b = [0u8; 16];
+        rand::rng().fill_bytes(&mut b);
+        b
+    })
+    .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("argon2: {e}"))?.to_string())
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// A user name: 1 to 64 letters, digits, `.`, `_`, `-`, `@`.
+pub fn check_username(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c)) {
+        return Err("1 to 64 letters, digits, '.', '_', '-' or '@'".into());
+    }
+    Ok(())
+}
+
+/// Passwords: at least 12 characters, at most 1024 (argon2 time is bounded).
+pub fn check_password(p: &str) -> Result<(), String> {
+    match p.chars().count() {
+        0..12 => Err("at least 12 characters".into()),
+        1025.. => Err("at most 1024 characters".into()),
+        _ => Ok(()),
+    }
+}
+
+impl Auth {
+    pub fn new(store: Store) -> Auth {
+        Auth { store, failures: Mutex::new(HashMap::new()) }
+    }
+
+    /// At first start (no users yet) creates `admin`, with `password` or a
+    /// random one, returned so it can be printed once. Seeds an admin API
+    /// token from `bootstrap_token` when given.
+    pub async fn bootstrap(&self, password: Option<&str>, bootstrap_token: Option<&str>) -> Result<Option<String>> {
+        let mut generated = None;
+        let users: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(self.store.pool()).await?.try_get("n")?;
+        if users == 0 {
+            let pw = match password {
+                Some(p) => {
+                    check_password(p).map_err(|e| anyhow::anyhow!("SLUICE_ADMIN_PASSWORD: {e}"))?;
+                    p.to_string()
+                }
+                None => {
+                    let p = random_secret(15);
+                    generated = Some(p.clone());
+                    p
+                }
+            };
+            // Two nodes starting at once: the second one's insert conflicts, harmlessly.
+            if let Err(e) = self.create_user("admin", &pw, Role::Admin).await {
+                tracing::info!("first admin not created here: {e:#}");
+                generated = None;
+            }
+        }
+        if let Some(t) = bootstrap_token {
+            if t.len() < 16 {
+                anyhow::bail!("SLUICE_BOOTSTRAP_TOKEN: at least 16 characters");
+            }
+            let h = digest(t);
+            let exists = sqlx::query("SELECT 1 FROM api_tokens WHERE token_hash = $1").bind(&h).fetch_optional(self.store.pool()).await?;
+            if exists.is_none() {
+                sqlx::query("DELETE FROM api_tokens WHERE name = 'bootstrap'").execute(self.store.pool()).await?;
+                let r = sqlx::query("INSERT INTO api_tokens (token_hash, name, role, created_by, created_ms) VALUES ($1, 'bootstrap', 'admin', 'SLUICE_BOOTSTRAP_TOKEN', $2)")
+                    .bind(&h)
+                    .bind(now_ms())
+                    .execute(self.store.pool())
+                    .await;
+                if let Err(e) = r {
+                    tracing::info!("bootstrap token not stored here: {e}");
+                }
+            }
+        }
+        Ok(generated)
+    }
+
+    pub async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<()> {
+        let hash = { let p = password.to_string(); tokio::task::spawn_blocking(move || hash_password(&p)).await?? };
+        sqlx::query("INSERT INTO users (username, password, role, created_ms) VALUES ($1, $2, $3, $4)")
+            .bind(username)
+            .bind(hash)
+            .bind(role.as_str())
+            .bind(now_ms())
+            .execute(self.store.pool())
+            .await
+            .with_context(|| format!("cannot create user {username}"))?;
+        Ok(())
+    }
+
+    /// Changes a user's role and/or password; false: no such user. A new
+    /// password ends the user's sessions.
+    pub async fn update_user(&self, username: &str, password: Option<&str>, role: Option<Role>) -> Result<bool> {
+        let mut found = self.user(username).await?.is_some();
+        if let Some(r) = role {
+            found &= sqlx::query("UPDATE users SET role = $1 WHERE username = $2").bind(r.as_str()).bind(username).execute(self.store.pool()).await?.rows_affected() > 0;
+        }
+        if let Some(p) = password {
+            let hash = { let p = p.to_string(); tokio::task::spawn_blocking(move || hash_password(&p)).await?? };
+            found &= sqlx::query("UPDATE users SET password = $1 WHERE username = $2").bind(hash).bind(username).execute(self.store.pool()).await?.rows_affected() > 0;
+            sqlx::query("DELETE FROM sessions WHERE username = $1").bind(username).execute(self.store.pool()).await?;
+        }
+        Ok(found)
+    }
+
+    pub async fn delete_user(&self, username: &str) -> Result<bool> {
+        sqlx::query("DELETE FROM sessions WHERE username = $1").bind(username).execute(self.store.pool()).await?;
+        Ok(sqlx::query("DELETE FROM users WHERE username = $1").bind(username).execute(self.store.pool()).await?.rows_affected() > 0)
+    }
+
+    pub async fn admins(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin'").fetch_one(self.store.pool()).await?.try_get("n")?)
+    }
+
+    pub async fn user(&self, username: &str) -> Result<Option<UserView>> {
+        Ok(self.users().await?.into_iter().find(|u| u.username == username))
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserView>> {
+        let rows = sqlx::query("SELECT username, role, created_ms FROM users ORDER BY username").fetch_all(self.store.pool()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserView {
+                    username: r.try_get("username")?,
+                    role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer),
+                    created: r.try_get("created_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Checks a password (rate-limited per user name and per client) and
+    /// opens a session: returns the cookie's secret and who signed in.
+    pub async fn sign_in(&self, username: &str, password: &str, client: &str) -> Result<(String, Session), SignInError> {
+        let keys = [format!("user:{username}"), format!("ip:{client}")];
+        if let Some(wait) = self.limited(&keys) {
+            return Err(SignInError::Limited(wait.as_secs().max(1)));
+        }
+        let row = sqlx::query("SELECT password, role FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(self.store.pool())
+            .await
+            .map_err(|e| SignInError::Internal(e.into()))?;
+        // An unknown user costs the same argon2 time as a wrong password.
+        let (hash, role) = match &row {
+            Some(r) => (r.try_get::<String, _>("password").unwrap_or_default(), r.try_get::<String, _>("role").unwrap_or_default()),
+            None => (DUMMY_HASH.clone(), String::new()),
+        };
+        let pw = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false) && row.is_some();
+        if !ok {
+            self.fail(&keys);
+            return Err(SignInError::Invalid);
+        }
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&keys[0]);
+        let (secret, csrf) = (random_secret(32), random_secret(24));
+        let now = now_ms();
+        sqlx::query("INSERT INTO sessions (token_hash, username, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(digest(&secret))
+            .bind(username)
+            .bind(&csrf)
+            .bind(now)
+            .bind(now + SESSION_TTL.as_millis() as i64)
+            .execute(self.store.pool())
+            .await
+            .map_err(|e| SignInError::Internal(e.into()))?;
+        Ok((secret, Session { user: username.to_string(), role: Role::parse(&role).unwrap_or(Role::Viewer), csrf }))
+    }
+
+    fn limited(&self, keys: &[String]) -> Option<Duration> {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.retain(|_, (_, since)| since.elapsed() < LIMIT_WINDOW);
+        keys.iter()
+            .filter_map(|k| Some((f.get(k)?, if k.starts_with("ip:") { LIMIT_CLIENT } else { LIMIT_USER })))
+            .filter(|((n, _), limit)| n >= limit)
+            .map(|(e, _)| e).map(|(_, since)| LIMIT_WINDOW.saturating_sub(since.elapsed())).max()
+    }
+
+    fn fail(&self, keys: &[String]) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        for k in keys {
+            f.entry(k.clone()).or_insert((0, Instant::now())).0 += 1;
+        }
+    }
+
+    pub async fn sign_out(&self, secret: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(digest(secret)).execute(self.store.pool()).await?;
+        Ok(())
+    }
+
+    /// The session a cookie's secret opens, if it has not expired.
+    pub async fn session(&self, secret: &str) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT s.username, s.csrf, u.role FROM sessions s JOIN users u ON u.username = s.username \
+             WHERE s.token_hash = $1 AND s.expires_ms > $2",
+        )
+        .bind(digest(secret))
+        .bind(now_ms())
+        .fetch_optional(self.store.pool())
+        .await?;
+        Ok(match row {
+            Some(r) => Some(Session {
+                user: r.try_get("username")?,
+                csrf: r.try_get("csrf")?,
+                role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer),
+            }),
+            None => None,
+        })
+    }
+
+    /// Who an API token is (`token:NAME`, no CSRF token).
+    pub async fn token(&self, secret: &str) -> Result<Option<Session>> {
+        let h = digest(secret);
+        let row = sqlx::query("SELECT name, role FROM api_tokens WHERE token_hash = $1").bind(&h).fetch_optional(self.store.pool()).await?;
+        let Some(r) = row else { return Ok(None) };
+        let _ = sqlx::query("UPDATE api_tokens SET last_used_ms = $1 WHERE token_hash = $2").bind(now_ms()).bind(&h).execute(self.store.pool()).await;
+        Ok(Some(Session {
+            user: format!("token:{}", r.try_get::<String, _>("name")?),
+            role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer),
+            csrf: String::new(),
+        }))
+    }
+
+    /// A new API token; its secret is returned here and never again.
+    pub async fn create_token(&self, name: &str, role: Role, by: &str) -> Result<String> {
+        let secret = format!("{TOKEN_PREFIX}{}", random_secret(32));
+        sqlx::query("INSERT INTO api_tokens (token_hash, name, role, created_by, created_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(digest(&secret))
+            .bind(name)
+            .bind(role.as_str())
+            .bind(by)
+            .bind(now_ms())
+            .execute(self.store.pool())
+            .await
+            .with_context(|| format!("cannot create token {name} (is the name taken?)"))?;
+        Ok(secret)
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenView>> {
+        let rows = sqlx::query("SELECT name, role, created_by, created_ms, last_used_ms FROM api_tokens ORDER BY name").fetch_all(self.store.pool()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenView {
+                    name: r.try_get("name")?,
+                    role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer),
+                    created_by: r.try_get("created_by")?,
+                    created: r.try_get("created_ms")?,
+                    last_used: r.try_get("last_used_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn delete_token(&self, name: &str) -> Result<bool> {
+        Ok(sqlx::query("DELETE FROM api_tokens WHERE name = $1").bind(name).execute(self.store.pool()).await?.rows_affected() > 0)
+    }
+
+    pub async fn audit(&self, e: &AuditEntry) -> Result<()> {
+        sqlx::query("INSERT INTO audit_log (id, time_ms, actor, action, target, status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&e.id)
+            .bind(e.time)
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(&e.target)
+            .bind(e.status as i32)
+            .bind(&e.detail)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The newest `n` changes, newest first.
+    pub async fn audit_log(&self, n: usize) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT id, time_ms, actor, action, target, status, detail FROM audit_log ORDER BY time_ms DESC, id DESC LIMIT $1")
+            .bind(n as i64)
+            .fetch_all(self.store.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    time: r.try_get("time_ms")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    status: r.try_get::<i32, _>("status")? as u16,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Drops expired sessions (any node may; it is idempotent).
+    pub async fn purge_sessions(&self) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_ms <= $1").bind(now_ms()).execute(self.store.pool()).await?.rows_affected())
+    }
+}
+
+/// The hash checked when the user does not exist, so the time taken does
+/// not tell which user names exist.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password(&random_secret(16)).unwrap_or_default());

@@ -1,0 +1,490 @@
+//! The access guard in front of every route: who is asking (session cookie
+//! or `Authorization: Bearer` token), whether their role allows the request,
+//! the CSRF token on every state-changing request made with a cookie, and
+//! an audit log entry for every change. Also sign-in, sign-out and the admin
+//! API for users and tokens.
+
+use std::net::SocketAddr;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use sluice_app::model::{AuditEntry, Role, Session};
+
+use super::AppState;
+use crate::auth::{check_password, check_username, SignInError, SESSION_COOKIE, SESSION_TTL};
+
+/// What a request needs.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Need {
+    /// Anyone: health, sign-in, static assets, the demo's own function.
+    Public,
+    Role(Role),
+}
+
+/// The policy, in one place (the access test walks every route through it).
+pub fn need(method: &Method, path: &str) -> Need {
+    if matches!(path, "/healthz" | "/readyz" | "/login" | "/demo/function") || path.starts_with("/pkg/") {
+        return Need::Public;
+    }
+    if path.starts_with("/api/v1/users") || path.starts_with("/api/v1/tokens") {
+        return Need::Role(Role::Admin);
+    }
+    if path == "/logout" {
+        return Need::Role(Role::Viewer);
+    }
+    if path == "/api/v1/audit" || path == "/api/v1/filters/test" || path == "/api/sample_records" {
+        return Need::Role(Role::Operator);
+    }
+    if reads(method, path) {
+        Need::Role(Role::Viewer)
+    } else {
+        Need::Role(Role::Operator)
+    }
+}
+
+/// Requests that change nothing: GETs, and the console's server functions
+/// (POSTs by Leptos's convention, every one of them a read).
+fn reads(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || (path.starts_with("/api/") && !path.starts_with("/api/v1/"))
+}
+
+/// Requests that change state: they need the CSRF token (with a cookie)
+/// and are written to the audit log. Testing filters computes only.
+pub fn changes(method: &Method, path: &str) -> bool {
+    !reads(method, path) && path != "/api/v1/filters/test" && path != "/login"
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
+}
+
+fn equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn api_like(path: &str) -> bool {
+    path.starts_with("/api/") || path == "/metrics"
+}
+
+fn refuse(status: StatusCode, path: &str, kind: &str, message: String) -> Response {
+    let mut r = if api_like(path) {
+        (status, Json(json!({"Type": kind, "Message": message}))).into_response()
+    } else {
+        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+    }
+    r
+}
+
+pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let Need::Role(role) = need(&method, &path) else {
+        return next.run(req).await;
+    };
+    let auth = s.mappings.auth();
+    let who = if let Some(t) = bearer(req.headers()) {
+        match auth.token(t).await {
+            Ok(Some(w)) => Some(w),
+            Ok(None) => return refuse(StatusCode::UNAUTHORIZED, &path, "UnauthorizedException", "the API token is not valid".into()),
+            Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &path, "ServiceException", format!("{e:#}")),
+        }
+    } else if let Some(c) = cookie(req.headers(), SESSION_COOKIE) {
+        auth.session(&c).await.ok().flatten()
+    } else {
+        None
+    };
+    let Some(who) = who else {
+        if method == Method::GET && !api_like(&path) {
+            let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            return Redirect::to(&format!("/login?next={}", urlencode(next))).into_response();
+        }
+        return refuse(StatusCode::UNAUTHORIZED, &path, "UnauthorizedException", "sign in, or send Authorization: Bearer <API token>".into());
+    };
+    if who.role < role {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &path,
+            "AccessDeniedException",
+            format!("{} has the {} role; this needs {}", who.user, who.role.as_str(), role.as_str()),
+        );
+    }
+    let changing = changes(&method, &path);
+    let mut req = req;
+    if changing && !who.csrf.is_empty() {
+        let (ok, r) = csrf_ok(req, &who.csrf).await;
+        req = r;
+        if !ok {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                &path,
+                "CsrfException",
+                "the request has no valid CSRF token: reload the page and try again".into(),
+            );
+        }
+    }
+    req.extensions_mut().insert(who.clone());
+    let target = target_of(&path);
+    // A mapping's settings before the change, to say what it changed.
+    let mapping = uuid::Uuid::parse_str(&target).ok().filter(|_| changing);
+    let before = match mapping {
+        Some(id) => s.mappings.get(id).await.ok().and_then(|m| serde_json::to_value(&m.spec).ok()),
+        None => None,
+    };
+    let res = next.run(req).await;
+    if changing {
+        let mut detail = res.extensions().get::<AuditDetail>().map(|d| d.0.clone()).unwrap_or_default();
+        if let (Some(id), true) = (mapping, detail.is_empty() && res.status().as_u16() < 400) {
+            let after = s.mappings.get(id).await.ok().and_then(|m| serde_json::to_value(&m.spec).ok());
+            detail = spec_diff(before.as_ref(), after.as_ref());
+        }
+        let entry = AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            time: crate::store::now_ms(),
+            actor: who.user.clone(),
+            action: format!("{method} {path}"),
+            target,
+            status: res.status().as_u16(),
+            detail,
+        };
+        if let Err(e) = auth.audit(&entry).await {
+            tracing::error!("cannot write the audit log: {e:#}");
+        }
+    }
+    res
+}
+
+/// The settings a change altered, as `Field: old → new`.
+pub fn spec_diff(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>) -> String {
+    let empty = serde_json::Map::new();
+    let (b, a) = (before.and_then(|v| v.as_object()).unwrap_or(&empty), after.and_then(|v| v.as_object()).unwrap_or(&empty));
+    match (before.is_some(), after.is_some()) {
+        (true, false) => return "deleted".into(),
+        (false, true) => return "created".into(),
+        _ => {}
+    }
+    let show = |v: Option<&serde_json::Value>| {
+        let t = v.map(|v| v.to_string()).unwrap_or_else(|| "(none)".into());
+        if t.chars().count() > 120 { format!("{}…", t.chars().take(120).collect::<String>()) } else { t }
+    };
+    let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+    keys.into_iter()
+        .filter(|k| b.get(*k) != a.get(*k))
+        .map(|k| format!("{k}: {} → {}", show(b.get(k)), show(a.get(k))))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What a handler says changed, for the audit log (never secrets).
+#[derive(Clone)]
+pub struct AuditDetail(pub String);
+
+/// The mapping, user or token a path names.
+fn target_of(path: &str) -> String {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["mappings", id, ..] | ["api", "v1", "mappings", id, ..] if *id != "new" => id.to_string(),
+        ["api", "v1", "users", name, ..] => format!("user:{name}"),
+        ["api", "v1", "tokens", name, ..] => format!("token:{name}"),
+        _ => String::new(),
+    }
+}
+
+/// The CSRF token from `X-CSRF-Token`, or from a form's `csrf` field (the
+/// body is read and put back).
+async fn csrf_ok(req: Request, want: &str) -> (bool, Request) {
+    if let Some(h) = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()) {
+        return (equal(h, want), req);
+    }
+    let form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return (false, req);
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, 4 << 20).await else {
+        return (false, Request::from_parts(parts, Body::empty()));
+    };
+    let ok = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+        .map(|kv| kv.iter().any(|(k, v)| k == "csrf" && equal(v, want)))
+        .unwrap_or(false);
+    (ok, Request::from_parts(parts, Body::from(bytes)))
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A `next` that stays on this site (no `//host` or `http://`).
+fn local(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/"
+    }
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// The sign-in form's post: a session cookie and back to `next`, or the
+/// form again with the reason.
+async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
+    let connect = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+    let body = to_bytes(req.into_body(), 64 << 10).await.unwrap_or_default();
+    let f: SignIn = serde_urlencoded::from_bytes(&body).unwrap_or(SignIn { username: String::new(), password: String::new(), next: String::new() });
+    let client = connect.map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    let next = local(&f.next).to_string();
+    let back = |why: &str| {
+        Redirect::to(&format!("/login?error={}&next={}&username={}", urlencode(why), urlencode(&next), urlencode(&f.username))).into_response()
+    };
+    match s.mappings.auth().sign_in(f.username.trim(), &f.password, &client).await {
+        Ok((secret, who)) => {
+            let audit = AuditEntry {
+                id: uuid::Uuid::new_v4().to_string(),
+                time: crate::store::now_ms(),
+                actor: who.user.clone(),
+                action: "POST /login".into(),
+                target: format!("user:{}", who.user),
+                status: 303,
+                detail: "signed in".into(),
+            };
+            let _ = s.mappings.auth().audit(&audit).await;
+            let mut r = Redirect::to(&next).into_response();
+            r.headers_mut().insert(header::SET_COOKIE, session_cookie(&secret, SESSION_TTL.as_secs()).parse().unwrap());
+            r
+        }
+        Err(SignInError::Limited(secs)) => {
+            let mut r = back(&format!("Too many failed sign-ins. Try again in {secs} s."));
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            r.headers_mut().insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
+            r
+        }
+        Err(SignInError::Invalid) => back("Wrong user name or password."),
+        Err(e @ SignInError::Internal(_)) => {
+            tracing::error!("sign-in failed: {e}");
+            back("Sign-in is unavailable: the database did not answer.")
+        }
+    }
+}
+
+fn session_cookie(secret: &str, max_age: u64) -> String {
+    // Secure when the operator says the console is served over HTTPS.
+    let secure = std::env::var("SLUICE_SECURE_COOKIES").is_ok_and(|v| v == "1" || v == "true");
+    format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}", if secure { "; Secure" } else { "" })
+}
+
+async fn sign_out(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(c) = cookie(&headers, SESSION_COOKIE) {
+        let _ = s.mappings.auth().sign_out(&c).await;
+    }
+    let mut r = Redirect::to("/login").into_response();
+    r.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0).parse().unwrap());
+    r
+}
+
+fn bad(field: &str, message: impl Into<String>) -> Response {
+    let message = message.into();
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"Type": "InvalidParameterValueException", "Message": format!("{field}: {message}"), "Errors": [{"Field": field, "Message": message}]})),
+    )
+        .into_response()
+}
+
+fn internal(e: anyhow::Error) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"Type": "ServiceException", "Message": format!("{e:#}")}))).into_response()
+}
+
+fn not_found(what: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"Type": "ResourceNotFoundException", "Message": what}))).into_response()
+}
+
+fn with_detail(mut r: Response, detail: String) -> Response {
+    r.extensions_mut().insert(AuditDetail(detail));
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    password: String,
+    role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct UserChange {
+    password: Option<String>,
+    role: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: String,
+}
+
+fn role(v: &str) -> Result<Role, Response> {
+    Role::parse(v).ok_or_else(|| bad("Role", "one of viewer, operator, admin"))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| bad("", format!("the body is not a valid request: {e}")))
+}
+
+async fn list_users(State(s): State<AppState>) -> Response {
+    match s.mappings.auth().users().await {
+        Ok(u) => Json(json!({"Users": u})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn create_user(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let run = async {
+        let u: NewUser = parse(&body)?;
+        check_username(&u.username).map_err(|e| bad("Username", e))?;
+        check_password(&u.password).map_err(|e| bad("Password", e))?;
+        let r = role(&u.role)?;
+        if s.mappings.auth().user(&u.username).await.map_err(internal)?.is_some() {
+            return Err((StatusCode::CONFLICT, Json(json!({"Type": "ResourceConflictException", "Message": format!("user {} exists", u.username)}))).into_response());
+        }
+        s.mappings.auth().create_user(&u.username, &u.password, r).await.map_err(internal)?;
+        Ok(with_detail((StatusCode::CREATED, Json(json!({"Username": u.username, "Role": r}))).into_response(), format!("created with role {}", r.as_str())))
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+async fn update_user(State(s): State<AppState>, Extension(who): Extension<Session>, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+    let run = async {
+        let c: UserChange = parse(&body)?;
+        if let Some(p) = &c.password {
+            check_password(p).map_err(|e| bad("Password", e))?;
+        }
+        let r = c.role.as_deref().map(role).transpose()?;
+        if r.is_some_and(|r| r != Role::Admin) && last_admin(&s, &name).await? {
+            return Err(bad("Role", "the last admin cannot lose the admin role"));
+        }
+        if !s.mappings.auth().update_user(&name, c.password.as_deref(), r).await.map_err(internal)? {
+            return Err(not_found(format!("no user {name}")));
+        }
+        let mut changed = Vec::new();
+        if let Some(r) = r {
+            changed.push(format!("role → {}", r.as_str()));
+        }
+        if c.password.is_some() {
+            changed.push("password changed".into());
+        }
+        let _ = who;
+        Ok(with_detail(Json(json!({"Username": name})).into_response(), changed.join(", ")))
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+async fn last_admin(s: &AppState, name: &str) -> Result<bool, Response> {
+    let auth = s.mappings.auth();
+    let is_admin = auth.user(name).await.map_err(internal)?.is_some_and(|u| u.role == Role::Admin);
+    Ok(is_admin && auth.admins().await.map_err(internal)? <= 1)
+}
+
+async fn delete_user(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let run = async {
+        if last_admin(&s, &name).await? {
+            return Err(bad("Username", "the last admin cannot be deleted"));
+        }
+        if !s.mappings.auth().delete_user(&name).await.map_err(internal)? {
+            return Err(not_found(format!("no user {name}")));
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+async fn list_tokens(State(s): State<AppState>) -> Response {
+    match s.mappings.auth().tokens().await {
+        Ok(t) => Json(json!({"Tokens": t})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn create_token(State(s): State<AppState>, Extension(who): Extension<Session>, body: axum::body::Bytes) -> Response {
+    let run = async {
+        let t: NewToken = parse(&body)?;
+        check_username(&t.name).map_err(|e| bad("Name", e))?;
+        let r = role(&t.role)?;
+        let secret = s.mappings.auth().create_token(&t.name, r, &who.user).await.map_err(|e| {
+            (StatusCode::CONFLICT, Json(json!({"Type": "ResourceConflictException", "Message": format!("{e:#}")}))).into_response()
+        })?;
+        // The only time the secret is shown.
+        Ok(with_detail((StatusCode::CREATED, Json(json!({"Name": t.name, "Role": r, "Token": secret}))).into_response(), format!("created with role {}", r.as_str())))
+    };
+    run.await.unwrap_or_else(|r| r)
+}
+
+async fn delete_token(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match s.mappings.auth().delete_token(&name).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => not_found(format!("no token {name}")),
+        Err(e) => internal(e),
+    }
+}
+
+async fn audit(State(s): State<AppState>) -> Response {
+    match s.mappings.auth().audit_log(1000).await {
+        Ok(a) => Json(json!({"Entries": a})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn whoami(Extension(who): Extension<Session>) -> Response {
+    Json(json!({"User": who.user, "Role": who.role})).into_response()
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", post(sign_in))
+        .route("/logout", post(sign_out))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/{name}", delete(delete_user).patch(update_user))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{name}", delete(delete_token))
+        .route("/api/v1/audit", get(audit))
+}
