@@ -103,6 +103,7 @@ async fn main() {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
     let st = store::Store::open(&url).await.unwrap();
     let svc = service::MappingService::new(st.clone());
+    svc.auth().bootstrap(None, Some(common::TOKEN)).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..MAPPINGS {
         let spec = common::spec("127.0.0.1:9", &format!("topic-{i}"), "http://127.0.0.1:9/fn", &format!("group-{i}"));
@@ -138,7 +139,7 @@ async fn main() {
     let app = http::router(http::AppState::new(options, svc.clone()), axum::Router::new());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}");
-    let client = reqwest::Client::new();
+    let client = common::api_client();
     // Ten open mapping pages and one overview.
     let mut streams = Vec::new();
     for id in ids.iter().take(10) {

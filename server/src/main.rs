@@ -177,8 +177,11 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     println!("  database: {url}");
     println!("  node: {}", mappings.node().id);
     if let Some(pw) = generated {
-        // Printed once: only its argon2 hash is kept.
-        println!("  first start: sign in as admin with password {pw} (shown only now; set SLUICE_ADMIN_PASSWORD to choose it)");
+        // Only its argon2 hash is stored; the file (owner-only) is for
+        // whoever missed this line.
+        let file = data_dir.join("initial-admin-password");
+        let saved = write_private(&file, &pw).map(|_| format!(", also in {}", file.display())).unwrap_or_default();
+        println!("  first start: sign in as admin with password {pw}{saved} (change it once signed in; SLUICE_ADMIN_PASSWORD chooses it)");
     }
     tracing::info!(%addr, site = %site.display(), "listening");
     let metrics = mappings.metrics().clone();
@@ -197,6 +200,17 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     cluster.shutdown().await;
     println!("Sluice stopped.");
     Ok(())
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    writeln!(f, "{text}")
 }
 
 /// Reads the AWS configuration (standard chain) in the background, says in

@@ -39,6 +39,7 @@ fn start(name: &'static str, db: &str, dir: &std::path::Path) -> Node {
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db, "--data-dir"])
         .arg(dir)
         .env("SLUICE_NODE_ID", name)
+        .env("SLUICE_BOOTSTRAP_TOKEN", TOKEN)
         .env("SLUICE_LOG", log.clone().unwrap_or_else(|| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(if log.is_some() { Stdio::inherit() } else { Stdio::null() })
@@ -56,7 +57,7 @@ fn start(name: &'static str, db: &str, dir: &std::path::Path) -> Node {
 }
 
 async fn get(url: &str) -> Option<Value> {
-    let r = reqwest::Client::new().get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
+    let r = api_client().get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
     serde_json::from_slice(&r.bytes().await.ok()?).ok()
 }
 
@@ -93,7 +94,7 @@ where
 
 /// Records polled per node, from its own Prometheus exposition.
 async fn polled_here(n: &Node) -> u64 {
-    let Ok(r) = reqwest::get(format!("{}/metrics", n.url)).await else { return 0 };
+    let Ok(r) = api_client().get(format!("{}/metrics", n.url)).send().await else { return 0 };
     let text = r.text().await.unwrap_or_default();
     text.lines()
         .filter(|l| l.starts_with("sluice_polled_events_total{"))
@@ -148,7 +149,7 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     // One poller per node: the autoscaler (tested in scaling.rs) would add
     // rebalances of its own, and the duplicates bound below counts them.
     s.provisioned_poller_config = Some(sluice_app::spec::ProvisionedPollerConfig { minimum_pollers: Some(3), maximum_pollers: Some(3) });
-    let client = reqwest::Client::new();
+    let client = api_client();
     let r = client.post(format!("{}/api/v1/mappings", ns[0].url)).header("content-type", "application/json").body(serde_json::to_string(&s).unwrap()).send().await.unwrap();
     assert_eq!(r.status(), 201);
     let t_create = Instant::now();

@@ -25,6 +25,7 @@ fn start_sluice(data_dir: &std::path::Path, db: &str) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db, "--data-dir"])
         .arg(data_dir)
+        .env("SLUICE_BOOTSTRAP_TOKEN", TOKEN)
         .env("SLUICE_LOG", std::env::var("CRASH_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("CRASH_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
@@ -71,7 +72,7 @@ async fn kill_9_repeatedly_loses_nothing() {
     let mut p = start_sluice(dir.path(), &db);
     let mut spec = spec(broker.bootstrap(), "crash", &url, "g-crash");
     spec.batch_size = BATCH;
-    let r = reqwest::Client::new()
+    let r = api_client()
         .post(format!("{}/api/v1/mappings", p.url))
         .header("content-type", "application/json")
         .body(serde_json::to_string(&spec).unwrap())

@@ -393,3 +393,14 @@ pub async fn wait_committed(b: &Broker, group: &str, topic: &str, want: &BTreeMa
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The admin API token every Sluice a test starts is given
+/// (SLUICE_BOOTSTRAP_TOKEN).
+pub const TOKEN: &str = "sluice-test-admin-token-0123456789";
+
+/// An HTTP client that authenticates as `TOKEN`.
+pub fn api_client() -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {TOKEN}").parse().unwrap());
+    reqwest::Client::builder().default_headers(h).build().unwrap()
+}
