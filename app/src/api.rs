@@ -178,6 +178,27 @@ pub async fn get_overview() -> Result<Vec<crate::metrics::Overview>, ServerFnErr
     backend::backend()?.0.overview().await.map_err(ServerFnError::new)
 }
 
+/// The CSRF token of the signed-in session ("" when none): from the request
+/// on the server, from the page's `<meta name="csrf-token">` in the browser.
+pub fn csrf_token() -> String {
+    #[cfg(feature = "ssr")]
+    {
+        backend::session().map(|s| s.csrf).unwrap_or_default()
+    }
+    #[cfg(feature = "hydrate")]
+    {
+        web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.query_selector("meta[name=csrf-token]").ok().flatten())
+            .and_then(|m| m.get_attribute("content"))
+            .unwrap_or_default()
+    }
+    #[cfg(not(any(feature = "ssr", feature = "hydrate")))]
+    {
+        String::new()
+    }
+}
+
 /// Sets the HTTP status of the page being rendered on the server.
 pub fn set_status(code: u16) {
     #[cfg(feature = "ssr")]

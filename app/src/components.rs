@@ -254,21 +254,12 @@ fn read_form(form: &web_sys::HtmlFormElement) -> MappingForm {
     serde_json::from_value(serde_json::Value::Object(map)).unwrap_or_default()
 }
 
-/// Who is signed in, loaded once per page for the header and the forms.
-#[derive(Clone, Copy)]
-pub struct SessionResource(pub Resource<Result<Option<crate::model::Session>, ServerFnError>>);
-
 /// The hidden field every state-changing form carries: the server refuses
-/// a post without the session's CSRF token.
+/// a post without the session's CSRF token. Read synchronously (the server's
+/// request, or the page's `<meta name="csrf-token">` in the browser) so a
+/// form renders the same on the server, in hydration and after client-side
+/// navigation.
 #[component]
 pub fn Csrf() -> impl IntoView {
-    let s = expect_context::<SessionResource>().0;
-    view! {
-        <Suspense fallback=|| ()>
-            {move || Suspend::new(async move {
-                let token = s.await.ok().flatten().map(|s| s.csrf).unwrap_or_default();
-                view! { <input type="hidden" name="csrf" value=token/> }
-            })}
-        </Suspense>
-    }
+    view! { <input type="hidden" name="csrf" value=crate::api::csrf_token()/> }
 }

@@ -31,6 +31,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" href="data:,"/>
+                <meta name="csrf-token" content=api::csrf_token()/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -47,7 +48,6 @@ pub fn App() -> impl IntoView {
     // Async SSR: every page arrives complete, so it works without JavaScript.
     let ssr = SsrMode::Async;
     let session = Resource::new(|| (), |_| api::get_session());
-    provide_context(components::SessionResource(session));
     view! {
         <Stylesheet id="sluice" href="/pkg/sluice.css"/>
         <Router>

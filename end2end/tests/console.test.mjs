@@ -63,10 +63,10 @@ for (const js of [false, true]) {
         await page.locator(byName(field)).blur();
         await page.locator(`[data-error-for="${field}"]`).first().waitFor();
         assert.match((await errorsFor(page, field)).join(" "), message);
-        await page.click("button[type=submit]");
+        await page.click("main button[type=submit]");
         assert.match(page.url(), /\/mappings\/new$/, "the submit was blocked");
       } else {
-        const [resp] = await Promise.all([page.waitForNavigation(), page.click("button[type=submit]")]);
+        const [resp] = await Promise.all([page.waitForNavigation(), page.click("main button[type=submit]")]);
         assert.equal(resp.status(), 422);
         assert.match((await errorsFor(page, field)).join(" "), message);
         assert.equal(await page.inputValue(byName("Name")), `bad-${what}`, "typed values are kept");
@@ -88,7 +88,7 @@ for (const js of [false, true]) {
     await page.waitForSelector(byName("FunctionName"));
     await fillValid(page, `created-${mode}`);
     await page.fill(byName("BatchSize"), "250");
-    await Promise.all([page.waitForURL(/\/mappings\/[0-9a-f-]{36}$/), page.click("button[type=submit]")]);
+    await Promise.all([page.waitForURL(/\/mappings\/[0-9a-f-]{36}$/), page.click("main button[type=submit]")]);
     const uuid = page.url().split("/").pop();
     assert.equal(await page.textContent("h1"), `created-${mode}`);
     assert.equal(await page.textContent('[data-field="BatchSize"]'), "250");
@@ -120,7 +120,7 @@ for (const js of [false, true]) {
     await page.check(byName("FilterOnRecordMetadata"));
     await page.uncheck(byName("Enabled"));
     // A changed starting position: the mapping's page offers the reset that moves the group.
-    await Promise.all([page.waitForURL(new RegExp(`/mappings/${m.UUID}\\?position_changed=AT_TIMESTAMP`)), page.click("button[type=submit]")]);
+    await Promise.all([page.waitForURL(new RegExp(`/mappings/${m.UUID}\\?position_changed=AT_TIMESTAMP`)), page.click("main button[type=submit]")]);
     assert.equal(await page.textContent("h1"), `edited-${mode}`);
     const offer = await page.getAttribute('[data-notice="position-changed"] a', "href");
     assert.match(offer, new RegExp(`/mappings/${m.UUID}/reset\\?from=edit&Strategy=AT_TIMESTAMP&Timestamp=`));
@@ -228,10 +228,10 @@ for (const js of [true, false]) {
     assert.match(page.url(), /\/login\?next=%2Fmappings%2F/);
     await page.fill("#username", "admin");
     await page.fill("#password", "not-the-password");
-    await page.click("button[type=submit]");
+    await page.click("main button[type=submit]");
     assert.match(await page.locator(".error-banner").textContent(), /Wrong user name or password/);
     await page.fill("#password", ADMIN_PASSWORD);
-    await page.click("button[type=submit]");
+    await page.click("main button[type=submit]");
     await page.waitForURL(`${s.url}/mappings/${id}`);
     assert.equal(await page.locator('header [data-field="user"]').textContent(), "admin");
 
