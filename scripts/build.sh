@@ -11,9 +11,9 @@ release_flag=()
 [ "$profile" = release ] && release_flag=(--release)
 
 command -v cargo >/dev/null || { echo "build.sh: cargo is missing; install Rust (rustup) first" >&2; exit 1; }
-if ! command -v make >/dev/null || ! command -v cc >/dev/null; then
-  echo "build.sh: installing make and a C compiler (librdkafka is built from source)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential >/dev/null
+if ! command -v make >/dev/null || ! command -v cc >/dev/null || ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl; then
+  echo "build.sh: installing make, a C compiler and OpenSSL's headers (librdkafka is built from source, with TLS and SASL/SCRAM)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config libssl-dev >/dev/null
 fi
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 want=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)

@@ -187,6 +187,7 @@ impl MappingForm {
             },
             self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig {
                 consumer_group_id: opt(&self.consumer_group_id),
+                ..Default::default()
             },
             batch_size: batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
             maximum_batching_window_in_seconds: window,
@@ -219,6 +220,8 @@ impl MappingForm {
             event_source_arn: opt(&self.event_source_arn),
             amazon_managed_kafka_event_source_config: None,
             invocation_role_arn: opt(&self.invocation_role_arn),
+            // Not in the form yet: the update handler keeps the stored ones.
+            source_access_configurations: vec![],
         };
         // A number that did not parse must not also be reported as out of
         // range with a made-up value: drop validation errors for those fields.

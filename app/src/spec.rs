@@ -94,6 +94,11 @@ pub struct SelfManagedEventSource {
 pub struct SelfManagedKafkaEventSourceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_group_id: Option<String>,
+    /// Sluice's own: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Unset: as
+    /// AWS does, SASL_SSL with a SASL type, SSL with a certificate type,
+    /// PLAINTEXT with none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_protocol: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +211,79 @@ pub struct MappingSpec {
     /// AWS calls (invoking the function, writing to its destination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invocation_role_arn: Option<String>,
+    /// How Sluice authenticates to the brokers (AWS's types). Secrets are
+    /// never serialized: not in answers, pages, or the stored spec (the
+    /// store keeps them apart, encrypted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_access_configurations: Vec<SourceAccessConfiguration>,
+}
+
+/// One way of reaching the brokers. AWS's shape is `{"Type", "URI"}` with
+/// the URI a Secrets Manager ARN; Sluice also takes the secret inline.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SourceAccessConfiguration {
+    /// BASIC_AUTH (SASL/PLAIN), SASL_SCRAM_256_AUTH, SASL_SCRAM_512_AUTH,
+    /// CLIENT_CERTIFICATE_TLS_AUTH (mutual TLS), SERVER_ROOT_CA_CERTIFICATE.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// A Secrets Manager secret ARN (AWS's way).
+    #[serde(rename = "URI", default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// SASL user name (inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// SASL password (inline). Write-only.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    /// PEM client certificate (mutual TLS) or CA certificate (SERVER_ROOT_CA_CERTIFICATE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// PEM private key of the client certificate. Write-only.
+    #[serde(default, skip_serializing)]
+    pub private_key: Option<String>,
+    /// Sluice's own, in answers: a password or key is stored (ignored when sent).
+    #[serde(default)]
+    pub secret_stored: bool,
+}
+
+pub const SASL_KINDS: [&str; 3] = ["BASIC_AUTH", "SASL_SCRAM_256_AUTH", "SASL_SCRAM_512_AUTH"];
+pub const ACCESS_KINDS: [&str; 5] = ["BASIC_AUTH", "SASL_SCRAM_256_AUTH", "SASL_SCRAM_512_AUTH", "CLIENT_CERTIFICATE_TLS_AUTH", "SERVER_ROOT_CA_CERTIFICATE"];
+
+/// Debug output (logs, panics) shows that a secret is set, never the secret.
+impl std::fmt::Debug for SourceAccessConfiguration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "****");
+        f.debug_struct("SourceAccessConfiguration")
+            .field("kind", &self.kind)
+            .field("uri", &self.uri)
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("certificate", &self.certificate.as_ref().map(|c| c.len()))
+            .field("private_key", &hidden(&self.private_key))
+            .finish()
+    }
+}
+
+impl SourceAccessConfiguration {
+    /// The secret parts (kept apart from the spec when stored).
+    pub fn secrets(&self) -> [Option<&String>; 2] {
+        [self.password.as_ref(), self.private_key.as_ref()]
+    }
+
+    /// An edit sent back without the secrets it was shown without keeps
+    /// the stored ones (same type and user name).
+    pub fn keep_secrets_from(&mut self, old: &SourceAccessConfiguration) {
+        if self.kind == old.kind && self.username == old.username && self.uri == old.uri {
+            if self.password.is_none() {
+                self.password = old.password.clone();
+            }
+            if self.private_key.is_none() && self.certificate == old.certificate {
+                self.private_key = old.private_key.clone();
+            }
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -228,6 +306,82 @@ pub fn target_kind(function_name: &str) -> TargetKind {
 }
 
 impl MappingSpec {
+    /// The security protocol the Kafka clients use (see
+    /// `SelfManagedKafkaEventSourceConfig::security_protocol`).
+    pub fn security_protocol(&self) -> String {
+        let given = self.self_managed_kafka_event_source_config.security_protocol.clone().or_else(|| {
+            self.amazon_managed_kafka_event_source_config.as_ref().and_then(|c| c.security_protocol.clone())
+        });
+        given.map(|p| p.to_ascii_uppercase()).unwrap_or_else(|| {
+            let kinds: Vec<&str> = self.source_access_configurations.iter().map(|c| c.kind.as_str()).collect();
+            if kinds.iter().any(|k| SASL_KINDS.contains(k)) {
+                "SASL_SSL".into()
+            } else if kinds.is_empty() {
+                "PLAINTEXT".into()
+            } else {
+                "SSL".into()
+            }
+        })
+    }
+
+    fn validate_access(&self, err: &mut impl FnMut(&str, String)) {
+        let protocol = self.security_protocol();
+        if !["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].contains(&protocol.as_str()) {
+            err("SelfManagedKafkaEventSourceConfig.SecurityProtocol", format!("must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, not `{protocol}`"));
+        }
+        let mut sasl = 0;
+        for (i, c) in self.source_access_configurations.iter().enumerate() {
+            let f = |name: &str| format!("SourceAccessConfigurations[{i}].{name}");
+            let pem = |v: &Option<String>| v.as_deref().is_some_and(|p| p.trim_start().starts_with("-----BEGIN "));
+            if !ACCESS_KINDS.contains(&c.kind.as_str()) {
+                err(&f("Type"), format!("must be one of {}, not `{}`", ACCESS_KINDS.join(", "), c.kind));
+                continue;
+            }
+            if SASL_KINDS.contains(&c.kind.as_str()) {
+                sasl += 1;
+            }
+            if c.uri.is_some() {
+                err(&f("URI"), "secrets from Secrets Manager are not supported yet: give the secret inline (Username and Password, or Certificate and PrivateKey)".into());
+                continue;
+            }
+            match c.kind.as_str() {
+                k if SASL_KINDS.contains(&k) => {
+                    if c.username.as_deref().unwrap_or("").is_empty() {
+                        err(&f("Username"), "required for SASL".into());
+                    }
+                    if c.password.as_deref().unwrap_or("").is_empty() {
+                        err(&f("Password"), "required for SASL".into());
+                    }
+                    if !protocol.starts_with("SASL_") {
+                        err(&f("Type"), format!("SASL needs the security protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}"));
+                    }
+                }
+                "CLIENT_CERTIFICATE_TLS_AUTH" => {
+                    if !pem(&c.certificate) {
+                        err(&f("Certificate"), "a PEM certificate (-----BEGIN CERTIFICATE-----) is required".into());
+                    }
+                    if !pem(&c.private_key) {
+                        err(&f("PrivateKey"), "a PEM private key (-----BEGIN ... PRIVATE KEY-----) is required".into());
+                    }
+                }
+                _ => {
+                    if !pem(&c.certificate) {
+                        err(&f("Certificate"), "the CA's PEM certificate (-----BEGIN CERTIFICATE-----) is required".into());
+                    }
+                }
+            }
+            if c.kind.contains("CERTIFICATE") && !protocol.ends_with("SSL") {
+                err(&f("Type"), format!("certificates need the security protocol SSL or SASL_SSL, not {protocol}"));
+            }
+        }
+        if sasl > 1 {
+            err("SourceAccessConfigurations", "at most one SASL type".into());
+        }
+        if protocol.starts_with("SASL_") && sasl == 0 {
+            err("SelfManagedKafkaEventSourceConfig.SecurityProtocol", format!("{protocol} needs a SASL entry in SourceAccessConfigurations"));
+        }
+    }
+
     pub fn topic(&self) -> &str {
         self.topics.first().map(String::as_str).unwrap_or("")
     }
@@ -274,6 +428,7 @@ impl MappingSpec {
                 err("InvocationRoleArn", format!("`{role}` is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"));
             }
         }
+        self.validate_access(&mut err);
         if let Some(arn) = &self.event_source_arn {
             let parts: Vec<&str> = arn.splitn(6, ':').collect();
             let ok = matches!(parts.as_slice(), ["arn", p, "kafka", r, a, res] if p.starts_with("aws") && !r.is_empty() && a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && res.starts_with("cluster/"));

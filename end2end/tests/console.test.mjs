@@ -225,7 +225,7 @@ for (const js of [true, false]) {
     const created = await api(s.url, "POST", "/api/v1/mappings", validMapping({ Name: `signin-${js}`, Enabled: false }));
     const id = created.body.UUID;
     await page.goto(`${s.url}/mappings/${id}`);
-    assert.match(page.url(), /\/login\?next=%2Fmappings%2F/);
+    assert.match(page.url(), /\/login\?next=\/mappings\//);
     await page.fill("#username", "admin");
     await page.fill("#password", "not-the-password");
     await page.click("main button[type=submit]");

@@ -135,6 +135,7 @@ async fn upsert_mapping(mappings: &MappingService, bootstrap: &str, function: &s
                 self_managed_event_source: SelfManagedEventSource { endpoints: Endpoints { kafka_bootstrap_servers: servers } },
                 self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig {
                     consumer_group_id: Some("sluice-demo".into()),
+                    ..Default::default()
                 },
                 batch_size: 100,
                 maximum_batching_window_in_seconds: Some(1),
@@ -152,6 +153,7 @@ async fn upsert_mapping(mappings: &MappingService, bootstrap: &str, function: &s
                 event_source_arn: None,
                 amazon_managed_kafka_event_source_config: None,
                 invocation_role_arn: None,
+                source_access_configurations: vec![],
             };
             mappings.create_with_id(MAPPING_ID, spec).await?;
         }

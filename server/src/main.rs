@@ -132,7 +132,8 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(default_dir));
     let url = database_url(&args, &data_dir)?;
     let site = site_root(args.site_root.clone());
-    let store = store::Store::open(&url).await?;
+    let sealer = sluice_server::secrets::Sealer::from_environment(&data_dir.join("secret.key"))?;
+    let store = store::Store::open_with(&url, sealer).await?;
     let settings = metrics::MetricsSettings {
         retention: Duration::from_secs(args.metrics_retention_days.max(1) * 86_400),
         ..Default::default()
@@ -180,7 +181,7 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         // Only its argon2 hash is stored; the file (owner-only) is for
         // whoever missed this line.
         let file = data_dir.join("initial-admin-password");
-        let saved = write_private(&file, &pw).map(|_| format!(", also in {}", file.display())).unwrap_or_default();
+        let saved = sluice_server::write_private(&file, &pw).map(|_| format!(", also in {}", file.display())).unwrap_or_default();
         println!("  first start: sign in as admin with password {pw}{saved} (change it once signed in; SLUICE_ADMIN_PASSWORD chooses it)");
     }
     tracing::info!(%addr, site = %site.display(), "listening");
@@ -200,17 +201,6 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     cluster.shutdown().await;
     println!("Sluice stopped.");
     Ok(())
-}
-
-/// Writes a file only its owner may read.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    writeln!(f, "{text}")
 }
 
 /// Reads the AWS configuration (standard chain) in the background, says in

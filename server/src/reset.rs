@@ -42,10 +42,12 @@ pub struct Target<'a> {
     pub topic: &'a str,
     /// Where a partition without a committed offset would start.
     pub start: StartingPosition,
+    pub auth: &'a crate::kafka_auth::KafkaAuth,
 }
 
 fn client(t: &Target) -> Result<BaseConsumer, PlanError> {
-    Ok(ClientConfig::new()
+    Ok(t.auth
+        .apply(&mut ClientConfig::new())
         .set("bootstrap.servers", t.servers)
         .set("group.id", t.group)
         .set("enable.auto.commit", "false")
@@ -175,7 +177,9 @@ pub fn plan(t: &Target, req: &ResetRequest) -> Result<Vec<PartitionReset>, PlanE
 /// Joins the group (its pollers are stopped, so this client is its only
 /// member and gets every partition), commits, and leaves.
 fn commit_as_member(t: &Target, tpl: &TopicPartitionList) -> Result<(), PlanError> {
-    let c: BaseConsumer = ClientConfig::new()
+    let c: BaseConsumer = t
+        .auth
+        .apply(&mut ClientConfig::new())
         .set("bootstrap.servers", t.servers)
         .set("group.id", t.group)
         .set("enable.auto.commit", "false")

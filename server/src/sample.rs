@@ -12,8 +12,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Up to `n` of the newest records, spread over the partitions, newest
 /// last per partition. Blocking: run it off the async runtime.
-pub fn latest(servers: &str, topic: &str, n: usize) -> Result<Vec<Sample>, String> {
-    let c: BaseConsumer = ClientConfig::new()
+pub fn latest(servers: &str, topic: &str, auth: &crate::kafka_auth::KafkaAuth, n: usize) -> Result<Vec<Sample>, String> {
+    let c: BaseConsumer = auth
+        .apply(&mut ClientConfig::new())
         .set("bootstrap.servers", servers)
         .set("group.id", "sluice-filter-tester")
         .set("enable.auto.commit", "false")

@@ -190,11 +190,12 @@ impl MappingService {
         let group = m.consumer_group();
         let topic = m.spec.topic().to_string();
         let start = m.spec.starting_position;
+        let auth = crate::kafka_auth::KafkaAuth::of(&m.spec);
         let plan = |req: ResetRequest| {
-            let (servers, group, topic) = (servers.clone(), group.clone(), topic.clone());
+            let (servers, group, topic, auth) = (servers.clone(), group.clone(), topic.clone(), auth.clone());
             async move {
                 tokio::task::spawn_blocking(move || {
-                    let t = reset::Target { servers: &servers, group: &group, topic: &topic, start };
+                    let t = reset::Target { servers: &servers, group: &group, topic: &topic, start, auth: &auth };
                     reset::plan(&t, &req)
                 })
                 .await
@@ -238,9 +239,9 @@ impl MappingService {
         }
         let partitions = plan(req.clone()).await?;
         {
-            let (servers, group, topic, partitions) = (servers.clone(), group.clone(), topic.clone(), partitions.clone());
+            let (servers, group, topic, partitions, auth) = (servers.clone(), group.clone(), topic.clone(), partitions.clone(), auth.clone());
             tokio::task::spawn_blocking(move || {
-                reset::commit(&reset::Target { servers: &servers, group: &group, topic: &topic, start }, &partitions)
+                reset::commit(&reset::Target { servers: &servers, group: &group, topic: &topic, start, auth: &auth }, &partitions)
             })
             .await
             .map_err(|e| ServiceError::Internal(e.into()))?
@@ -360,8 +361,16 @@ impl MappingService {
     }
 
     /// Replaces every field of the spec.
-    pub async fn replace(&self, id: Uuid, spec: MappingSpec) -> Result<MappingView, ServiceError> {
+    pub async fn replace(&self, id: Uuid, mut spec: MappingSpec) -> Result<MappingView, ServiceError> {
         let before = self.get(id).await?;
+        // Secrets are never shown, so an edit sends them back absent: keep
+        // the stored ones for the same type (and user name).
+        let old = &before.spec.source_access_configurations;
+        for (i, c) in spec.source_access_configurations.iter_mut().enumerate() {
+            if let Some(o) = old.get(i).filter(|o| o.kind == c.kind).or_else(|| old.iter().find(|o| o.kind == c.kind)) {
+                c.keep_secrets_from(o);
+            }
+        }
         self.check(Some(id), &spec).await?;
         let state = match (before.spec.enabled, spec.enabled) {
             (false, true) => MappingState::Enabling,
@@ -480,8 +489,8 @@ impl Backend for MappingService {
 
     async fn sample(&self, id: Uuid, n: usize) -> Result<Vec<sluice_app::filter::Sample>, String> {
         let m = Backend::get(self, id).await?.ok_or_else(|| format!("no mapping with UUID {id}"))?;
-        let (servers, topic) = (m.spec.bootstrap_servers().join(","), m.spec.topic().to_string());
-        tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, n)).await.map_err(|e| e.to_string())?
+        let (servers, topic, auth) = (m.spec.bootstrap_servers().join(","), m.spec.topic().to_string(), crate::kafka_auth::KafkaAuth::of(&m.spec));
+        tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, &auth, n)).await.map_err(|e| e.to_string())?
     }
 
     async fn audit(&self, n: usize) -> Result<Vec<sluice_app::model::AuditEntry>, String> {

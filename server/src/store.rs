@@ -15,6 +15,17 @@ use uuid::Uuid;
 pub struct Store {
     pool: AnyPool,
     url: String,
+    sealer: std::sync::Arc<crate::secrets::Sealer>,
+}
+
+/// The spec as stored: secrets are left out by serialization; which
+/// configurations have one is recorded, for the console and the API.
+fn stored(spec: &MappingSpec) -> MappingSpec {
+    let mut s = spec.clone();
+    for c in &mut s.source_access_configurations {
+        c.secret_stored = c.secrets().iter().any(Option::is_some);
+    }
+    s
 }
 
 pub fn now_ms() -> i64 {
@@ -25,11 +36,18 @@ pub fn now_ms() -> i64 {
 }
 
 const SELECT: &str = "SELECT m.uuid, m.spec, m.updated_ms, s.state, s.state_transition_reason, \
-     s.last_processing_result FROM mappings m LEFT JOIN mapping_status s ON s.uuid = m.uuid";
+     s.last_processing_result, x.sealed FROM mappings m LEFT JOIN mapping_status s ON s.uuid = m.uuid \
+     LEFT JOIN mapping_secrets x ON x.uuid = m.uuid";
 
 impl Store {
-    /// Connects and applies the migrations in `migrations/`.
+    /// Connects and applies the migrations in `migrations/`; secrets are
+    /// sealed with a key that lasts as long as the process.
     pub async fn open(url: &str) -> Result<Store> {
+        Store::open_with(url, crate::secrets::Sealer::ephemeral()).await
+    }
+
+    /// As `open`, sealing secrets with `sealer` (the node's key).
+    pub async fn open_with(url: &str, sealer: crate::secrets::Sealer) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
             .max_connections(8)
@@ -44,7 +62,7 @@ impl Store {
             .run(&pool)
             .await
             .context("cannot apply the database migrations")?;
-        Ok(Store { pool, url: url.to_string() })
+        Ok(Store { pool, url: url.to_string(), sealer: std::sync::Arc::new(sealer) })
     }
 
     /// PostgreSQL: the database several nodes can share (LISTEN/NOTIFY,
@@ -80,7 +98,7 @@ impl Store {
         let rows = sqlx::query(&format!("{SELECT} ORDER BY m.created_ms, m.uuid"))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(row_to_view).collect()
+        rows.iter().map(|r| self.row_to_view(r)).collect()
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<MappingView>> {
@@ -88,7 +106,33 @@ impl Store {
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(row_to_view).transpose()
+        row.as_ref().map(|r| self.row_to_view(r)).transpose()
+    }
+
+    /// The row as a view, its secrets put back (they never serialize).
+    fn row_to_view(&self, r: &AnyRow) -> Result<MappingView> {
+        let mut v = row_to_view(r)?;
+        let uuid = v.uuid.to_string();
+        self.unseal(&uuid, r.try_get("sealed")?, &mut v.spec);
+        Ok(v)
+    }
+
+    /// A mapping whose secrets cannot be read runs without them (its
+    /// brokers then say why in its status) instead of failing every read.
+    fn unseal(&self, uuid: &str, sealed: Option<String>, spec: &mut MappingSpec) {
+        if let Some(s) = sealed {
+            if let Err(e) = self.sealer.unseal_into(&s, spec) {
+                tracing::error!(mapping = uuid, "{e:#}");
+            }
+        }
+    }
+
+    async fn put_secrets(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: Uuid, spec: &MappingSpec) -> Result<()> {
+        sqlx::query("DELETE FROM mapping_secrets WHERE uuid = $1").bind(id.to_string()).execute(&mut **tx).await?;
+        if let Some(sealed) = self.sealer.seal_spec(spec)? {
+            sqlx::query("INSERT INTO mapping_secrets (uuid, sealed) VALUES ($1, $2)").bind(id.to_string()).bind(sealed).execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     /// Stores a new mapping with its first status, in one transaction.
@@ -97,10 +141,11 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO mappings (uuid, spec, version, created_ms, updated_ms) VALUES ($1, $2, 1, $3, $3)")
             .bind(id.to_string())
-            .bind(serde_json::to_string(spec)?)
+            .bind(serde_json::to_string(&stored(spec))?)
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        self.put_secrets(&mut tx, id, spec).await?;
         upsert_status(&mut tx, id, status).await?;
         tx.commit().await?;
         Ok(())
@@ -111,7 +156,7 @@ impl Store {
     pub async fn update(&self, id: Uuid, spec: &MappingSpec, status: &MappingStatus) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE mappings SET spec = $1, version = version + 1, updated_ms = $2 WHERE uuid = $3")
-            .bind(serde_json::to_string(spec)?)
+            .bind(serde_json::to_string(&stored(spec))?)
             .bind(now_ms())
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -120,6 +165,7 @@ impl Store {
         if done == 0 {
             return Ok(false);
         }
+        self.put_secrets(&mut tx, id, spec).await?;
         upsert_status(&mut tx, id, status).await?;
         tx.commit().await?;
         Ok(true)
@@ -127,16 +173,16 @@ impl Store {
 
     /// Every spec with its version, for the reconciler.
     pub async fn list_specs(&self) -> Result<Vec<(Uuid, MappingSpec, i64)>> {
-        let rows = sqlx::query("SELECT uuid, spec, version FROM mappings").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT m.uuid, m.spec, m.version, x.sealed FROM mappings m LEFT JOIN mapping_secrets x ON x.uuid = m.uuid")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let uuid: String = r.try_get("uuid")?;
                 let spec: String = r.try_get("spec")?;
-                Ok((
-                    Uuid::parse_str(&uuid)?,
-                    serde_json::from_str(&spec).with_context(|| format!("mapping {uuid} has an unreadable spec"))?,
-                    r.try_get::<i64, _>("version")?,
-                ))
+                let mut spec: MappingSpec = serde_json::from_str(&spec).with_context(|| format!("mapping {uuid} has an unreadable spec"))?;
+                self.unseal(&uuid, r.try_get("sealed")?, &mut spec);
+                Ok((Uuid::parse_str(&uuid)?, spec, r.try_get::<i64, _>("version")?))
             })
             .collect()
     }
@@ -157,11 +203,27 @@ impl Store {
         Ok(())
     }
 
+    /// Sets what the engine last saw; authentication and authorization
+    /// problems also become the StateTransitionReason (AWS's codes), and
+    /// leave it once they are over.
     pub async fn set_result(&self, id: Uuid, result: &str) -> Result<()> {
-        sqlx::query("UPDATE mapping_status SET last_processing_result = $1, updated_ms = $2 WHERE uuid = $3")
+        let reason = if result.starts_with("PROBLEM: SASL authentication failed") || result.starts_with("PROBLEM: TLS handshake") {
+            "EVENT_SOURCE_AUTHN_ERROR"
+        } else if result.starts_with("PROBLEM: Not authorized") {
+            "EVENT_SOURCE_AUTHZ_ERROR"
+        } else {
+            ""
+        };
+        sqlx::query(
+            "UPDATE mapping_status SET last_processing_result = $1, updated_ms = $2, state_transition_reason = CASE \
+             WHEN $4 <> '' THEN $4 \
+             WHEN state_transition_reason IN ('EVENT_SOURCE_AUTHN_ERROR', 'EVENT_SOURCE_AUTHZ_ERROR') THEN 'USER_INITIATED' \
+             ELSE state_transition_reason END WHERE uuid = $3",
+        )
             .bind(result)
             .bind(now_ms())
             .bind(id.to_string())
+            .bind(reason)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -170,7 +232,7 @@ impl Store {
     pub async fn delete(&self, id: Uuid) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM mapping_status WHERE uuid = $1").bind(id.to_string()).execute(&mut *tx).await?;
-        for table in ["metric_points", "mapping_holds", "mapping_pollers"] {
+        for table in ["metric_points", "mapping_holds", "mapping_pollers", "mapping_secrets"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE uuid = $1")).bind(id.to_string()).execute(&mut *tx).await?;
         }
         let n = sqlx::query("DELETE FROM mappings WHERE uuid = $1")

@@ -16,8 +16,9 @@ use super::status::LiveStatus;
 pub const EVERY: Duration = Duration::from_secs(3);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn run(servers: String, group: String, topic: String, status: Arc<LiveStatus>, stop: CancellationToken) {
-    let client: BaseConsumer = match ClientConfig::new()
+pub async fn run(servers: String, group: String, topic: String, auth: crate::kafka_auth::KafkaAuth, status: Arc<LiveStatus>, stop: CancellationToken) {
+    let client: BaseConsumer = match auth
+        .apply(&mut ClientConfig::new())
         .set("bootstrap.servers", &servers)
         .set("group.id", &group)
         .set("enable.auto.commit", "false")

@@ -416,6 +416,7 @@ impl Engine {
             spec.bootstrap_servers().join(","),
             spec.group_for(id),
             spec.topic().to_string(),
+            crate::kafka_auth::KafkaAuth::of(spec),
             status.clone(),
             stop.clone(),
         ));

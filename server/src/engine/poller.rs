@@ -41,6 +41,8 @@ struct Context {
     servers: String,
     topic: String,
     pending: Pending,
+    /// To keep secrets out of the status a user sees.
+    auth: crate::kafka_auth::KafkaAuth,
     /// Partitions this consumer owns (a failed commit is retried only for these).
     owned: std::sync::Mutex<HashSet<i32>>,
     /// Set when a commit came back "rebalance in progress": the group is
@@ -54,8 +56,9 @@ struct Context {
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!("kafka: {error}: {reason}");
-        self.status.set(describe_kafka_error(&error, reason, &self.servers, &self.topic));
+        let said = self.auth.redact(&format!("{error}: {reason}"));
+        tracing::warn!("kafka: {said}");
+        report(&self.status, self.auth.redact(&describe_kafka_error(&error, reason, &self.servers, &self.topic)));
     }
 }
 
@@ -183,6 +186,22 @@ impl Context {
     }
 }
 
+/// A refusal by the brokers (credentials, certificates, ACLs): the reason
+/// a user must act on, which the disconnects that follow it must not hide.
+fn access_problem(result: &str) -> bool {
+    ["PROBLEM: SASL authentication failed", "PROBLEM: TLS handshake", "PROBLEM: Not authorized"].iter().any(|p| result.starts_with(p))
+}
+
+fn report(status: &LiveStatus, result: String) {
+    // The error callback's words name the cause ("invalid proof"); the
+    // poll's own error for the same failure says less.
+    let generic = result.starts_with("PROBLEM: Connection error") || result.contains("Message consumption error");
+    if generic && access_problem(&status.get()) {
+        return;
+    }
+    status.set(result);
+}
+
 /// Words a user can act on, for LastProcessingResult.
 fn describe_kafka_error(error: &KafkaError, reason: &str, servers: &str, topic: &str) -> String {
     use rdkafka::types::RDKafkaErrorCode as C;
@@ -190,7 +209,11 @@ fn describe_kafka_error(error: &KafkaError, reason: &str, servers: &str, topic: 
         Some(C::BrokerTransportFailure) | Some(C::AllBrokersDown) | Some(C::Resolve) => {
             format!("PROBLEM: Connection error: cannot reach the Kafka brokers ({servers}): {reason}")
         }
-        Some(C::Authentication) | Some(C::SaslAuthenticationFailed) => format!("PROBLEM: SASL authentication failed: {reason}"),
+        Some(C::Authentication) | Some(C::SaslAuthenticationFailed) => format!("PROBLEM: SASL authentication failed ({servers}): {reason}"),
+        Some(C::SSL) => format!("PROBLEM: TLS handshake with the brokers failed ({servers}): {reason}"),
+        Some(C::TopicAuthorizationFailed) | Some(C::GroupAuthorizationFailed) | Some(C::ClusterAuthorizationFailed) => {
+            format!("PROBLEM: Not authorized: the brokers refused access ({servers}): {reason}")
+        }
         Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => format!("PROBLEM: Topic `{topic}` does not exist on {servers}"),
         _ => format!("PROBLEM: Kafka error: {error}: {reason}"),
     }
@@ -277,6 +300,7 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
     let topic = spec.topic().to_string();
     let group = spec.group_for(cfg.id);
     let servers = spec.bootstrap_servers().join(",");
+    let auth = crate::kafka_auth::KafkaAuth::of(spec);
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let pending: Pending = Default::default();
     let rebalancing = Arc::new(AtomicBool::new(false));
@@ -293,10 +317,12 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
         servers: servers.clone(),
         topic: topic.clone(),
         owned: Default::default(),
+        auth: auth.clone(),
         rebalancing: rebalancing.clone(),
         generation: Default::default(),
     };
-    let consumer: StreamConsumer<Context> = match ClientConfig::new()
+    let consumer: StreamConsumer<Context> = match auth
+        .apply(&mut ClientConfig::new())
         .set("bootstrap.servers", &servers)
         .set("group.id", &group)
         .set("client.id", format!("sluice-{}-{}", cfg.id, cfg.index))
@@ -346,7 +372,7 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
                 GroupEvent::Assigned(parts) => {
                     tracing::info!(mapping = %cfg.id, ?parts, "partitions assigned");
                     let last = cfg.status.get();
-                    if last.starts_with("PROBLEM: Connection") || last.starts_with("PROBLEM: Topic") {
+                    if last.starts_with("PROBLEM: Connection") || last.starts_with("PROBLEM: Topic") || access_problem(&last) {
                         cfg.status.set("OK");
                     }
                 }
@@ -408,7 +434,7 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
                     }
                 }
                 Err(e) => {
-                    cfg.status.set(describe_kafka_error(&e, &e.to_string(), &servers, &topic));
+                    report(&cfg.status, auth.redact(&describe_kafka_error(&e, &e.to_string(), &servers, &topic)));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             },

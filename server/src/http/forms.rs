@@ -39,9 +39,17 @@ pub async fn update(State(s): State<AppState>, Path(id): Path<String>, req: Requ
         Ok(x) => x,
         Err(r) => return r,
     };
-    let before = s.mappings.get(id).await.ok().map(|m| (m.spec.starting_position, m.spec.starting_position_timestamp));
+    let current = s.mappings.get(id).await.ok();
+    let before = current.as_ref().map(|m| (m.spec.starting_position, m.spec.starting_position_timestamp));
     let saved = match form.to_spec(sluice_app::api::now_s()) {
-        Ok(spec) => s.mappings.replace(id, spec).await,
+        Ok(mut spec) => {
+            // Kafka authentication is set through the API (not in the form yet): kept as stored.
+            if let Some(c) = &current {
+                spec.source_access_configurations = c.spec.source_access_configurations.clone();
+                spec.self_managed_kafka_event_source_config.security_protocol = c.spec.self_managed_kafka_event_source_config.security_protocol.clone();
+            }
+            s.mappings.replace(id, spec).await
+        }
         Err(errs) => Err(ServiceError::Invalid(errs)),
     };
     match saved {

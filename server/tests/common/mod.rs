@@ -293,7 +293,7 @@ pub fn spec(bootstrap: &str, topic: &str, function: &str, group: &str) -> Mappin
         function_name: function.into(),
         topics: vec![topic.into()],
         self_managed_event_source: SelfManagedEventSource { endpoints: Endpoints { kafka_bootstrap_servers: vec![bootstrap.into()] } },
-        self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig { consumer_group_id: Some(group.into()) },
+        self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig { consumer_group_id: Some(group.into()), ..Default::default() },
         batch_size: 500,
         maximum_batching_window_in_seconds: Some(0),
         starting_position: StartingPosition::TrimHorizon,
@@ -310,6 +310,7 @@ pub fn spec(bootstrap: &str, topic: &str, function: &str, group: &str) -> Mappin
         event_source_arn: None,
         amazon_managed_kafka_event_source_config: None,
         invocation_role_arn: None,
+        source_access_configurations: vec![],
     }
 }
 

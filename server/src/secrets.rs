@@ -1,0 +1,110 @@
+//! Secrets at rest: a mapping's SASL passwords and TLS private keys are
+//! sealed with ChaCha20-Poly1305 under the node's secret key before they
+//! reach the database, and the spec stored beside them never holds them.
+//! Every node sharing a database needs the same key.
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use rand::RngCore;
+use sluice_app::spec::MappingSpec;
+
+pub struct Sealer {
+    cipher: ChaCha20Poly1305,
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+impl Sealer {
+    pub fn new(key: &[u8; 32]) -> Sealer {
+        Sealer { cipher: ChaCha20Poly1305::new(Key::from_slice(key)) }
+    }
+
+    /// A key that lives as long as the process (tests; secrets stored with
+    /// it cannot be read after a restart).
+    pub fn ephemeral() -> Sealer {
+        let mut k = [0u8; 32];
+        rand::rng().fill_bytes(&mut k);
+        Sealer::new(&k)
+    }
+
+    /// The key from `SLUICE_SECRET_KEY` (base64 of 32 bytes), else from the
+    /// file `SLUICE_SECRET_KEY_FILE`, else from `default_file`, created
+    /// (owner-only) with a random key when missing.
+    pub fn from_environment(default_file: &std::path::Path) -> Result<Sealer> {
+        if let Ok(k) = std::env::var("SLUICE_SECRET_KEY") {
+            return Ok(Sealer::new(&decode_key(&k).context("SLUICE_SECRET_KEY")?));
+        }
+        let file = std::env::var_os("SLUICE_SECRET_KEY_FILE").map(std::path::PathBuf::from).unwrap_or_else(|| default_file.to_path_buf());
+        match std::fs::read_to_string(&file) {
+            Ok(k) => Ok(Sealer::new(&decode_key(&k).with_context(|| format!("the secret key in {}", file.display()))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut k = [0u8; 32];
+                rand::rng().fill_bytes(&mut k);
+                if let Some(dir) = file.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                // create_new: of nodes starting at once on one directory, one key wins.
+                match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file) {
+                    Ok(mut f) => {
+                        writeln!(f, "{}", B64.encode(k)).with_context(|| format!("cannot write a new secret key to {}", file.display()))?;
+                        tracing::info!(file = %file.display(), "created a secret key for stored Kafka secrets");
+                        Ok(Sealer::new(&k))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        let text = std::fs::read_to_string(&file)?;
+                        Ok(Sealer::new(&decode_key(&text).with_context(|| format!("the secret key in {}", file.display()))?))
+                    }
+                    Err(e) => Err(e).with_context(|| format!("cannot create the secret key {}", file.display())),
+                }
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read the secret key {}", file.display())),
+        }
+    }
+
+    pub fn seal(&self, plain: &[u8]) -> Result<String> {
+        let mut nonce = [0u8; 12];
+        rand::rng().fill_bytes(&mut nonce);
+        let sealed = self.cipher.encrypt(Nonce::from_slice(&nonce), plain).map_err(|_| anyhow::anyhow!("cannot encrypt"))?;
+        Ok(B64.encode([nonce.as_slice(), &sealed].concat()))
+    }
+
+    pub fn open(&self, sealed: &str) -> Result<Vec<u8>> {
+        let bytes = B64.decode(sealed.trim())?;
+        if bytes.len() < 12 {
+            bail!("sealed secret too short");
+        }
+        let (nonce, body) = bytes.split_at(12);
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), body)
+            .map_err(|_| anyhow::anyhow!("cannot decrypt the stored secrets: this node's secret key is not the one they were stored with"))
+    }
+
+    /// The spec's secrets, sealed (None when it has none).
+    pub fn seal_spec(&self, spec: &MappingSpec) -> Result<Option<String>> {
+        let parts: Vec<[Option<&String>; 2]> = spec.source_access_configurations.iter().map(|c| c.secrets()).collect();
+        if parts.iter().all(|p| p.iter().all(Option::is_none)) {
+            return Ok(None);
+        }
+        Ok(Some(self.seal(&serde_json::to_vec(&parts)?)?))
+    }
+
+    /// Puts sealed secrets back into the spec they were taken from.
+    pub fn unseal_into(&self, sealed: &str, spec: &mut MappingSpec) -> Result<()> {
+        let parts: Vec<[Option<String>; 2]> = serde_json::from_slice(&self.open(sealed)?)?;
+        for (c, [password, key]) in spec.source_access_configurations.iter_mut().zip(parts) {
+            c.password = password;
+            c.private_key = key;
+        }
+        Ok(())
+    }
+}
+
+fn decode_key(text: &str) -> Result<[u8; 32]> {
+    let bytes = B64.decode(text.trim()).context("not base64")?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("must be 32 bytes (base64), e.g. from `openssl rand -base64 32`"))
+}
