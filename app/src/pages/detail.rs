@@ -225,6 +225,15 @@ fn Detail(m: MappingView) -> impl IntoView {
                 <dt>"Topic"</dt><dd data-field="Topics">{s.topic().to_string()}</dd>
                 <dt>"Bootstrap servers"</dt><dd class="mono" data-field="KAFKA_BOOTSTRAP_SERVERS">{s.bootstrap_servers().join(", ")}</dd>
                 <dt>"Consumer group"</dt><dd class="mono" data-field="ConsumerGroupId">{m.consumer_group()}</dd>
+                <dt>"Kafka authentication"</dt>
+                <dd data-field="SourceAccessConfigurations">
+                    {s.security_protocol()}
+                    {s.source_access_configurations.iter().map(|c| {
+                        let who = c.username.clone().map(|u| format!(" as {u}")).unwrap_or_default();
+                        let secret = if c.secret_stored { " (secret stored, never shown)" } else { "" };
+                        format!("; {}{who}{secret}", c.kind)
+                    }).collect::<String>()}
+                </dd>
                 <dt>"Batch size"</dt><dd data-field="BatchSize">{s.batch_size}</dd>
                 <dt>"Batching window"</dt><dd data-field="MaximumBatchingWindowInSeconds">{window}</dd>
                 <dt>"Starting position"</dt><dd data-field="StartingPosition">{position}</dd>
