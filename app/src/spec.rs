@@ -340,8 +340,15 @@ impl MappingSpec {
             if SASL_KINDS.contains(&c.kind.as_str()) {
                 sasl += 1;
             }
-            if c.uri.is_some() {
-                err(&f("URI"), "secrets from Secrets Manager are not supported yet: give the secret inline (Username and Password, or Certificate and PrivateKey)".into());
+            if let Some(uri) = &c.uri {
+                let parts: Vec<&str> = uri.splitn(7, ':').collect();
+                let arn = matches!(parts.as_slice(), ["arn", p, "secretsmanager", r, a, "secret", name] if p.starts_with("aws") && !r.is_empty() && a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty());
+                if !arn {
+                    err(&f("URI"), format!("`{uri}` is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"));
+                }
+                if c.password.is_some() || c.private_key.is_some() || c.username.is_some() {
+                    err(&f("URI"), "give the secret either by URI or inline, not both".into());
+                }
                 continue;
             }
             match c.kind.as_str() {

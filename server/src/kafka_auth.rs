@@ -5,6 +5,50 @@
 use rdkafka::ClientConfig;
 use sluice_app::spec::MappingSpec;
 
+/// Fills the secrets of every configuration given by Secrets Manager `URI`,
+/// in the JSON AWS documents for it: `username`/`password` for SASL,
+/// `certificate`/`privateKey` for mutual TLS, `certificate` for a CA.
+pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Result<(), String> {
+    for c in spec.source_access_configurations.iter_mut() {
+        let Some(uri) = c.uri.clone() else { continue };
+        let sdk = crate::engine::in_region(sdk, &uri, "")?;
+        let out = aws_sdk_secretsmanager::Client::new(&sdk)
+            .get_secret_value()
+            .secret_id(&uri)
+            .send()
+            .await
+            .map_err(|e| {
+                use aws_sdk_secretsmanager::error::ProvideErrorMetadata as _;
+                // AWS's code and message when it answered; the whole chain when it could not be reached.
+                let why = match (e.code(), e.message()) {
+                    (Some(code), Some(m)) => format!("{code}: {m}"),
+                    _ => aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+                };
+                format!("cannot read the secret {uri} from Secrets Manager: {why}")
+            })?;
+        let text = out.secret_string().ok_or_else(|| format!("the secret {uri} has no text value"))?;
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|_| format!("the secret {uri} is not a JSON object"))?;
+        let field = |k: &str| -> Result<String, String> {
+            v.get(k).and_then(|x| x.as_str()).map(String::from).ok_or_else(|| format!("the secret {uri} has no `{k}`"))
+        };
+        match c.kind.as_str() {
+            "CLIENT_CERTIFICATE_TLS_AUTH" => {
+                if v.get("privateKeyPassword").is_some_and(|p| p.as_str().is_some_and(|p| !p.is_empty())) {
+                    return Err(format!("the secret {uri} has an encrypted private key (privateKeyPassword): Sluice takes unencrypted PEM keys"));
+                }
+                c.certificate = Some(field("certificate")?);
+                c.private_key = Some(field("privateKey")?);
+            }
+            "SERVER_ROOT_CA_CERTIFICATE" => c.certificate = Some(field("certificate")?),
+            _ => {
+                c.username = Some(field("username")?);
+                c.password = Some(field("password")?);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The settings, secrets included: never printed (Debug shows the keys).
 #[derive(Clone, Default)]
 pub struct KafkaAuth(Vec<(&'static str, String)>);
@@ -121,8 +165,11 @@ mod tests {
         assert_eq!(fields(&spec(vec![sasl("BASIC_AUTH", Some("p"))], Some("SSL"))), ["SourceAccessConfigurations[0].Type"]);
         assert_eq!(fields(&spec(vec![], Some("SASL_SSL"))), ["SelfManagedKafkaEventSourceConfig.SecurityProtocol"]);
         assert_eq!(fields(&spec(vec![], Some("TLS"))), ["SelfManagedKafkaEventSourceConfig.SecurityProtocol"]);
-        let uri = SourceAccessConfiguration { kind: "BASIC_AUTH".into(), uri: Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:x".into()), ..Default::default() };
-        assert_eq!(fields(&spec(vec![uri], None)), ["SourceAccessConfigurations[0].URI"]);
+        let uri = |u: &str| SourceAccessConfiguration { kind: "BASIC_AUTH".into(), uri: Some(u.into()), ..Default::default() };
+        assert_eq!(fields(&spec(vec![uri("arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-AbCdEf")], None)), Vec::<String>::new());
+        assert_eq!(fields(&spec(vec![uri("arn:aws:s3:::bucket")], None)), ["SourceAccessConfigurations[0].URI"]);
+        let both = SourceAccessConfiguration { password: Some("p".into()), ..uri("arn:aws:secretsmanager:us-east-1:123456789012:secret:k") };
+        assert_eq!(fields(&spec(vec![both], None)), ["SourceAccessConfigurations[0].URI"]);
         let cert = SourceAccessConfiguration { kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(), certificate: Some("nope".into()), ..Default::default() };
         assert_eq!(fields(&spec(vec![cert], None)), ["SourceAccessConfigurations[0].Certificate", "SourceAccessConfigurations[0].PrivateKey"]);
     }

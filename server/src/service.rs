@@ -106,6 +106,9 @@ pub struct MappingService {
     /// Mappings with a reset being applied (one at a time per mapping).
     resetting: std::sync::Mutex<std::collections::HashSet<Uuid>>,
     auth: Arc<crate::auth::Auth>,
+    /// The node's AWS configuration, read the first time a Secrets Manager
+    /// URI must be resolved here (resets, the filter tester).
+    aws: tokio::sync::OnceCell<aws_config::SdkConfig>,
 }
 
 /// The transitional state a save puts a mapping in; the engine settles it
@@ -129,6 +132,7 @@ impl MappingService {
         let metrics = Metrics::new(store.clone(), live.clone(), node.clone(), settings);
         Arc::new(MappingService {
             auth: Arc::new(crate::auth::Auth::new(store.clone())),
+            aws: tokio::sync::OnceCell::new(),
             store,
             changed: Arc::new(Notify::new()),
             live,
@@ -154,6 +158,18 @@ impl MappingService {
 
     pub fn auth(&self) -> &Arc<crate::auth::Auth> {
         &self.auth
+    }
+
+    /// How this node's Kafka clients authenticate for `spec`, Secrets
+    /// Manager URIs resolved.
+    pub async fn kafka_auth(&self, spec: &MappingSpec) -> Result<crate::kafka_auth::KafkaAuth, String> {
+        if !spec.source_access_configurations.iter().any(|c| c.uri.is_some()) {
+            return Ok(crate::kafka_auth::KafkaAuth::of(spec));
+        }
+        let sdk = self.aws.get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await }).await;
+        let mut spec = spec.clone();
+        crate::kafka_auth::resolve(sdk, &mut spec).await?;
+        Ok(crate::kafka_auth::KafkaAuth::of(&spec))
     }
 
     /// The cluster's nodes, this one included.
@@ -190,7 +206,7 @@ impl MappingService {
         let group = m.consumer_group();
         let topic = m.spec.topic().to_string();
         let start = m.spec.starting_position;
-        let auth = crate::kafka_auth::KafkaAuth::of(&m.spec);
+        let auth = self.kafka_auth(&m.spec).await.map_err(ServiceError::Kafka)?;
         let plan = |req: ResetRequest| {
             let (servers, group, topic, auth) = (servers.clone(), group.clone(), topic.clone(), auth.clone());
             async move {
@@ -489,7 +505,8 @@ impl Backend for MappingService {
 
     async fn sample(&self, id: Uuid, n: usize) -> Result<Vec<sluice_app::filter::Sample>, String> {
         let m = Backend::get(self, id).await?.ok_or_else(|| format!("no mapping with UUID {id}"))?;
-        let (servers, topic, auth) = (m.spec.bootstrap_servers().join(","), m.spec.topic().to_string(), crate::kafka_auth::KafkaAuth::of(&m.spec));
+        let auth = self.kafka_auth(&m.spec).await?;
+        let (servers, topic) = (m.spec.bootstrap_servers().join(","), m.spec.topic().to_string());
         tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, &auth, n)).await.map_err(|e| e.to_string())?
     }
 

@@ -1,7 +1,9 @@
 //! Kafka authentication against a broker that requires it: tansu with
 //! `--authentication` (SASL; its users are SCRAM credentials). A mapping
 //! with the right SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN credentials delivers
-//! and commits; wrong ones show EVENT_SOURCE_AUTHN_ERROR with a readable
+//! and commits, also with the credentials in a Secrets Manager secret (a
+//! stand-in endpoint speaking its JSON protocol, as AWS_ENDPOINT_URL points
+//! the SDK at); wrong ones show EVENT_SOURCE_AUTHN_ERROR with a readable
 //! result; the password appears in no answer, stored spec or status.
 //!
 //! tansu 0.6 creates users only through an unauthenticated broker, so the
@@ -152,6 +154,46 @@ async fn sasl_credentials_deliver_and_wrong_ones_say_authn_error() {
         assert!(ok, "{kind}: {} of {total}", f.count() - before);
     }
 
+    // The credentials in Secrets Manager, named by URI as in AWS.
+    let (endpoint, asked) = fake_secrets_manager().await;
+    // This file is its own process: setting the environment here is safe.
+    std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
+    std::env::set_var("AWS_REGION", "us-east-1");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let before = f.count();
+    let mut by_uri = spec(&bootstrap, "secure", &url, "g-secrets-manager");
+    by_uri.self_managed_kafka_event_source_config.security_protocol = Some("SASL_PLAINTEXT".into());
+    by_uri.source_access_configurations = vec![SourceAccessConfiguration { kind: "SASL_SCRAM_512_AUTH".into(), uri: Some(SECRET_ARN.into()), ..Default::default() }];
+    let uri_id = s.mappings.create(by_uri).await.unwrap().uuid;
+    assert!(f.wait_for(before + total, Duration::from_secs(60)).await, "Secrets Manager: {} of {total}", f.count() - before);
+    assert!(asked.lock().unwrap().iter().all(|a| a == SECRET_ARN) && !asked.lock().unwrap().is_empty());
+    println!("SCRAM-SHA-512 from a Secrets Manager secret: {total} records delivered");
+    // The secret read from AWS is not stored.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT sealed FROM mapping_secrets WHERE uuid = $1").bind(uri_id.to_string()).fetch_all(s.mappings.store().pool()).await.unwrap();
+    assert!(stored.is_empty(), "a Secrets Manager secret is read at start, not kept");
+
+    // A secret that does not exist: the mapping says why, in AWS's terms.
+    let mut missing = spec(&bootstrap, "secure", &url, "g-missing-secret");
+    missing.self_managed_kafka_event_source_config.security_protocol = Some("SASL_PLAINTEXT".into());
+    let gone = "arn:aws:secretsmanager:us-east-1:123456789012:secret:gone-XyZ";
+    missing.source_access_configurations = vec![SourceAccessConfiguration { kind: "SASL_SCRAM_512_AUTH".into(), uri: Some(gone.into()), ..Default::default() }];
+    let missing_id = s.mappings.create(missing).await.unwrap().uuid;
+    let t = Instant::now();
+    loop {
+        let v = s.mappings.get(missing_id).await.unwrap();
+        if v.status.state_transition_reason == "EVENT_SOURCE_AUTHN_ERROR" {
+            assert!(v.status.last_processing_result.contains(&format!("cannot read the secret {gone}")), "{}", v.status.last_processing_result);
+            assert!(v.status.last_processing_result.contains("can't find the specified secret"), "{}", v.status.last_processing_result);
+            println!("missing secret: {}", v.status.last_processing_result);
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "status: {:?}", v.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.mappings.delete(missing_id).await.unwrap();
+
     // A wrong password: the status says so in AWS's terms, and never shows it.
     let wrong_pw = "not-alices-password-42";
     let mut bad = spec(&bootstrap, "secure", &url, "g-wrong");
@@ -201,6 +243,39 @@ async fn sasl_credentials_deliver_and_wrong_ones_say_authn_error() {
     let after = s.mappings.get(id).await.unwrap();
     assert_eq!(after.spec.source_access_configurations[0].password.as_deref(), Some("alice-secret-512"));
     s.stop().await;
+}
+
+const SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-alice-AbCdEf";
+
+/// Answers GetSecretValue for `SECRET_ARN` (AWS's JSON 1.1 protocol);
+/// records the secret ids asked for.
+async fn fake_secrets_manager() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::http::{HeaderMap, StatusCode};
+    let asked: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let a = asked.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let a = a.clone();
+            async move {
+                let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let id = v["SecretId"].as_str().unwrap_or("").to_string();
+                a.lock().unwrap().push(id.clone());
+                let json = [(axum::http::header::CONTENT_TYPE, "application/x-amz-json-1.1")];
+                if target != "secretsmanager.GetSecretValue" || id != SECRET_ARN {
+                    let e = serde_json::json!({"__type": "ResourceNotFoundException", "message": "Secrets Manager can't find the specified secret."});
+                    return (StatusCode::BAD_REQUEST, json, e.to_string());
+                }
+                let secret = serde_json::json!({"username": "alice", "password": "alice-secret-512"}).to_string();
+                (StatusCode::OK, json, serde_json::json!({"ARN": SECRET_ARN, "Name": "kafka-alice", "SecretString": secret, "VersionId": "v1"}).to_string())
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, asked)
 }
 
 async fn produce_on_new_topic(bootstrap: &str) {

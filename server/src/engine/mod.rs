@@ -137,7 +137,7 @@ pub type Holds = Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>;
 /// The AWS configuration for a resource: a full ARN names its region,
 /// anything else takes the chain's; without either, why not (`hint` adds
 /// what else would do).
-fn in_region(aws: &aws_config::SdkConfig, name: &str, hint: &str) -> Result<aws_config::SdkConfig, String> {
+pub(crate) fn in_region(aws: &aws_config::SdkConfig, name: &str, hint: &str) -> Result<aws_config::SdkConfig, String> {
     let mut sdk = aws.clone();
     if let Some(r) = destination::aws::arn_region(name) {
         sdk = sdk.into_builder().region(aws_config::Region::new(r.to_string())).build();
@@ -324,6 +324,16 @@ impl Engine {
                 let why = "Paused: committing new offsets for the consumer group (offset reset)".to_string();
                 self.settle(id, MappingState::Updating, "USER_INITIATED", Some(why)).await;
                 continue;
+            }
+            // Secrets named by a Secrets Manager URI are read at every start
+            // (a rotated secret takes effect with the next start).
+            let mut spec = spec;
+            if spec.source_access_configurations.iter().any(|c| c.uri.is_some()) {
+                let sdk = self.aws_for(id, &spec).await;
+                if let Err(reason) = crate::kafka_auth::resolve(&sdk, &mut spec).await {
+                    self.settle(id, MappingState::Enabled, "EVENT_SOURCE_AUTHN_ERROR", Some(format!("PROBLEM: {reason}"))).await;
+                    continue;
+                }
             }
             let on_aws = target_kind(&spec.function_name) == TargetKind::Lambda
                 || spec.destination_config.on_failure.as_ref().is_some_and(|d| d.destination.starts_with("arn:"));
