@@ -12,6 +12,8 @@ apt_install() {
 }
 command -v chromium >/dev/null || { echo "test.sh: installing Debian's chromium" >&2; apt_install chromium; }
 command -v npm >/dev/null || { echo "test.sh: installing node and npm" >&2; apt_install nodejs npm; }
+# The TLS tests make their certificates with the openssl command.
+command -v openssl >/dev/null || { echo "test.sh: installing openssl" >&2; apt_install openssl; }
 
 # A real Kafka-protocol broker for the engine tests: tansu, built once from
 # crates.io and cached outside the clone (about 10 minutes the first time).

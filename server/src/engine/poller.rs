@@ -205,6 +205,11 @@ fn report(status: &LiveStatus, result: String) {
 /// Words a user can act on, for LastProcessingResult.
 fn describe_kafka_error(error: &KafkaError, reason: &str, servers: &str, topic: &str) -> String {
     use rdkafka::types::RDKafkaErrorCode as C;
+    // TLS refusals (an untrusted CA, a missing client certificate) arrive
+    // as transport failures; OpenSSL's words say which.
+    if reason.contains("SSL routines") || reason.contains("SSL handshake failed") {
+        return format!("PROBLEM: TLS handshake with the brokers failed ({servers}): {reason}");
+    }
     match error.rdkafka_error_code() {
         Some(C::BrokerTransportFailure) | Some(C::AllBrokersDown) | Some(C::Resolve) => {
             format!("PROBLEM: Connection error: cannot reach the Kafka brokers ({servers}): {reason}")

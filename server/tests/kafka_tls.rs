@@ -1,0 +1,175 @@
+//! TLS to the brokers: a private CA (SERVER_ROOT_CA_CERTIFICATE) and mutual
+//! TLS (CLIENT_CERTIFICATE_TLS_AUTH), against a real broker.
+//!
+//! tansu 0.6 takes `--cert`/`--key` but never wraps its connections in TLS
+//! (its broker builds the acceptor and leaves it unused), so a TLS proxy
+//! written here (OpenSSL) sits in front of it: tansu advertises the proxy's
+//! address, the proxy requires a client certificate signed by the test CA
+//! when asked to, and forwards plain bytes. The certificates are made with
+//! the `openssl` command.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+use sluice_app::spec::SourceAccessConfiguration;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("the openssl command");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all
+/// signed by the CA; and a second CA nobody trusts.
+fn make_certificates(dir: &Path) {
+    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sluice-test-ca"]);
+    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=someone-else"]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    for name in ["server", "client"] {
+        openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
+        let (csr, out) = (format!("{name}.csr"), format!("{name}.pem"));
+        let mut args = vec!["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out", &out];
+        if name == "server" {
+            args.extend(["-extfile", "san.ext"]);
+        }
+        openssl(dir, &args);
+    }
+}
+
+/// Accepts TLS on `listener` and forwards each connection to `upstream`.
+fn serve_tls_proxy(listener: tokio::net::TcpListener, upstream: String, dir: &Path, require_client_cert: bool) {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+    b.set_certificate_chain_file(dir.join("server.pem")).unwrap();
+    b.set_private_key_file(dir.join("server.key"), SslFiletype::PEM).unwrap();
+    if require_client_cert {
+        b.set_ca_file(dir.join("ca.pem")).unwrap();
+        b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    }
+    let acceptor = Arc::new(b.build());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let ssl = Ssl::new(acceptor.context()).unwrap();
+                let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+                if std::pin::Pin::new(&mut tls).accept().await.is_err() {
+                    return;
+                }
+                let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+}
+
+fn pem(dir: &Path, f: &str) -> String {
+    std::fs::read_to_string(dir.join(f)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_ca_and_mutual_tls_deliver_and_a_wrong_ca_says_so() {
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("TLS_LOG").unwrap_or_else(|_| "off".into())).try_init();
+    let Some(bin) = tansu_bin() else {
+        assert!(std::env::var_os("SLUICE_REQUIRE_TANSU").is_none(), "tansu is required but not installed");
+        eprintln!("tansu not installed: TLS test skipped");
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+
+    for mutual in [false, true] {
+        // tansu on a plain port, advertising the proxy's.
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap().to_string();
+        let plain_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut tansu = Command::new(&bin)
+            .current_dir(dir.path())
+            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+            .args(["--listener-url", &format!("tcp://127.0.0.1:{plain_port}")])
+            .args(["--advertised-listener-url", &format!("tcp://{proxy_addr}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let plain = format!("127.0.0.1:{plain_port}");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(&plain).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "tansu did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        serve_tls_proxy(proxy, plain.clone(), certs.path(), mutual);
+        // Topic and records through the TLS listener, as any client would.
+        let admin_cfg = |cfg: &mut rdkafka::ClientConfig| {
+            cfg.set("bootstrap.servers", &proxy_addr).set("security.protocol", "ssl").set("ssl.ca.pem", pem(certs.path(), "ca.pem"));
+            if mutual {
+                cfg.set("ssl.certificate.pem", pem(certs.path(), "client.pem")).set("ssl.key.pem", pem(certs.path(), "client.key"));
+            }
+        };
+        {
+            use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+            use rdkafka::producer::{FutureProducer, FutureRecord};
+            let mut cfg = rdkafka::ClientConfig::new();
+            admin_cfg(&mut cfg);
+            let admin: AdminClient<rdkafka::client::DefaultClientContext> = cfg.create().unwrap();
+            for r in admin.create_topics(&[NewTopic::new("tls", 2, TopicReplication::Fixed(1))], &AdminOptions::new()).await.unwrap() {
+                r.unwrap();
+            }
+            let producer: FutureProducer = cfg.create().unwrap();
+            for i in 0..50 {
+                let v = format!("r-{i}");
+                producer.send(FutureRecord::<(), _>::to("tls").partition(i % 2).payload(&v), Duration::from_secs(10)).await.unwrap();
+            }
+        }
+
+        let f = Recorder::default();
+        let url = f.serve().await;
+        let mut s = Sluice::start().await;
+        let mut m = spec(&proxy_addr, "tls", &url, "g-tls");
+        m.source_access_configurations = vec![SourceAccessConfiguration { kind: "SERVER_ROOT_CA_CERTIFICATE".into(), certificate: Some(pem(certs.path(), "ca.pem")), ..Default::default() }];
+        if mutual {
+            m.source_access_configurations.push(SourceAccessConfiguration {
+                kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(),
+                certificate: Some(pem(certs.path(), "client.pem")),
+                private_key: Some(pem(certs.path(), "client.key")),
+                ..Default::default()
+            });
+        }
+        assert_eq!(m.security_protocol(), "SSL");
+        s.mappings.create(m.clone()).await.unwrap();
+        assert!(f.wait_for(50, Duration::from_secs(60)).await, "{}: {} of 50 delivered", if mutual { "mutual TLS" } else { "private CA" }, f.count());
+        println!("{}: 50 records delivered over TLS", if mutual { "mutual TLS (client certificate)" } else { "TLS with a private CA" });
+
+        // The wrong CA (or, with mutual TLS, no client certificate): refused, and said so.
+        let mut bad = spec(&proxy_addr, "tls", &url, "g-tls-bad");
+        bad.source_access_configurations = vec![SourceAccessConfiguration {
+            kind: "SERVER_ROOT_CA_CERTIFICATE".into(),
+            certificate: Some(pem(certs.path(), if mutual { "ca.pem" } else { "other-ca.pem" })),
+            ..Default::default()
+        }];
+        let bad_id = s.mappings.create(bad).await.unwrap().uuid;
+        let t = Instant::now();
+        let v = loop {
+            let v = s.mappings.get(bad_id).await.unwrap();
+            if v.status.last_processing_result.starts_with("PROBLEM") {
+                break v;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "status: {:?}", v.status);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        println!("{}: {} / {}", if mutual { "no client certificate" } else { "an untrusted CA" }, v.status.state_transition_reason, v.status.last_processing_result);
+        assert!(v.status.last_processing_result.starts_with("PROBLEM: TLS handshake with the brokers failed"), "{}", v.status.last_processing_result);
+        let why = if mutual { "certificate required" } else { "certificate verify failed" };
+        assert!(v.status.last_processing_result.contains(why), "{}", v.status.last_processing_result);
+        assert_eq!(v.status.state_transition_reason, "EVENT_SOURCE_AUTHN_ERROR");
+        s.stop().await;
+        let _ = tansu.kill();
+        let _ = tansu.wait();
+    }
+}
