@@ -116,6 +116,42 @@ pub fn MappingFormView(
                     help="With AT_TIMESTAMP: RFC 3339 with a zone (Z or +01:00), or Unix seconds. A time without a zone is read as UTC."/>
             </fieldset>
             <fieldset>
+                <legend>"Kafka authentication"</legend>
+                <label for=F_PROTOCOL>"Security protocol"</label>
+                <select id=F_PROTOCOL name=F_PROTOCOL aria-invalid=f.invalid(F_PROTOCOL)>
+                    {[("", "Default: SASL_SSL with SASL, SSL with a CA certificate, else PLAINTEXT"), ("PLAINTEXT", "PLAINTEXT"), ("SSL", "SSL"), ("SASL_PLAINTEXT", "SASL_PLAINTEXT"), ("SASL_SSL", "SASL_SSL")]
+                        .into_iter()
+                        .map(|(value, label)| {
+                            let selected = value == v.security_protocol;
+                            view! { <option value=value selected=selected>{label}</option> }
+                        })
+                        .collect_view()}
+                </select>
+                {f.errors_for(F_PROTOCOL)}
+                <label for=F_AUTH>"SASL"</label>
+                <select id=F_AUTH name=F_AUTH aria-invalid=f.invalid(F_AUTH)>
+                    {[("", "None"), ("BASIC_AUTH", "BASIC_AUTH (SASL/PLAIN)"), ("SASL_SCRAM_256_AUTH", "SASL_SCRAM_256_AUTH"), ("SASL_SCRAM_512_AUTH", "SASL_SCRAM_512_AUTH")]
+                        .into_iter()
+                        .map(|(value, label)| {
+                            let selected = value == v.auth_kind;
+                            view! { <option value=value selected=selected>{label}</option> }
+                        })
+                        .collect_view()}
+                </select>
+                {f.errors_for(F_AUTH)}
+                <Field name=F_AUTH_USER label="SASL user name" value=v.auth_username.clone()/>
+                <label for=F_AUTH_PASSWORD>"SASL password"</label>
+                <input id=F_AUTH_PASSWORD name=F_AUTH_PASSWORD type="password" autocomplete="new-password"
+                    placeholder=v.auth_stored.is_some().then_some("stored (never shown): leave empty to keep it")/>
+                {v.auth_stored.is_some().then(|| view! { <input type="hidden" name=F_AUTH_STORED value="on"/> })}
+                <Field name=F_AUTH_URI label="Or the user name and password from Secrets Manager" value=v.auth_uri.clone()
+                    placeholder="arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-…"
+                    help="A JSON secret with username and password, read when the mapping starts (never stored)."/>
+                <label for=F_CA>"CA certificate (optional)"</label>
+                <textarea id=F_CA name=F_CA rows="3" placeholder="-----BEGIN CERTIFICATE-----">{v.ca_certificate.clone()}</textarea>
+                <p class="help">"PEM of the CA that signed the brokers' certificates, when it is not a public one. Client certificates (mutual TLS): through the API."</p>
+            </fieldset>
+            <fieldset>
                 <legend>"Target"</legend>
                 <Field name=F_FUNCTION label="Function" value=v.function_name placeholder="my-function, arn:aws:lambda:…, or https://…"
                     help="An AWS Lambda function name or ARN, or an http(s):// URL that receives the event as a POST."/>
@@ -222,7 +258,11 @@ fn Check(name: &'static str, label: &'static str, on: bool, #[prop(optional)] va
 /// quote the offending value.
 fn describe_path(rest: &str) -> Option<String> {
     let index = rest.split(['[', ']']).find_map(|p| p.parse::<usize>().ok())?;
-    rest.contains("Filters").then(|| format!("filter {}", index + 1))
+    if rest.contains("Filters") {
+        return Some(format!("filter {}", index + 1));
+    }
+    // `[0].Password` → `Password` (Kafka authentication has one entry per kind).
+    rest.rsplit_once("].").map(|(_, field)| field.to_string())
 }
 
 fn target_name(ev: &leptos::ev::Event) -> Option<String> {

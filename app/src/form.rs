@@ -28,6 +28,14 @@ pub const F_ENABLED: &str = "Enabled";
 pub const F_FILTER_META: &str = "FilterOnRecordMetadata";
 pub const F_MSK: &str = "EventSourceArn";
 pub const F_ROLE: &str = "InvocationRoleArn";
+/// Kafka authentication: the SASL type (errors of every entry show here).
+pub const F_AUTH: &str = "SourceAccessConfigurations";
+pub const F_AUTH_USER: &str = "SourceAccessConfigurations.Username";
+pub const F_AUTH_PASSWORD: &str = "SourceAccessConfigurations.Password";
+pub const F_AUTH_URI: &str = "SourceAccessConfigurations.URI";
+pub const F_AUTH_STORED: &str = "SourceAccessConfigurations.SecretStored";
+pub const F_CA: &str = "SourceAccessConfigurations.ServerRootCaCertificate";
+pub const F_PROTOCOL: &str = "SelfManagedKafkaEventSourceConfig.SecurityProtocol";
 
 /// Every input of the form as typed. Checkboxes are `Some` when ticked (an
 /// unticked box is not posted at all).
@@ -79,6 +87,24 @@ pub struct MappingForm {
     pub enabled: Option<String>,
     #[serde(rename = "FilterOnRecordMetadata", default)]
     pub filter_on_metadata: Option<String>,
+    /// "", BASIC_AUTH or a SCRAM type.
+    #[serde(rename = "SourceAccessConfigurations", default)]
+    pub auth_kind: String,
+    #[serde(rename = "SourceAccessConfigurations.Username", default)]
+    pub auth_username: String,
+    /// Never filled from a stored mapping; empty keeps the stored one. Not
+    /// serialized: a form shown again with its errors does not carry it.
+    #[serde(rename = "SourceAccessConfigurations.Password", default, skip_serializing)]
+    pub auth_password: String,
+    #[serde(rename = "SourceAccessConfigurations.URI", default)]
+    pub auth_uri: String,
+    /// Set when the stored mapping has a password (so an empty one is fine).
+    #[serde(rename = "SourceAccessConfigurations.SecretStored", default)]
+    pub auth_stored: Option<String>,
+    #[serde(rename = "SourceAccessConfigurations.ServerRootCaCertificate", default)]
+    pub ca_certificate: String,
+    #[serde(rename = "SelfManagedKafkaEventSourceConfig.SecurityProtocol", default)]
+    pub security_protocol: String,
 }
 
 fn opt(s: &str) -> Option<String> {
@@ -115,6 +141,7 @@ impl MappingForm {
 
     pub fn from_spec(s: &MappingSpec) -> Self {
         let poll = s.provisioned_poller_config.as_ref();
+        let sasl = s.source_access_configurations.iter().find(|c| SASL_KINDS.contains(&c.kind.as_str()));
         MappingForm {
             name: s.name.clone().unwrap_or_default(),
             description: s.description.clone().unwrap_or_default(),
@@ -141,7 +168,38 @@ impl MappingForm {
             max_pollers: poll.and_then(|p| p.maximum_pollers).map(|n| n.to_string()).unwrap_or_default(),
             enabled: s.enabled.then(|| "on".into()),
             filter_on_metadata: s.filter_on_record_metadata.then(|| "on".into()),
+            auth_kind: sasl.map(|c| c.kind.clone()).unwrap_or_default(),
+            auth_username: sasl.and_then(|c| c.username.clone()).unwrap_or_default(),
+            auth_password: String::new(),
+            auth_uri: sasl.and_then(|c| c.uri.clone()).unwrap_or_default(),
+            auth_stored: sasl.filter(|c| c.secret_stored).map(|_| "on".into()),
+            ca_certificate: s
+                .source_access_configurations
+                .iter()
+                .find(|c| c.kind == "SERVER_ROOT_CA_CERTIFICATE")
+                .and_then(|c| c.certificate.clone())
+                .unwrap_or_default(),
+            security_protocol: s.self_managed_kafka_event_source_config.security_protocol.clone().unwrap_or_default(),
         }
+    }
+
+    fn access_configurations(&self) -> Vec<SourceAccessConfiguration> {
+        let mut out = Vec::new();
+        if let Some(kind) = opt(&self.auth_kind) {
+            let uri = opt(&self.auth_uri);
+            out.push(SourceAccessConfiguration {
+                kind,
+                username: if uri.is_some() { None } else { opt(&self.auth_username) },
+                password: if uri.is_some() { None } else { Some(self.auth_password.clone()).filter(|p| !p.is_empty()) },
+                uri,
+                secret_stored: self.auth_stored.is_some(),
+                ..Default::default()
+            });
+        }
+        if let Some(ca) = opt(&self.ca_certificate) {
+            out.push(SourceAccessConfiguration { kind: "SERVER_ROOT_CA_CERTIFICATE".into(), certificate: Some(ca), ..Default::default() });
+        }
+        out
     }
 
     /// The spec this form describes, or every problem with it (parse errors
@@ -187,7 +245,7 @@ impl MappingForm {
             },
             self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig {
                 consumer_group_id: opt(&self.consumer_group_id),
-                ..Default::default()
+                security_protocol: opt(&self.security_protocol),
             },
             batch_size: batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
             maximum_batching_window_in_seconds: window,
@@ -220,8 +278,9 @@ impl MappingForm {
             event_source_arn: opt(&self.event_source_arn),
             amazon_managed_kafka_event_source_config: None,
             invocation_role_arn: opt(&self.invocation_role_arn),
-            // Not in the form yet: the update handler keeps the stored ones.
-            source_access_configurations: vec![],
+            // SASL and a CA here; client certificates (API only) are kept
+            // by the update handler.
+            source_access_configurations: self.access_configurations(),
         };
         // A number that did not parse must not also be reported as out of
         // range with a made-up value: drop validation errors for those fields.
@@ -330,5 +389,26 @@ mod tests {
         assert!(!e.is_for(F_POSITION));
         assert!(FieldError::new("FilterCriteria.Filters[2].Pattern", "x").is_for(F_FILTERS));
         assert!(FieldError::new("Topics[0]", "x").is_for(F_TOPIC));
+    }
+
+    #[test]
+    fn kafka_authentication_round_trips_without_ever_holding_the_password() {
+        let mut f = MappingForm { auth_kind: "SASL_SCRAM_512_AUTH".into(), auth_username: "alice".into(), ..good() };
+        let errs = f.to_spec(NOW).unwrap_err();
+        assert!(errs.iter().any(|e| e.is_for(F_AUTH) && e.field.ends_with("Password")), "{errs:?}");
+        f.auth_password = "s3cret-pw".into();
+        f.ca_certificate = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----".into();
+        let mut spec = f.to_spec(NOW).unwrap();
+        assert_eq!(spec.security_protocol(), "SASL_SSL");
+        assert_eq!(spec.source_access_configurations.len(), 2);
+        // As stored: the password kept apart, the spec says one is stored.
+        spec.source_access_configurations[0].password = None;
+        spec.source_access_configurations[0].secret_stored = true;
+        let back = MappingForm::from_spec(&spec);
+        assert_eq!((back.auth_kind.as_str(), back.auth_username.as_str(), back.auth_password.as_str()), ("SASL_SCRAM_512_AUTH", "alice", ""));
+        assert!(back.auth_stored.is_some() && back.ca_certificate.starts_with("-----BEGIN"));
+        // Sent back untouched, it validates (the server then keeps the stored password).
+        let again = back.to_spec(NOW).unwrap();
+        assert_eq!(again.source_access_configurations[0].password, None);
     }
 }

@@ -356,7 +356,8 @@ impl MappingSpec {
                     if c.username.as_deref().unwrap_or("").is_empty() {
                         err(&f("Username"), "required for SASL".into());
                     }
-                    if c.password.as_deref().unwrap_or("").is_empty() {
+                    // `secret_stored`: an edit in the console, the stored password kept.
+                    if c.password.as_deref().unwrap_or("").is_empty() && !c.secret_stored {
                         err(&f("Password"), "required for SASL".into());
                     }
                     if !protocol.starts_with("SASL_") {

@@ -59,3 +59,48 @@ test("a mapping's SASL password and TLS key are in no answer, page or log line",
   }
   await api(s.url, "DELETE", `/api/v1/mappings/${id}`);
 });
+
+for (const js of [false, true]) {
+  test(`the form (${js ? "hydrated" : "no JavaScript"}) sets SCRAM credentials; an edit that leaves the password empty keeps it; the page never holds it`, async () => {
+    const ctx = await browser.newContext({ javaScriptEnabled: js });
+    await signIn(ctx, s);
+    const page = await ctx.newPage();
+    const ready = async () => { if (js) await page.waitForSelector("body[data-hydrated=true]"); };
+    const pw = `form-pw-${js}-never-shown`;
+    await page.goto(`${s.url}/mappings/new`);
+    await ready();
+    await page.fill('[name="Name"]', `form-sasl-${js}`);
+    await page.fill('[name="FunctionName"]', "http://127.0.0.1:9/fn");
+    await page.fill('[name="Topics"]', "orders");
+    await page.fill('[name="SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS"]', "127.0.0.1:9");
+    await page.uncheck('[name="Enabled"]');
+    await page.selectOption('[name="SourceAccessConfigurations"]', "SASL_SCRAM_512_AUTH");
+    await page.fill('[name="SourceAccessConfigurations.Username"]', "carol");
+    // No password: refused, under the SASL field.
+    await page.click("main button[type=submit]");
+    if (!js) await page.waitForLoadState();
+    await page.waitForSelector('[data-error-for="SourceAccessConfigurations"]');
+    assert.match(await page.locator('[data-error-for="SourceAccessConfigurations"]').first().textContent(), /Password|required for SASL/);
+    await page.fill('[name="SourceAccessConfigurations.Password"]', pw);
+    await Promise.all([page.waitForURL(/\/mappings\/[0-9a-f-]{36}$/), page.click("main button[type=submit]")]);
+    const id = page.url().split("/").pop();
+    let m = (await api(s.url, "GET", `/api/v1/mappings/${id}`)).body;
+    assert.deepEqual(m.SourceAccessConfigurations, [{ Type: "SASL_SCRAM_512_AUTH", Username: "carol", SecretStored: true }]);
+    assert.equal(JSON.stringify(m).includes(pw), false);
+
+    // Edit something else; the password field stays empty and the secret stays.
+    await page.goto(`${s.url}/mappings/${id}/edit`);
+    await ready();
+    assert.equal(await page.inputValue('[name="SourceAccessConfigurations.Password"]'), "");
+    assert.equal((await page.content()).includes(pw), false, "the edit page holds the password");
+    await page.fill('[name="BatchSize"]', "77");
+    await Promise.all([page.waitForURL(new RegExp(`/mappings/${id}`)), page.click("main button[type=submit]")]);
+    m = (await api(s.url, "GET", `/api/v1/mappings/${id}`)).body;
+    assert.equal(m.BatchSize, 77);
+    assert.deepEqual(m.SourceAccessConfigurations, [{ Type: "SASL_SCRAM_512_AUTH", Username: "carol", SecretStored: true }]);
+    assert.match(await page.locator('[data-field="SourceAccessConfigurations"]').textContent(), /SASL_SSL; SASL_SCRAM_512_AUTH as carol \(secret stored/);
+    assert.equal(s.output().includes(pw), false);
+    await ctx.close();
+    await api(s.url, "DELETE", `/api/v1/mappings/${id}`);
+  });
+}

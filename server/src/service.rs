@@ -369,6 +369,9 @@ impl MappingService {
         if group.is_none() {
             *group = Some(id.to_string());
         }
+        for c in &mut spec.source_access_configurations {
+            c.secret_stored = false;
+        }
         self.check(Some(id), &spec).await?;
         let state = if spec.enabled { MappingState::Creating } else { MappingState::Disabled };
         self.store.insert(id, &spec, &saved_status(state, "No records processed")).await?;
@@ -383,6 +386,8 @@ impl MappingService {
         // the stored ones for the same type (and user name).
         let old = &before.spec.source_access_configurations;
         for (i, c) in spec.source_access_configurations.iter_mut().enumerate() {
+            // What the caller says is stored counts for nothing: only what is.
+            c.secret_stored = false;
             if let Some(o) = old.get(i).filter(|o| o.kind == c.kind).or_else(|| old.iter().find(|o| o.kind == c.kind)) {
                 c.keep_secrets_from(o);
             }

@@ -131,7 +131,7 @@ async fn private_ca_and_mutual_tls_deliver_and_a_wrong_ca_says_so() {
         let f = Recorder::default();
         let url = f.serve().await;
         let mut s = Sluice::start().await;
-        let mut m = spec(&proxy_addr, "tls", &url, "g-tls");
+        let mut m = spec(&proxy_addr, "tls", &url, if mutual { "g-mtls" } else { "g-tls" });
         m.source_access_configurations = vec![SourceAccessConfiguration { kind: "SERVER_ROOT_CA_CERTIFICATE".into(), certificate: Some(pem(certs.path(), "ca.pem")), ..Default::default() }];
         if mutual {
             m.source_access_configurations.push(SourceAccessConfiguration {
@@ -142,8 +142,11 @@ async fn private_ca_and_mutual_tls_deliver_and_a_wrong_ca_says_so() {
             });
         }
         assert_eq!(m.security_protocol(), "SSL");
-        s.mappings.create(m.clone()).await.unwrap();
-        assert!(f.wait_for(50, Duration::from_secs(60)).await, "{}: {} of 50 delivered", if mutual { "mutual TLS" } else { "private CA" }, f.count());
+        let id = s.mappings.create(m.clone()).await.unwrap().uuid;
+        if !f.wait_for(50, Duration::from_secs(60)).await {
+            let status = s.mappings.get(id).await.unwrap().status;
+            panic!("{}: {} of 50 delivered; status {status:?}", if mutual { "mutual TLS" } else { "private CA" }, f.count());
+        }
         println!("{}: 50 records delivered over TLS", if mutual { "mutual TLS (client certificate)" } else { "TLS with a private CA" });
 
         // The wrong CA (or, with mutual TLS, no client certificate): refused, and said so.

@@ -43,10 +43,10 @@ pub async fn update(State(s): State<AppState>, Path(id): Path<String>, req: Requ
     let before = current.as_ref().map(|m| (m.spec.starting_position, m.spec.starting_position_timestamp));
     let saved = match form.to_spec(sluice_app::api::now_s()) {
         Ok(mut spec) => {
-            // Kafka authentication is set through the API (not in the form yet): kept as stored.
+            // Client certificates are set through the API (not the form): kept as stored.
             if let Some(c) = &current {
-                spec.source_access_configurations = c.spec.source_access_configurations.clone();
-                spec.self_managed_kafka_event_source_config.security_protocol = c.spec.self_managed_kafka_event_source_config.security_protocol.clone();
+                let certs = c.spec.source_access_configurations.iter().filter(|a| a.kind == "CLIENT_CERTIFICATE_TLS_AUTH").cloned();
+                spec.source_access_configurations.extend(certs);
             }
             s.mappings.replace(id, spec).await
         }
