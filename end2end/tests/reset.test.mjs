@@ -13,10 +13,11 @@ after(async () => { await browser?.close(); await s?.stop(); });
 const reset = (body) => api(s.url, "POST", `/api/v1/mappings/${DEMO}/reset`, body);
 
 test("a dry run previews per partition and changes nothing", async () => {
-  // Let the demo commit something first.
-  for (let i = 0; i < 100; i++) {
-    const r = (await reset({ Strategy: "SHIFT_BY", ShiftBy: -5, Partitions: [0], DryRun: true })).body;
-    if (r.Partitions?.[0]?.Before > 10) break;
+  // Let the demo commit something first, on both partitions previewed
+  // (a partition still at 0 would be clamped, not shifted).
+  for (let i = 0; i < 150; i++) {
+    const r = (await reset({ Strategy: "SHIFT_BY", ShiftBy: -5, Partitions: [0, 2], DryRun: true })).body;
+    if (r.Partitions?.length === 2 && r.Partitions.every((p) => p.Before > 10)) break;
     await new Promise((r) => setTimeout(r, 200));
   }
   const r = await reset({ Strategy: "SHIFT_BY", ShiftBy: -5, Partitions: [0, 2], DryRun: true });

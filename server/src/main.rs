@@ -167,6 +167,19 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         engine::EngineSettings { http_timeout: Duration::from_millis(args.http_timeout_ms), ..Default::default() },
     );
     let collector = mappings.metrics().start();
+    // Expired sessions are refused on sight; this only keeps the table small.
+    {
+        let auth = mappings.auth().clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                if let Err(e) = auth.purge_sessions().await {
+                    tracing::warn!("cannot purge expired sessions: {e:#}");
+                }
+            }
+        });
+    }
     let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     let cluster = sluice_server::cluster::start(
         mappings.clone(),
