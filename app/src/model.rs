@@ -155,6 +155,7 @@ impl NodeView {
 
 /// What a signed-in user or an API token may do; each role includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads everything but records and secrets.
     Viewer,
