@@ -375,8 +375,11 @@ impl MappingService {
         self.check(Some(id), &spec).await?;
         let state = if spec.enabled { MappingState::Creating } else { MappingState::Disabled };
         self.store.insert(id, &spec, &saved_status(state, "No records processed")).await?;
+        // The answer is the change as saved: read before the engine is told
+        // (it may settle the next state before a later read).
+        let view = self.get(id).await?;
         self.changed(id).await;
-        self.get(id).await
+        Ok(view)
     }
 
     /// Replaces every field of the spec.
@@ -402,8 +405,9 @@ impl MappingService {
         if !self.store.update(id, &spec, &saved_status(state, &before.status.last_processing_result)).await? {
             return Err(ServiceError::NotFound(id));
         }
+        let view = self.get(id).await?;
         self.changed(id).await;
-        self.get(id).await
+        Ok(view)
     }
 
     /// Changes only the fields the patch names (AWS UpdateEventSourceMapping).
