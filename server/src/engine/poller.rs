@@ -95,7 +95,7 @@ impl ConsumerContext for Context {
                 // next owner reads them.
                 self.owned.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| !parts.contains(p));
                 self.generation.fetch_add(1, Ordering::Relaxed);
-                flush(c, &self.pending, Some(&parts), CommitMode::Sync);
+                flush(c, &self.pending, Some(&parts));
                 let _ = self.events.send(GroupEvent::Revoked(parts));
                 let _ = c.unassign();
             }
@@ -240,11 +240,12 @@ impl Committer for PendingCommitter {
     }
 }
 
-/// Commits and clears the pending offsets of `only` partitions (all: None).
-fn flush<C: ConsumerContext>(c: &impl Consumer<C>, pending: &Pending, only: Option<&[i32]>, mode: CommitMode) {
+/// Commits (synchronously: the caller waits for it) and clears the pending
+/// offsets of `only` partitions (all: None).
+fn flush<C: ConsumerContext>(c: &impl Consumer<C>, pending: &Pending, only: Option<&[i32]>) {
     let tpl = take(pending, only);
     if tpl.count() > 0 {
-        if let Err(e) = c.commit(&tpl, mode) {
+        if let Err(e) = c.commit(&tpl, CommitMode::Sync) {
             tracing::warn!("commit of {:?} failed: {e}", tpl.to_topic_map());
         }
     }
@@ -465,7 +466,7 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
         let _ = t.await;
     }
     let _ = tokio::task::spawn_blocking(move || {
-        flush(&*consumer, &pending, None, CommitMode::Sync);
+        flush(&*consumer, &pending, None);
         drop(consumer);
     })
     .await;
