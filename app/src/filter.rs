@@ -358,24 +358,33 @@ fn num_eq(a: &Value, b: &Value) -> bool {
 fn match_scalar(m: &Matcher, v: &Value) -> bool {
     match m {
         Matcher::Exact(p) => num_eq(p, v),
-        Matcher::Prefix(p, ci) => v.as_str().is_some_and(|s| if *ci { s.to_lowercase().starts_with(p) } else { s.starts_with(p.as_str()) }),
-        Matcher::Suffix(p, ci) => v.as_str().is_some_and(|s| if *ci { s.to_lowercase().ends_with(p) } else { s.ends_with(p.as_str()) }),
-        Matcher::EqualsIgnoreCase(p) => v.as_str().is_some_and(|s| s.to_lowercase() == *p),
-        Matcher::Numeric(conds) => v.as_f64().is_some_and(|x| {
-            v.is_number()
-                && conds.iter().all(|(op, n)| match op {
-                    Op::Eq => x == *n,
-                    Op::Lt => x < *n,
-                    Op::Le => x <= *n,
-                    Op::Gt => x > *n,
-                    Op::Ge => x >= *n,
-                })
-        }),
+        Matcher::Numeric(conds) => v.is_number() && v.as_f64().is_some_and(|x| match_num(conds, x)),
         Matcher::Exists(b) => *b,
-        Matcher::Cidr(c) => v.as_str().and_then(|s| s.parse::<IpAddr>().ok()).is_some_and(|ip| in_cidr(c, ip)),
-        Matcher::Wildcard(p) => v.as_str().is_some_and(|s| wildcard_match(p, s)),
         Matcher::AnyOf(all) => all.iter().any(|m| match_scalar(m, v)),
         Matcher::AnythingBut(inner) => !match_scalar(inner, v),
+        m => v.as_str().is_some_and(|s| match_str(m, s)),
+    }
+}
+
+fn match_num(conds: &[(Op, f64)], x: f64) -> bool {
+    conds.iter().all(|(op, n)| match op {
+        Op::Eq => x == *n,
+        Op::Lt => x < *n,
+        Op::Le => x <= *n,
+        Op::Gt => x > *n,
+        Op::Ge => x >= *n,
+    })
+}
+
+/// The matchers that only strings can satisfy.
+fn match_str(m: &Matcher, s: &str) -> bool {
+    match m {
+        Matcher::Prefix(p, ci) => if *ci { s.to_lowercase().starts_with(p) } else { s.starts_with(p.as_str()) },
+        Matcher::Suffix(p, ci) => if *ci { s.to_lowercase().ends_with(p) } else { s.ends_with(p.as_str()) },
+        Matcher::EqualsIgnoreCase(p) => s.to_lowercase() == *p,
+        Matcher::Cidr(c) => s.parse::<IpAddr>().is_ok_and(|ip| in_cidr(c, ip)),
+        Matcher::Wildcard(p) => wildcard_match(p, s),
+        _ => false,
     }
 }
 
@@ -564,6 +573,33 @@ impl Projection {
 /// serde_json's nesting limit: a document nested deeper does not parse.
 const MAX_DEPTH: u32 = 127;
 
+/// Flags (the high bit of a byte) where eight bytes hold a `"`, a `\\` or a
+/// control character; the lowest flag is always right (borrows can only
+/// set false flags above a true one), which is all a scan needs.
+fn string_stops(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let quote = w ^ (ONES * b'"' as u64);
+    let backslash = w ^ (ONES * b'\\' as u64);
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    (zero(quote) | zero(backslash) | control) & HIGH
+}
+
+/// The bytes that end a run of plain string characters: quote, backslash
+/// and the control characters JSON forbids inside strings.
+const STRING_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// One pass over an object's bytes that checks all of it exactly as
 /// `serde_json::from_str::<Value>` would (so a record is JSON, or a string,
 /// the same either way) and builds values only for the fields a projection
@@ -576,7 +612,7 @@ struct Scan<'a> {
 
 type Bad = ();
 
-impl Scan<'_> {
+impl<'a> Scan<'a> {
     /// The whole input: one object, then only whitespace.
     fn document(mut self, p: &Projection) -> Option<Value> {
         self.ws();
@@ -618,89 +654,82 @@ impl Scan<'_> {
         if self.peek()? != b'{' {
             return Err(());
         }
-        self.enter()?;
         let mut out = Map::new();
-        if self.peek()? == b'}' {
-            self.i += 1;
-            self.depth -= 1;
-            return Ok(Value::Object(out));
-        }
-        loop {
-            self.ws();
-            let start = self.i + 1;
-            self.string()?;
-            let key = &self.b[start..self.i - 1];
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
-            let from = self.i;
+        self.members(|s, key, _| {
+            let from = s.i;
             match p.get_raw(key) {
-                None => self.value()?,
-                Some(c) if !c.all && self.peek()? == b'{' => {
-                    let v = self.object(c)?;
+                None => s.value()?,
+                Some(c) if !c.all && s.peek()? == b'{' => {
+                    let v = s.object(c)?;
                     out.insert(unescape(key)?, v);
                 }
                 Some(c) => {
-                    self.value()?;
+                    s.value()?;
                     // Checked above; small, so parsed again as a value.
-                    let mut de = serde_json::Deserializer::from_slice(&self.b[from..self.i]);
+                    let mut de = serde_json::Deserializer::from_slice(&s.b[from..s.i]);
                     let v = serde::de::DeserializeSeed::deserialize(c, &mut de).map_err(|_| ())?;
                     out.insert(unescape(key)?, v);
                 }
             }
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    self.depth -= 1;
-                    return Ok(Value::Object(out));
+            Ok(())
+        })?;
+        Ok(Value::Object(out))
+    }
+
+    /// At `{`: each member's raw key (and whether it has escapes) to
+    /// `each`, which moves past the member's value.
+    fn members(&mut self, mut each: impl FnMut(&mut Self, &'a [u8], bool) -> Result<(), Bad>) -> Result<(), Bad> {
+        self.enter()?;
+        if self.peek()? != b'}' {
+            loop {
+                self.ws();
+                let start = self.i + 1;
+                let escaped = self.string()?;
+                let b = self.b;
+                let key = &b[start..self.i - 1];
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                each(self, key, escaped)?;
+                self.ws();
+                if self.peek()? != b',' {
+                    break;
                 }
-                _ => return Err(()),
+                self.i += 1;
             }
         }
+        self.eat(b'}')?;
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// At `[`: `each` moves past one element at a time.
+    fn elements(&mut self, mut each: impl FnMut(&mut Self) -> Result<(), Bad>) -> Result<(), Bad> {
+        self.enter()?;
+        if self.peek()? != b']' {
+            loop {
+                each(self)?;
+                self.ws();
+                if self.peek()? != b',' {
+                    break;
+                }
+                self.i += 1;
+                self.ws();
+            }
+        }
+        self.eat(b']')?;
+        self.depth -= 1;
+        Ok(())
     }
 
     /// Checks one value and moves past it.
     fn value(&mut self) -> Result<(), Bad> {
         match self.peek()? {
-            b'{' => {
-                self.enter()?;
-                if self.peek()? != b'}' {
-                    loop {
-                        self.ws();
-                        self.string()?;
-                        self.ws();
-                        self.eat(b':')?;
-                        self.ws();
-                        self.value()?;
-                        self.ws();
-                        if self.peek()? != b',' {
-                            break;
-                        }
-                        self.i += 1;
-                    }
-                }
-                self.eat(b'}')?;
-                self.depth -= 1;
+            b'{' => self.members(|s, _, _| s.value())?,
+            b'[' => self.elements(Self::value)?,
+            b'"' => {
+                self.string()?;
             }
-            b'[' => {
-                self.enter()?;
-                if self.peek()? != b']' {
-                    loop {
-                        self.value()?;
-                        self.ws();
-                        if self.peek()? != b',' {
-                            break;
-                        }
-                        self.i += 1;
-                        self.ws();
-                    }
-                }
-                self.eat(b']')?;
-                self.depth -= 1;
-            }
-            b'"' => self.string()?,
             b't' => self.word(b"true")?,
             b'f' => self.word(b"false")?,
             b'n' => self.word(b"null")?,
@@ -718,35 +747,52 @@ impl Scan<'_> {
         Ok(())
     }
 
-    /// At `"`: past the closing quote. Control characters, unknown escapes
-    /// and lone surrogates are errors, as in serde_json.
-    fn string(&mut self) -> Result<(), Bad> {
+    /// At `"`: past the closing quote; whether the string has escapes.
+    /// Control characters, unknown escapes and lone surrogates are errors,
+    /// as in serde_json.
+    fn string(&mut self) -> Result<bool, Bad> {
         self.eat(b'"')?;
+        let mut escaped = false;
         loop {
+            // Plain characters in one tight run (most of a record's bytes):
+            // eight at a time, then one at a time up to the stop.
+            while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+                let stops = string_stops(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+                if stops != 0 {
+                    self.i += (stops.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                self.i += 8;
+            }
+            while self.b.get(self.i).is_some_and(|c| !STRING_STOP[*c as usize]) {
+                self.i += 1;
+            }
             let c = self.peek()?;
             self.i += 1;
             match c {
-                b'"' => return Ok(()),
-                b'\\' => match self.peek()? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
-                    b'u' => {
-                        self.i += 1;
-                        match self.hex4()? {
-                            0xDC00..=0xDFFF => return Err(()),
-                            0xD800..=0xDBFF => {
-                                self.eat(b'\\')?;
-                                self.eat(b'u')?;
-                                if !(0xDC00..=0xDFFF).contains(&self.hex4()?) {
-                                    return Err(());
+                b'"' => return Ok(escaped),
+                b'\\' => {
+                    escaped = true;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                        b'u' => {
+                            self.i += 1;
+                            match self.hex4()? {
+                                0xDC00..=0xDFFF => return Err(()),
+                                0xD800..=0xDBFF => {
+                                    self.eat(b'\\')?;
+                                    self.eat(b'u')?;
+                                    if !(0xDC00..=0xDFFF).contains(&self.hex4()?) {
+                                        return Err(());
+                                    }
                                 }
+                                _ => {}
                             }
-                            _ => {}
                         }
+                        _ => return Err(()),
                     }
-                    _ => return Err(()),
-                },
-                0..=0x1F => return Err(()),
-                _ => {}
+                }
+                _ => return Err(()),
             }
         }
     }
@@ -782,10 +828,11 @@ impl Scan<'_> {
             b'1'..=b'9' => digits(self),
             _ => return Err(()),
         };
-        let mut plain = int <= 18;
+        // Without an exponent a number is finite unless its integer part
+        // alone is out of f64's range (1.8e308).
+        let mut plain = int <= 300;
         if self.b.get(self.i) == Some(&b'.') {
             self.i += 1;
-            plain = false;
             if digits(self) == 0 {
                 return Err(());
             }
@@ -891,6 +938,377 @@ impl<'de> serde::de::Visitor<'de> for ProjectingVisitor<'_> {
             }
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// A mapping's filters as the pipeline runs them (AWS's default: patterns
+/// see `{"value": ...}`). A record whose value is a JSON object is matched
+/// straight off its bytes: one pass checks that it is JSON exactly as
+/// serde_json would, and notes where the scalars of the fields the patterns
+/// name are; the patterns then run on those notes. No `Value` is built.
+/// Everything else (values that are not objects, patterns on the value as a
+/// whole, arrays of objects under a nested rule) takes `Projection`'s path,
+/// which gives the same answers more slowly.
+#[derive(Clone, Debug)]
+pub struct ValueFilters {
+    patterns: Vec<Pattern>,
+    projection: Projection,
+    nodes: Vec<Node>,
+    /// The document's `value` field, when a pattern names it.
+    value: Option<usize>,
+    slots: usize,
+    compiled: Vec<FastObj>,
+}
+
+/// A field path some pattern names; node 0 is the document.
+#[derive(Clone, Debug, Default)]
+struct Node {
+    children: Vec<(String, usize)>,
+    /// A leaf rule compares this field's scalars.
+    slot: Option<usize>,
+}
+
+/// `Obj` with its fields resolved to nodes and slots.
+#[derive(Clone, Debug)]
+struct FastObj {
+    fields: Vec<FastRule>,
+    ors: Vec<Vec<FastObj>>,
+}
+
+#[derive(Clone, Debug)]
+enum FastRule {
+    Nested(usize, FastObj),
+    Leaf(usize, Vec<Matcher>),
+}
+
+/// What a nested rule sees at its node.
+const ABSENT: u8 = 0; // missing, or a scalar: its fields are all missing
+const OBJECT: u8 = 1;
+const ARRAY: u8 = 2; // an array without objects: a nested rule never matches it
+
+/// Where one scalar of the record is (a string without its quotes).
+#[derive(Clone, Copy, Debug)]
+struct Raw {
+    kind: Kind,
+    start: usize,
+    end: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Null,
+    True,
+    False,
+    Num,
+    Str,
+    EscapedStr,
+}
+
+/// One record's notes, reused between records (per thread).
+#[derive(Default)]
+struct Notes {
+    state: Vec<u8>,
+    /// Per slot: the range of `scalars` found there (empty: none, which
+    /// is also what an object or a missing field amounts to for a leaf).
+    slots: Vec<(usize, usize)>,
+    scalars: Vec<Raw>,
+}
+
+thread_local! {
+    static NOTES: std::cell::RefCell<Notes> = std::cell::RefCell::new(Notes::default());
+}
+
+impl ValueFilters {
+    pub fn new(patterns: &[Pattern]) -> ValueFilters {
+        let mut f = ValueFilters {
+            patterns: patterns.to_vec(),
+            projection: Projection::of(patterns),
+            nodes: vec![Node::default()],
+            value: None,
+            slots: 0,
+            compiled: vec![],
+        };
+        f.compiled = patterns.iter().map(|p| f.resolve(&p.root, 0)).collect();
+        f.value = f.nodes[0].children.iter().find(|(k, _)| k == "value").map(|(_, n)| *n);
+        f
+    }
+
+    fn resolve(&mut self, o: &Obj, at: usize) -> FastObj {
+        let mut fields = Vec::with_capacity(o.fields.len());
+        for (k, r) in &o.fields {
+            let n = match self.nodes[at].children.iter().find(|(name, _)| name == k) {
+                Some((_, n)) => *n,
+                None => {
+                    self.nodes.push(Node::default());
+                    let n = self.nodes.len() - 1;
+                    self.nodes[at].children.push((k.clone(), n));
+                    n
+                }
+            };
+            fields.push(match r {
+                Rule::Nested(inner) => FastRule::Nested(n, self.resolve(inner, n)),
+                Rule::Leaf(ms) => {
+                    let slot = *self.nodes[n].slot.get_or_insert(self.slots);
+                    if slot == self.slots {
+                        self.slots += 1;
+                    }
+                    FastRule::Leaf(slot, ms.clone())
+                }
+            });
+        }
+        let ors = o.ors.iter().map(|alts| alts.iter().map(|a| self.resolve(a, at)).collect()).collect();
+        FastObj { fields, ors }
+    }
+
+    pub fn patterns(&self) -> &[Pattern] {
+        &self.patterns
+    }
+
+    /// Whether any pattern matches the record with this value (no
+    /// patterns: every record).
+    pub fn admits(&self, value: Option<&[u8]>) -> bool {
+        if self.patterns.is_empty() {
+            return true;
+        }
+        NOTES.with(|cell| {
+            let notes = &mut *cell.borrow_mut();
+            match self.note(value, notes) {
+                Some(bytes) => self.compiled.iter().any(|p| eval(p, OBJECT, notes, bytes)),
+                None => {
+                    let doc = self.projection.value_document(value);
+                    self.patterns.iter().any(|p| p.matches(&doc))
+                }
+            }
+        })
+    }
+
+    /// Fills the notes for this record; None: take the tree path.
+    fn note<'a>(&self, value: Option<&'a [u8]>, notes: &mut Notes) -> Option<&'a [u8]> {
+        notes.state.clear();
+        notes.state.resize(self.nodes.len(), ABSENT);
+        notes.slots.clear();
+        notes.slots.resize(self.slots, (0, 0));
+        notes.scalars.clear();
+        let Some(v) = self.value else { return Some(&[][..]) };
+        if self.nodes[v].slot.is_some() {
+            return None;
+        }
+        // No value, or one that is not UTF-8: `value` is missing.
+        let Some(bytes) = value.filter(|b| std::str::from_utf8(b).is_ok()) else { return Some(&[][..]) };
+        let mut s = Scan { b: bytes, i: 0, depth: 0 };
+        s.ws();
+        if s.peek() != Ok(b'{') {
+            return None;
+        }
+        notes.state[v] = OBJECT;
+        s.note_object(self, v, notes).ok()?;
+        s.ws();
+        (s.i == bytes.len()).then_some(bytes)
+    }
+
+    /// The child of `node` named by a raw (still escaped) JSON key.
+    fn child(&self, node: usize, raw: &[u8], escaped: bool) -> Option<usize> {
+        let children = &self.nodes[node].children;
+        if children.is_empty() {
+            return None;
+        }
+        if !escaped {
+            return children.iter().find(|(n, _)| n.as_bytes() == raw).map(|(_, c)| *c);
+        }
+        let key = unescape(raw).ok()?;
+        children.iter().find(|(n, _)| *n == key).map(|(_, c)| *c)
+    }
+
+    /// Forgets what was noted under `node` (a repeated key: the last wins).
+    fn clear(&self, node: usize, notes: &mut Notes) {
+        notes.state[node] = ABSENT;
+        if let Some(s) = self.nodes[node].slot {
+            notes.slots[s] = (0, 0);
+        }
+        for (_, c) in &self.nodes[node].children {
+            self.clear(*c, notes);
+        }
+    }
+}
+
+fn eval(o: &FastObj, state: u8, notes: &Notes, b: &[u8]) -> bool {
+    if state == ARRAY {
+        return false;
+    }
+    o.fields.iter().all(|r| match r {
+        FastRule::Nested(n, inner) => eval(inner, notes.state[*n], notes, b),
+        FastRule::Leaf(s, ms) => {
+            let (lo, hi) = notes.slots[*s];
+            let vals = &notes.scalars[lo..hi];
+            ms.iter().any(|m| match m {
+                Matcher::Exists(want) => vals.is_empty() != *want,
+                m => vals.iter().any(|v| match_raw(m, v, b)),
+            })
+        }
+    }) && o.ors.iter().all(|alts| alts.iter().any(|a| eval(a, state, notes, b)))
+}
+
+/// `match_scalar` on a scalar still in the record's bytes.
+fn match_raw(m: &Matcher, v: &Raw, b: &[u8]) -> bool {
+    match m {
+        Matcher::Exact(p) => match (p, v.kind) {
+            (Value::Null, Kind::Null) => true,
+            (Value::Bool(x), Kind::True) => *x,
+            (Value::Bool(x), Kind::False) => !*x,
+            (Value::Number(x), Kind::Num) => x.as_f64() == Some(parse_number(&b[v.start..v.end])),
+            (Value::String(s), Kind::Str) => &b[v.start..v.end] == s.as_bytes(),
+            (Value::String(s), Kind::EscapedStr) => unescape(&b[v.start..v.end]).is_ok_and(|t| t == *s),
+            _ => false,
+        },
+        Matcher::Numeric(conds) => v.kind == Kind::Num && match_num(conds, parse_number(&b[v.start..v.end])),
+        Matcher::Exists(want) => *want,
+        Matcher::AnyOf(all) => all.iter().any(|m| match_raw(m, v, b)),
+        Matcher::AnythingBut(inner) => !match_raw(inner, v, b),
+        m => match v.kind {
+            Kind::Str => std::str::from_utf8(&b[v.start..v.end]).is_ok_and(|s| match_str(m, s)),
+            Kind::EscapedStr => unescape(&b[v.start..v.end]).is_ok_and(|s| match_str(m, &s)),
+            _ => false,
+        },
+    }
+}
+
+/// A JSON number (already checked) as serde_json makes it an f64. Short
+/// numbers take the same exact steps serde_json takes (the digits as an
+/// integer below 2^53, then one multiplication or division by an exact
+/// power of ten); anything longer is handed to serde_json itself.
+fn parse_number(t: &[u8]) -> f64 {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+        1e20, 1e21, 1e22,
+    ];
+    let slow = || serde_json::from_slice::<f64>(t).unwrap_or(f64::NAN);
+    let (neg, digits) = match t.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, t),
+    };
+    let mut m: u64 = 0;
+    let mut i = 0;
+    while i < digits.len() && digits[i].is_ascii_digit() {
+        if i >= 18 {
+            return slow();
+        }
+        m = m * 10 + (digits[i] - b'0') as u64;
+        i += 1;
+    }
+    if i == digits.len() {
+        // An integer: serde_json keeps it as one and converts with `as`.
+        let f = m as f64;
+        return if neg { -f } else { f };
+    }
+    let mut exp: i32 = 0;
+    if digits[i] == b'.' {
+        i += 1;
+        while i < digits.len() && digits[i].is_ascii_digit() {
+            if m >= 1 << 49 {
+                return slow();
+            }
+            m = m * 10 + (digits[i] - b'0') as u64;
+            exp -= 1;
+            i += 1;
+        }
+    }
+    if i < digits.len() {
+        return slow(); // an exponent
+    }
+    if m >= 1 << 53 || exp < -22 {
+        return slow();
+    }
+    let f = (m as f64) / POW10[(-exp) as usize];
+    if neg {
+        -f
+    } else {
+        f
+    }
+}
+
+impl Scan<'_> {
+    /// At `{` of an object at `node`: checks it and notes its named fields.
+    fn note_object(&mut self, f: &ValueFilters, node: usize, notes: &mut Notes) -> Result<(), Bad> {
+        self.members(|s, key, escaped| match f.child(node, key, escaped) {
+            None => s.value(),
+            Some(c) => s.note_value(f, c, notes),
+        })
+    }
+
+    /// The value of a named field.
+    fn note_value(&mut self, f: &ValueFilters, node: usize, notes: &mut Notes) -> Result<(), Bad> {
+        f.clear(node, notes);
+        let nested = !f.nodes[node].children.is_empty();
+        let slot = f.nodes[node].slot;
+        match self.peek()? {
+            b'{' if nested => {
+                notes.state[node] = OBJECT;
+                self.note_object(f, node, notes)?;
+            }
+            b'{' => self.value()?,
+            b'[' => {
+                if nested {
+                    notes.state[node] = ARRAY;
+                }
+                let from = notes.scalars.len();
+                self.elements(|s| {
+                    match s.peek()? {
+                        // Each element is matched as an object of its own:
+                        // the tree path knows how.
+                        b'{' if nested => return Err(()),
+                        b'{' | b'[' => s.value()?,
+                        _ => {
+                            let r = s.scalar()?;
+                            if slot.is_some() {
+                                notes.scalars.push(r);
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+                if let Some(s) = slot {
+                    notes.slots[s] = (from, notes.scalars.len());
+                }
+            }
+            _ => {
+                let r = self.scalar()?;
+                if let Some(s) = slot {
+                    notes.slots[s] = (notes.scalars.len(), notes.scalars.len() + 1);
+                    notes.scalars.push(r);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At a string, number, boolean or null: checks it and says where it is.
+    fn scalar(&mut self) -> Result<Raw, Bad> {
+        let start = self.i;
+        let kind = match self.peek()? {
+            b'"' => {
+                let escaped = self.string()?;
+                let kind = if escaped { Kind::EscapedStr } else { Kind::Str };
+                return Ok(Raw { kind, start: start + 1, end: self.i - 1 });
+            }
+            b't' => {
+                self.word(b"true")?;
+                Kind::True
+            }
+            b'f' => {
+                self.word(b"false")?;
+                Kind::False
+            }
+            b'n' => {
+                self.word(b"null")?;
+                Kind::Null
+            }
+            b'-' | b'0'..=b'9' => {
+                self.number()?;
+                Kind::Num
+            }
+            _ => return Err(()),
+        };
+        Ok(Raw { kind, start, end: self.i })
     }
 }
 
@@ -1101,6 +1519,43 @@ impl Sample {
 }
 
 #[cfg(test)]
+mod test_input {
+    /// A repeatable stream of pseudo-random numbers (xorshift).
+    pub fn numbers(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// `rounds` records made from the seeds in turn, each with one to three
+    /// bytes of `alphabet` flipped in, inserted or cut out.
+    pub fn mutations(seeds: &[&str], alphabet: &[u8], rounds: usize, x: u64) -> Vec<Vec<u8>> {
+        let mut next = numbers(x);
+        (0..rounds)
+            .map(|round| {
+                let mut b = seeds[round % seeds.len()].as_bytes().to_vec();
+                for _ in 0..1 + next() % 3 {
+                    let at = (next() as usize) % (b.len() + 1);
+                    let c = alphabet[(next() as usize) % alphabet.len()];
+                    match next() % 3 {
+                        0 if at < b.len() => b[at] = c,
+                        1 => b.insert(at, c),
+                        _ if at < b.len() => {
+                            b.remove(at);
+                        }
+                        _ => {}
+                    }
+                }
+                b
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
 mod projection_tests {
     use super::*;
 
@@ -1108,17 +1563,7 @@ mod projection_tests {
     /// the whole one, for every pattern shape.
     #[test]
     fn projected_documents_match_like_whole_ones() {
-        let patterns = [
-            r#"{"value": {"type": ["refund"]}}"#,
-            r#"{"value": {"a": {"b": [{"numeric": [">", 1]}]}}}"#,
-            r#"{"value": {"items": {"sku": [{"prefix": "x"}]}}}"#,
-            r#"{"value": {"gone": [{"exists": false}]}}"#,
-            r#"{"value": {"o": [{"exists": true}]}}"#,
-            r#"{"value": {"t": [{"anything-but": ["a"]}]}}"#,
-            r#"{"value": [{"exists": false}]}"#,
-            r#"{"value": ["plain text"]}"#,
-            r#"{"$or": [{"value": {"x": [1]}}, {"value": {"y": {"z": [null]}}}]}"#,
-        ];
+        let patterns = super::value_filter_tests::PATTERNS;
         let records: [&[u8]; 10] = [
             br#"{"type": "refund", "other": {"deep": [1, 2, {"x": 3}]}}"#,
             br#"{"a": {"b": 2, "c": "skip"}, "t": "b"}"#,
@@ -1188,6 +1633,11 @@ mod projection_tests {
         for n in [100, 126, 127, 128, 129, 200] {
             cases.push(deep(n));
         }
+        // Long numbers without an exponent: finite up to 308 integer digits.
+        for digits in [300, 308, 309, 310, 400] {
+            cases.push(format!("{{\"skip\": 1{}.5, \"k\": 2}}", "0".repeat(digits - 1)));
+            cases.push(format!("{{\"skip\": -9{}, \"k\": 2}}", "9".repeat(digits - 1)));
+        }
         for c in &cases {
             let whole = serde_json::from_str::<Value>(c).ok();
             let scanned = Scan { b: c.as_bytes(), i: 0, depth: 0 }.document(&p);
@@ -1210,28 +1660,8 @@ mod projection_tests {
             r#"{"a": {"b": [[{}], []]}, "k": {"n": 1}, "n": [{"m": 1e10}, "str"]}"#,
         ];
         let alphabet: &[u8] = b"{}[]\",:0123456789-+.eEtrufalsn \\u\t\x01abcdef";
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
         let mut accepted = 0;
-        for round in 0..40_000 {
-            let mut b = seeds[round % 2].as_bytes().to_vec();
-            for _ in 0..1 + next() % 3 {
-                let at = (next() as usize) % (b.len() + 1);
-                let c = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < b.len() => b[at] = c,
-                    1 => b.insert(at, c),
-                    _ if at < b.len() => {
-                        b.remove(at);
-                    }
-                    _ => {}
-                }
-            }
+        for b in super::test_input::mutations(&seeds, alphabet, 40_000, 0x9E37_79B9_7F4A_7C15) {
             let Ok(text) = std::str::from_utf8(&b) else { continue };
             let whole = serde_json::from_str::<Value>(text).ok().filter(Value::is_object);
             let scanned = Scan { b: text.as_bytes(), i: 0, depth: 0 }.document(&p);
@@ -1243,5 +1673,126 @@ mod projection_tests {
             }
         }
         assert!(accepted > 1_000, "the mutations keep enough records valid ({accepted})");
+    }
+}
+
+#[cfg(test)]
+mod value_filter_tests {
+    use super::*;
+
+    pub(super) const PATTERNS: [&str; 17] = [
+        r#"{"value": {"type": ["refund"]}}"#,
+        r#"{"value": {"a": {"b": [{"numeric": [">", 1]}]}}}"#,
+        r#"{"value": {"items": {"sku": [{"prefix": "x"}]}}}"#,
+        r#"{"value": {"gone": [{"exists": false}]}}"#,
+        r#"{"value": {"o": [{"exists": true}]}}"#,
+        r#"{"value": {"t": [{"anything-but": ["a", 1]}]}}"#,
+        r#"{"value": [{"exists": false}]}"#,
+        r#"{"value": ["plain text"]}"#,
+        r#"{"$or": [{"value": {"x": [1]}}, {"value": {"y": {"z": [null]}}}]}"#,
+        r#"{"value": {"n": [0.5, 12, -3, 1e2, {"numeric": ["=", 100]}], "s": ["é", "a\"b"]}}"#,
+        r#"{"value": {"t": [true], "f": [false], "z": [null], "e": [""]}}"#,
+        r#"{"value": {"s": [{"prefix": {"equals-ignore-case": "AB"}}, {"suffix": "yz"}, {"wildcard": "q*w"}]}}"#,
+        r#"{"value": {"ip": [{"cidr": "10.0.0.0/8"}], "s": [{"anything-but": {"prefix": "a"}}]}}"#,
+        r#"{"value": {"a": [1], "$or": [{"a": {"b": [2]}}, {"c": [{"exists": true}]}]}}"#,
+        r#"{"key": [{"exists": false}], "value": {"k": [{"exists": false}]}}"#,
+        r#"{"value": {"k": [{"equals-ignore-case": "ÉCOLE"}]}}"#,
+        r#"{"value": {"a": {"b": {"c": [{"exists": false}]}}}}"#,
+    ];
+
+    const RECORDS: [&str; 24] = [
+        r#"{"type": "refund", "other": {"deep": [1, 2, {"x": 3}]}}"#,
+        r#"{"a": {"b": 2, "c": "skip"}, "t": "b"}"#,
+        r#"{"a": [{"b": 0}, {"b": 5}]}"#,
+        r#"{"a": [1, 2], "c": 1}"#,
+        r#"{"a": 1, "c": 0}"#,
+        r#"{"items": [{"sku": "xy"}, {"sku": "z"}], "gone": null}"#,
+        r#"{"o": {}, "x": 1, "y": {"z": null}}"#,
+        r#"{"o": [], "t": "a", "y": {"z": 0}}"#,
+        r#"{"o": [[1], {}], "t": 1}"#,
+        r#"{"o": [[], 2], "t": [1, "b"]}"#,
+        r#"{"n": 100, "s": "\u00e9"}"#,
+        r#"{"n": 1.0e2, "s": "a\"b"}"#,
+        r#"{"n": [0.50, -3.0], "s": ["x", "é"]}"#,
+        r#"{"n": 12.000000000000001, "t": true, "f": false, "z": null, "e": ""}"#,
+        r#"{"t": "true", "f": 0, "z": "null", "e": null}"#,
+        r#"{"s": "abcdeyz", "ip": "10.1.2.3"}"#,
+        r#"{"s": "qXXw", "ip": "11.0.0.1"}"#,
+        r#"{"s": "ABc", "ip": "::1", "k": "école"}"#,
+        r#"{"k": "ECOLE", "\u0073": "aa"}"#,
+        r#"{"a": {"b": 2}, "a": 7}"#,
+        r#"{"a": {"b": {"c": 1}}, "a": {"b": 3}}"#,
+        r#"{"a": {"b": {"c": 1}}}"#,
+        r#"{"value": 1, "x": 1}"#,
+        r#"  {"x": 1, "y": {"z": null}}  "#,
+    ];
+
+    fn both(p: &[Pattern], r: Option<&[u8]>) -> (bool, bool) {
+        let doc = value_document(r);
+        (ValueFilters::new(p).admits(r), p.iter().any(|p| p.matches(&doc)))
+    }
+
+    /// Matching off the bytes answers as matching the parsed document does,
+    /// pattern by pattern and all together, on objects and on everything else.
+    #[test]
+    fn matching_off_the_bytes_is_matching_the_document() {
+        let all: Vec<Pattern> = PATTERNS.iter().map(|p| Pattern::compile(p).unwrap()).collect();
+        let mut others: Vec<&[u8]> = vec![b"plain text", b"{not json", b"\xff\xfe", br#"[{"type": "refund"}]"#, b"17", b""];
+        others.extend(RECORDS.iter().map(|r| r.as_bytes()));
+        let mut matched = 0;
+        for (i, p) in all.iter().enumerate() {
+            for r in &others {
+                let (fast, tree) = both(std::slice::from_ref(p), Some(r));
+                assert_eq!(fast, tree, "{} on {}", PATTERNS[i], String::from_utf8_lossy(r));
+                matched += fast as usize;
+            }
+            let (fast, tree) = both(std::slice::from_ref(p), None);
+            assert_eq!(fast, tree, "{} on no value", PATTERNS[i]);
+        }
+        for r in &others {
+            let (fast, tree) = both(&all, Some(r));
+            assert_eq!(fast, tree, "all patterns on {}", String::from_utf8_lossy(r));
+        }
+        assert!(matched > 40, "the cases exercise matches as well as misses ({matched})");
+    }
+
+    /// Mutated records: still the same answers, valid JSON or not.
+    #[test]
+    fn mutated_records_get_the_same_answers() {
+        let all: Vec<Pattern> = PATTERNS.iter().map(|p| Pattern::compile(p).unwrap()).collect();
+        let filters: Vec<ValueFilters> = all.iter().map(|p| ValueFilters::new(std::slice::from_ref(p))).collect();
+        let alphabet: &[u8] = b"{}[]\",:0123456789-+.eEtrufalsn \\uabcdexyz";
+        let mut hits = 0;
+        for b in super::test_input::mutations(&RECORDS, alphabet, 20_000, 0x2545_F491_4F6C_DD1D) {
+            let doc = value_document(Some(&b));
+            for (p, f) in all.iter().zip(&filters) {
+                let fast = f.admits(Some(&b));
+                assert_eq!(fast, p.matches(&doc), "{p:?} on {}", String::from_utf8_lossy(&b));
+                hits += fast as usize;
+            }
+        }
+        assert!(hits > 10_000, "mutations keep many records matching ({hits})");
+    }
+
+    /// Numbers become the same f64 serde_json makes of them.
+    #[test]
+    fn numbers_parse_as_serde_json_parses_them() {
+        let mut next = super::test_input::numbers(0x9E37_79B9_7F4A_7C15);
+        let mut cases: Vec<String> =
+            ["0", "-0", "0.0", "-0.5", "12.000000000000001", "9007199254740993", "123456789012345678", "1234567890123456789", "0.1", "0.30000000000000004", "1e2", "-2.5E-3", "3.141592653589793238"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        for _ in 0..50_000 {
+            let int = next() % 10u64.pow((next() % 19) as u32 + 1);
+            let frac_len = (next() % 20) as usize;
+            let frac: String = (0..frac_len).map(|_| char::from(b'0' + (next() % 10) as u8)).collect();
+            let sign = if next() % 2 == 0 { "-" } else { "" };
+            cases.push(if frac.is_empty() { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") });
+        }
+        for c in &cases {
+            let want = serde_json::from_str::<Value>(c).unwrap().as_f64().unwrap();
+            assert_eq!(parse_number(c.as_bytes()).to_bits(), want.to_bits(), "{c}");
+        }
     }
 }

@@ -24,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
             // Parsing only what the pattern names changes nothing.
             let projected = filter::Projection::of(std::slice::from_ref(&p)).value_document(Some(record));
             assert_eq!(p.matches(&doc), p.matches(&projected), "projection changed the answer");
+            // Matching straight off the bytes changes nothing either.
+            let fast = filter::ValueFilters::new(std::slice::from_ref(&p)).admits(Some(record));
+            assert_eq!(p.matches(&doc), fast, "matching off the bytes changed the answer");
             let _ = p.first_mismatch(&doc);
             let meta = filter::RecordMeta { key: Some(record), headers: vec![("h", Some(record))], topic: "t", partition: 0, timestamp_ms: 1 };
             let _ = p.matches(&filter::record_document(Some(record), &meta));

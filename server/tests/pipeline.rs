@@ -216,8 +216,8 @@ async fn filters_invoke_matching_records_and_commit_the_rest_too() {
             sluice_app::filter::Pattern::compile(r#"{"value": {"type": ["refund"]}}"#).unwrap(),
             sluice_app::filter::Pattern::compile(r#"{"value": {"n": [{"numeric": [">=", 18]}]}}"#).unwrap(),
         ];
-        // As mappings run: only the fields the patterns name are parsed.
-        p.projection = Some(sluice_app::filter::Projection::of(&p.filters));
+        // As mappings run: matched straight off the records' bytes.
+        p.value_filters = Some(sluice_app::filter::ValueFilters::new(&p.filters));
     })
     .await;
     assert_eq!(calls(&r).concat(), vec![0, 4, 8, 12, 16, 18, 19], "filters OR, fields matched as JSON");

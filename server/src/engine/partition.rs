@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 use rdkafka::message::OwnedMessage;
 use rdkafka::message::Message;
-use sluice_app::filter::{record_document, value_document, Pattern, Projection, RecordMeta};
+use sluice_app::filter::{record_document, value_document, Pattern, RecordMeta, ValueFilters};
 use sluice_app::spec::{FunctionResponseType, MappingSpec};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -43,9 +43,9 @@ pub struct Pipeline {
     pub max_payload: usize,
     /// A record is invoked if any matches; none: every record.
     pub filters: Vec<Pattern>,
-    /// What of a record `filters` look at, to parse only that (None: parse
-    /// the whole value).
-    pub projection: Option<Projection>,
+    /// `filters`, ready to match records' value bytes directly (None: parse
+    /// each value into a document first).
+    pub value_filters: Option<ValueFilters>,
     pub bisect: bool,
     pub destination: Option<Arc<dyn Destination>>,
     /// Filters also see key, headers, topic, partition, timestamp.
@@ -68,7 +68,7 @@ impl Pipeline {
             report_item_failures: false,
             max_payload: MAX_PAYLOAD_BYTES,
             filters: vec![],
-            projection: None,
+            value_filters: None,
             bisect: false,
             destination: None,
             filter_on_metadata: false,
@@ -100,7 +100,7 @@ impl Pipeline {
             max_age: (spec.maximum_record_age_in_seconds >= 0)
                 .then(|| Duration::from_secs(spec.maximum_record_age_in_seconds as u64)),
             report_item_failures: spec.function_response_types.contains(&FunctionResponseType::ReportBatchItemFailures),
-            projection: Some(Projection::of(&filters)),
+            value_filters: Some(ValueFilters::new(&filters)),
             filters,
             bisect: spec.bisect_batch_on_function_error,
             filter_on_metadata: spec.filter_on_record_metadata,
@@ -112,6 +112,11 @@ impl Pipeline {
     pub fn admits(&self, m: &OwnedMessage) -> bool {
         if self.filters.is_empty() {
             return true;
+        }
+        if !self.filter_on_metadata {
+            if let Some(f) = &self.value_filters {
+                return f.admits(m.payload());
+            }
         }
         let doc = if self.filter_on_metadata {
             use rdkafka::message::Headers;
@@ -125,10 +130,7 @@ impl Pipeline {
             };
             record_document(m.payload(), &meta)
         } else {
-            match &self.projection {
-                Some(p) => p.value_document(m.payload()),
-                None => value_document(m.payload()),
-            }
+            value_document(m.payload())
         };
         self.filters.iter().any(|f| f.matches(&doc))
     }
