@@ -279,9 +279,11 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     assert!(duplicates <= bound, "{duplicates} duplicates exceed {bound}");
 
     // A reset through node b while all three run the mapping: every node
-    // stops, the group moves back 200 records per partition, and exactly
-    // those are delivered again. The survivor's history (summed over the
-    // nodes) counts exactly them too.
+    // stops, the group moves back 200 records per partition, and those are
+    // delivered again, in order. The three nodes then rejoin the group (up
+    // to three rebalances, each of which may hand a partition over with a
+    // batch uncommitted: at-least-once, as in AWS). The survivor's history
+    // (summed over the nodes) counts every delivery.
     let survivor = (0..3).find(|i| *i != victim && *i != leader).unwrap();
     let history = |n: &Node| {
         let url = format!("{}/api/v1/mappings/{id}/metrics?Range=15m", n.url);
@@ -292,6 +294,7 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (seen_before, invoked_before) = (f.count(), history(&ns[survivor]).await);
+    let lens_before: BTreeMap<i32, usize> = f.by_partition().iter().map(|(p, v)| (*p, v.len())).collect();
     let r = client
         .post(format!("{}/api/v1/mappings/{id}/reset", ns[1].url))
         .header("content-type", "application/json")
@@ -301,18 +304,28 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let again = 200 * PARTITIONS as usize;
-    assert!(f.wait_for(seen_before + again, Duration::from_secs(60)).await, "after the reset: {} of {again}", f.count() - seen_before);
+    let since_reset = || -> BTreeMap<i32, Vec<i64>> {
+        f.by_partition().into_iter().map(|(p, v)| (p, v[lens_before.get(&p).copied().unwrap_or(0)..].to_vec())).collect()
+    };
+    let t = Instant::now();
+    while !(0..PARTITIONS).all(|p| since_reset().get(&p).is_some_and(|v| v.contains(&(ends[&p] - 1)))) {
+        assert!(t.elapsed() < Duration::from_secs(60), "after the reset: {} of {again}", f.count() - seen_before);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     wait_committed(&broker, "g-cl", "cl", &ends, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(f.count() - seen_before, again, "exactly the shifted records again, once");
-    let seen = f.by_partition();
-    for p in 0..PARTITIONS {
-        let tail: Vec<i64> = seen[&p].iter().rev().take(200).rev().copied().collect();
-        assert_eq!(tail, (ends[&p] - 200..ends[&p]).collect::<Vec<_>>(), "partition {p} after the reset");
-    }
+    let starts: BTreeMap<i32, i64> = ends.iter().map(|(p, e)| (*p, e - 200)).collect();
+    assert_complete_and_ordered(&since_reset(), &ends, &starts);
+    let redelivered = f.count() - seen_before;
+    let reset_bound = 3 * PARTITIONS as usize * 2 * BATCH as usize;
     let invoked = history(&ns[survivor]).await - invoked_before;
-    println!("reset via node b on 3 nodes: {again} records again; node {}'s summed history counted {invoked}", ns[survivor].name);
-    assert_eq!(invoked as usize, again, "the survivor's history sums every node's invocations");
+    println!(
+        "reset via node b on 3 nodes: {again} records shifted, {redelivered} deliveries ({} duplicates while the nodes rejoined, bound {reset_bound}); node {}'s summed history counted {invoked}",
+        redelivered - again,
+        ns[survivor].name
+    );
+    assert!(redelivered - again <= reset_bound, "{} duplicates after the reset exceed {reset_bound}", redelivered - again);
+    assert_eq!(invoked as usize, redelivered, "the survivor's history sums every node's invocations");
 
     drop(ns);
 }
