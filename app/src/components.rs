@@ -5,13 +5,38 @@ use std::collections::HashSet;
 use leptos::prelude::*;
 
 use crate::form::*;
-use crate::model::MappingState;
+use crate::model::{MappingState, Role, Session};
 use crate::spec::{FieldError, StartingPosition};
 
 #[component]
 pub fn StateBadge(state: MappingState) -> impl IntoView {
     let class = format!("badge state-{}", state.as_str().to_lowercase());
     view! { <span class=class data-state=state.as_str()>{state.as_str()}</span> }
+}
+
+/// The signed-in user, loaded once by the shell for every page.
+#[derive(Clone, Copy)]
+pub struct CurrentSession(pub Resource<Result<Option<Session>, ServerFnError>>);
+
+/// Shown only to operators and admins: the server refuses viewers these
+/// actions, so the console does not offer them.
+#[component]
+pub fn ForOperators(children: ChildrenFn) -> impl IntoView {
+    let session = use_context::<CurrentSession>();
+    view! {
+        <Suspense fallback=|| ()>
+            {move || {
+                let children = children.clone();
+                Suspend::new(async move {
+                    let role = match session {
+                        Some(s) => s.0.await.ok().flatten().map(|s| s.role),
+                        None => None,
+                    };
+                    (role >= Some(Role::Operator)).then(|| children())
+                })
+            }}
+        </Suspense>
+    }
 }
 
 #[component]

@@ -48,6 +48,7 @@ pub fn App() -> impl IntoView {
     // Async SSR: every page arrives complete, so it works without JavaScript.
     let ssr = SsrMode::Async;
     let session = Resource::new(|| (), |_| api::get_session());
+    provide_context(components::CurrentSession(session));
     view! {
         <Stylesheet id="sluice" href="/pkg/sluice.css"/>
         <Router>

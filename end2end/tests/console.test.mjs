@@ -235,7 +235,12 @@ for (const js of [true, false]) {
     await page.waitForURL(`${s.url}/mappings/${id}`);
     assert.equal(await page.locator('header [data-field="user"]').textContent(), "admin");
 
-    // A viewer sees the mapping, but the server refuses its disable/enable post.
+    // The admin is offered every action on the mapping and in the list.
+    const actions = ["Edit", "Reset position…", "Test filters", "Enable", "Delete…"];
+    const offered = async (p) => (await p.locator("main .actions").innerText()).split("\n").map((t) => t.trim());
+    for (const a of actions) assert.ok((await offered(page)).includes(a), `admin offered ${a}`);
+    // A viewer sees the mapping but is offered nothing that changes it (the
+    // server would refuse it), and a post made anyway is refused.
     const user = `view${js ? 1 : 0}`;
     assert.equal((await api(s.url, "POST", "/api/v1/users", { Username: user, Password: "viewer-password-1", Role: "viewer" })).status, 201);
     const vctx = await browser.newContext({ javaScriptEnabled: js });
@@ -243,9 +248,16 @@ for (const js of [true, false]) {
     const vpage = await vctx.newPage();
     await vpage.goto(`${s.url}/mappings/${id}`);
     assert.equal(await vpage.locator('header [data-field="role"]').textContent(), "viewer");
-    const [resp] = await Promise.all([vpage.waitForNavigation(), vpage.click('form[action$="/enable"] button')]);
+    assert.equal(await vpage.locator('[data-field="State"]').textContent(), "Disabled");
+    for (const a of actions) assert.ok(!(await offered(vpage)).includes(a), `viewer not offered ${a}`);
+    assert.equal(await vpage.locator('main form[method="post"]').count(), 0);
+    assert.ok((await offered(vpage)).includes("JSON"));
+    await vpage.goto(`${s.url}/`);
+    assert.equal(await vpage.locator("text=Create mapping").count(), 0);
+    const csrf = await vpage.locator('meta[name="csrf-token"]').getAttribute("content");
+    const resp = await vctx.request.post(`${s.url}/mappings/${id}/enable`, { form: { csrf }, maxRedirects: 0 });
     assert.equal(resp.status(), 403);
-    assert.match(await vpage.textContent("body"), /viewer role; this needs operator/);
+    assert.match(await resp.text(), /viewer role; this needs operator/);
     assert.equal((await api(s.url, "GET", `/api/v1/mappings/${id}`)).body.State, "Disabled");
     await vctx.close();
 

@@ -6,7 +6,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{get_counters, get_mapping, get_resets, set_status};
 use crate::pages::AuditLog;
-use crate::components::{Csrf, ServerError, StateBadge};
+use crate::components::{Csrf, ForOperators, ServerError, StateBadge};
 use crate::live::{InsightPanel, MetricsPanel};
 use crate::model::{MappingCounters, MappingState, MappingView};
 use crate::spec::{format_unix, target_kind, TargetKind};
@@ -181,6 +181,7 @@ fn Detail(m: MappingView) -> impl IntoView {
     });
     let toggle = if s.enabled { "disable" } else { "enable" };
     let toggle_label = if s.enabled { "Disable" } else { "Enable" };
+    let (actions_base, label) = (base.clone(), m.label());
     view! {
         <Title text=format!("{} · Sluice", m.label())/>
         <div class="page-head">
@@ -189,23 +190,25 @@ fn Detail(m: MappingView) -> impl IntoView {
         </div>
         {s.description.clone().map(|d| view! { <p class="description">{d}</p> })}
         <div class="actions">
-            <a class="button" href=format!("{base}/edit")>"Edit"</a>
-            <a class="button" href=format!("{base}/reset")>"Reset position…"</a>
-            <a class="button" href=format!("{base}/filters")>"Test filters"</a>
-            <form method="post" action=format!("{base}/{toggle}")>
-                <Csrf/>
-                <button type="submit" class="button">{toggle_label}</button>
-            </form>
-            <details class="confirm">
-                <summary class="button danger">"Delete…"</summary>
-                <div class="confirm-box">
-                    <p>"Delete " <strong>{m.label()}</strong> "? Polling stops; the consumer group's committed offsets stay in Kafka."</p>
-                    <form method="post" action=format!("{base}/delete")>
-                        <Csrf/>
-                        <button type="submit" class="button danger">"Yes, delete this mapping"</button>
-                    </form>
-                </div>
-            </details>
+            <ForOperators>
+                <a class="button" href=format!("{actions_base}/edit")>"Edit"</a>
+                <a class="button" href=format!("{actions_base}/reset")>"Reset position…"</a>
+                <a class="button" href=format!("{actions_base}/filters")>"Test filters"</a>
+                <form method="post" action=format!("{actions_base}/{toggle}")>
+                    <Csrf/>
+                    <button type="submit" class="button">{toggle_label}</button>
+                </form>
+                <details class="confirm">
+                    <summary class="button danger">"Delete…"</summary>
+                    <div class="confirm-box">
+                        <p>"Delete " <strong>{label.clone()}</strong> "? Polling stops; the consumer group's committed offsets stay in Kafka."</p>
+                        <form method="post" action=format!("{actions_base}/delete")>
+                            <Csrf/>
+                            <button type="submit" class="button danger">"Yes, delete this mapping"</button>
+                        </form>
+                    </div>
+                </details>
+            </ForOperators>
             <a class="button subtle" href=format!("/api/v1/mappings/{}", m.uuid) rel="external">"JSON"</a>
         </div>
         <section class="status">

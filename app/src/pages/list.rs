@@ -9,7 +9,7 @@ use crate::api::{get_overview, list_counters, list_mappings};
 use crate::charts::sparkline;
 use crate::live::health_class;
 use crate::metrics::Overview;
-use crate::components::{ServerError, StateBadge};
+use crate::components::{ForOperators, ServerError, StateBadge};
 use crate::model::MappingCounters;
 
 #[component]
@@ -34,7 +34,9 @@ pub fn MappingList() -> impl IntoView {
         <Title text="Mappings · Sluice"/>
         <div class="page-head">
             <h1>"Mappings"</h1>
-            <a class="button primary" href="/mappings/new">"Create mapping"</a>
+            <ForOperators>
+                <a class="button primary" href="/mappings/new">"Create mapping"</a>
+            </ForOperators>
         </div>
         // A transition: the table stays on screen while the counts reload.
         <Transition fallback=|| view! { <p>"Loading…"</p> }>
