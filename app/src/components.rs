@@ -163,6 +163,7 @@ pub fn MappingFormView(
                         })
                         .collect_view()}
                 </select>
+                <p class="help">"For an MSK cluster's IAM access: the MSK cluster ARN above, SASL_SSL, and no SASL type (Sluice signs in with the mapping's AWS credentials)."</p>
                 {f.errors_for(F_AUTH)}
                 <Field name=F_AUTH_USER label="SASL user name" value=v.auth_username.clone()/>
                 <label for=F_AUTH_PASSWORD>"SASL password"</label>
@@ -181,7 +182,7 @@ pub fn MappingFormView(
                 <Field name=F_FUNCTION label="Function" value=v.function_name placeholder="my-function, arn:aws:lambda:…, or https://…"
                     help="An AWS Lambda function name or ARN, or an http(s):// URL that receives the event as a POST."/>
                 <Field name=F_ROLE label="IAM role to assume (optional)" value=v.invocation_role_arn placeholder="arn:aws:iam::123456789012:role/…"
-                    help="For this mapping's AWS calls (the function, an SQS/SNS/S3 destination); empty: the node's own credentials."/>
+                    help="For this mapping's AWS calls (the function, an SQS/SNS/S3 destination, Secrets Manager, MSK IAM); empty: the node's own credentials."/>
                 <Field name=F_BATCH label="Batch size" value=v.batch_size numeric=true help="1 to 10000 records per invocation (and at most 6 MB)."/>
                 <Field name=F_WINDOW label="Batching window (seconds)" value=v.window numeric=true placeholder="empty: 0.5 s"
                     help="0 to 300. 0 invokes as soon as records arrive."/>

@@ -42,6 +42,17 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters
+/// (letters, digits, `-_.~`): query values, and SigV4's canonical form.
+pub fn uri_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();

@@ -385,9 +385,25 @@ impl MappingSpec {
         if sasl > 1 {
             err("SourceAccessConfigurations", "at most one SASL type".into());
         }
-        if protocol.starts_with("SASL_") && sasl == 0 {
-            err("SelfManagedKafkaEventSourceConfig.SecurityProtocol", format!("{protocol} needs a SASL entry in SourceAccessConfigurations"));
+        if protocol.starts_with("SASL_") && sasl == 0 && self.event_source_arn.is_none() {
+            err(
+                "SelfManagedKafkaEventSourceConfig.SecurityProtocol",
+                format!("{protocol} needs a SASL entry in SourceAccessConfigurations (or, for an MSK cluster's IAM access, its EventSourceArn)"),
+            );
         }
+    }
+
+    /// MSK's IAM access: an MSK mapping (EventSourceArn) on SASL with no
+    /// SASL credentials given (AWS signs in with the role's credentials then).
+    pub fn msk_iam(&self) -> bool {
+        self.event_source_arn.is_some()
+            && self.security_protocol().starts_with("SASL_")
+            && !self.source_access_configurations.iter().any(|c| SASL_KINDS.contains(&c.kind.as_str()))
+    }
+
+    /// The region of the MSK cluster's ARN (`arn:aws:kafka:REGION:...`).
+    pub fn msk_region(&self) -> Option<&str> {
+        self.event_source_arn.as_deref()?.split(':').nth(3).filter(|r| !r.is_empty())
     }
 
     pub fn topic(&self) -> &str {

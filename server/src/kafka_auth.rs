@@ -2,7 +2,12 @@
 //! reset and the filter tester's sampler) authenticates to the brokers:
 //! librdkafka settings derived from the spec's SourceAccessConfigurations.
 
-use rdkafka::ClientConfig;
+use std::sync::Arc;
+
+use rdkafka::client::OAuthToken;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientConfig, ClientContext};
 use sluice_app::spec::MappingSpec;
 
 /// Fills the secrets of every configuration given by Secrets Manager `URI`,
@@ -50,12 +55,16 @@ pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Res
 }
 
 /// The settings, secrets included: never printed (Debug shows the keys).
+/// With MSK IAM, also what signs the OAUTHBEARER tokens.
 #[derive(Clone, Default)]
-pub struct KafkaAuth(Vec<(&'static str, String)>);
+pub struct KafkaAuth {
+    settings: Vec<(&'static str, String)>,
+    iam: Option<Arc<MskIam>>,
+}
 
 impl std::fmt::Debug for KafkaAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+        f.debug_list().entries(self.settings.iter().map(|(k, _)| k)).finish()
     }
 }
 
@@ -83,25 +92,155 @@ impl KafkaAuth {
                 _ => {}
             }
         }
-        KafkaAuth(out)
+        let iam = spec.msk_iam().then(|| {
+            out.push(("sasl.mechanism", "OAUTHBEARER".into()));
+            Arc::new(MskIam { region: spec.msk_region().unwrap_or_default().to_string(), credentials: Default::default() })
+        });
+        KafkaAuth { settings: out, iam }
+    }
+
+    /// With MSK IAM: reads the credentials tokens are signed with (from
+    /// `sdk`: the mapping's role, or the node's). Nothing to do otherwise.
+    pub async fn load_credentials(&self, sdk: &aws_config::SdkConfig) -> Result<(), String> {
+        match &self.iam {
+            Some(iam) => iam.load(sdk).await,
+            None => Ok(()),
+        }
+    }
+
+    /// With MSK IAM, reloads the credentials every minute until `stop`
+    /// (the SDK's provider refreshes temporary ones; tokens signed later
+    /// take the new ones).
+    pub fn keep_credentials_fresh(&self, sdk: aws_config::SdkConfig, stop: tokio_util::sync::CancellationToken) {
+        let Some(iam) = self.iam.clone() else { return };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                }
+                if let Err(e) = iam.load(&sdk).await {
+                    tracing::warn!("MSK IAM: {e}");
+                }
+            }
+        });
     }
 
     pub fn apply<'a>(&self, cfg: &'a mut ClientConfig) -> &'a mut ClientConfig {
-        for (k, v) in &self.0 {
+        for (k, v) in &self.settings {
             cfg.set(*k, v);
         }
         cfg
     }
 
+    /// A consumer with these settings that can answer librdkafka's token
+    /// requests; the first one is served before it is handed out (metadata
+    /// and offset calls would otherwise wait for a token nobody sets).
+    pub fn consumer(&self, cfg: &mut ClientConfig) -> KafkaResult<BaseConsumer<AuthContext>> {
+        let c: BaseConsumer<AuthContext> = self.apply(cfg).create_with_context(AuthContext(self.clone()))?;
+        self.serve(&c);
+        Ok(c)
+    }
+
+    /// Serves a pending token request of a consumer that is not polled for
+    /// records (the lag reader calls it before each reading).
+    pub fn serve<C: ConsumerContext>(&self, c: &BaseConsumer<C>) {
+        if self.iam.is_some() {
+            let _ = c.poll(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// librdkafka asks for an OAUTHBEARER token (MSK IAM only).
+    pub fn oauth_token(&self) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let iam = self.iam.as_ref().ok_or("this mapping does not use MSK IAM")?;
+        Ok(iam.token(std::time::SystemTime::now())?)
+    }
+
     /// A message (from librdkafka, a broker) with every secret replaced by `****`.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for (k, v) in &self.0 {
+        for (k, v) in &self.settings {
             if matches!(*k, "sasl.password" | "ssl.key.pem") && v.len() >= 4 {
                 out = out.replace(v.as_str(), "****");
             }
         }
         out
+    }
+}
+
+/// The context of a mapping's short-lived clients (lag reader, resets, the
+/// filter tester's sampler): serves MSK IAM tokens.
+pub struct AuthContext(pub KafkaAuth);
+
+impl ClientContext for AuthContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.0.oauth_token()
+    }
+}
+
+impl ConsumerContext for AuthContext {}
+
+/// How long a token (a presigned URL) is valid: what AWS's own signers use.
+const TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Signs MSK IAM tokens: a SigV4-presigned `GET
+/// https://kafka.REGION.amazonaws.com/?Action=kafka-cluster:Connect` for
+/// the service `kafka-cluster`, base64url-encoded without padding, as AWS's
+/// aws-msk-iam-sasl-signer libraries make them.
+struct MskIam {
+    region: String,
+    credentials: std::sync::RwLock<Option<aws_credential_types::Credentials>>,
+}
+
+impl MskIam {
+    async fn load(&self, sdk: &aws_config::SdkConfig) -> Result<(), String> {
+        use aws_credential_types::provider::ProvideCredentials as _;
+        let provider = sdk.credentials_provider().ok_or("MSK IAM: no AWS credentials are configured to sign in with")?;
+        let c = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| format!("MSK IAM: cannot get AWS credentials: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)))?;
+        *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
+        Ok(())
+    }
+
+    fn token(&self, now: std::time::SystemTime) -> Result<OAuthToken, String> {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings};
+        use base64::Engine as _;
+        let creds = self.credentials.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let creds = creds.ok_or("MSK IAM: the AWS credentials are not loaded yet")?;
+        let expires = creds.expiry();
+        let identity = aws_smithy_runtime_api::client::identity::Identity::from(creds);
+        let mut settings = SigningSettings::default();
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(TOKEN_LIFETIME);
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("kafka-cluster")
+            .time(now)
+            .settings(settings)
+            .build()
+            .map_err(|e| format!("MSK IAM: {e}"))?
+            .into();
+        let host = format!("kafka.{}.amazonaws.com", self.region);
+        let url = format!("https://{host}/?Action=kafka-cluster%3AConnect");
+        let request = SignableRequest::new("GET", &url, std::iter::once(("host", host.as_str())), SignableBody::Bytes(&[]))
+            .map_err(|e| format!("MSK IAM: {e}"))?;
+        let (instructions, _) = sign(request, &params).map_err(|e| format!("MSK IAM: {e}"))?.into_parts();
+        let mut signed = url;
+        for (k, v) in instructions.params() {
+            signed.push_str(&format!("&{k}={}", sluice_app::uri_encode(v)));
+        }
+        // Added after signing, as AWS's signers do; brokers log it.
+        signed.push_str(&format!("&User-Agent={}", sluice_app::uri_encode(concat!("sluice/", env!("CARGO_PKG_VERSION")))));
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signed.as_bytes());
+        let until = now + TOKEN_LIFETIME;
+        let until = expires.map_or(until, |e| e.min(until));
+        let lifetime_ms = until.duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis() as i64;
+        Ok(OAuthToken { token, principal_name: "sluice".into(), lifetime_ms })
     }
 }
 
@@ -122,7 +261,7 @@ mod tests {
     }
 
     fn get(a: &KafkaAuth, k: &str) -> Option<String> {
-        a.0.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone())
+        a.settings.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone())
     }
 
     #[test]

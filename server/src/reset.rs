@@ -12,6 +12,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_app::reset::{PartitionReset, ResetRequest, Strategy};
 use sluice_app::spec::{FieldError, StartingPosition};
 
+use crate::kafka_auth::AuthContext;
+
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a commit may be refused because of members before giving up.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -45,14 +47,14 @@ pub struct Target<'a> {
     pub auth: &'a crate::kafka_auth::KafkaAuth,
 }
 
-fn client(t: &Target) -> Result<BaseConsumer, PlanError> {
-    Ok(t.auth
-        .apply(&mut ClientConfig::new())
-        .set("bootstrap.servers", t.servers)
-        .set("group.id", t.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()?)
+fn client(t: &Target) -> Result<BaseConsumer<AuthContext>, PlanError> {
+    Ok(t.auth.consumer(
+        ClientConfig::new()
+            .set("bootstrap.servers", t.servers)
+            .set("group.id", t.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false"),
+    )?)
 }
 
 /// Per chosen partition: the offset now and after. Blocking (run it off the
@@ -177,15 +179,14 @@ pub fn plan(t: &Target, req: &ResetRequest) -> Result<Vec<PartitionReset>, PlanE
 /// Joins the group (its pollers are stopped, so this client is its only
 /// member and gets every partition), commits, and leaves.
 fn commit_as_member(t: &Target, tpl: &TopicPartitionList) -> Result<(), PlanError> {
-    let c: BaseConsumer = t
-        .auth
-        .apply(&mut ClientConfig::new())
-        .set("bootstrap.servers", t.servers)
-        .set("group.id", t.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("session.timeout.ms", "10000")
-        .create()?;
+    let c = t.auth.consumer(
+        ClientConfig::new()
+            .set("bootstrap.servers", t.servers)
+            .set("group.id", t.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("session.timeout.ms", "10000"),
+    )?;
     c.subscribe(&[t.topic])?;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let wanted = tpl.count();

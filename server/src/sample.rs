@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_app::filter::Sample;
@@ -13,13 +13,14 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Up to `n` of the newest records, spread over the partitions, newest
 /// last per partition. Blocking: run it off the async runtime.
 pub fn latest(servers: &str, topic: &str, auth: &crate::kafka_auth::KafkaAuth, n: usize) -> Result<Vec<Sample>, String> {
-    let c: BaseConsumer = auth
-        .apply(&mut ClientConfig::new())
-        .set("bootstrap.servers", servers)
-        .set("group.id", "sluice-filter-tester")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()
+    let c = auth
+        .consumer(
+            ClientConfig::new()
+                .set("bootstrap.servers", servers)
+                .set("group.id", "sluice-filter-tester")
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false"),
+        )
         .map_err(|e| e.to_string())?;
     let md = c.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| format!("cannot read topic {topic} on {servers}: {e}"))?;
     let parts: Vec<i32> = md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();

@@ -107,7 +107,7 @@ pub struct MappingService {
     resetting: std::sync::Mutex<std::collections::HashSet<Uuid>>,
     auth: Arc<crate::auth::Auth>,
     /// The node's AWS configuration, read the first time a Secrets Manager
-    /// URI must be resolved here (resets, the filter tester).
+    /// URI or MSK IAM credentials are needed here (resets, the filter tester).
     aws: tokio::sync::OnceCell<aws_config::SdkConfig>,
 }
 
@@ -162,14 +162,19 @@ impl MappingService {
 
     /// How this node's Kafka clients authenticate for `spec`, Secrets
     /// Manager URIs resolved.
-    pub async fn kafka_auth(&self, spec: &MappingSpec) -> Result<crate::kafka_auth::KafkaAuth, String> {
-        if !spec.source_access_configurations.iter().any(|c| c.uri.is_some()) {
+    pub async fn kafka_auth(&self, id: Uuid, spec: &MappingSpec) -> Result<crate::kafka_auth::KafkaAuth, String> {
+        let uses_aws = spec.msk_iam() || spec.source_access_configurations.iter().any(|c| c.uri.is_some());
+        if !uses_aws {
             return Ok(crate::kafka_auth::KafkaAuth::of(spec));
         }
-        let sdk = self.aws.get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await }).await;
+        let node = self.aws.get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await }).await;
+        // The mapping's role, as its pollers use it.
+        let sdk = crate::engine::with_role(node.clone(), id, spec).await;
         let mut spec = spec.clone();
-        crate::kafka_auth::resolve(sdk, &mut spec).await?;
-        Ok(crate::kafka_auth::KafkaAuth::of(&spec))
+        crate::kafka_auth::resolve(&sdk, &mut spec).await?;
+        let auth = crate::kafka_auth::KafkaAuth::of(&spec);
+        auth.load_credentials(&sdk).await?;
+        Ok(auth)
     }
 
     /// The cluster's nodes, this one included.
@@ -206,7 +211,7 @@ impl MappingService {
         let group = m.consumer_group();
         let topic = m.spec.topic().to_string();
         let start = m.spec.starting_position;
-        let auth = self.kafka_auth(&m.spec).await.map_err(ServiceError::Kafka)?;
+        let auth = self.kafka_auth(id, &m.spec).await.map_err(ServiceError::Kafka)?;
         let plan = |req: ResetRequest| {
             let (servers, group, topic, auth) = (servers.clone(), group.clone(), topic.clone(), auth.clone());
             async move {
@@ -514,7 +519,7 @@ impl Backend for MappingService {
 
     async fn sample(&self, id: Uuid, n: usize) -> Result<Vec<sluice_app::filter::Sample>, String> {
         let m = Backend::get(self, id).await?.ok_or_else(|| format!("no mapping with UUID {id}"))?;
-        let auth = self.kafka_auth(&m.spec).await?;
+        let auth = self.kafka_auth(id, &m.spec).await?;
         let (servers, topic) = (m.spec.bootstrap_servers().join(","), m.spec.topic().to_string());
         tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, &auth, n)).await.map_err(|e| e.to_string())?
     }

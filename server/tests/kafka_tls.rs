@@ -100,23 +100,7 @@ async fn tls_round(mutual: bool) {
         // tansu on a plain port, advertising the proxy's.
         let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_addr = proxy.local_addr().unwrap().to_string();
-        let plain_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
-        let mut tansu = Command::new(&bin)
-            .current_dir(dir.path())
-            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
-            .args(["--listener-url", &format!("tcp://127.0.0.1:{plain_port}")])
-            .args(["--advertised-listener-url", &format!("tcp://{proxy_addr}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let plain = format!("127.0.0.1:{plain_port}");
-        let t = Instant::now();
-        while std::net::TcpStream::connect(&plain).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "tansu did not listen");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (mut tansu, _dir, plain) = tansu_behind(&bin, &proxy_addr);
         serve_tls_proxy(proxy, plain.clone(), certs.path(), mutual);
         // Topic and records through the TLS listener, as any client would.
         let admin_cfg = |cfg: &mut rdkafka::ClientConfig| {

@@ -75,7 +75,7 @@ fn position_notice(id: &str) -> Option<impl IntoView> {
     if let Some(at) = at {
         link.push(("Timestamp", at));
     }
-    let query: Vec<String> = link.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect();
+    let query: Vec<String> = link.iter().map(|(k, v)| format!("{k}={}", crate::uri_encode(v))).collect();
     let href = format!("/mappings/{id}/reset?{}", query.join("&"));
     Some(view! {
         <p class="notice" data-notice="position-changed">
@@ -86,14 +86,6 @@ fn position_notice(id: &str) -> Option<impl IntoView> {
     })
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// The mapping's applied offset resets.
 #[component]

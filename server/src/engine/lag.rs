@@ -11,19 +11,17 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_app::model::PartitionLag;
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka_auth::AuthContext;
+
 use super::status::LiveStatus;
 
 pub const EVERY: Duration = Duration::from_secs(3);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn run(servers: String, group: String, topic: String, auth: crate::kafka_auth::KafkaAuth, status: Arc<LiveStatus>, stop: CancellationToken) {
-    let client: BaseConsumer = match auth
-        .apply(&mut ClientConfig::new())
-        .set("bootstrap.servers", &servers)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .create()
-    {
+    let client = match auth.consumer(
+        ClientConfig::new().set("bootstrap.servers", &servers).set("group.id", &group).set("enable.auto.commit", "false"),
+    ) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("lag reader for {topic}: {e}");
@@ -46,7 +44,9 @@ pub async fn run(servers: String, group: String, topic: String, auth: crate::kaf
     let _ = tokio::task::spawn_blocking(move || drop(client)).await;
 }
 
-fn read(c: &BaseConsumer, topic: &str) -> rdkafka::error::KafkaResult<Vec<PartitionLag>> {
+fn read(c: &BaseConsumer<AuthContext>, topic: &str) -> rdkafka::error::KafkaResult<Vec<PartitionLag>> {
+    // Nothing polls this client for records: its token requests are served here.
+    c.context().0.serve(c);
     let md = c.fetch_metadata(Some(topic), TIMEOUT)?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else { return Ok(vec![]) };
     let mut tpl = TopicPartitionList::new();

@@ -134,6 +134,22 @@ pub type LiveRegistry = Arc<std::sync::Mutex<HashMap<Uuid, Arc<LiveStatus>>>>;
 /// being committed), whatever their spec says.
 pub type Holds = Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>;
 
+/// `base`, or, with the mapping's `InvocationRoleArn`, the same with
+/// credentials from assuming that role (refreshed by the SDK). Every AWS
+/// call made for a mapping (invocations, destinations, Secrets Manager, MSK
+/// IAM), on any node and for resets too, goes through it.
+pub async fn with_role(base: aws_config::SdkConfig, id: Uuid, spec: &MappingSpec) -> aws_config::SdkConfig {
+    let Some(role) = &spec.invocation_role_arn else { return base };
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+        .session_name(format!("sluice-{}", id.simple()))
+        .configure(&base)
+        .build()
+        .await;
+    base.into_builder()
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+        .build()
+}
+
 /// The AWS configuration for a resource: a full ARN names its region,
 /// anything else takes the chain's; without either, why not (`hint` adds
 /// what else would do).
@@ -335,12 +351,24 @@ impl Engine {
                     continue;
                 }
             }
+            // MSK IAM signs in with the mapping's AWS credentials.
+            let auth = crate::kafka_auth::KafkaAuth::of(&spec);
+            let iam_sdk = if spec.msk_iam() { Some(self.aws_for(id, &spec).await) } else { None };
+            if let Some(sdk) = &iam_sdk {
+                if let Err(reason) = auth.load_credentials(sdk).await {
+                    self.settle(id, MappingState::Enabled, "EVENT_SOURCE_AUTHN_ERROR", Some(format!("PROBLEM: {reason}"))).await;
+                    continue;
+                }
+            }
             let on_aws = target_kind(&spec.function_name) == TargetKind::Lambda
                 || spec.destination_config.on_failure.as_ref().is_some_and(|d| d.destination.starts_with("arn:"));
             let aws = if on_aws { Some(self.aws_for(id, &spec).await) } else { None };
             let n = self.local_target(id, &spec);
-            match self.start_poller(id, &spec, version, aws.as_ref(), n) {
+            match self.start_poller(id, &spec, version, aws.as_ref(), n, auth.clone()) {
                 Ok(r) => {
+                    if let Some(sdk) = iam_sdk {
+                        auth.keep_credentials_fresh(sdk, r.stop.clone());
+                    }
                     self.running.insert(id, r);
                     self.settle(id, MappingState::Enabled, "USER_INITIATED", None).await;
                 }
@@ -358,22 +386,20 @@ impl Engine {
         self.aws.get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await }).await
     }
 
-    /// The node's AWS configuration, or, with `InvocationRoleArn`, the same
-    /// with credentials from assuming that role (refreshed by the SDK).
+    /// `with_role` on the node's AWS configuration.
     async fn aws_for(&self, id: Uuid, spec: &MappingSpec) -> aws_config::SdkConfig {
-        let base = self.aws().await.clone();
-        let Some(role) = &spec.invocation_role_arn else { return base };
-        let provider = aws_config::sts::AssumeRoleProvider::builder(role.clone())
-            .session_name(format!("sluice-{}", id.simple()))
-            .configure(&base)
-            .build()
-            .await;
-        base.into_builder()
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
-            .build()
+        with_role(self.aws().await.clone(), id, spec).await
     }
 
-    fn start_poller(&self, id: Uuid, spec: &MappingSpec, version: i64, aws: Option<&aws_config::SdkConfig>, first: usize) -> Result<Running, String> {
+    fn start_poller(
+        &self,
+        id: Uuid,
+        spec: &MappingSpec,
+        version: i64,
+        aws: Option<&aws_config::SdkConfig>,
+        first: usize,
+        auth: crate::kafka_auth::KafkaAuth,
+    ) -> Result<Running, String> {
         let target: Arc<dyn target::Target> = match (target_kind(&spec.function_name), aws) {
             (TargetKind::Http, _) => Arc::new(
                 target::http::HttpTarget::new(&spec.function_name, self.settings.http_timeout).map_err(|e| e.to_string())?,
@@ -392,6 +418,7 @@ impl Engine {
                     topic,
                     event::EventSource::of(spec),
                     &spec.function_name,
+                    &auth,
                 )?)),
                 None => {
                     let aws = aws.ok_or("the AWS configuration is not loaded")?;
@@ -410,7 +437,16 @@ impl Engine {
         status.set("No records processed");
         let stop = CancellationToken::new();
         let template =
-            poller::PollerConfig { id, spec: spec.clone(), target, destination, status: status.clone(), grace: self.settings.grace, index: 0 };
+            poller::PollerConfig {
+                id,
+                spec: spec.clone(),
+                target,
+                destination,
+                status: status.clone(),
+                grace: self.settings.grace,
+                index: 0,
+                auth: auth.clone(),
+            };
         let mut running = Running {
             version,
             stop: stop.clone(),
@@ -426,7 +462,7 @@ impl Engine {
             spec.bootstrap_servers().join(","),
             spec.group_for(id),
             spec.topic().to_string(),
-            crate::kafka_auth::KafkaAuth::of(spec),
+            auth,
             status.clone(),
             stop.clone(),
         ));

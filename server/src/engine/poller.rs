@@ -55,6 +55,12 @@ struct Context {
 }
 
 impl ClientContext for Context {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _config: Option<&str>) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.auth.oauth_token()
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let said = self.auth.redact(&format!("{error}: {reason}"));
         tracing::warn!("kafka: {said}");
@@ -297,6 +303,8 @@ pub struct PollerConfig {
     pub grace: Duration,
     /// Which of the mapping's pollers this is (for its client id).
     pub index: u32,
+    /// How its consumers sign in (secrets resolved, MSK IAM credentials loaded).
+    pub auth: crate::kafka_auth::KafkaAuth,
 }
 
 /// Runs the poller until `stop`. Returns once every pipeline has finished or
@@ -306,7 +314,7 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
     let topic = spec.topic().to_string();
     let group = spec.group_for(cfg.id);
     let servers = spec.bootstrap_servers().join(",");
-    let auth = crate::kafka_auth::KafkaAuth::of(spec);
+    let auth = cfg.auth.clone();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let pending: Pending = Default::default();
     let rebalancing = Arc::new(AtomicBool::new(false));

@@ -170,6 +170,29 @@ impl Broker {
     }
 }
 
+/// tansu on a plain port of its own, advertising `advertised` (a proxy the
+/// test puts in front of it). The process, its directory, its plain address.
+pub fn tansu_behind(bin: &std::path::Path, advertised: &str) -> (Child, tempfile::TempDir, String) {
+    let plain_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let tansu = Command::new(bin)
+        .current_dir(dir.path())
+        .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+        .args(["--listener-url", &format!("tcp://127.0.0.1:{plain_port}")])
+        .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let plain = format!("127.0.0.1:{plain_port}");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(&plain).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(20), "tansu did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (tansu, dir, plain)
+}
+
 /// An HTTP function that records every (partition, offset) it is sent, and
 /// answers with a status chosen by the test.
 #[derive(Clone, Default)]

@@ -11,22 +11,25 @@ use rdkafka::ClientConfig;
 
 use super::{failure_record, Destination, Failed};
 use crate::engine::event::EventSource;
+use crate::kafka_auth::{AuthContext, KafkaAuth};
 
 pub struct KafkaDestination {
-    producer: FutureProducer,
+    producer: FutureProducer<AuthContext>,
     topic: String,
     source: EventSource,
     function: String,
 }
 
 impl KafkaDestination {
-    pub fn new(bootstrap: &str, topic: &str, source: EventSource, function: &str) -> Result<Self, String> {
-        let producer = ClientConfig::new()
+    /// `auth`: the mapping's own (the topic is on its cluster).
+    pub fn new(bootstrap: &str, topic: &str, source: EventSource, function: &str, auth: &KafkaAuth) -> Result<Self, String> {
+        let producer = auth
+            .apply(&mut ClientConfig::new())
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "5")
-            .create()
+            .create_with_context(AuthContext(auth.clone()))
             .map_err(|e| format!("cannot create the producer for kafka://{topic}: {e}"))?;
         Ok(KafkaDestination { producer, topic: topic.into(), source, function: function.into() })
     }
