@@ -243,6 +243,10 @@ pub struct SourceAccessConfiguration {
     /// PEM private key of the client certificate. Write-only.
     #[serde(default, skip_serializing)]
     pub private_key: Option<String>,
+    /// The password of an encrypted private key (`-----BEGIN ENCRYPTED
+    /// PRIVATE KEY-----`), as AWS's secret's `privateKeyPassword`. Write-only.
+    #[serde(default, skip_serializing)]
+    pub private_key_password: Option<String>,
     /// Sluice's own, in answers: a password or key is stored (ignored when sent).
     #[serde(default)]
     pub secret_stored: bool,
@@ -262,14 +266,15 @@ impl std::fmt::Debug for SourceAccessConfiguration {
             .field("password", &hidden(&self.password))
             .field("certificate", &self.certificate.as_ref().map(|c| c.len()))
             .field("private_key", &hidden(&self.private_key))
+            .field("private_key_password", &hidden(&self.private_key_password))
             .finish()
     }
 }
 
 impl SourceAccessConfiguration {
     /// The secret parts (kept apart from the spec when stored).
-    pub fn secrets(&self) -> [Option<&String>; 2] {
-        [self.password.as_ref(), self.private_key.as_ref()]
+    pub fn secrets(&self) -> [Option<&String>; 3] {
+        [self.password.as_ref(), self.private_key.as_ref(), self.private_key_password.as_ref()]
     }
 
     /// An edit sent back without the secrets it was shown without keeps
@@ -281,6 +286,7 @@ impl SourceAccessConfiguration {
             }
             if self.private_key.is_none() && self.certificate == old.certificate {
                 self.private_key = old.private_key.clone();
+                self.private_key_password = old.private_key_password.clone();
             }
         }
     }
@@ -346,7 +352,7 @@ impl MappingSpec {
                 if !arn {
                     err(&f("URI"), format!("`{uri}` is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"));
                 }
-                if c.password.is_some() || c.private_key.is_some() || c.username.is_some() {
+                if c.password.is_some() || c.private_key.is_some() || c.private_key_password.is_some() || c.username.is_some() {
                     err(&f("URI"), "give the secret either by URI or inline, not both".into());
                 }
                 continue;
@@ -371,12 +377,19 @@ impl MappingSpec {
                     if !pem(&c.private_key) {
                         err(&f("PrivateKey"), "a PEM private key (-----BEGIN ... PRIVATE KEY-----) is required".into());
                     }
+                    let encrypted = c.private_key.as_deref().is_some_and(|k| k.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+                    if encrypted && c.private_key_password.as_deref().unwrap_or("").is_empty() {
+                        err(&f("PrivateKeyPassword"), "the private key is encrypted: give its password".into());
+                    }
                 }
                 _ => {
                     if !pem(&c.certificate) {
                         err(&f("Certificate"), "the CA's PEM certificate (-----BEGIN CERTIFICATE-----) is required".into());
                     }
                 }
+            }
+            if c.private_key_password.is_some() && c.kind != "CLIENT_CERTIFICATE_TLS_AUTH" {
+                err(&f("PrivateKeyPassword"), "only for CLIENT_CERTIFICATE_TLS_AUTH (an encrypted client key)".into());
             }
             if c.kind.contains("CERTIFICATE") && !protocol.ends_with("SSL") {
                 err(&f("Type"), format!("certificates need the security protocol SSL or SASL_SSL, not {protocol}"));

@@ -38,11 +38,9 @@ pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Res
         };
         match c.kind.as_str() {
             "CLIENT_CERTIFICATE_TLS_AUTH" => {
-                if v.get("privateKeyPassword").is_some_and(|p| p.as_str().is_some_and(|p| !p.is_empty())) {
-                    return Err(format!("the secret {uri} has an encrypted private key (privateKeyPassword): Sluice takes unencrypted PEM keys"));
-                }
                 c.certificate = Some(field("certificate")?);
                 c.private_key = Some(field("privateKey")?);
+                c.private_key_password = v.get("privateKeyPassword").and_then(|p| p.as_str()).filter(|p| !p.is_empty()).map(String::from);
             }
             "SERVER_ROOT_CA_CERTIFICATE" => c.certificate = Some(field("certificate")?),
             _ => {
@@ -88,6 +86,7 @@ impl KafkaAuth {
                 "CLIENT_CERTIFICATE_TLS_AUTH" => {
                     out.extend(c.certificate.clone().map(|p| ("ssl.certificate.pem", p)));
                     out.extend(c.private_key.clone().map(|p| ("ssl.key.pem", p)));
+                    out.extend(c.private_key_password.clone().map(|p| ("ssl.key.password", p)));
                 }
                 _ => {}
             }
@@ -160,7 +159,7 @@ impl KafkaAuth {
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for (k, v) in &self.settings {
-            if matches!(*k, "sasl.password" | "ssl.key.pem") && v.len() >= 4 {
+            if matches!(*k, "sasl.password" | "ssl.key.pem" | "ssl.key.password") && v.len() >= 4 {
                 out = out.replace(v.as_str(), "****");
             }
         }
@@ -311,5 +310,66 @@ mod tests {
         assert_eq!(fields(&spec(vec![both], None)), ["SourceAccessConfigurations[0].URI"]);
         let cert = SourceAccessConfiguration { kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(), certificate: Some("nope".into()), ..Default::default() };
         assert_eq!(fields(&spec(vec![cert], None)), ["SourceAccessConfigurations[0].Certificate", "SourceAccessConfigurations[0].PrivateKey"]);
+    }
+
+    /// A self-signed client certificate and its key, the key encrypted
+    /// with `password` (PKCS#8, AES-256-CBC), as `openssl pkcs8 -topk8` makes.
+    fn encrypted_client_key(password: &str) -> (String, String) {
+        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, symm::Cipher, x509};
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "client").unwrap();
+        let name = name.build();
+        let mut b = x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let cert = String::from_utf8(b.build().to_pem().unwrap()).unwrap();
+        let pem = key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), password.as_bytes()).unwrap();
+        (cert, String::from_utf8(pem).unwrap())
+    }
+
+    #[test]
+    fn an_encrypted_client_key_is_opened_with_its_password() {
+        let (cert, key) = encrypted_client_key("key-pass-1234");
+        assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        let mtls = |password: Option<&str>| SourceAccessConfiguration {
+            kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(),
+            certificate: Some(cert.clone()),
+            private_key: Some(key.clone()),
+            private_key_password: password.map(String::from),
+            ..Default::default()
+        };
+        let fields = |s: &MappingSpec| s.validate(0).into_iter().map(|e| e.field).collect::<Vec<_>>();
+        assert_eq!(fields(&spec(vec![mtls(None)], None)), ["SourceAccessConfigurations[0].PrivateKeyPassword"], "an encrypted key needs its password");
+        assert!(fields(&spec(vec![mtls(Some("key-pass-1234"))], None)).is_empty());
+        let sasl_with_key_password = SourceAccessConfiguration {
+            kind: "SASL_SCRAM_512_AUTH".into(),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            private_key_password: Some("x".into()),
+            ..Default::default()
+        };
+        assert_eq!(fields(&spec(vec![sasl_with_key_password], None)), ["SourceAccessConfigurations[0].PrivateKeyPassword"]);
+
+        let auth = KafkaAuth::of(&spec(vec![mtls(Some("key-pass-1234"))], None));
+        assert_eq!(get(&auth, "ssl.key.password").as_deref(), Some("key-pass-1234"));
+        assert_eq!(auth.redact("could not open key-pass-1234"), "could not open ****");
+        assert!(!format!("{:?}", mtls(Some("key-pass-1234"))).contains("key-pass-1234"));
+        // librdkafka opens the key when the client is made: with the right
+        // password it is made, with a wrong one it is refused, saying why.
+        let client = |a: &KafkaAuth| -> Result<rdkafka::consumer::BaseConsumer, String> {
+            a.apply(&mut ClientConfig::new()).set("bootstrap.servers", "127.0.0.1:9").create().map_err(|e| e.to_string())
+        };
+        assert!(client(&auth).is_ok(), "{:?}", client(&auth).err());
+        let wrong = KafkaAuth::of(&spec(vec![mtls(Some("not-the-password"))], None));
+        let Err(why) = client(&wrong) else { panic!("a wrong key password was taken") };
+        println!("a wrong key password: {why}");
+        assert!(why.contains("ssl.key"), "{why}");
+        assert!(!why.contains("not-the-password"), "{why}");
     }
 }

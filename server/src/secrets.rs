@@ -86,7 +86,7 @@ impl Sealer {
 
     /// The spec's secrets, sealed (None when it has none).
     pub fn seal_spec(&self, spec: &MappingSpec) -> Result<Option<String>> {
-        let parts: Vec<[Option<&String>; 2]> = spec.source_access_configurations.iter().map(|c| c.secrets()).collect();
+        let parts: Vec<[Option<&String>; 3]> = spec.source_access_configurations.iter().map(|c| c.secrets()).collect();
         if parts.iter().all(|p| p.iter().all(Option::is_none)) {
             return Ok(None);
         }
@@ -95,10 +95,13 @@ impl Sealer {
 
     /// Puts sealed secrets back into the spec they were taken from.
     pub fn unseal_into(&self, sealed: &str, spec: &mut MappingSpec) -> Result<()> {
-        let parts: Vec<[Option<String>; 2]> = serde_json::from_slice(&self.open(sealed)?)?;
-        for (c, [password, key]) in spec.source_access_configurations.iter_mut().zip(parts) {
-            c.password = password;
-            c.private_key = key;
+        // Password, key, key password (sealed before key passwords existed: two).
+        let parts: Vec<Vec<Option<String>>> = serde_json::from_slice(&self.open(sealed)?)?;
+        for (c, part) in spec.source_access_configurations.iter_mut().zip(parts) {
+            let mut part = part.into_iter();
+            c.password = part.next().flatten();
+            c.private_key = part.next().flatten();
+            c.private_key_password = part.next().flatten();
         }
         Ok(())
     }
@@ -107,4 +110,53 @@ impl Sealer {
 fn decode_key(text: &str) -> Result<[u8; 32]> {
     let bytes = B64.decode(text.trim()).context("not base64")?;
     bytes.try_into().map_err(|_| anyhow::anyhow!("must be 32 bytes (base64), e.g. from `openssl rand -base64 32`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_app::spec::SourceAccessConfiguration;
+
+    fn spec_with(configs: Vec<SourceAccessConfiguration>) -> MappingSpec {
+        let mut s: MappingSpec = serde_json::from_value(serde_json::json!({
+            "FunctionName": "http://f/", "Topics": ["t"], "StartingPosition": "LATEST",
+            "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b:9092"]}}
+        }))
+        .unwrap();
+        s.source_access_configurations = configs;
+        s
+    }
+
+    /// Every secret part comes back, and what was sealed before key
+    /// passwords existed (two parts per entry) still opens.
+    #[test]
+    fn secrets_are_sealed_and_opened_whole() {
+        let sealer = Sealer::ephemeral();
+        let full = SourceAccessConfiguration {
+            kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(),
+            certificate: Some("-----BEGIN CERTIFICATE-----c".into()),
+            private_key: Some("-----BEGIN ENCRYPTED PRIVATE KEY-----k".into()),
+            private_key_password: Some("kp".into()),
+            ..Default::default()
+        };
+        let sasl = SourceAccessConfiguration { kind: "SASL_SCRAM_512_AUTH".into(), username: Some("u".into()), password: Some("pw".into()), ..Default::default() };
+        let spec = spec_with(vec![sasl.clone(), full.clone()]);
+        let sealed = sealer.seal_spec(&spec).unwrap().unwrap();
+        for secret in ["pw", "kp", "ENCRYPTED"] {
+            assert!(!sealed.contains(secret));
+        }
+        let mut bare = spec_with(vec![
+            SourceAccessConfiguration { password: None, ..sasl.clone() },
+            SourceAccessConfiguration { private_key: None, private_key_password: None, ..full.clone() },
+        ]);
+        sealer.unseal_into(&sealed, &mut bare).unwrap();
+        assert_eq!(bare.source_access_configurations, vec![sasl.clone(), full.clone()]);
+
+        let old = sealer.seal(br#"[["pw", null], [null, "-----BEGIN PRIVATE KEY-----k"]]"#).unwrap();
+        let mut bare = spec_with(vec![SourceAccessConfiguration { password: None, ..sasl }, SourceAccessConfiguration { private_key: None, private_key_password: None, ..full }]);
+        sealer.unseal_into(&old, &mut bare).unwrap();
+        assert_eq!(bare.source_access_configurations[0].password.as_deref(), Some("pw"));
+        assert_eq!(bare.source_access_configurations[1].private_key.as_deref(), Some("-----BEGIN PRIVATE KEY-----k"));
+        assert_eq!(bare.source_access_configurations[1].private_key_password, None);
+    }
 }

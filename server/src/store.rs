@@ -207,7 +207,8 @@ impl Store {
     /// problems also become the StateTransitionReason (AWS's codes), and
     /// leave it once they are over.
     pub async fn set_result(&self, id: Uuid, result: &str) -> Result<()> {
-        let reason = if result.starts_with("PROBLEM: SASL authentication failed") || result.starts_with("PROBLEM: TLS handshake") {
+        let authn = ["PROBLEM: SASL authentication failed", "PROBLEM: TLS handshake", "PROBLEM: Cannot use the client certificate"];
+        let reason = if authn.iter().any(|p| result.starts_with(p)) {
             "EVENT_SOURCE_AUTHN_ERROR"
         } else if result.starts_with("PROBLEM: Not authorized") {
             "EVENT_SOURCE_AUTHZ_ERROR"

@@ -70,6 +70,31 @@ impl ClientContext for Context {
 
 impl ConsumerContext for Context {
     fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        // librdkafka calls this from the poll, on a tokio worker, and it
+        // blocks (offset look-ups, the revocation's commit: seconds on a
+        // slow coordinator). Tasks queued on that worker must not wait
+        // for it: they may be what the coordinator's answer depends on.
+        off_the_runtime(|| self.on_rebalance(c, err, tpl));
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!("commit of {:?} failed: {e}", offsets.to_topic_map());
+        }
+    }
+}
+
+/// Runs blocking work from a librdkafka callback; on a multi-thread runtime
+/// the worker's queued tasks move to another thread meanwhile.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+impl Context {
+    fn on_rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -109,12 +134,6 @@ impl ConsumerContext for Context {
                 self.status.set(format!("PROBLEM: consumer group rebalance failed: {other:?}"));
                 let _ = c.unassign();
             }
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::warn!("commit of {:?} failed: {e}", offsets.to_topic_map());
         }
     }
 }
@@ -195,7 +214,9 @@ impl Context {
 /// A refusal by the brokers (credentials, certificates, ACLs): the reason
 /// a user must act on, which the disconnects that follow it must not hide.
 fn access_problem(result: &str) -> bool {
-    ["PROBLEM: SASL authentication failed", "PROBLEM: TLS handshake", "PROBLEM: Not authorized"].iter().any(|p| result.starts_with(p))
+    ["PROBLEM: SASL authentication failed", "PROBLEM: TLS handshake", "PROBLEM: Cannot use the client certificate", "PROBLEM: Not authorized"]
+        .iter()
+        .any(|p| result.starts_with(p))
 }
 
 fn report(status: &LiveStatus, result: String) {
@@ -335,8 +356,14 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
         rebalancing: rebalancing.clone(),
         generation: Default::default(),
     };
+    let mut config = ClientConfig::new();
+    // librdkafka's own debug contexts (e.g. `broker,cgrp,protocol`), for
+    // connection trouble; they are logged at debug level (SLUICE_LOG).
+    if let Ok(contexts) = std::env::var("SLUICE_KAFKA_DEBUG") {
+        config.set("debug", contexts);
+    }
     let consumer: StreamConsumer<Context> = match auth
-        .apply(&mut ClientConfig::new())
+        .apply(&mut config)
         .set("bootstrap.servers", &servers)
         .set("group.id", &group)
         .set("client.id", format!("sluice-{}-{}", cfg.id, cfg.index))
@@ -359,7 +386,15 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
     {
         Ok(c) => c,
         Err(e) => {
-            cfg.status.set(format!("PROBLEM: cannot create the Kafka consumer: {e}"));
+            // A client key librdkafka cannot open (a wrong key password, a
+            // key that is not the certificate's) is the user's to fix.
+            let text = e.to_string();
+            let said = if text.contains("ssl.key") || text.contains("ssl.certificate") {
+                format!("PROBLEM: Cannot use the client certificate or key: {text}")
+            } else {
+                format!("PROBLEM: cannot create the Kafka consumer: {text}")
+            };
+            cfg.status.set(auth.redact(&said));
             stop.cancelled().await;
             return;
         }
