@@ -180,18 +180,10 @@ async fn sasl_credentials_deliver_and_wrong_ones_say_authn_error() {
     let gone = "arn:aws:secretsmanager:us-east-1:123456789012:secret:gone-XyZ";
     missing.source_access_configurations = vec![SourceAccessConfiguration { kind: "SASL_SCRAM_512_AUTH".into(), uri: Some(gone.into()), ..Default::default() }];
     let missing_id = s.mappings.create(missing).await.unwrap().uuid;
-    let t = Instant::now();
-    loop {
-        let v = s.mappings.get(missing_id).await.unwrap();
-        if v.status.state_transition_reason == "EVENT_SOURCE_AUTHN_ERROR" {
-            assert!(v.status.last_processing_result.contains(&format!("cannot read the secret {gone}")), "{}", v.status.last_processing_result);
-            assert!(v.status.last_processing_result.contains("can't find the specified secret"), "{}", v.status.last_processing_result);
-            println!("missing secret: {}", v.status.last_processing_result);
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "status: {:?}", v.status);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let v = wait_status(&s, missing_id, authn_error).await;
+    assert!(v.status.last_processing_result.contains(&format!("cannot read the secret {gone}")), "{}", v.status.last_processing_result);
+    assert!(v.status.last_processing_result.contains("can't find the specified secret"), "{}", v.status.last_processing_result);
+    println!("missing secret: {}", v.status.last_processing_result);
     s.mappings.delete(missing_id).await.unwrap();
 
     // A wrong password: the status says so in AWS's terms, and never shows it.
@@ -200,15 +192,7 @@ async fn sasl_credentials_deliver_and_wrong_ones_say_authn_error() {
     bad.self_managed_kafka_event_source_config.security_protocol = Some("SASL_PLAINTEXT".into());
     bad.source_access_configurations = vec![sasl("SASL_SCRAM_512_AUTH", "alice", wrong_pw)];
     let bad_id = s.mappings.create(bad).await.unwrap().uuid;
-    let t = Instant::now();
-    let view = loop {
-        let v = s.mappings.get(bad_id).await.unwrap();
-        if v.status.state_transition_reason == "EVENT_SOURCE_AUTHN_ERROR" {
-            break v;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "status: {:?}", v.status);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let view = wait_status(&s, bad_id, authn_error).await;
     assert!(view.status.last_processing_result.starts_with("PROBLEM: SASL authentication failed"), "{}", view.status.last_processing_result);
     assert_eq!(view.status.state, MappingState::Enabled);
     println!("wrong password: {} / {}", view.status.state_transition_reason, view.status.last_processing_result);

@@ -431,15 +431,7 @@ async fn an_msk_iam_mapping_signs_in_and_delivers_and_a_bad_signature_says_so() 
     // MSK no longer accepts this role's signature: said in AWS's terms.
     *proxy.secret.lock().unwrap() = "rotated-elsewhere".into();
     let bad_id = s.mappings.create(msk_spec(&proxy_addr, "iam", &url, "g-iam-refused")).await.unwrap().uuid;
-    let t = Instant::now();
-    let v = loop {
-        let v = s.mappings.get(bad_id).await.unwrap();
-        if v.status.state_transition_reason == "EVENT_SOURCE_AUTHN_ERROR" {
-            break v;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "status: {:?}", v.status);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let v = wait_status(&s, bad_id, authn_error).await;
     println!("a refused signature: {}", v.status.last_processing_result);
     assert!(v.status.last_processing_result.contains("SASL authentication failed"), "{}", v.status.last_processing_result);
     assert!(v.status.last_processing_result.contains("signature mismatch"), "{}", v.status.last_processing_result);

@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use openssl::ssl::{Ssl, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
@@ -154,15 +154,7 @@ async fn tls_round(mutual: bool) {
             ..Default::default()
         }];
         let bad_id = s.mappings.create(bad).await.unwrap().uuid;
-        let t = Instant::now();
-        let v = loop {
-            let v = s.mappings.get(bad_id).await.unwrap();
-            if v.status.last_processing_result.starts_with("PROBLEM") {
-                break v;
-            }
-            assert!(t.elapsed() < Duration::from_secs(30), "status: {:?}", v.status);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let v = wait_status(&s, bad_id, |st| st.last_processing_result.starts_with("PROBLEM")).await;
         println!("{}: {} / {}", if mutual { "no client certificate" } else { "an untrusted CA" }, v.status.state_transition_reason, v.status.last_processing_result);
         assert!(v.status.last_processing_result.starts_with("PROBLEM: TLS handshake with the brokers failed"), "{}", v.status.last_processing_result);
         let why = if mutual { "certificate required" } else { "certificate verify failed" };
@@ -182,15 +174,7 @@ async fn tls_round(mutual: bool) {
                 ..Default::default()
             }];
             let locked_id = s.mappings.create(locked).await.unwrap().uuid;
-            let t = Instant::now();
-            let v = loop {
-                let v = s.mappings.get(locked_id).await.unwrap();
-                if v.status.state_transition_reason == "EVENT_SOURCE_AUTHN_ERROR" {
-                    break v;
-                }
-                assert!(t.elapsed() < Duration::from_secs(30), "status: {:?}", v.status);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
+            let v = wait_status(&s, locked_id, authn_error).await;
             println!("a wrong key password: {}", v.status.last_processing_result);
             assert!(v.status.last_processing_result.starts_with("PROBLEM: Cannot use the client certificate or key"), "{}", v.status.last_processing_result);
             assert!(!v.status.last_processing_result.contains("wrong-key-pass"));

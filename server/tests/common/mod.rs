@@ -170,6 +170,24 @@ impl Broker {
     }
 }
 
+/// The mapping once `done` holds for its status (30 s at most).
+pub async fn wait_status(s: &Sluice, id: uuid::Uuid, done: impl Fn(&sluice_app::model::MappingStatus) -> bool) -> sluice_app::model::MappingView {
+    let t = Instant::now();
+    loop {
+        let v = s.mappings.get(id).await.unwrap();
+        if done(&v.status) {
+            return v;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "status: {:?}", v.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// StateTransitionReason EVENT_SOURCE_AUTHN_ERROR.
+pub fn authn_error(s: &sluice_app::model::MappingStatus) -> bool {
+    s.state_transition_reason == "EVENT_SOURCE_AUTHN_ERROR"
+}
+
 /// tansu on a plain port of its own, advertising `advertised` (a proxy the
 /// test puts in front of it). The process, its directory, its plain address.
 pub fn tansu_behind(bin: &std::path::Path, advertised: &str) -> (Child, tempfile::TempDir, String) {
