@@ -175,7 +175,16 @@ pub fn MappingFormView(
                     help="A JSON secret with username and password, read when the mapping starts (never stored)."/>
                 <label for=F_CA>"CA certificate (optional)"</label>
                 <textarea id=F_CA name=F_CA rows="3" placeholder="-----BEGIN CERTIFICATE-----">{v.ca_certificate.clone()}</textarea>
-                <p class="help">"PEM of the CA that signed the brokers' certificates, when it is not a public one. Client certificates (mutual TLS): through the API."</p>
+                <p class="help">"PEM of the CA that signed the brokers' certificates, when it is not a public one."</p>
+                <label for=F_CLIENT_CERT>"Client certificate (mutual TLS, optional)"</label>
+                <textarea id=F_CLIENT_CERT name=F_CLIENT_CERT rows="3" placeholder="-----BEGIN CERTIFICATE-----">{v.client_certificate.clone()}</textarea>
+                <label for=F_CLIENT_KEY>"Client private key"</label>
+                <textarea id=F_CLIENT_KEY name=F_CLIENT_KEY rows="3" autocomplete="off"
+                    placeholder=if v.client_stored.is_some() { "stored (never shown): leave empty to keep it" } else { "-----BEGIN PRIVATE KEY-----" }></textarea>
+                <label for=F_CLIENT_KEY_PASSWORD>"Private key password (if the key is encrypted)"</label>
+                <input id=F_CLIENT_KEY_PASSWORD name=F_CLIENT_KEY_PASSWORD type="password" autocomplete="new-password"/>
+                {v.client_stored.is_some().then(|| view! { <input type="hidden" name=F_CLIENT_STORED value="on"/> })}
+                <p class="help">"PEM. The key and its password are never shown again; left empty while the certificate stays the same, the stored ones are kept."</p>
             </fieldset>
             <fieldset>
                 <legend>"Target"</legend>

@@ -35,6 +35,11 @@ pub const F_AUTH_PASSWORD: &str = "SourceAccessConfigurations.Password";
 pub const F_AUTH_URI: &str = "SourceAccessConfigurations.URI";
 pub const F_AUTH_STORED: &str = "SourceAccessConfigurations.SecretStored";
 pub const F_CA: &str = "SourceAccessConfigurations.ServerRootCaCertificate";
+/// Mutual TLS: the client certificate, its key and the key's password.
+pub const F_CLIENT_CERT: &str = "SourceAccessConfigurations.ClientCertificate";
+pub const F_CLIENT_KEY: &str = "SourceAccessConfigurations.PrivateKey";
+pub const F_CLIENT_KEY_PASSWORD: &str = "SourceAccessConfigurations.PrivateKeyPassword";
+pub const F_CLIENT_STORED: &str = "SourceAccessConfigurations.ClientKeyStored";
 pub const F_PROTOCOL: &str = "SelfManagedKafkaEventSourceConfig.SecurityProtocol";
 
 /// Every input of the form as typed. Checkboxes are `Some` when ticked (an
@@ -103,6 +108,16 @@ pub struct MappingForm {
     pub auth_stored: Option<String>,
     #[serde(rename = "SourceAccessConfigurations.ServerRootCaCertificate", default)]
     pub ca_certificate: String,
+    #[serde(rename = "SourceAccessConfigurations.ClientCertificate", default)]
+    pub client_certificate: String,
+    /// Never filled from a stored mapping; empty keeps the stored key.
+    #[serde(rename = "SourceAccessConfigurations.PrivateKey", default, skip_serializing)]
+    pub client_key: String,
+    #[serde(rename = "SourceAccessConfigurations.PrivateKeyPassword", default, skip_serializing)]
+    pub client_key_password: String,
+    /// Set when the stored mapping has a client key (so an empty one is fine).
+    #[serde(rename = "SourceAccessConfigurations.ClientKeyStored", default)]
+    pub client_stored: Option<String>,
     #[serde(rename = "SelfManagedKafkaEventSourceConfig.SecurityProtocol", default)]
     pub security_protocol: String,
 }
@@ -141,6 +156,7 @@ impl MappingForm {
 
     pub fn from_spec(s: &MappingSpec) -> Self {
         let poll = s.provisioned_poller_config.as_ref();
+        let mtls = s.source_access_configurations.iter().find(|c| c.kind == "CLIENT_CERTIFICATE_TLS_AUTH");
         let sasl = s.source_access_configurations.iter().find(|c| SASL_KINDS.contains(&c.kind.as_str()));
         MappingForm {
             name: s.name.clone().unwrap_or_default(),
@@ -179,6 +195,10 @@ impl MappingForm {
                 .find(|c| c.kind == "SERVER_ROOT_CA_CERTIFICATE")
                 .and_then(|c| c.certificate.clone())
                 .unwrap_or_default(),
+            client_certificate: mtls.and_then(|c| c.certificate.clone()).unwrap_or_default(),
+            client_key: String::new(),
+            client_key_password: String::new(),
+            client_stored: mtls.filter(|c| c.secret_stored).map(|_| "on".into()),
             security_protocol: s.self_managed_kafka_event_source_config.security_protocol.clone().unwrap_or_default(),
         }
     }
@@ -196,8 +216,21 @@ impl MappingForm {
                 ..Default::default()
             });
         }
-        if let Some(ca) = opt(&self.ca_certificate) {
+        // Browsers send a textarea's lines with CRLF: PEM as stored (and as
+        // the API gives it) has LF, and a kept key needs the same certificate.
+        let pem = |v: &str| opt(v).map(|p| p.replace("\r\n", "\n"));
+        if let Some(ca) = pem(&self.ca_certificate) {
             out.push(SourceAccessConfiguration { kind: "SERVER_ROOT_CA_CERTIFICATE".into(), certificate: Some(ca), ..Default::default() });
+        }
+        if let Some(cert) = pem(&self.client_certificate) {
+            out.push(SourceAccessConfiguration {
+                kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(),
+                certificate: Some(cert),
+                private_key: pem(&self.client_key),
+                private_key_password: Some(self.client_key_password.clone()).filter(|p| !p.is_empty()),
+                secret_stored: self.client_stored.is_some(),
+                ..Default::default()
+            });
         }
         out
     }
@@ -410,5 +443,29 @@ mod tests {
         // Sent back untouched, it validates (the server then keeps the stored password).
         let again = back.to_spec(NOW).unwrap();
         assert_eq!(again.source_access_configurations[0].password, None);
+    }
+
+    #[test]
+    fn a_client_certificate_round_trips_without_its_key() {
+        let cert = "-----BEGIN CERTIFICATE-----\nc\n-----END CERTIFICATE-----";
+        let mut f = MappingForm { client_certificate: cert.replace('\n', "\r\n"), ..good() };
+        let errs = f.to_spec(NOW).unwrap_err();
+        assert!(errs.iter().any(|e| e.field.ends_with("PrivateKey")), "a certificate needs its key: {errs:?}");
+        f.client_key = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nk\n-----END ENCRYPTED PRIVATE KEY-----".into();
+        let errs = f.to_spec(NOW).unwrap_err();
+        assert!(errs.iter().any(|e| e.field.ends_with("PrivateKeyPassword")), "an encrypted key needs its password: {errs:?}");
+        f.client_key_password = "kp".into();
+        let mut spec = f.to_spec(NOW).unwrap();
+        assert_eq!(spec.security_protocol(), "SSL");
+        let c = &spec.source_access_configurations[0];
+        assert_eq!((c.kind.as_str(), c.certificate.as_deref(), c.private_key_password.as_deref()), ("CLIENT_CERTIFICATE_TLS_AUTH", Some(cert), Some("kp")));
+        // As stored: the key apart; the form shows the certificate only.
+        spec.source_access_configurations[0].private_key = None;
+        spec.source_access_configurations[0].private_key_password = None;
+        spec.source_access_configurations[0].secret_stored = true;
+        let back = MappingForm::from_spec(&spec);
+        assert_eq!((back.client_certificate.as_str(), back.client_key.as_str(), back.client_key_password.as_str()), (cert, "", ""));
+        assert!(back.client_stored.is_some());
+        assert!(back.to_spec(NOW).is_ok(), "sent back untouched, it validates (the server keeps the stored key)");
     }
 }

@@ -374,7 +374,8 @@ impl MappingSpec {
                     if !pem(&c.certificate) {
                         err(&f("Certificate"), "a PEM certificate (-----BEGIN CERTIFICATE-----) is required".into());
                     }
-                    if !pem(&c.private_key) {
+                    // `secret_stored` with no key: an edit in the console, the stored key kept.
+                    if !pem(&c.private_key) && !(c.secret_stored && c.private_key.is_none()) {
                         err(&f("PrivateKey"), "a PEM private key (-----BEGIN ... PRIVATE KEY-----) is required".into());
                     }
                     let encrypted = c.private_key.as_deref().is_some_and(|k| k.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----"));

@@ -104,3 +104,51 @@ for (const js of [false, true]) {
     await api(s.url, "DELETE", `/api/v1/mappings/${id}`);
   });
 }
+
+test("the form sets a client certificate and key (mutual TLS); an edit that leaves the key empty keeps it; no page holds it", async () => {
+  const ctx = await browser.newContext();
+  await signIn(ctx, s);
+  const page = await ctx.newPage();
+  const cert = "-----BEGIN CERTIFICATE-----\nMIIformclientcert\n-----END CERTIFICATE-----";
+  const key = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIformkey-never-shown-4R\n-----END ENCRYPTED PRIVATE KEY-----";
+  const keyPassword = "form-key-pass-never-shown-8T";
+  await page.goto(`${s.url}/mappings/new`);
+  await page.waitForSelector("body[data-hydrated=true]");
+  await page.fill('[name="Name"]', "form-mtls");
+  await page.fill('[name="FunctionName"]', "http://127.0.0.1:9/fn");
+  await page.fill('[name="Topics"]', "orders");
+  await page.fill('[name="SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS"]', "127.0.0.1:9");
+  await page.uncheck('[name="Enabled"]');
+  await page.fill('[name="SourceAccessConfigurations.ClientCertificate"]', cert);
+  await page.fill('[name="SourceAccessConfigurations.PrivateKey"]', key);
+  // An encrypted key without its password: refused, saying which.
+  await page.click("main button[type=submit]");
+  await page.waitForSelector('[data-error-for="SourceAccessConfigurations"]');
+  assert.match(await page.locator('[data-error-for="SourceAccessConfigurations"]').first().textContent(), /encrypted: give its password/);
+  // Secrets are not sent back with a refused form: the key is given again.
+  assert.equal(await page.inputValue('[name="SourceAccessConfigurations.PrivateKey"]'), "");
+  assert.equal(await page.inputValue('[name="SourceAccessConfigurations.ClientCertificate"]'), cert);
+  await page.fill('[name="SourceAccessConfigurations.PrivateKey"]', key);
+  await page.fill('[name="SourceAccessConfigurations.PrivateKeyPassword"]', keyPassword);
+  await Promise.all([page.waitForURL(/\/mappings\/[0-9a-f-]{36}$/), page.click("main button[type=submit]")]);
+  const id = page.url().split("/").pop();
+  let m = (await api(s.url, "GET", `/api/v1/mappings/${id}`)).body;
+  assert.deepEqual(m.SourceAccessConfigurations, [{ Type: "CLIENT_CERTIFICATE_TLS_AUTH", Certificate: cert, SecretStored: true }]);
+  assert.equal(m.SelfManagedKafkaEventSourceConfig?.SecurityProtocol ?? "SSL", "SSL");
+
+  // Edit something else: the key fields stay empty and the key stays.
+  await page.goto(`${s.url}/mappings/${id}/edit`);
+  await page.waitForSelector("body[data-hydrated=true]");
+  assert.equal(await page.inputValue('[name="SourceAccessConfigurations.PrivateKey"]'), "");
+  assert.equal(await page.inputValue('[name="SourceAccessConfigurations.ClientCertificate"]'), cert);
+  const html = await page.content();
+  assert.ok(!html.includes("MIIformkey-never-shown-4R") && !html.includes(keyPassword), "the edit page holds the key or its password");
+  await page.fill('[name="BatchSize"]', "33");
+  await Promise.all([page.waitForURL(new RegExp(`/mappings/${id}$`)), page.click("main button[type=submit]")]);
+  m = (await api(s.url, "GET", `/api/v1/mappings/${id}`)).body;
+  assert.equal(m.BatchSize, 33);
+  assert.deepEqual(m.SourceAccessConfigurations, [{ Type: "CLIENT_CERTIFICATE_TLS_AUTH", Certificate: cert, SecretStored: true }]);
+  assert.ok(!s.output().includes("MIIformkey-never-shown-4R") && !s.output().includes(keyPassword));
+  await ctx.close();
+  await api(s.url, "DELETE", `/api/v1/mappings/${id}`);
+});

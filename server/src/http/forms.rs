@@ -42,14 +42,7 @@ pub async fn update(State(s): State<AppState>, Path(id): Path<String>, req: Requ
     let current = s.mappings.get(id).await.ok();
     let before = current.as_ref().map(|m| (m.spec.starting_position, m.spec.starting_position_timestamp));
     let saved = match form.to_spec(sluice_app::api::now_s()) {
-        Ok(mut spec) => {
-            // Client certificates are set through the API (not the form): kept as stored.
-            if let Some(c) = &current {
-                let certs = c.spec.source_access_configurations.iter().filter(|a| a.kind == "CLIENT_CERTIFICATE_TLS_AUTH").cloned();
-                spec.source_access_configurations.extend(certs);
-            }
-            s.mappings.replace(id, spec).await
-        }
+        Ok(spec) => s.mappings.replace(id, spec).await,
         Err(errs) => Err(ServiceError::Invalid(errs)),
     };
     match saved {
