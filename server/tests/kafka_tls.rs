@@ -100,7 +100,7 @@ async fn tls_round(mutual: bool) {
         // tansu on a plain port, advertising the proxy's.
         let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_addr = proxy.local_addr().unwrap().to_string();
-        let (mut tansu, _dir, plain) = tansu_behind(&bin, &proxy_addr);
+        let (_tansu, _dir, plain) = tansu_behind(&bin, &proxy_addr);
         serve_tls_proxy(proxy, plain.clone(), certs.path(), mutual);
         // Topic and records through the TLS listener, as any client would.
         let admin_cfg = |cfg: &mut rdkafka::ClientConfig| {
@@ -180,7 +180,5 @@ async fn tls_round(mutual: bool) {
             assert!(!v.status.last_processing_result.contains("wrong-key-pass"));
         }
         s.stop().await;
-        let _ = tansu.kill();
-        let _ = tansu.wait();
     }
 }

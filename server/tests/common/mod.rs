@@ -188,9 +188,19 @@ pub fn authn_error(s: &sluice_app::model::MappingStatus) -> bool {
     s.state_transition_reason == "EVENT_SOURCE_AUTHN_ERROR"
 }
 
+/// A child process killed when dropped (a failing test leaves no broker behind).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// tansu on a plain port of its own, advertising `advertised` (a proxy the
 /// test puts in front of it). The process, its directory, its plain address.
-pub fn tansu_behind(bin: &std::path::Path, advertised: &str) -> (Child, tempfile::TempDir, String) {
+pub fn tansu_behind(bin: &std::path::Path, advertised: &str) -> (Reaped, tempfile::TempDir, String) {
     let plain_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let tansu = Command::new(bin)
@@ -208,7 +218,7 @@ pub fn tansu_behind(bin: &std::path::Path, advertised: &str) -> (Child, tempfile
         assert!(t.elapsed() < Duration::from_secs(20), "tansu did not listen");
         std::thread::sleep(Duration::from_millis(100));
     }
-    (tansu, dir, plain)
+    (Reaped(tansu), dir, plain)
 }
 
 /// An HTTP function that records every (partition, offset) it is sent, and
