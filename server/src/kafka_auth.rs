@@ -52,6 +52,35 @@ pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Res
     Ok(())
 }
 
+/// Whether signing in for `spec` needs AWS: a Secrets Manager URI, or MSK IAM.
+pub fn needs_aws(spec: &MappingSpec) -> bool {
+    spec.msk_iam() || spec.source_access_configurations.iter().any(|c| c.uri.is_some())
+}
+
+/// The settings for `spec`, with `sdk` (when `needs_aws`): its Secrets
+/// Manager secrets read, its MSK IAM credentials loaded.
+pub async fn prepare(spec: &MappingSpec, sdk: Option<&aws_config::SdkConfig>) -> Result<KafkaAuth, String> {
+    let Some(sdk) = sdk.filter(|_| needs_aws(spec)) else { return Ok(KafkaAuth::of(spec)) };
+    let mut spec = spec.clone();
+    resolve(sdk, &mut spec).await?;
+    let auth = KafkaAuth::of(&spec);
+    auth.load_credentials(sdk).await?;
+    Ok(auth)
+}
+
+/// AWS's StateTransitionReason for a status that says the brokers refused
+/// the mapping (credentials, certificates, ACLs); None for anything else.
+pub fn refusal_reason(result: &str) -> Option<&'static str> {
+    const AUTHN: [&str; 3] = ["PROBLEM: SASL authentication failed", "PROBLEM: TLS handshake", "PROBLEM: Cannot use the client certificate"];
+    if AUTHN.iter().any(|p| result.starts_with(p)) {
+        Some("EVENT_SOURCE_AUTHN_ERROR")
+    } else if result.starts_with("PROBLEM: Not authorized") {
+        Some("EVENT_SOURCE_AUTHZ_ERROR")
+    } else {
+        None
+    }
+}
+
 /// The settings, secrets included: never printed (Debug shows the keys).
 /// With MSK IAM, also what signs the OAUTHBEARER tokens.
 #[derive(Clone, Default)]
@@ -244,11 +273,12 @@ impl MskIam {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use sluice_app::spec::SourceAccessConfiguration;
 
-    fn spec(configs: Vec<SourceAccessConfiguration>, protocol: Option<&str>) -> MappingSpec {
+    /// A minimal valid spec with these access configurations.
+    pub(crate) fn spec(configs: Vec<SourceAccessConfiguration>, protocol: Option<&str>) -> MappingSpec {
         let mut s: MappingSpec = serde_json::from_value(serde_json::json!({
             "FunctionName": "http://f/", "Topics": ["t"], "StartingPosition": "LATEST",
             "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b:9092"]}}

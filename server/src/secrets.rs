@@ -115,17 +115,8 @@ fn decode_key(text: &str) -> Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka_auth::tests::spec;
     use sluice_app::spec::SourceAccessConfiguration;
-
-    fn spec_with(configs: Vec<SourceAccessConfiguration>) -> MappingSpec {
-        let mut s: MappingSpec = serde_json::from_value(serde_json::json!({
-            "FunctionName": "http://f/", "Topics": ["t"], "StartingPosition": "LATEST",
-            "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b:9092"]}}
-        }))
-        .unwrap();
-        s.source_access_configurations = configs;
-        s
-    }
 
     /// Every secret part comes back, and what was sealed before key
     /// passwords existed (two parts per entry) still opens.
@@ -140,20 +131,23 @@ mod tests {
             ..Default::default()
         };
         let sasl = SourceAccessConfiguration { kind: "SASL_SCRAM_512_AUTH".into(), username: Some("u".into()), password: Some("pw".into()), ..Default::default() };
-        let spec = spec_with(vec![sasl.clone(), full.clone()]);
-        let sealed = sealer.seal_spec(&spec).unwrap().unwrap();
+        let stored = spec(vec![sasl.clone(), full.clone()], None);
+        let sealed = sealer.seal_spec(&stored).unwrap().unwrap();
         for secret in ["pw", "kp", "ENCRYPTED"] {
             assert!(!sealed.contains(secret));
         }
-        let mut bare = spec_with(vec![
-            SourceAccessConfiguration { password: None, ..sasl.clone() },
-            SourceAccessConfiguration { private_key: None, private_key_password: None, ..full.clone() },
-        ]);
+        let mut bare = spec(
+            vec![
+                SourceAccessConfiguration { password: None, ..sasl.clone() },
+                SourceAccessConfiguration { private_key: None, private_key_password: None, ..full.clone() },
+            ],
+            None,
+        );
         sealer.unseal_into(&sealed, &mut bare).unwrap();
         assert_eq!(bare.source_access_configurations, vec![sasl.clone(), full.clone()]);
 
         let old = sealer.seal(br#"[["pw", null], [null, "-----BEGIN PRIVATE KEY-----k"]]"#).unwrap();
-        let mut bare = spec_with(vec![SourceAccessConfiguration { password: None, ..sasl }, SourceAccessConfiguration { private_key: None, private_key_password: None, ..full }]);
+        let mut bare = spec(vec![SourceAccessConfiguration { password: None, ..sasl }, SourceAccessConfiguration { private_key: None, private_key_password: None, ..full }], None);
         sealer.unseal_into(&old, &mut bare).unwrap();
         assert_eq!(bare.source_access_configurations[0].password.as_deref(), Some("pw"));
         assert_eq!(bare.source_access_configurations[1].private_key.as_deref(), Some("-----BEGIN PRIVATE KEY-----k"));

@@ -163,18 +163,13 @@ impl MappingService {
     /// How this node's Kafka clients authenticate for `spec`, Secrets
     /// Manager URIs resolved.
     pub async fn kafka_auth(&self, id: Uuid, spec: &MappingSpec) -> Result<crate::kafka_auth::KafkaAuth, String> {
-        let uses_aws = spec.msk_iam() || spec.source_access_configurations.iter().any(|c| c.uri.is_some());
-        if !uses_aws {
+        if !crate::kafka_auth::needs_aws(spec) {
             return Ok(crate::kafka_auth::KafkaAuth::of(spec));
         }
         let node = self.aws.get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await }).await;
         // The mapping's role, as its pollers use it.
         let sdk = crate::engine::with_role(node.clone(), id, spec).await;
-        let mut spec = spec.clone();
-        crate::kafka_auth::resolve(&sdk, &mut spec).await?;
-        let auth = crate::kafka_auth::KafkaAuth::of(&spec);
-        auth.load_credentials(&sdk).await?;
-        Ok(auth)
+        crate::kafka_auth::prepare(spec, Some(&sdk)).await
     }
 
     /// The cluster's nodes, this one included.

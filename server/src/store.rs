@@ -207,14 +207,7 @@ impl Store {
     /// problems also become the StateTransitionReason (AWS's codes), and
     /// leave it once they are over.
     pub async fn set_result(&self, id: Uuid, result: &str) -> Result<()> {
-        let authn = ["PROBLEM: SASL authentication failed", "PROBLEM: TLS handshake", "PROBLEM: Cannot use the client certificate"];
-        let reason = if authn.iter().any(|p| result.starts_with(p)) {
-            "EVENT_SOURCE_AUTHN_ERROR"
-        } else if result.starts_with("PROBLEM: Not authorized") {
-            "EVENT_SOURCE_AUTHZ_ERROR"
-        } else {
-            ""
-        };
+        let reason = crate::kafka_auth::refusal_reason(result).unwrap_or("");
         sqlx::query(
             "UPDATE mapping_status SET last_processing_result = $1, updated_ms = $2, state_transition_reason = CASE \
              WHEN $4 <> '' THEN $4 \

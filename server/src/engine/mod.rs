@@ -341,32 +341,24 @@ impl Engine {
                 self.settle(id, MappingState::Updating, "USER_INITIATED", Some(why)).await;
                 continue;
             }
-            // Secrets named by a Secrets Manager URI are read at every start
-            // (a rotated secret takes effect with the next start).
-            let mut spec = spec;
-            if spec.source_access_configurations.iter().any(|c| c.uri.is_some()) {
-                let sdk = self.aws_for(id, &spec).await;
-                if let Err(reason) = crate::kafka_auth::resolve(&sdk, &mut spec).await {
-                    self.settle(id, MappingState::Enabled, "EVENT_SOURCE_AUTHN_ERROR", Some(format!("PROBLEM: {reason}"))).await;
-                    continue;
-                }
-            }
-            // MSK IAM signs in with the mapping's AWS credentials.
-            let auth = crate::kafka_auth::KafkaAuth::of(&spec);
-            let iam_sdk = if spec.msk_iam() { Some(self.aws_for(id, &spec).await) } else { None };
-            if let Some(sdk) = &iam_sdk {
-                if let Err(reason) = auth.load_credentials(sdk).await {
-                    self.settle(id, MappingState::Enabled, "EVENT_SOURCE_AUTHN_ERROR", Some(format!("PROBLEM: {reason}"))).await;
-                    continue;
-                }
-            }
+            // One AWS configuration per start (the role assumed once), for
+            // the function, the destination, Secrets Manager and MSK IAM.
             let on_aws = target_kind(&spec.function_name) == TargetKind::Lambda
                 || spec.destination_config.on_failure.as_ref().is_some_and(|d| d.destination.starts_with("arn:"));
-            let aws = if on_aws { Some(self.aws_for(id, &spec).await) } else { None };
+            let aws = if on_aws || crate::kafka_auth::needs_aws(&spec) { Some(self.aws_for(id, &spec).await) } else { None };
+            // Secrets named by a Secrets Manager URI are read at every start
+            // (a rotated secret takes effect with the next start).
+            let auth = match crate::kafka_auth::prepare(&spec, aws.as_ref()).await {
+                Ok(auth) => auth,
+                Err(reason) => {
+                    self.settle(id, MappingState::Enabled, "EVENT_SOURCE_AUTHN_ERROR", Some(format!("PROBLEM: {reason}"))).await;
+                    continue;
+                }
+            };
             let n = self.local_target(id, &spec);
             match self.start_poller(id, &spec, version, aws.as_ref(), n, auth.clone()) {
                 Ok(r) => {
-                    if let Some(sdk) = iam_sdk {
+                    if let Some(sdk) = aws {
                         auth.keep_credentials_fresh(sdk, r.stop.clone());
                     }
                     self.running.insert(id, r);

@@ -214,9 +214,7 @@ impl Context {
 /// A refusal by the brokers (credentials, certificates, ACLs): the reason
 /// a user must act on, which the disconnects that follow it must not hide.
 fn access_problem(result: &str) -> bool {
-    ["PROBLEM: SASL authentication failed", "PROBLEM: TLS handshake", "PROBLEM: Cannot use the client certificate", "PROBLEM: Not authorized"]
-        .iter()
-        .any(|p| result.starts_with(p))
+    crate::kafka_auth::refusal_reason(result).is_some()
 }
 
 fn report(status: &LiveStatus, result: String) {
