@@ -144,24 +144,12 @@ pub fn MappingFormView(
                 <legend>"Kafka authentication"</legend>
                 <label for=F_PROTOCOL>"Security protocol"</label>
                 <select id=F_PROTOCOL name=F_PROTOCOL aria-invalid=f.invalid(F_PROTOCOL)>
-                    {[("", "Default: SASL_SSL with SASL, SSL with a CA certificate, else PLAINTEXT"), ("PLAINTEXT", "PLAINTEXT"), ("SSL", "SSL"), ("SASL_PLAINTEXT", "SASL_PLAINTEXT"), ("SASL_SSL", "SASL_SSL")]
-                        .into_iter()
-                        .map(|(value, label)| {
-                            let selected = value == v.security_protocol;
-                            view! { <option value=value selected=selected>{label}</option> }
-                        })
-                        .collect_view()}
+                    {options(&[("", "Default: SASL_SSL with SASL, SSL with a CA certificate, else PLAINTEXT"), ("PLAINTEXT", "PLAINTEXT"), ("SSL", "SSL"), ("SASL_PLAINTEXT", "SASL_PLAINTEXT"), ("SASL_SSL", "SASL_SSL")], &v.security_protocol)}
                 </select>
                 {f.errors_for(F_PROTOCOL)}
                 <label for=F_AUTH>"SASL"</label>
                 <select id=F_AUTH name=F_AUTH aria-invalid=f.invalid(F_AUTH)>
-                    {[("", "None"), ("BASIC_AUTH", "BASIC_AUTH (SASL/PLAIN)"), ("SASL_SCRAM_256_AUTH", "SASL_SCRAM_256_AUTH"), ("SASL_SCRAM_512_AUTH", "SASL_SCRAM_512_AUTH")]
-                        .into_iter()
-                        .map(|(value, label)| {
-                            let selected = value == v.auth_kind;
-                            view! { <option value=value selected=selected>{label}</option> }
-                        })
-                        .collect_view()}
+                    {options(&[("", "None"), ("BASIC_AUTH", "BASIC_AUTH (SASL/PLAIN)"), ("SASL_SCRAM_256_AUTH", "SASL_SCRAM_256_AUTH"), ("SASL_SCRAM_512_AUTH", "SASL_SCRAM_512_AUTH")], &v.auth_kind)}
                 </select>
                 <p class="help">"For an MSK cluster's IAM access: the MSK cluster ARN above, SASL_SSL, and no SASL type (Sluice signs in with the mapping's AWS credentials)."</p>
                 {f.errors_for(F_AUTH)}
@@ -313,6 +301,14 @@ fn target_name(ev: &leptos::ev::Event) -> Option<String> {
         let _ = ev;
         None
     }
+}
+
+/// A select's `(value, label)` options, `current` selected.
+fn options(items: &[(&'static str, &'static str)], current: &str) -> impl IntoView {
+    items
+        .iter()
+        .map(|&(value, label)| view! { <option value=value selected=value == current>{label}</option> })
+        .collect_view()
 }
 
 /// The form's current values, read from the DOM.

@@ -1060,10 +1060,6 @@ impl ValueFilters {
         FastObj { fields, ors }
     }
 
-    pub fn patterns(&self) -> &[Pattern] {
-        &self.patterns
-    }
-
     /// Whether any pattern matches the record with this value (no
     /// patterns: every record).
     pub fn admits(&self, value: Option<&[u8]>) -> bool {
