@@ -15,7 +15,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,16 +28,11 @@ const PARTITIONS: i32 = 3;
 const PER_PARTITION: usize = 40;
 
 struct AuthBroker {
+    // First: the broker stops before its directory goes.
+    child: Option<Reaped>,
     bin: std::path::PathBuf,
     dir: tempfile::TempDir,
     port: u16,
-    child: Option<Child>,
-}
-
-impl Drop for AuthBroker {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 impl AuthBroker {
@@ -46,28 +41,12 @@ impl AuthBroker {
     }
 
     fn start(&mut self, authentication: bool) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let mut cmd = Command::new(&self.bin);
-        cmd.current_dir(self.dir.path())
-            .args(["broker", "--storage-engine", "sqlite://tansu.db", "--listener-url", &url, "--advertised-listener-url", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if authentication {
-            cmd.arg("--authentication");
-        }
-        self.child = Some(cmd.spawn().expect("tansu starts"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(self.bootstrap()).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let extra: &[&str] = if authentication { &["--authentication"] } else { &[] };
+        self.child = Some(spawn_tansu(&self.bin, self.dir.path(), &self.bootstrap(), &self.bootstrap(), extra));
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child = None;
     }
 
     fn tansu(&self, args: &[&str]) {

@@ -31,19 +31,7 @@ pub enum MockCmd {
 
 pub enum Broker {
     Mock { bootstrap: String, stop: std::sync::mpsc::Sender<MockCmd> },
-    Tansu { bootstrap: String, child: Child, _dir: tempfile::TempDir },
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        match self {
-            Broker::Mock { .. } => {} // the cluster's thread ends when `stop` is dropped
-            Broker::Tansu { child, .. } => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
+    Tansu { bootstrap: String, _child: Reaped, _dir: tempfile::TempDir },
 }
 
 /// The tansu binary: `TANSU_BIN`, or where scripts/test.sh installs it.
@@ -84,24 +72,9 @@ impl Broker {
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        // tansu misreads absolute sqlite paths: give it a relative one.
-        let child = Command::new(bin)
-            .current_dir(dir.path())
-            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
-            .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
-            .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        let bootstrap = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {bootstrap}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(Broker::Tansu { bootstrap, child, _dir: dir })
+        let bootstrap = format!("127.0.0.1:{}", free_port());
+        let child = spawn_tansu(&bin, dir.path(), &bootstrap, &bootstrap, &[]);
+        Some(Broker::Tansu { bootstrap, _child: child, _dir: dir })
     }
 
     pub fn bootstrap(&self) -> &str {
@@ -198,27 +171,35 @@ impl Drop for Reaped {
     }
 }
 
-/// tansu on a plain port of its own, advertising `advertised` (a proxy the
-/// test puts in front of it). The process, its directory, its plain address.
-pub fn tansu_behind(bin: &std::path::Path, advertised: &str) -> (Reaped, tempfile::TempDir, String) {
-    let plain_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let tansu = Command::new(bin)
-        .current_dir(dir.path())
+/// A tansu broker on `listen` (host:port), advertising `advertised`, its
+/// SQLite storage in `dir`; returns once it accepts connections.
+pub fn spawn_tansu(bin: &std::path::Path, dir: &std::path::Path, listen: &str, advertised: &str, extra: &[&str]) -> Reaped {
+    // tansu misreads absolute sqlite paths: give it a relative one.
+    let child = Command::new(bin)
+        .current_dir(dir)
         .args(["broker", "--storage-engine", "sqlite://tansu.db"])
-        .args(["--listener-url", &format!("tcp://127.0.0.1:{plain_port}")])
+        .args(["--listener-url", &format!("tcp://{listen}")])
         .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let plain = format!("127.0.0.1:{plain_port}");
-    let t = Instant::now();
-    while std::net::TcpStream::connect(&plain).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20), "tansu did not listen");
+        .expect("tansu starts");
+    let child = Reaped(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {listen}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    (Reaped(tansu), dir, plain)
+    child
+}
+
+/// tansu on a plain port of its own, advertising `advertised` (a proxy the
+/// test puts in front of it). The process, its directory, its plain address.
+pub fn tansu_behind(bin: &std::path::Path, advertised: &str) -> (Reaped, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = format!("127.0.0.1:{}", free_port());
+    (spawn_tansu(bin, dir.path(), &plain, advertised, &[]), dir, plain)
 }
 
 /// An HTTP function that records every (partition, offset) it is sent, and
