@@ -60,6 +60,33 @@ pub mod backend {
         }
     }
 
+    /// This response's Content-Security-Policy nonce (the server's security
+    /// headers put it on the request; the shell gives it to Leptos's scripts).
+    #[derive(Clone)]
+    pub struct CspNonce(pub String);
+
+    /// The sign-in form's CSRF token, before there is a session (the guard
+    /// puts it on the request to `/login` and in a cookie beside it).
+    #[derive(Clone)]
+    pub struct LoginCsrf(pub String);
+
+    fn extension<T: Clone + Send + Sync + 'static>() -> Option<T> {
+        leptos::prelude::use_context::<http::request::Parts>()?.extensions.get::<T>().cloned()
+    }
+
+    /// The nonce of this response, for Leptos's inline scripts.
+    pub fn provide_nonce() {
+        if let Some(n) = extension::<CspNonce>() {
+            leptos::prelude::provide_context(leptos::nonce::Nonce::from_value(n.0));
+        }
+    }
+
+    /// The CSRF token forms of this page carry: the session's, or before
+    /// sign-in the sign-in form's.
+    pub fn form_token() -> String {
+        session().map(|s| s.csrf).or_else(|| extension::<LoginCsrf>().map(|t| t.0)).unwrap_or_default()
+    }
+
     #[derive(Clone)]
     pub struct BackendHandle(pub Arc<dyn Backend>);
 
@@ -178,12 +205,12 @@ pub async fn get_overview() -> Result<Vec<crate::metrics::Overview>, ServerFnErr
     backend::backend()?.0.overview().await.map_err(ServerFnError::new)
 }
 
-/// The CSRF token of the signed-in session ("" when none): from the request
+/// The CSRF token of the signed-in session (or of the sign-in form): from the request
 /// on the server, from the page's `<meta name="csrf-token">` in the browser.
 pub fn csrf_token() -> String {
     #[cfg(feature = "ssr")]
     {
-        backend::session().map(|s| s.csrf).unwrap_or_default()
+        backend::form_token()
     }
     #[cfg(feature = "hydrate")]
     {

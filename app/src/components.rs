@@ -8,6 +8,46 @@ use crate::form::*;
 use crate::model::{MappingState, Role, Session};
 use crate::spec::{FieldError, StartingPosition};
 
+/// Text for inside `<textarea>` and `<title>`. Leptos writes those two raw
+/// when rendering on the server (raw-text elements to it, an upstream
+/// decision), so user text there could close the element and open a
+/// script: the server escapes it here. In the browser the text is set as
+/// text, which needs no escaping (and would show the entities).
+pub fn rcdata(text: impl Into<String>) -> String {
+    let text = text.into();
+    #[cfg(feature = "ssr")]
+    {
+        escape_html(&text)
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        text
+    }
+}
+
+/// `&`, `<`, `>` and both quotes as character references.
+#[cfg(feature = "ssr")]
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The page's title; every page sets it through here (see `rcdata`).
+#[component]
+pub fn PageTitle(#[prop(into)] text: String) -> impl IntoView {
+    view! { <leptos_meta::Title text=rcdata(text)/> }
+}
+
 #[component]
 pub fn StateBadge(state: MappingState) -> impl IntoView {
     let class = format!("badge state-{}", state.as_str().to_lowercase());
@@ -142,6 +182,9 @@ pub fn MappingFormView(
             </fieldset>
             <fieldset>
                 <legend>"Kafka authentication"</legend>
+                {(v.auth_stored.is_some() || v.client_stored.is_some()).then(|| view! {
+                    <p class="notice" data-notice="secrets-follow-brokers">"A password or private key is stored. Changing the bootstrap servers, the security protocol or the MSK cluster ARN clears it unless you enter it again below: a stored secret is only ever sent where it was given for."</p>
+                })}
                 <label for=F_PROTOCOL>"Security protocol"</label>
                 <select id=F_PROTOCOL name=F_PROTOCOL aria-invalid=f.invalid(F_PROTOCOL)>
                     {options(&[("", "Default: SASL_SSL with SASL, SSL with a CA certificate, else PLAINTEXT"), ("PLAINTEXT", "PLAINTEXT"), ("SSL", "SSL"), ("SASL_PLAINTEXT", "SASL_PLAINTEXT"), ("SASL_SSL", "SASL_SSL")], &v.security_protocol)}
@@ -162,10 +205,10 @@ pub fn MappingFormView(
                     placeholder="arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-…"
                     help="A JSON secret with username and password, read when the mapping starts (never stored)."/>
                 <label for=F_CA>"CA certificate (optional)"</label>
-                <textarea id=F_CA name=F_CA rows="3" placeholder="-----BEGIN CERTIFICATE-----">{v.ca_certificate.clone()}</textarea>
+                <textarea id=F_CA name=F_CA rows="3" placeholder="-----BEGIN CERTIFICATE-----">{rcdata(v.ca_certificate.clone())}</textarea>
                 <p class="help">"PEM of the CA that signed the brokers' certificates, when it is not a public one."</p>
                 <label for=F_CLIENT_CERT>"Client certificate (mutual TLS, optional)"</label>
-                <textarea id=F_CLIENT_CERT name=F_CLIENT_CERT rows="3" placeholder="-----BEGIN CERTIFICATE-----">{v.client_certificate.clone()}</textarea>
+                <textarea id=F_CLIENT_CERT name=F_CLIENT_CERT rows="3" placeholder="-----BEGIN CERTIFICATE-----">{rcdata(v.client_certificate.clone())}</textarea>
                 <label for=F_CLIENT_KEY>"Client private key"</label>
                 <textarea id=F_CLIENT_KEY name=F_CLIENT_KEY rows="3" autocomplete="off"
                     placeholder=if v.client_stored.is_some() { "stored (never shown): leave empty to keep it" } else { "-----BEGIN PRIVATE KEY-----" }></textarea>
@@ -184,7 +227,7 @@ pub fn MappingFormView(
                 <Field name=F_WINDOW label="Batching window (seconds)" value=v.window numeric=true placeholder="empty: 0.5 s"
                     help="0 to 300. 0 invokes as soon as records arrive."/>
                 <label for=F_FILTERS>"Filters"</label>
-                <textarea id=F_FILTERS name=F_FILTERS rows="4" placeholder=r#"{"value": {"type": ["order"]}}"# aria-invalid=f.invalid(F_FILTERS)>{v.filters}</textarea>
+                <textarea id=F_FILTERS name=F_FILTERS rows="4" placeholder=r#"{"value": {"type": ["order"]}}"# aria-invalid=f.invalid(F_FILTERS)>{rcdata(v.filters)}</textarea>
                 <p class="help">"Up to 5 EventBridge patterns, one per line. A record is invoked if any matches; empty: every record."</p>
                 {f.errors_for(F_FILTERS)}
                 <Check name=F_FILTER_META on=v.filter_on_metadata.is_some()

@@ -24,6 +24,9 @@ use leptos_router::{
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    // Inline scripts run only with this response's nonce (see the server's CSP).
+    #[cfg(feature = "ssr")]
+    api::backend::provide_nonce();
     view! {
         <!DOCTYPE html>
         <html lang="en">

@@ -111,7 +111,8 @@ fn Chart(kind: Kind, points: RwSignal<Vec<MetricPoint>>, end: RwSignal<i64>, ran
                     let last = s.points.iter().rev().find_map(|(_, v)| *v).map(fmt_value).unwrap_or_else(|| "—".into());
                     view! {
                         <li data-series=s.name.clone() class:bold=s.bold>
-                            <span class="swatch" style=format!("background: rgb({r},{g},{b})")></span>
+                            // An SVG square, not a style attribute: the CSP allows no inline styles.
+                            <svg class="swatch" viewBox="0 0 10 10" preserveAspectRatio="none" aria-hidden="true"><rect width="10" height="10" fill=format!("rgb({r},{g},{b})")/></svg>
                             {s.name.clone()}" "<span class="last" data-last=last.clone()>{last.clone()}</span>
                         </li>
                     }

@@ -1,17 +1,16 @@
 //! The audit log: every change, who made it and when (operators and admins).
 
 use leptos::prelude::*;
-use leptos_meta::Title;
 
 use crate::api::get_audit;
-use crate::components::ServerError;
+use crate::components::{PageTitle, ServerError};
 use crate::spec::format_unix;
 
 #[component]
 pub fn Audit() -> impl IntoView {
     let entries = Resource::new(|| (), |_| get_audit());
     view! {
-        <Title text="Audit log · Sluice"/>
+        <PageTitle text="Audit log · Sluice"/>
         <div class="page-head"><h1>"Audit log"</h1></div>
         <p class="hint">"Every change made through the console or the API, newest first: sign-ins, mappings, resets, users and tokens."</p>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>

@@ -1,12 +1,11 @@
 //! One mapping's page: its settings, its status, and the actions on it.
 
 use leptos::prelude::*;
-use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{get_counters, get_mapping, get_resets, set_status};
 use crate::pages::AuditLog;
-use crate::components::{Csrf, ForOperators, ServerError, StateBadge};
+use crate::components::{Csrf, ForOperators, PageTitle, ServerError, StateBadge};
 use crate::live::{InsightPanel, MetricsPanel};
 use crate::model::{MappingCounters, MappingState, MappingView};
 use crate::spec::{format_unix, target_kind, TargetKind};
@@ -175,7 +174,7 @@ fn Detail(m: MappingView) -> impl IntoView {
     let toggle_label = if s.enabled { "Disable" } else { "Enable" };
     let (actions_base, label) = (base.clone(), m.label());
     view! {
-        <Title text=format!("{} · Sluice", m.label())/>
+        <PageTitle text=format!("{} · Sluice", m.label())/>
         <div class="page-head">
             <h1>{m.label()}</h1>
             <StateBadge state=m.status.state/>

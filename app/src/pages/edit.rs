@@ -3,11 +3,10 @@
 //! carrying what was typed and the errors.
 
 use leptos::prelude::*;
-use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{get_mapping, set_status, PostedForm};
-use crate::components::{MappingFormView, ServerError};
+use crate::components::{MappingFormView, PageTitle, ServerError};
 use crate::form::MappingForm;
 
 /// The form the server was handed back, if this render answers a bad POST.
@@ -25,7 +24,7 @@ pub fn NewMapping() -> impl IntoView {
         set_status(422);
     }
     view! {
-        <Title text="Create mapping · Sluice"/>
+        <PageTitle text="Create mapping · Sluice"/>
         <h1>"Create mapping"</h1>
         <MappingFormView action="/mappings/new".to_string() values errors submit="Create mapping" cancel="/".to_string()/>
     }
@@ -58,7 +57,7 @@ pub fn EditMapping() -> impl IntoView {
                                 set_status(422);
                             }
                             view! {
-                                <Title text=format!("Edit {} · Sluice", m.label())/>
+                                <PageTitle text=format!("Edit {} · Sluice", m.label())/>
                                 <h1>"Edit " {m.label()}</h1>
                                 <p class="hint">"Every setting can change. The starting position applies to partitions the group has not committed an offset for; after saving a new one, the mapping's page offers to move the group there too. A new topic or consumer group starts at the starting position; the old group's committed offsets stay in Kafka untouched, so switching back continues where it stopped."</p>
                                 <MappingFormView action=format!("{base}/edit") values errors submit="Save changes" cancel=base/>

@@ -5,11 +5,10 @@
 //! the server when the form is sent without JavaScript.
 
 use leptos::prelude::*;
-use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{get_mapping, sample_records, set_status};
-use crate::components::ServerError;
+use crate::components::{PageTitle, ServerError};
 use crate::filter::{judge, value_document, Pattern, Sample, Verdict};
 use crate::model::MappingView;
 
@@ -148,7 +147,7 @@ fn Tester(m: MappingView, patterns: String, values: String, meta: bool, samples:
     };
     let differs = move || pattern_text.with(|t| t.trim() != saved.trim());
     view! {
-        <Title text=format!("Test filters of {} · Sluice", m.label())/>
+        <PageTitle text=format!("Test filters of {} · Sluice", m.label())/>
         <h1>"Test the filters of " <a href=base.clone()>{m.label()}</a></h1>
         <p class="hint">
             "Patterns use EventBridge's syntax and are matched against " <code>"{\"value\": …}"</code>
@@ -159,7 +158,7 @@ fn Tester(m: MappingView, patterns: String, values: String, meta: bool, samples:
             <input type="hidden" name="sent" value="1"/>
             <label for="patterns">"Filters (one pattern per line)"</label>
             <textarea id="patterns" name="patterns" rows="4" prop:value=move || pattern_text.get()
-                on:input:target=move |ev| pattern_text.set(ev.target().value())>{patterns}</textarea>
+                on:input:target=move |ev| pattern_text.set(ev.target().value())>{crate::components::rcdata(patterns)}</textarea>
             {move || match compiled.get() {
                 Err(e) => view! { <p class="field-error" data-error-for="patterns">{e}</p> }.into_any(),
                 Ok(_) if differs() => view! { <p class="help">"Changed here, not saved."</p> }.into_any(),
@@ -171,7 +170,7 @@ fn Tester(m: MappingView, patterns: String, values: String, meta: bool, samples:
             </label>
             <label for="values">"Values to try (one record value per line)"</label>
             <textarea id="values" name="values" rows="4" placeholder="{\"type\": \"order\", \"amount\": 120}"
-                prop:value=move || value_text.get() on:input:target=move |ev| value_text.set(ev.target().value())>{values}</textarea>
+                prop:value=move || value_text.get() on:input:target=move |ev| value_text.set(ev.target().value())>{crate::components::rcdata(values)}</textarea>
             <div class="form-actions">
                 <button type="submit" class="button primary">"Test"</button>
                 <button type="submit" class="button" name="load" value="20">{format!("Load the latest 20 records of {topic}")}</button>

@@ -1,7 +1,6 @@
 //! The list of mappings: the console's home page.
 
 use leptos::prelude::*;
-use leptos_meta::Title;
 
 use std::collections::HashMap;
 
@@ -9,7 +8,7 @@ use crate::api::{get_overview, list_counters, list_mappings};
 use crate::charts::sparkline;
 use crate::live::health_class;
 use crate::metrics::Overview;
-use crate::components::{ForOperators, ServerError, StateBadge};
+use crate::components::{ForOperators, PageTitle, ServerError, StateBadge};
 use crate::model::MappingCounters;
 
 #[component]
@@ -31,7 +30,7 @@ pub fn MappingList() -> impl IntoView {
         }
     });
     view! {
-        <Title text="Mappings · Sluice"/>
+        <PageTitle text="Mappings · Sluice"/>
         <div class="page-head">
             <h1>"Mappings"</h1>
             <ForOperators>

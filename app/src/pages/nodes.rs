@@ -2,10 +2,9 @@
 //! pollers it runs.
 
 use leptos::prelude::*;
-use leptos_meta::Title;
 
 use crate::api::{get_nodes, list_mappings, now_s};
-use crate::components::ServerError;
+use crate::components::{PageTitle, ServerError};
 
 fn ago(t: f64) -> String {
     let s = (now_s() as f64 - t).max(0.0);
@@ -28,7 +27,7 @@ pub fn Nodes() -> impl IntoView {
         }
     });
     view! {
-        <Title text="Nodes · Sluice"/>
+        <PageTitle text="Nodes · Sluice"/>
         <div class="page-head"><h1>"Nodes"</h1></div>
         <p class="hint">
             "Every Sluice process on this database. The pollers of each mapping are consumers in its \

@@ -4,11 +4,10 @@
 //! again, carrying the preview or the applied result.
 
 use leptos::prelude::*;
-use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{get_mapping, get_reset_state, set_status};
-use crate::components::{Csrf, ServerError};
+use crate::components::{Csrf, PageTitle, ServerError};
 use crate::reset::{time_zones, PartitionReset, PostedReset, ResetAudit, ResetForm, ResetOutcome, Strategy};
 use crate::spec::{format_unix, FieldError};
 
@@ -63,7 +62,7 @@ pub fn ResetMapping() -> impl IntoView {
                     let base = format!("/mappings/{}", m.uuid);
                     let partitions: Vec<PartitionReset> = st.current.as_ref().map(|c| c.partitions.clone()).unwrap_or_default();
                     view! {
-                        <Title text=format!("Reset {} · Sluice", m.label())/>
+                        <PageTitle text=format!("Reset {} · Sluice", m.label())/>
                         <h1>"Reset the position of " <a href=base.clone()>{m.label()}</a></h1>
                         <p class="hint">
                             "Topic " <strong>{m.spec.topic().to_string()}</strong> ", consumer group "

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod forms;
 pub mod guard;
+pub mod headers;
 pub mod openapi;
 pub mod stream;
 
@@ -71,6 +72,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         // Pages, JSON and the wasm go out gzipped (live streams are left
         // alone by the default predicate).
         .layer(tower_http::compression::CompressionLayer::new())
+        .layer(axum::middleware::from_fn(headers::security_headers))
         .with_state(state)
 }
 
