@@ -428,6 +428,18 @@ impl MappingSpec {
         &self.self_managed_event_source.endpoints.kafka_bootstrap_servers
     }
 
+    /// Where the stored Kafka secrets go: the brokers, the protocol they
+    /// travel over and the cluster. An edit that changes any of these
+    /// without giving the secrets again drops the stored ones (as password
+    /// managers do), so nobody can send a password they cannot read to a
+    /// broker of their choosing, or in clear.
+    pub fn secret_destination(&self) -> (Vec<String>, String, Option<String>) {
+        let mut servers: Vec<String> = self.bootstrap_servers().iter().map(|s| s.trim().to_ascii_lowercase()).collect();
+        servers.sort();
+        servers.dedup();
+        (servers, self.security_protocol(), self.event_source_arn.clone())
+    }
+
     pub fn consumer_group_id(&self) -> Option<&str> {
         self.self_managed_kafka_event_source_config.consumer_group_id.as_deref().or_else(|| {
             self.amazon_managed_kafka_event_source_config.as_ref().and_then(|c| c.consumer_group_id.as_deref())

@@ -60,6 +60,41 @@ test("a mapping's SASL password and TLS key are in no answer, page or log line",
   await api(s.url, "DELETE", `/api/v1/mappings/${id}`);
 });
 
+test("an edit that sends a stored secret elsewhere (brokers, protocol, cluster) must give it again", async () => {
+  const created = await api(s.url, "POST", "/api/v1/mappings", validMapping({
+    Name: "moving-secret",
+    Enabled: false,
+    SelfManagedEventSource: { Endpoints: { KAFKA_BOOTSTRAP_SERVERS: ["127.0.0.1:9"] } },
+    SourceAccessConfigurations: [{ Type: "SASL_SCRAM_512_AUTH", Username: "alice", Password: PASSWORD }],
+  }));
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.UUID;
+  const shown = (await api(s.url, "GET", `/api/v1/mappings/${id}`)).body;
+  const moves = [
+    { SelfManagedEventSource: { Endpoints: { KAFKA_BOOTSTRAP_SERVERS: ["evil.example:9092"] } } },
+    { SelfManagedKafkaEventSourceConfig: { ...shown.SelfManagedKafkaEventSourceConfig, SecurityProtocol: "SASL_PLAINTEXT" } },
+    { EventSourceArn: "arn:aws:kafka:us-east-1:123456789012:cluster/other/abc" },
+  ];
+  for (const move of moves) {
+    const r = await api(s.url, "PUT", `/api/v1/mappings/${id}`, { ...shown, ...move });
+    assert.equal(r.status, 400, `${JSON.stringify(move)}: ${JSON.stringify(r.body)}`);
+    assert.deepEqual(r.body.Errors.map((e) => e.Field), ["SourceAccessConfigurations[0].Password"]);
+    assert.match(r.body.Errors[0].Message, /only sent where it was given for/);
+  }
+  // Given again, the move is saved; the place it was given for is the new one.
+  const moved = await api(s.url, "PUT", `/api/v1/mappings/${id}`, {
+    ...shown, ...moves[0],
+    SourceAccessConfigurations: [{ Type: "SASL_SCRAM_512_AUTH", Username: "alice", Password: "another-password-1" }],
+  });
+  assert.equal(moved.status, 200, JSON.stringify(moved.body));
+  assert.equal(moved.body.SourceAccessConfigurations[0].SecretStored, true);
+  // Changes elsewhere keep it, as before (the broker list's order and case do not count).
+  const again = await api(s.url, "PATCH", `/api/v1/mappings/${id}`, { BatchSize: 5, SelfManagedEventSource: { Endpoints: { KAFKA_BOOTSTRAP_SERVERS: ["EVIL.example:9092"] } } });
+  assert.equal(again.status, 200, JSON.stringify(again.body));
+  assert.equal(again.body.SourceAccessConfigurations[0].SecretStored, true);
+  await api(s.url, "DELETE", `/api/v1/mappings/${id}`);
+});
+
 for (const js of [false, true]) {
   test(`the form (${js ? "hydrated" : "no JavaScript"}) sets SCRAM credentials; an edit that leaves the password empty keeps it; the page never holds it`, async () => {
     const ctx = await browser.newContext({ javaScriptEnabled: js });
@@ -99,6 +134,19 @@ for (const js of [false, true]) {
     assert.equal(m.BatchSize, 77);
     assert.deepEqual(m.SourceAccessConfigurations, [{ Type: "SASL_SCRAM_512_AUTH", Username: "carol", SecretStored: true }]);
     assert.match(await page.locator('[data-field="SourceAccessConfigurations"]').textContent(), /SASL_SSL; SASL_SCRAM_512_AUTH as carol \(secret stored/);
+
+    // Other brokers without the password: the form says beforehand that the
+    // stored one will not follow, and the save asks for it under its field.
+    await page.goto(`${s.url}/mappings/${id}/edit`);
+    await ready();
+    assert.match(await page.locator('[data-notice="secrets-follow-brokers"]').textContent(), /Changing the bootstrap servers/);
+    await page.fill('[name="SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS"]', "203.0.113.9:9092");
+    await page.click("main button[type=submit]");
+    if (!js) await page.waitForLoadState();
+    await page.waitForSelector('[data-error-for="SourceAccessConfigurations"]');
+    assert.match(await page.locator('[data-error-for="SourceAccessConfigurations"]').first().textContent(), /only sent where it was given for/);
+    m = (await api(s.url, "GET", `/api/v1/mappings/${id}`)).body;
+    assert.deepEqual(m.SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS, ["127.0.0.1:9"], "nothing was saved");
     assert.equal(s.output().includes(pw), false);
     await ctx.close();
     await api(s.url, "DELETE", `/api/v1/mappings/${id}`);

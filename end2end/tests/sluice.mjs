@@ -93,15 +93,24 @@ export async function launchBrowser() {
 export const ADMIN_PASSWORD = "e2e-admin-password-0";
 const TOKENS = new Map();
 
+/** The sign-in form's post as a browser makes it: the form's page first, for
+ * its CSRF cookie and field. `cookies`: more cookies to send (a device cookie). */
+export async function postSignIn(s, fields, cookies = "") {
+  const page = await fetch(`${s.url}/login`);
+  const csrf = (page.headers.get("set-cookie") || "").match(/sluice_login_csrf=([^;]+)/)?.[1];
+  if (!csrf) throw new Error("the sign-in page set no CSRF cookie");
+  return fetch(`${s.url}/login`, {
+    method: "POST",
+    redirect: "manual",
+    headers: { "content-type": "application/x-www-form-urlencoded", cookie: `sluice_login_csrf=${csrf}${cookies ? "; " + cookies : ""}` },
+    body: new URLSearchParams({ ...fields, csrf }),
+  });
+}
+
 /** Signs the browser context in as admin (through the sign-in form's post),
  * so its pages open as a signed-in user's. */
 export async function signIn(ctx, s, user = "admin", password = ADMIN_PASSWORD) {
-  const r = await fetch(`${s.url}/login`, {
-    method: "POST",
-    redirect: "manual",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ username: user, password, next: "/" }),
-  });
+  const r = await postSignIn(s, { username: user, password, next: "/" });
   const cookie = (r.headers.get("set-cookie") || "").split(";")[0];
   if (!cookie.startsWith("sluice_session=") || cookie === "sluice_session=") throw new Error(`sign-in failed: ${r.status} ${r.headers.get("location")}`);
   await ctx.addCookies([{ name: "sluice_session", value: cookie.slice("sluice_session=".length), url: s.url }]);

@@ -181,7 +181,7 @@ async fn main() {
     .unwrap();
     let feeder = feeder_only(n_mem).await;
     let (url, _) = noop_function().await;
-    in_memory(Arc::new(HttpTarget::new(&url, Duration::from_secs(30)).unwrap()), n_mem / 5, "loopback HTTP no-op function", feeder / 5.0).await;
+    in_memory(Arc::new(HttpTarget::new(&url, Duration::from_secs(30), &Default::default()).unwrap()), n_mem / 5, "loopback HTTP no-op function", feeder / 5.0).await;
 
     // (a) through a broker.
     let broker = Broker::tansu().unwrap_or_else(Broker::mock);

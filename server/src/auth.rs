@@ -4,8 +4,6 @@
 //! alone lets nobody in. Everything lives in the shared database: any node
 //! accepts a session made on another.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -19,33 +17,41 @@ use sluice_app::model::{AuditEntry, Role, Session};
 use sqlx::Row;
 
 use crate::store::{now_ms, Store};
+use crate::throttle::{Attempt, Limit, Throttle};
 
 /// How long a browser session lasts without signing in again.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Failed sign-ins allowed per user name, and per client address (many
-/// users may share one), within `LIMIT_WINDOW`, before further attempts
-/// are refused.
-const LIMIT_USER: u32 = 5;
-const LIMIT_CLIENT: u32 = 20;
-const LIMIT_WINDOW: Duration = Duration::from_secs(300);
+/// How long a device cookie vouches for a browser that signed in.
+pub const DEVICE_TTL: Duration = Duration::from_secs(180 * 86_400);
 
 pub const SESSION_COOKIE: &str = "sluice_session";
+pub const DEVICE_COOKIE: &str = "sluice_device";
 pub const TOKEN_PREFIX: &str = "slc_";
+/// Who made the token from `SLUICE_BOOTSTRAP_TOKEN` (no user).
+const BOOTSTRAP_CREATOR: &str = "SLUICE_BOOTSTRAP_TOKEN";
 
 pub struct Auth {
     store: Store,
-    /// Failures per key ("user:NAME", "ip:ADDR"): count and first failure.
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    throttle: Throttle,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignInError {
+    /// Wrong password or no such user; the wait the failure started, if any.
     #[error("wrong user name or password")]
-    Invalid,
-    #[error("too many failed sign-ins: try again in {0} s")]
-    Limited(u64),
+    Invalid(Option<Limit>),
+    #[error("too many failed sign-ins ({}): try again in {} s", .0.scope, .0.wait.as_secs().max(1))]
+    Limited(Limit),
     #[error("{0:#}")]
     Internal(anyhow::Error),
+}
+
+/// A successful sign-in: the session cookie's secret, who, and a new device
+/// cookie for the browser.
+pub struct SignedIn {
+    pub secret: String,
+    pub session: Session,
+    pub device_cookie: String,
 }
 
 /// A user as the admin API lists them (never the hash).
@@ -66,6 +72,18 @@ pub struct TokenView {
     pub created_by: String,
     pub created: i64,
     pub last_used: Option<i64>,
+}
+
+const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Equal strings, in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A random URL-safe token of `bytes` random bytes.
+pub fn random_token(bytes: usize) -> String {
+    random_secret(bytes)
 }
 
 fn random_secret(bytes: usize) -> String {
@@ -112,7 +130,7 @@ pub fn check_password(p: &str) -> Result<(), String> {
 
 impl Auth {
     pub fn new(store: Store) -> Auth {
-        Auth { store, failures: Mutex::new(HashMap::new()) }
+        Auth { store, throttle: Throttle::default() }
     }
 
     /// At first start (no users yet) creates `admin`, with `password` or a
@@ -145,10 +163,14 @@ impl Auth {
             }
             let h = digest(t);
             let exists = sqlx::query("SELECT 1 FROM api_tokens WHERE token_hash = $1").bind(&h).fetch_optional(self.store.pool()).await?;
-            if exists.is_none() {
+            let revoked = sqlx::query("SELECT 1 FROM revoked_tokens WHERE token_hash = $1").bind(&h).fetch_optional(self.store.pool()).await?;
+            if revoked.is_some() {
+                tracing::warn!("SLUICE_BOOTSTRAP_TOKEN names a token an admin deleted: not seeded again (unset it, or choose a new one)");
+            } else if exists.is_none() {
                 sqlx::query("DELETE FROM api_tokens WHERE name = 'bootstrap'").execute(self.store.pool()).await?;
-                let r = sqlx::query("INSERT INTO api_tokens (token_hash, name, role, created_by, created_ms) VALUES ($1, 'bootstrap', 'admin', 'SLUICE_BOOTSTRAP_TOKEN', $2)")
+                let r = sqlx::query("INSERT INTO api_tokens (token_hash, name, role, created_by, created_ms) VALUES ($1, 'bootstrap', 'admin', $2, $3)")
                     .bind(&h)
+                    .bind(BOOTSTRAP_CREATOR)
                     .bind(now_ms())
                     .execute(self.store.pool())
                     .await;
@@ -188,8 +210,14 @@ impl Auth {
         Ok(found)
     }
 
+    /// Deletes a user, their sessions and the API tokens they made (a
+    /// token acts for its maker; it must not outlive them).
     pub async fn delete_user(&self, username: &str) -> Result<bool> {
         sqlx::query("DELETE FROM sessions WHERE username = $1").bind(username).execute(self.store.pool()).await?;
+        let made: Vec<String> = sqlx::query_scalar("SELECT name FROM api_tokens WHERE created_by = $1").bind(username).fetch_all(self.store.pool()).await?;
+        for name in made {
+            self.delete_token(&name).await?;
+        }
         Ok(sqlx::query("DELETE FROM users WHERE username = $1").bind(username).execute(self.store.pool()).await?.rows_affected() > 0)
     }
 
@@ -214,13 +242,15 @@ impl Auth {
             .collect()
     }
 
-    /// Checks a password (rate-limited per user name and per client) and
-    /// opens a session: returns the cookie's secret and who signed in.
-    pub async fn sign_in(&self, username: &str, password: &str, client: &str) -> Result<(String, Session), SignInError> {
-        let keys = [format!("user:{username}"), format!("ip:{client}")];
-        if let Some(wait) = self.limited(&keys) {
-            return Err(SignInError::Limited(wait.as_secs().max(1)));
-        }
+    /// Checks a password (throttled, see `crate::throttle`) and opens a
+    /// session. `device` is the browser's device cookie, if it sent one.
+    pub async fn sign_in(&self, username: &str, password: &str, client: &str, device: Option<&str>) -> Result<SignedIn, SignInError> {
+        let attempt = Attempt {
+            user: username.to_string(),
+            address: client.to_string(),
+            device: device.and_then(|d| self.device_id(d, username)),
+        };
+        self.throttle.check(&attempt, Instant::now()).map_err(SignInError::Limited)?;
         let row = sqlx::query("SELECT password, role FROM users WHERE username = $1")
             .bind(username)
             .fetch_optional(self.store.pool())
@@ -234,10 +264,9 @@ impl Auth {
         let pw = password.to_string();
         let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false) && row.is_some();
         if !ok {
-            self.fail(&keys);
-            return Err(SignInError::Invalid);
+            return Err(SignInError::Invalid(self.throttle.failed(&attempt, Instant::now())));
         }
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&keys[0]);
+        self.throttle.succeeded(&attempt, Instant::now());
         let (secret, csrf) = (random_secret(32), random_secret(24));
         let now = now_ms();
         sqlx::query("INSERT INTO sessions (token_hash, username, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)")
@@ -249,23 +278,31 @@ impl Auth {
             .execute(self.store.pool())
             .await
             .map_err(|e| SignInError::Internal(e.into()))?;
-        Ok((secret, Session { user: username.to_string(), role: Role::parse(&role).unwrap_or(Role::Viewer), csrf }))
+        Ok(SignedIn {
+            secret,
+            session: Session { user: username.to_string(), role: Role::parse(&role).unwrap_or(Role::Viewer), csrf },
+            device_cookie: self.device_cookie(username),
+        })
     }
 
-    fn limited(&self, keys: &[String]) -> Option<Duration> {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        f.retain(|_, (_, since)| since.elapsed() < LIMIT_WINDOW);
-        keys.iter()
-            .filter_map(|k| Some((f.get(k)?, if k.starts_with("ip:") { LIMIT_CLIENT } else { LIMIT_USER })))
-            .filter(|((n, _), limit)| n >= limit)
-            .map(|(e, _)| e).map(|(_, since)| LIMIT_WINDOW.saturating_sub(since.elapsed())).max()
+    /// A device cookie for a browser `user` just signed in from:
+    /// `user.issued_ms.id.mac` (user in base64url), MAC under the node key.
+    fn device_cookie(&self, user: &str) -> String {
+        let body = format!("{}.{}.{}", B64URL.encode(user), now_ms(), random_secret(12));
+        format!("{body}.{}", B64URL.encode(self.store.sealer().mac(format!("device|{body}").as_bytes())))
     }
 
-    fn fail(&self, keys: &[String]) {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        for k in keys {
-            f.entry(k.clone()).or_insert((0, Instant::now())).0 += 1;
+    /// The id of a device cookie that is genuine, unexpired and `user`'s.
+    fn device_id(&self, cookie: &str, user: &str) -> Option<String> {
+        let (body, mac) = cookie.rsplit_once('.')?;
+        let want = B64URL.encode(self.store.sealer().mac(format!("device|{body}").as_bytes()));
+        if !constant_time_eq(mac, &want) {
+            return None;
         }
+        let mut parts = body.splitn(3, '.');
+        let (who, issued, id) = (parts.next()?, parts.next()?, parts.next()?);
+        let fresh = issued.parse::<i64>().ok()? + DEVICE_TTL.as_millis() as i64 > now_ms();
+        (B64URL.decode(who).ok()? == user.as_bytes() && fresh).then(|| id.to_string())
     }
 
     pub async fn sign_out(&self, secret: &str) -> Result<()> {
@@ -293,17 +330,39 @@ impl Auth {
         })
     }
 
-    /// Who an API token is (`token:NAME`, no CSRF token).
+    /// Who an API token is (`token:NAME`, no CSRF token). A token acts
+    /// with at most its maker's current role (a user, or the token that
+    /// made it, and so on up), and not at all once a maker is gone; the
+    /// bootstrap token has no maker.
     pub async fn token(&self, secret: &str) -> Result<Option<Session>> {
         let h = digest(secret);
-        let row = sqlx::query("SELECT name, role FROM api_tokens WHERE token_hash = $1").bind(&h).fetch_optional(self.store.pool()).await?;
+        let row = sqlx::query("SELECT name, role, created_by FROM api_tokens WHERE token_hash = $1").bind(&h).fetch_optional(self.store.pool()).await?;
         let Some(r) = row else { return Ok(None) };
+        let name: String = r.try_get("name")?;
+        let Some(role) = self.capped(Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer), r.try_get("created_by")?).await? else {
+            return Ok(None);
+        };
         let _ = sqlx::query("UPDATE api_tokens SET last_used_ms = $1 WHERE token_hash = $2").bind(now_ms()).bind(&h).execute(self.store.pool()).await;
-        Ok(Some(Session {
-            user: format!("token:{}", r.try_get::<String, _>("name")?),
-            role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer),
-            csrf: String::new(),
-        }))
+        Ok(Some(Session { user: format!("token:{name}"), role, csrf: String::new() }))
+    }
+
+    /// `role` capped by its maker's chain; None: a maker is gone.
+    async fn capped(&self, mut role: Role, mut maker: String) -> Result<Option<Role>> {
+        for _ in 0..16 {
+            if maker == BOOTSTRAP_CREATOR {
+                return Ok(Some(role));
+            }
+            if let Some(token) = maker.strip_prefix("token:") {
+                let row = sqlx::query("SELECT role, created_by FROM api_tokens WHERE name = $1").bind(token).fetch_optional(self.store.pool()).await?;
+                let Some(r) = row else { return Ok(None) };
+                role = role.min(Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer));
+                maker = r.try_get("created_by")?;
+                continue;
+            }
+            let user: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE username = $1").bind(&maker).fetch_optional(self.store.pool()).await?;
+            return Ok(user.map(|u| role.min(Role::parse(&u).unwrap_or(Role::Viewer))));
+        }
+        Ok(None)
     }
 
     /// A new API token; its secret is returned here and never again.
@@ -336,8 +395,13 @@ impl Auth {
             .collect()
     }
 
+    /// Deletes a token and remembers its digest as revoked (so the
+    /// bootstrap token does not come back at the next start).
     pub async fn delete_token(&self, name: &str) -> Result<bool> {
-        Ok(sqlx::query("DELETE FROM api_tokens WHERE name = $1").bind(name).execute(self.store.pool()).await?.rows_affected() > 0)
+        let hash: Option<String> = sqlx::query_scalar("SELECT token_hash FROM api_tokens WHERE name = $1").bind(name).fetch_optional(self.store.pool()).await?;
+        let Some(hash) = hash else { return Ok(false) };
+        let _ = sqlx::query("INSERT INTO revoked_tokens (token_hash, revoked_ms) VALUES ($1, $2)").bind(&hash).bind(now_ms()).execute(self.store.pool()).await;
+        Ok(sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1").bind(&hash).execute(self.store.pool()).await?.rows_affected() > 0)
     }
 
     pub async fn audit(&self, e: &AuditEntry) -> Result<()> {

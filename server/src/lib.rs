@@ -9,11 +9,13 @@ pub mod engine;
 pub mod http;
 pub mod kafka_auth;
 pub mod metrics;
+pub mod reach;
 pub mod reset;
 pub mod sample;
 pub mod secrets;
 pub mod service;
 pub mod store;
+pub mod throttle;
 
 /// Writes a file only its owner may read (creating its directory).
 pub fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {

@@ -64,6 +64,10 @@ struct ServeArgs {
     /// Seconds between CloudWatch publications.
     #[arg(long, env = "SLUICE_CLOUDWATCH_INTERVAL_S", default_value_t = 60)]
     cloudwatch_interval_s: u64,
+    /// Hosts and networks mappings may point their HTTP function and
+    /// brokers at, e.g. `*.internal,10.0.0.0/8` [default: anywhere].
+    #[arg(long, env = "SLUICE_ALLOWED_HOSTS")]
+    allowed_hosts: Option<String>,
 }
 
 #[derive(Args)]
@@ -139,6 +143,11 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         ..Default::default()
     };
     let mappings = service::MappingService::with_metrics(store, settings);
+    let reach = match &args.allowed_hosts {
+        Some(list) => sluice_server::reach::Reach::parse(list).map_err(|e| anyhow::anyhow!("SLUICE_ALLOWED_HOSTS: {e}"))?,
+        None => Default::default(),
+    };
+    mappings.set_reach(reach.clone());
     let admin_password = std::env::var("SLUICE_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     let bootstrap_token = std::env::var("SLUICE_BOOTSTRAP_TOKEN").ok().filter(|p| !p.is_empty());
     let generated = mappings.auth().bootstrap(admin_password.as_deref(), bootstrap_token.as_deref()).await?;
@@ -164,7 +173,7 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     };
     let engine = engine::Engine::start(
         &mappings,
-        engine::EngineSettings { http_timeout: Duration::from_millis(args.http_timeout_ms), ..Default::default() },
+        engine::EngineSettings { http_timeout: Duration::from_millis(args.http_timeout_ms), reach, ..Default::default() },
     );
     let collector = mappings.metrics().start();
     // Expired sessions are refused on sight; this only keeps the table small.

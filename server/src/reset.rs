@@ -128,7 +128,8 @@ pub fn plan(t: &Target, req: &ResetRequest) -> Result<Vec<PartitionReset>, PlanE
             Strategy::TrimHorizon => low,
             Strategy::Latest => high,
             Strategy::Offsets => req.offset_for(p).unwrap_or(now),
-            Strategy::ShiftBy => now + req.shift_by.unwrap_or(0),
+            // Saturating: a shift near i64's ends clamps like any other overshoot.
+            Strategy::ShiftBy => now.saturating_add(req.shift_by.unwrap_or(0)),
             Strategy::AtTimestamp => {
                 let ts = req.timestamp.unwrap_or(0);
                 match by_time.as_ref().and_then(|r| r.find_partition(t.topic, p)).map(|e| e.offset()) {
@@ -160,7 +161,7 @@ pub fn plan(t: &Target, req: &ResetRequest) -> Result<Vec<PartitionReset>, PlanE
                 format!("{asked} is past the end of the partition ({high}): clamped to it")
             });
         }
-        let delta = after - now;
+        let delta = after.saturating_sub(now);
         out.push(PartitionReset {
             partition: p,
             before,
@@ -168,7 +169,7 @@ pub fn plan(t: &Target, req: &ResetRequest) -> Result<Vec<PartitionReset>, PlanE
             delta,
             earliest_offset: low,
             end_offset: high,
-            reprocessed: (-delta).max(0),
+            reprocessed: delta.saturating_neg().max(0),
             skipped: delta.max(0),
             note,
         });

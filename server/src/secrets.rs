@@ -12,13 +12,17 @@ use sluice_app::spec::MappingSpec;
 
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
+    /// For MACs (device cookies): derived from the key, never the key itself.
+    mac_key: [u8; 32],
 }
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 impl Sealer {
     pub fn new(key: &[u8; 32]) -> Sealer {
-        Sealer { cipher: ChaCha20Poly1305::new(Key::from_slice(key)) }
+        use sha2::Digest as _;
+        let mac_key = sha2::Sha256::new().chain_update(b"sluice mac key v1\0").chain_update(key).finalize().into();
+        Sealer { cipher: ChaCha20Poly1305::new(Key::from_slice(key)), mac_key }
     }
 
     /// A key that lives as long as the process (tests; secrets stored with
@@ -64,6 +68,15 @@ impl Sealer {
             }
             Err(e) => Err(e).with_context(|| format!("cannot read the secret key {}", file.display())),
         }
+    }
+
+    /// HMAC-SHA256 of `data` under a key derived from the node's key: what
+    /// any node of the cluster can check and nobody without the key can make.
+    pub fn mac(&self, data: &[u8]) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut m = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.mac_key).expect("HMAC takes any key length");
+        m.update(data);
+        m.finalize().into_bytes().into()
     }
 
     pub fn seal(&self, plain: &[u8]) -> Result<String> {

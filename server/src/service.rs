@@ -109,6 +109,8 @@ pub struct MappingService {
     /// The node's AWS configuration, read the first time a Secrets Manager
     /// URI or MSK IAM credentials are needed here (resets, the filter tester).
     aws: tokio::sync::OnceCell<aws_config::SdkConfig>,
+    /// Where mappings may point (`SLUICE_ALLOWED_HOSTS`), checked at save.
+    reach: std::sync::RwLock<crate::reach::Reach>,
 }
 
 /// The transitional state a save puts a mapping in; the engine settles it
@@ -133,6 +135,7 @@ impl MappingService {
         Arc::new(MappingService {
             auth: Arc::new(crate::auth::Auth::new(store.clone())),
             aws: tokio::sync::OnceCell::new(),
+            reach: Default::default(),
             store,
             changed: Arc::new(Notify::new()),
             live,
@@ -146,6 +149,11 @@ impl MappingService {
             }),
             resetting: Default::default(),
         })
+    }
+
+    /// The allow-list saves are checked against.
+    pub fn set_reach(&self, reach: crate::reach::Reach) {
+        *self.reach.write().unwrap_or_else(|e| e.into_inner()) = reach;
     }
 
     pub fn set_aws_status(&self, lines: Vec<String>) {
@@ -386,14 +394,30 @@ impl MappingService {
     pub async fn replace(&self, id: Uuid, mut spec: MappingSpec) -> Result<MappingView, ServiceError> {
         let before = self.get(id).await?;
         // Secrets are never shown, so an edit sends them back absent: keep
-        // the stored ones for the same type (and user name).
+        // the stored ones for the same type (and user name), as long as
+        // they would go to the same place (`secret_destination`).
         let old = &before.spec.source_access_configurations;
+        let same_place = before.spec.secret_destination() == spec.secret_destination();
+        let mut dropped = Vec::new();
         for (i, c) in spec.source_access_configurations.iter_mut().enumerate() {
             // What the caller says is stored counts for nothing: only what is.
             c.secret_stored = false;
             if let Some(o) = old.get(i).filter(|o| o.kind == c.kind).or_else(|| old.iter().find(|o| o.kind == c.kind)) {
-                c.keep_secrets_from(o);
+                if same_place {
+                    c.keep_secrets_from(o);
+                    continue;
+                }
+                let why = "the stored secret is only sent where it was given for: the bootstrap servers, security protocol or MSK cluster changed, so give it again";
+                if c.password.is_none() && o.password.is_some() {
+                    dropped.push(FieldError::new(format!("SourceAccessConfigurations[{i}].Password"), why));
+                }
+                if c.private_key.is_none() && o.private_key.is_some() {
+                    dropped.push(FieldError::new(format!("SourceAccessConfigurations[{i}].PrivateKey"), why));
+                }
             }
+        }
+        if !dropped.is_empty() {
+            return Err(ServiceError::Invalid(dropped));
         }
         self.check(Some(id), &spec).await?;
         let state = match (before.spec.enabled, spec.enabled) {
@@ -440,6 +464,8 @@ impl MappingService {
     /// partitions).
     async fn check(&self, id: Option<Uuid>, spec: &MappingSpec) -> Result<(), ServiceError> {
         let mut errs = spec.validate(sluice_app::api::now_s());
+        let reach = self.reach.read().unwrap_or_else(|e| e.into_inner()).clone();
+        errs.extend(reach.check(spec).await);
         if let Some(group) = spec.consumer_group_id() {
             for other in self.store.list().await? {
                 if Some(other.uuid) == id || other.consumer_group() != group {

@@ -71,6 +71,11 @@ impl Store {
         self.url.starts_with("postgres:") || self.url.starts_with("postgresql:")
     }
 
+    /// The node's key, for MACs outside the mappings (`crate::auth`).
+    pub fn sealer(&self) -> &crate::secrets::Sealer {
+        &self.sealer
+    }
+
     /// For modules that keep their own tables (`crate::auth`).
     pub fn pool(&self) -> &AnyPool {
         &self.pool

@@ -102,6 +102,34 @@ async fn call(c: &reqwest::Client, base: &str, method: &str, path: &str, auth: A
     (resp.status().as_u16(), resp.text().await.unwrap_or_default())
 }
 
+/// The sign-in form's post as a browser makes it: the page first (its CSRF
+/// cookie), then the form with that token. `cookies`: more to send.
+async fn post_sign_in(s: &Server, user: &str, password: &str, next: &str, cookies: &str) -> reqwest::Response {
+    let page = client().get(format!("{}/login", s.url)).send().await.unwrap();
+    let set = page.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).find(|c| c.starts_with("sluice_login_csrf=")).expect("a CSRF cookie");
+    let token = set.split(';').next().unwrap().trim_start_matches("sluice_login_csrf=").to_string();
+    let mut cookie = format!("sluice_login_csrf={token}");
+    if !cookies.is_empty() {
+        cookie += &format!("; {cookies}");
+    }
+    client()
+        .post(format!("{}/login", s.url))
+        .header("cookie", cookie)
+        .form(&[("username", user), ("password", password), ("next", next), ("csrf", &token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The value of the cookie `name` a response sets.
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.split(';').next()?.strip_prefix(&format!("{name}=")).map(String::from))
+}
+
 #[derive(Clone, Copy)]
 enum Auth<'a> {
     None,
@@ -111,9 +139,9 @@ enum Auth<'a> {
 
 /// Signs in through the form; returns the cookie's secret and the CSRF token.
 async fn sign_in(s: &Server, user: &str, password: &str) -> (String, String) {
-    let r = client().post(format!("{}/login", s.url)).form(&[("username", user), ("password", password), ("next", "/")]).send().await.unwrap();
+    let r = post_sign_in(s, user, password, "/", "").await;
     assert_eq!(r.status(), 303);
-    let cookie = r.headers().get("set-cookie").expect("a session cookie").to_str().unwrap().to_string();
+    let cookie = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).find(|c| c.starts_with("sluice_session=")).expect("a session cookie").to_string();
     for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attr), "cookie lacks {attr}: {cookie}");
     }
@@ -222,26 +250,169 @@ async fn no_route_changes_state_without_the_right_role_and_csrf_token() {
     assert!(by_olga.contains(&format!("PATCH /api/v1/mappings/{id}").as_str()), "{by_olga:?}");
     let patch = entries.iter().find(|e| e["Actor"] == "olga" && e["Action"].as_str().unwrap().starts_with("PATCH")).unwrap();
     assert!(patch["Detail"].as_str().unwrap().contains("BatchSize"), "the audit says what changed: {patch}");
-    // Refused attempts are not changes: none audited for the viewer.
-    assert!(!entries.iter().any(|e| e["Actor"] == "token:ro" || (e["Actor"] == "vic" && e["Action"] != "POST /login")), "{entries:?}");
+    // Refused attempts changed nothing, and each is in the audit log as refused.
+    assert!(entries.iter().filter(|e| e["Actor"] == "token:ro" || (e["Actor"] == "vic" && e["Action"] != "POST /login")).all(|e| e["Status"] == 403), "{entries:?}");
+    assert!(entries.iter().any(|e| e["Actor"] == "token:ro" && e["Status"] == 403 && e["Detail"].as_str().unwrap().starts_with("refused")), "{entries:?}");
 }
 
 #[tokio::test]
-async fn sign_in_is_rate_limited_and_secrets_never_come_back() {
+async fn sign_in_slows_a_guesser_without_locking_out_the_user_and_audits_it() {
     let s = start().await;
     let c = client();
-    // Five wrong passwords, then even the right one is refused for a while.
-    for _ in 0..5 {
-        let r = c.post(format!("{}/login", s.url)).form(&[("username", "admin"), ("password", "wrong-password-123")]).send().await.unwrap();
+    // The admin signs in once: the browser gets a device cookie.
+    let r = post_sign_in(&s, "admin", ADMIN_PASSWORD, "/", "").await;
+    assert_eq!(r.status(), 303);
+    let device = set_cookie(&r, "sluice_device").expect("a device cookie");
+    // A guesser without it: wrong passwords until the waits begin.
+    let mut first_wait = None;
+    for i in 0..12 {
+        let r = post_sign_in(&s, "admin", "wrong-password-123", "/", "").await;
         assert_eq!(r.status(), 303);
-        assert!(r.headers().get("set-cookie").is_none());
-        assert!(r.headers()["location"].to_str().unwrap().contains("Wrong"));
+        assert!(set_cookie(&r, "sluice_session").is_none(), "signed in with a wrong password");
+        let loc = r.headers()["location"].to_str().unwrap().to_string();
+        if loc.contains("error=limited") {
+            assert!(r.headers().get("retry-after").is_some() && loc.contains("retry="), "{loc}");
+            first_wait = Some(i);
+            break;
+        }
+        assert!(loc.contains("error=invalid"), "{loc}");
     }
-    let r = c.post(format!("{}/login", s.url)).form(&[("username", "admin"), ("password", ADMIN_PASSWORD)]).send().await.unwrap();
-    assert!(r.headers().get("set-cookie").is_none(), "signed in while rate-limited");
-    assert!(r.headers()["location"].to_str().unwrap().contains("Too%20many"), "{:?}", r.headers()["location"]);
-    assert!(r.headers().get("retry-after").is_some());
+    // This address signed in as admin before, so its failures count on their
+    // own key: 5 free, then growing waits.
+    assert_eq!(first_wait, Some(6));
+    let r = post_sign_in(&s, "admin", ADMIN_PASSWORD, "/", "").await;
+    assert!(set_cookie(&r, "sluice_session").is_none(), "the right password during a wait, from the guesser's client");
+    // The real user, with the device cookie: straight in.
+    let r = post_sign_in(&s, "admin", ADMIN_PASSWORD, "/", &format!("sluice_device={device}")).await;
+    assert!(set_cookie(&r, "sluice_session").is_some(), "the admin was locked out: {:?}", r.headers().get("location"));
 
+    // Every failure is audited and logged, and so is the wait it started.
+    let (_, body) = call(&c, &s.url, "GET", "/api/v1/audit", Auth::Bearer(BOOTSTRAP), None, None).await;
+    let entries: Vec<Value> = serde_json::from_str::<Value>(&body).unwrap()["Entries"].as_array().unwrap().clone();
+    let failed: Vec<&Value> = entries.iter().filter(|e| e["Action"] == "POST /login" && e["Status"] == 401 && e["Actor"] == "admin").collect();
+    assert_eq!(failed.len(), 6, "{entries:?}");
+    assert!(failed.iter().all(|e| e["Detail"].as_str().unwrap().contains("from 127.0.0.1")));
+    assert!(failed.iter().any(|e| e["Detail"].as_str().unwrap().contains("now wait")), "the wait is audited: {failed:?}");
+    assert_eq!(entries.iter().filter(|e| e["Action"] == "POST /login" && e["Status"] == 303).count(), 2);
+
+    // No CSRF token: refused, no session, audited.
+    let r = c.post(format!("{}/login", s.url)).form(&[("username", "admin"), ("password", ADMIN_PASSWORD)]).send().await.unwrap();
+    assert!(r.headers()["location"].to_str().unwrap().contains("error=csrf"));
+    assert!(set_cookie(&r, "sluice_session").is_none(), "login CSRF");
+}
+
+#[tokio::test]
+async fn redirects_stay_on_the_site_and_the_sign_in_page_prints_no_given_text() {
+    use sluice_server::http::guard::local;
+    for evil in ["/%09/evil.example", "//evil.example", "/\\evil.example", "/\tevil", "https://evil.example/", "/%5Cevil.example", "/%2F/evil.example", "javascript:alert(1)", "", "evil"] {
+        assert_eq!(local(evil), "/", "{evil:?}");
+    }
+    assert_eq!(local("/mappings/x?range=1h"), "/mappings/x?range=1h");
+    assert_eq!(local("/a/../b"), "/b");
+    let s = start().await;
+    let r = post_sign_in(&s, "admin", ADMIN_PASSWORD, "/%09/evil.example", "").await;
+    assert_eq!(r.headers()["location"], "/");
+    let r = post_sign_in(&s, "admin", ADMIN_PASSWORD, "/mappings?x=1", "").await;
+    assert_eq!(r.headers()["location"], "/mappings?x=1");
+
+    // The sign-in page says only what Sluice wrote, whatever the link says.
+    let c = client();
+    let r = c.get(format!("{}/login?error=Your%20account%20is%20locked.%20Call%20555-0100", s.url)).send().await.unwrap();
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("555-0100") && html.contains("Sign-in failed."), "{html}");
+}
+
+#[tokio::test]
+async fn every_answer_has_security_headers_and_odd_paths_are_refused() {
+    let s = start().await;
+    let c = client();
+    for path in ["/login", "/healthz", "/api/v1/mappings", "/"] {
+        let r = c.get(format!("{}{path}", s.url)).send().await.unwrap();
+        let h = r.headers();
+        let csp = h.get("content-security-policy").unwrap_or_else(|| panic!("{path}: no CSP")).to_str().unwrap().to_string();
+        assert!(csp.contains("script-src 'self' 'nonce-") && csp.contains("object-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["referrer-policy"], "same-origin");
+        if path == "/login" {
+            // The page's inline scripts carry this response's nonce, and only it.
+            let nonce = csp.split("'nonce-").nth(1).unwrap().split('\'').next().unwrap().to_string();
+            let html = r.text().await.unwrap();
+            let scripts = html.matches("<script").count();
+            assert!(scripts >= 1);
+            assert_eq!(html.matches(&format!("nonce=\"{nonce}\"")).count(), scripts, "{html}");
+        }
+    }
+    // A path whose decoding names another route is refused, not served.
+    // Sent byte for byte (an HTTP client would normalise the dots away first).
+    for path in ["/pkg/%2e%2e/mappings/new", "/pkg/..%2Fapi/v1/users", "/pkg/%2E%2E/audit", "/pkg/../audit"] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://")).await.unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {}", answer.lines().next().unwrap_or(""));
+    }
+}
+
+#[tokio::test]
+async fn tokens_end_with_their_maker_and_a_revoked_bootstrap_token_stays_revoked() {
+    let s = start().await;
+    let c = client();
+    let admin = Auth::Bearer(BOOTSTRAP);
+    for (name, role) in [("ada", "admin"), ("bob", "admin")] {
+        let (st, _) = call(&c, &s.url, "POST", "/api/v1/users", admin, Some(json!({"Username": name, "Password": "an-admin-password-1", "Role": role})), None).await;
+        assert_eq!(st, 201);
+    }
+    let mut tokens = Vec::new();
+    for name in ["ada", "bob"] {
+        let (cookie, csrf) = sign_in(&s, name, "an-admin-password-1").await;
+        let (st, body) = call(&c, &s.url, "POST", "/api/v1/tokens", Auth::Cookie(&cookie, Some(&csrf)), Some(json!({"Name": format!("{name}-ci"), "Role": "admin"})), None).await;
+        assert_eq!(st, 201, "{body}");
+        tokens.push(serde_json::from_str::<Value>(&body).unwrap()["Token"].as_str().unwrap().to_string());
+    }
+    let (st, _) = call(&c, &s.url, "GET", "/api/v1/users", Auth::Bearer(&tokens[0]), None, None).await;
+    assert_eq!(st, 200);
+    // Ada is deleted: her token goes with her.
+    let (st, _) = call(&c, &s.url, "DELETE", "/api/v1/users/ada", admin, None, None).await;
+    assert_eq!(st, 204);
+    let (st, _) = call(&c, &s.url, "GET", "/api/v1/mappings", Auth::Bearer(&tokens[0]), None, None).await;
+    assert_eq!(st, 401, "a deleted admin's token still works");
+    // Bob becomes a viewer: his admin token acts as a viewer.
+    let (st, _) = call(&c, &s.url, "PATCH", "/api/v1/users/bob", admin, Some(json!({"Role": "viewer"})), None).await;
+    assert_eq!(st, 200);
+    let (st, _) = call(&c, &s.url, "GET", "/api/v1/mappings", Auth::Bearer(&tokens[1]), None, None).await;
+    assert_eq!(st, 200);
+    let (st, _) = call(&c, &s.url, "POST", "/api/v1/mappings", Auth::Bearer(&tokens[1]), Some(mapping()), None).await;
+    assert_eq!(st, 403, "a demoted admin's token kept the admin role");
+
+    // A creation is audited with what it made; a refusal is audited too.
+    let mut m = mapping();
+    m["Name"] = json!("audited-one");
+    let (st, body) = call(&c, &s.url, "POST", "/api/v1/mappings", admin, Some(m), None).await;
+    assert_eq!(st, 201);
+    let id = serde_json::from_str::<Value>(&body).unwrap()["UUID"].as_str().unwrap().to_string();
+    let (_, body) = call(&c, &s.url, "GET", "/api/v1/audit", admin, None, None).await;
+    let entries: Vec<Value> = serde_json::from_str::<Value>(&body).unwrap()["Entries"].as_array().unwrap().clone();
+    let made = entries.iter().find(|e| e["Action"] == "POST /api/v1/mappings" && e["Status"] == 201).expect("the creation is audited");
+    assert_eq!(made["Target"], id.as_str());
+    assert!(made["Detail"].as_str().unwrap().contains("audited-one"), "{made}");
+    assert!(entries.iter().any(|e| e["Action"] == "POST /api/v1/users" && e["Target"] == "user:ada"), "user creation names the user");
+    assert!(entries.iter().any(|e| e["Actor"] == "token:bob-ci" && e["Status"] == 403), "the refusal is audited: {entries:?}");
+
+    // The bootstrap token, revoked, does not come back at the next start.
+    let (st, _) = call(&c, &s.url, "DELETE", "/api/v1/tokens/bootstrap", admin, None, None).await;
+    assert_eq!(st, 204);
+    s.mappings.auth().bootstrap(Some(ADMIN_PASSWORD), Some(BOOTSTRAP)).await.unwrap();
+    let (st, _) = call(&c, &s.url, "GET", "/api/v1/mappings", admin, None, None).await;
+    assert_eq!(st, 401, "the revoked bootstrap token came back");
+}
+
+#[tokio::test]
+async fn secrets_never_come_back() {
+    let s = start().await;
+    let c = client();
     // A password and a token secret appear in no answer.
     let token = {
         let (st, body) = call(&c, &s.url, "POST", "/api/v1/tokens", Auth::Bearer(BOOTSTRAP), Some(json!({"Name": "ci", "Role": "operator"})), None).await;

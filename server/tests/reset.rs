@@ -107,6 +107,11 @@ async fn shift_by_redelivers_exactly_the_last_records_of_the_chosen_partitions()
     // Out of range: clamped, and said so.
     let far = s.mappings.reset(id, ResetRequest { shift_by: Some(-1000), dry_run: true, ..req(Strategy::ShiftBy) }, "test").await.unwrap();
     assert!(far.partitions.iter().all(|p| p.after == 0 && p.note.as_deref().is_some_and(|n| n.contains("clamped"))), "{far:?}");
+    // At i64's very ends: clamped the same way (it overflowed before).
+    for (shift, after) in [(i64::MAX, 150), (i64::MIN + 1, 0), (i64::MIN, 0)] {
+        let r = s.mappings.reset(id, ResetRequest { shift_by: Some(shift), dry_run: true, ..req(Strategy::ShiftBy) }, "test").await.unwrap();
+        assert!(r.partitions.iter().all(|p| p.after == after && p.note.is_some() && p.reprocessed >= 0 && p.skipped >= 0), "{shift}: {r:?}");
+    }
     // A partition the topic lacks is refused by name.
     let bad = s.mappings.reset(id, ResetRequest { partitions: Some(vec![7]), ..req(Strategy::Latest) }, "test").await;
     match bad {

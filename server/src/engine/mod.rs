@@ -31,11 +31,13 @@ pub struct EngineSettings {
     pub http_timeout: Duration,
     /// How long a stopping poller lets in-flight invocations finish.
     pub grace: Duration,
+    /// Where mappings may connect (`SLUICE_ALLOWED_HOSTS`).
+    pub reach: crate::reach::Reach,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { http_timeout: Duration::from_secs(30), grace: Duration::from_secs(10) }
+        EngineSettings { http_timeout: Duration::from_secs(30), grace: Duration::from_secs(10), reach: Default::default() }
     }
 }
 
@@ -341,6 +343,12 @@ impl Engine {
                 self.settle(id, MappingState::Updating, "USER_INITIATED", Some(why)).await;
                 continue;
             }
+            // Checked at every start too: the allow-list may have changed
+            // since the mapping was saved, and names may resolve elsewhere now.
+            if let Some(e) = self.settings.reach.check(&spec).await.first() {
+                self.settle(id, MappingState::Disabled, "ESM_CONFIG_NOT_VALID", Some(format!("PROBLEM: {}: {}", e.field, e.message))).await;
+                continue;
+            }
             // One AWS configuration per start (the role assumed once), for
             // the function, the destination, Secrets Manager and MSK IAM.
             let on_aws = target_kind(&spec.function_name) == TargetKind::Lambda
@@ -394,7 +402,7 @@ impl Engine {
     ) -> Result<Running, String> {
         let target: Arc<dyn target::Target> = match (target_kind(&spec.function_name), aws) {
             (TargetKind::Http, _) => Arc::new(
-                target::http::HttpTarget::new(&spec.function_name, self.settings.http_timeout).map_err(|e| e.to_string())?,
+                target::http::HttpTarget::new(&spec.function_name, self.settings.http_timeout, &self.settings.reach).map_err(|e| e.to_string())?,
             ),
             (TargetKind::Lambda, Some(aws)) => {
                 let sdk = in_region(aws, &spec.function_name, ", or give the function's full ARN")?;

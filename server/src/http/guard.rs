@@ -18,7 +18,7 @@ use serde_json::json;
 use sluice_app::model::{AuditEntry, Role, Session};
 
 use super::AppState;
-use crate::auth::{check_password, check_username, SignInError, SESSION_COOKIE, SESSION_TTL};
+use crate::auth::{check_password, check_username, SignInError, DEVICE_COOKIE, DEVICE_TTL, SESSION_COOKIE, SESSION_TTL};
 
 /// What a request needs.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -77,9 +77,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
 }
 
-fn equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use crate::auth::constant_time_eq as equal;
 
 fn api_like(path: &str) -> bool {
     path.starts_with("/api/") || path == "/metrics"
@@ -97,16 +95,83 @@ fn refuse(status: StatusCode, path: &str, kind: &str, message: String) -> Respon
     r
 }
 
+/// The path as the router will read it: percent-decoded (Leptos's router
+/// decodes), so the policy judges what is served. None: a path with `.` or
+/// `..` segments, backslashes or control characters, refused outright.
+pub fn canonical(path: &str) -> Option<String> {
+    let d = percent_encoding::percent_decode_str(path).decode_utf8().ok()?;
+    if d.chars().any(|c| c.is_control() || c == '\\') || d.split('/').any(|seg| seg == "." || seg == "..") {
+        return None;
+    }
+    Some(d.into_owned())
+}
+
+/// At most this many refused anonymous requests a minute reach the audit
+/// log (the rest are logged only): they cost an attacker nothing. A signed-in
+/// caller's refusals are always audited.
+const REFUSALS_AUDITED_PER_MINUTE: u64 = 120;
+static REFUSALS: std::sync::Mutex<(i64, u64)> = std::sync::Mutex::new((0, 0));
+
+fn refusal_budget() -> bool {
+    let minute = crate::store::now_ms() / 60_000;
+    let mut r = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
+    if r.0 != minute {
+        *r = (minute, 0);
+    }
+    r.1 += 1;
+    r.1 <= REFUSALS_AUDITED_PER_MINUTE
+}
+
+/// Logs a refused request and audits it (a change, or anything a signed-in
+/// caller was refused): who it was, what, why.
+async fn refused(s: &AppState, actor: Option<&str>, method: &Method, path: &str, res: Response) -> Response {
+    let anonymous = actor.is_none();
+    let actor = actor.unwrap_or("(not signed in or an invalid token)");
+    let why = match res.status() {
+        StatusCode::UNAUTHORIZED => "not signed in or the token is not valid",
+        StatusCode::FORBIDDEN => "the role or the CSRF token does not allow it",
+        _ => "refused",
+    };
+    tracing::warn!(actor, %method, path, status = res.status().as_u16(), "request refused: {why}");
+    if anonymous && !changes(method, path) {
+        return res;
+    }
+    if !anonymous || refusal_budget() {
+        let entry = AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            time: crate::store::now_ms(),
+            actor: actor.to_string(),
+            action: format!("{method} {path}"),
+            target: target_of(path),
+            status: res.status().as_u16(),
+            detail: format!("refused: {why}"),
+        };
+        if let Err(e) = s.mappings.auth().audit(&entry).await {
+            tracing::error!("cannot write the audit log: {e:#}");
+        }
+    }
+    res
+}
+
 pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let method = req.method().clone();
+    let Some(path) = canonical(req.uri().path()) else {
+        return refuse(StatusCode::BAD_REQUEST, req.uri().path(), "InvalidRequestException", "the path is not valid".into());
+    };
     let Need::Role(role) = need(&method, &path) else {
+        if path == "/login" && method == Method::GET {
+            return sign_in_page(req, next).await;
+        }
         return next.run(req).await;
     };
     let auth = s.mappings.auth();
     let who = if let Some(t) = bearer(req.headers()) {
         match auth.token(t).await {
             Ok(Some(w)) => Some(w),
-            Ok(None) => return refuse(StatusCode::UNAUTHORIZED, &path, "UnauthorizedException", "the API token is not valid".into()),
+            Ok(None) => {
+                let r = refuse(StatusCode::UNAUTHORIZED, &path, "UnauthorizedException", "the API token is not valid".into());
+                return refused(&s, None, &method, &path, r).await;
+            }
             Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &path, "ServiceException", format!("{e:#}")),
         }
     } else if let Some(c) = cookie(req.headers(), SESSION_COOKIE) {
@@ -119,15 +184,20 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
             let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
             return Redirect::to(&format!("/login?next={}", urlencode(next))).into_response();
         }
-        return refuse(StatusCode::UNAUTHORIZED, &path, "UnauthorizedException", "sign in, or send Authorization: Bearer <API token>".into());
+        let r = refuse(StatusCode::UNAUTHORIZED, &path, "UnauthorizedException", "sign in, or send Authorization: Bearer <API token>".into());
+        if changes(&method, &path) {
+            return refused(&s, None, &method, &path, r).await;
+        }
+        return r;
     };
     if who.role < role {
-        return refuse(
+        let r = refuse(
             StatusCode::FORBIDDEN,
             &path,
             "AccessDeniedException",
             format!("{} has the {} role; this needs {}", who.user, who.role.as_str(), role.as_str()),
         );
+        return refused(&s, Some(&who.user), &method, &path, r).await;
     }
     let changing = changes(&method, &path);
     let mut req = req;
@@ -135,12 +205,13 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
         let (ok, r) = csrf_ok(req, &who.csrf).await;
         req = r;
         if !ok {
-            return refuse(
+            let r = refuse(
                 StatusCode::FORBIDDEN,
                 &path,
                 "CsrfException",
                 "the request has no valid CSRF token: reload the page and try again".into(),
             );
+            return refused(&s, Some(&who.user), &method, &path, r).await;
         }
     }
     req.extensions_mut().insert(who.clone());
@@ -154,6 +225,17 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let res = next.run(req).await;
     if changing {
         let mut detail = res.extensions().get::<AuditDetail>().map(|d| d.0.clone()).unwrap_or_default();
+        let mut target = target;
+        let mut mapping = mapping;
+        if let Some(t) = res.extensions().get::<AuditTarget>() {
+            target = t.0.clone();
+        } else if target.is_empty() && res.status().as_u16() < 400 {
+            // A creation names what it made in its Location.
+            if let Some(made) = res.headers().get(header::LOCATION).and_then(|l| l.to_str().ok()).map(target_of).filter(|t| !t.is_empty()) {
+                mapping = uuid::Uuid::parse_str(&made).ok();
+                target = made;
+            }
+        }
         if let (Some(id), true) = (mapping, detail.is_empty() && res.status().as_u16() < 400) {
             let after = s.mappings.get(id).await.ok().and_then(|m| serde_json::to_value(&m.spec).ok());
             detail = spec_diff(before.as_ref(), after.as_ref());
@@ -180,13 +262,16 @@ pub fn spec_diff(before: Option<&serde_json::Value>, after: Option<&serde_json::
     let (b, a) = (before.and_then(|v| v.as_object()).unwrap_or(&empty), after.and_then(|v| v.as_object()).unwrap_or(&empty));
     match (before.is_some(), after.is_some()) {
         (true, false) => return "deleted".into(),
-        (false, true) => return "created".into(),
         _ => {}
     }
     let show = |v: Option<&serde_json::Value>| {
         let t = v.map(|v| v.to_string()).unwrap_or_else(|| "(none)".into());
         if t.chars().count() > 120 { format!("{}…", t.chars().take(120).collect::<String>()) } else { t }
     };
+    if before.is_none() && after.is_some() {
+        let set: Vec<String> = a.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{k}: {}", show(Some(v)))).collect();
+        return format!("created; {}", set.join("; "));
+    }
     let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
     keys.into_iter()
         .filter(|k| b.get(*k) != a.get(*k))
@@ -198,6 +283,10 @@ pub fn spec_diff(before: Option<&serde_json::Value>, after: Option<&serde_json::
 /// What a handler says changed, for the audit log (never secrets).
 #[derive(Clone)]
 pub struct AuditDetail(pub String);
+
+/// What a handler's change was made to, when the path does not say (a creation).
+#[derive(Clone)]
+pub struct AuditTarget(pub String);
 
 /// The mapping, user or token a path names.
 fn target_of(path: &str) -> String {
@@ -243,12 +332,27 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// A `next` that stays on this site (no `//host` or `http://`).
-fn local(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
-        next
-    } else {
-        "/"
+/// Where to send the browser after sign-in: `next` if it is a path on this
+/// site, else `/`. Parsed as a browser would (WHATWG URL, against a stand-in
+/// origin), so `/%09/evil`, `/\\evil` or `//evil` cannot name another host;
+/// control characters and backslashes are refused outright.
+pub fn local(next: &str) -> String {
+    const BASE: &str = "http://sluice.invalid/";
+    let plain = next.starts_with('/') && !next.chars().any(|c| c.is_control() || c == '\\');
+    let decoded = percent_encoding::percent_decode_str(next).decode_utf8_lossy();
+    if !plain || decoded.starts_with("//") || decoded.chars().any(|c| c.is_control() || c == '\\') {
+        return "/".into();
+    }
+    let Ok(base) = url::Url::parse(BASE) else { return "/".into() };
+    match base.join(next) {
+        Ok(u) if u.origin() == base.origin() && !u.path().starts_with("//") => {
+            let mut out = u.path().to_string();
+            if let Some(q) = u.query() {
+                out += &format!("?{q}");
+            }
+            out
+        }
+        _ => "/".into(),
     }
 }
 
@@ -260,47 +364,110 @@ struct SignIn {
     password: String,
     #[serde(default)]
     next: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The sign-in form's CSRF cookie (double submit: the form carries the same
+/// value), so another site cannot sign a browser in as its own user.
+pub const LOGIN_CSRF_COOKIE: &str = "sluice_login_csrf";
+
+/// A user name as the audit log and the log show an attempt's: as typed
+/// when it could be one, else a placeholder (it is attacker's text).
+fn attempted(name: &str) -> String {
+    if check_username(name).is_ok() { name.to_string() } else { "(not a valid user name)".into() }
 }
 
 /// The sign-in form's post: a session cookie and back to `next`, or the
-/// form again with the reason.
+/// form again with the reason (as a code). Every failure is logged and
+/// audited; so is a wait a failure starts (the refused attempts during a
+/// wait are logged only, so a flood cannot fill the audit log).
 async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
     let connect = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+    let headers = req.headers().clone();
     let body = to_bytes(req.into_body(), 64 << 10).await.unwrap_or_default();
-    let f: SignIn = serde_urlencoded::from_bytes(&body).unwrap_or(SignIn { username: String::new(), password: String::new(), next: String::new() });
+    let f: SignIn = serde_urlencoded::from_bytes(&body).unwrap_or(SignIn { username: String::new(), password: String::new(), next: String::new(), csrf: String::new() });
     let client = connect.map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
-    let next = local(&f.next).to_string();
-    let back = |why: &str| {
-        Redirect::to(&format!("/login?error={}&next={}&username={}", urlencode(why), urlencode(&next), urlencode(&f.username))).into_response()
+    let next = local(&f.next);
+    let user = f.username.trim().to_string();
+    let back = |code: &str, extra: &str| {
+        Redirect::to(&format!("/login?error={code}{extra}&next={}&username={}", urlencode(&next), urlencode(&user))).into_response()
     };
-    match s.mappings.auth().sign_in(f.username.trim(), &f.password, &client).await {
-        Ok((secret, who)) => {
-            let audit = AuditEntry {
-                id: uuid::Uuid::new_v4().to_string(),
-                time: crate::store::now_ms(),
-                actor: who.user.clone(),
-                action: "POST /login".into(),
-                target: format!("user:{}", who.user),
-                status: 303,
-                detail: "signed in".into(),
-            };
-            let _ = s.mappings.auth().audit(&audit).await;
+    let auth = s.mappings.auth();
+    let audit = |status: u16, detail: String| {
+        let entry = AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            time: crate::store::now_ms(),
+            actor: attempted(&user),
+            action: "POST /login".into(),
+            target: format!("user:{}", attempted(&user)),
+            status,
+            detail,
+        };
+        async move {
+            if let Err(e) = auth.audit(&entry).await {
+                tracing::error!("cannot write the audit log: {e:#}");
+            }
+        }
+    };
+    let token = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if token.is_empty() || !equal(&token, &f.csrf) {
+        tracing::warn!(user = %attempted(&user), client = %client, "sign-in refused: no valid CSRF token");
+        audit(403, format!("refused from {client}: the sign-in form's CSRF token was missing or wrong")).await;
+        return back("csrf", "");
+    }
+    let device = cookie(&headers, DEVICE_COOKIE);
+    match auth.sign_in(&user, &f.password, &client, device.as_deref()).await {
+        Ok(signed) => {
+            audit(303, format!("signed in from {client}")).await;
+            tracing::info!(user = %signed.session.user, client = %client, "signed in");
             let mut r = Redirect::to(&next).into_response();
-            r.headers_mut().insert(header::SET_COOKIE, session_cookie(&secret, SESSION_TTL.as_secs()).parse().unwrap());
+            let h = r.headers_mut();
+            h.append(header::SET_COOKIE, session_cookie(&signed.secret, SESSION_TTL.as_secs()).parse().unwrap());
+            h.append(header::SET_COOKIE, device_cookie(&signed.device_cookie).parse().unwrap());
+            h.append(header::SET_COOKIE, format!("{LOGIN_CSRF_COOKIE}=; Path=/login; HttpOnly; SameSite=Strict; Max-Age=0").parse().unwrap());
             r
         }
-        Err(SignInError::Limited(secs)) => {
-            let mut r = back(&format!("Too many failed sign-ins. Try again in {secs} s."));
-            *r.status_mut() = StatusCode::SEE_OTHER;
+        Err(SignInError::Limited(l)) => {
+            let secs = l.wait.as_secs().max(1);
+            tracing::warn!(user = %attempted(&user), client = %client, scope = l.scope, wait_s = secs, "sign-in refused: throttled");
+            let mut r = back("limited", &format!("&retry={secs}"));
             r.headers_mut().insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
             r
         }
-        Err(SignInError::Invalid) => back("Wrong user name or password."),
+        Err(SignInError::Invalid(started)) => {
+            let mut detail = format!("wrong user name or password from {client}");
+            if let Some(l) = &started {
+                detail += &format!("; sign-ins of {} now wait {} s", l.scope, l.wait.as_secs().max(1));
+            }
+            tracing::warn!(user = %attempted(&user), client = %client, "sign-in failed: {detail}");
+            audit(401, detail).await;
+            back("invalid", "")
+        }
         Err(e @ SignInError::Internal(_)) => {
             tracing::error!("sign-in failed: {e}");
-            back("Sign-in is unavailable: the database did not answer.")
+            back("unavailable", "")
         }
     }
+}
+
+fn device_cookie(value: &str) -> String {
+    let secure = std::env::var("SLUICE_SECURE_COOKIES").is_ok_and(|v| v == "1" || v == "true");
+    format!("{DEVICE_COOKIE}={value}; Path=/login; HttpOnly; SameSite=Strict; Max-Age={}{}", DEVICE_TTL.as_secs(), if secure { "; Secure" } else { "" })
+}
+
+/// GET /login: the page, with a CSRF token for its form (a new one when the
+/// browser has none yet).
+async fn sign_in_page(req: Request, next: Next) -> Response {
+    let have = cookie(req.headers(), LOGIN_CSRF_COOKIE).filter(|t| t.len() >= 20 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    let token = have.clone().unwrap_or_else(|| crate::auth::random_token(24));
+    let mut req = req;
+    req.extensions_mut().insert(sluice_app::api::backend::LoginCsrf(token.clone()));
+    let mut r = next.run(req).await;
+    if have.is_none() {
+        r.headers_mut().append(header::SET_COOKIE, format!("{LOGIN_CSRF_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict").parse().unwrap());
+    }
+    r
 }
 
 fn session_cookie(secret: &str, max_age: u64) -> String {
@@ -387,7 +554,9 @@ async fn create_user(State(s): State<AppState>, body: axum::body::Bytes) -> Resp
             return Err((StatusCode::CONFLICT, Json(json!({"Type": "ResourceConflictException", "Message": format!("user {} exists", u.username)}))).into_response());
         }
         s.mappings.auth().create_user(&u.username, &u.password, r).await.map_err(internal)?;
-        Ok(with_detail((StatusCode::CREATED, Json(json!({"Username": u.username, "Role": r}))).into_response(), format!("created with role {}", r.as_str())))
+        let mut res = with_detail((StatusCode::CREATED, Json(json!({"Username": u.username, "Role": r}))).into_response(), format!("created with role {}", r.as_str()));
+        res.extensions_mut().insert(AuditTarget(format!("user:{}", u.username)));
+        Ok(res)
     };
     run.await.unwrap_or_else(|r| r)
 }
@@ -452,7 +621,9 @@ async fn create_token(State(s): State<AppState>, Extension(who): Extension<Sessi
             (StatusCode::CONFLICT, Json(json!({"Type": "ResourceConflictException", "Message": format!("{e:#}")}))).into_response()
         })?;
         // The only time the secret is shown.
-        Ok(with_detail((StatusCode::CREATED, Json(json!({"Name": t.name, "Role": r, "Token": secret}))).into_response(), format!("created with role {}", r.as_str())))
+        let mut res = with_detail((StatusCode::CREATED, Json(json!({"Name": t.name, "Role": r, "Token": secret}))).into_response(), format!("created with role {}", r.as_str()));
+        res.extensions_mut().insert(AuditTarget(format!("token:{}", t.name)));
+        Ok(res)
     };
     run.await.unwrap_or_else(|r| r)
 }

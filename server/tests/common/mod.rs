@@ -306,7 +306,7 @@ impl Sluice {
         let mappings = MappingService::new(Store::open(&url).await.unwrap());
         let engine = Engine::start(
             &mappings,
-            EngineSettings { http_timeout: Duration::from_secs(5), grace: Duration::from_secs(5) },
+            EngineSettings { http_timeout: Duration::from_secs(5), grace: Duration::from_secs(5), ..Default::default() },
         );
         Sluice { mappings, engine: Some(engine), _dir: dir }
     }

@@ -1,6 +1,10 @@
 //! An HTTP endpoint as the function: the event is POSTed as JSON. 2xx is
 //! success (its body may be a partial batch response), 429 and 503 with
-//! Retry-After are throttles, anything else is a function error.
+//! Retry-After are throttles, anything else is a function error. An error's
+//! body goes to the node's log only: it may repeat what the endpoint holds
+//! (headers, credentials), and LastProcessingResult is shown to viewers.
+//! Redirects are followed only on the same scheme, host and port, so a
+//! mapping's events never go to a host its URL does not name.
 
 use std::time::Duration;
 
@@ -15,14 +19,38 @@ pub struct HttpTarget {
 }
 
 impl HttpTarget {
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+    /// `reach`: names resolve only to addresses it allows (when it is set).
+    pub fn new(url: &str, timeout: Duration, reach: &crate::reach::Reach) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder();
+        if reach.is_limited() {
+            builder = builder.dns_resolver(std::sync::Arc::new(crate::reach::Resolver(reach.clone())));
+        }
+        let client = builder
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .redirect(same_origin_redirects())
             .build()?;
         Ok(HttpTarget { client, url: url.to_string(), timeout })
     }
+}
+
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().cloned();
+        let same = first.is_some_and(|f| {
+            let u = attempt.url();
+            f.scheme() == u.scheme() && f.host_str() == u.host_str() && f.port_or_known_default() == u.port_or_known_default()
+        });
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            // The 3xx itself comes back as the answer: a function error.
+            attempt.stop()
+        }
+    })
 }
 
 fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
@@ -57,6 +85,7 @@ impl Target for HttpTarget {
         };
         let status = resp.status();
         let after = retry_after(resp.headers());
+        let resp_location = resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).map(|l| excerpt(l.as_bytes(), 200));
         let body = match resp.bytes().await {
             Ok(b) => b.to_vec(),
             Err(e) => {
@@ -70,7 +99,12 @@ impl Target for HttpTarget {
         if status.is_success() {
             return Outcome::Success { body };
         }
-        let message = format!("function returned {}: {}", status, excerpt(&body, 200));
+        let mut message = format!("function returned {status}");
+        if status.is_redirection() {
+            let to = resp_location.as_deref().unwrap_or("?");
+            message += &format!(" (a redirect to {to}: Sluice follows redirects only to the same scheme, host and port)");
+        }
+        tracing::warn!(url = %self.url, status = status.as_u16(), body = %excerpt(&body, 500), "the function answered an error");
         if status.as_u16() == 429 || (status.as_u16() == 503 && after.is_some()) {
             return Outcome::Throttled { message, retry_after: after };
         }
