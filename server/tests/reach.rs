@@ -1,6 +1,9 @@
-//! The HTTP target as a security boundary: an error's body (which may
-//! repeat the endpoint's secrets) stays out of the message viewers see, and
-//! a redirect to another host is not followed.
+//! Where a mapping can reach: the HTTP target's error body (which may
+//! repeat the endpoint's secrets) stays out of the message viewers see, a
+//! redirect to another host is not followed, and `SLUICE_ALLOWED_HOSTS` is
+//! held at save, at start and at every connection.
+
+mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -65,4 +68,42 @@ async fn error_bodies_stay_in_the_log_and_redirects_stay_on_the_host() {
         Outcome::FunctionError { message, .. } => assert!(message.contains("SLUICE_ALLOWED_HOSTS") || message.contains("connect"), "{message}"),
         o => panic!("reached a host the allow-list forbids: {o:?}"),
     }
+}
+
+#[tokio::test]
+async fn the_allow_list_refuses_at_save_and_at_start() {
+    use sluice_server::engine::{Engine, EngineSettings};
+    use sluice_server::service::{MappingService, ServiceError};
+    use sluice_server::store::Store;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mappings = MappingService::new(Store::open(&common::database_url(dir.path()).await).await.unwrap());
+    let internal = Reach::parse("*.kafka.internal, 10.0.0.0/8").unwrap();
+    mappings.set_reach(internal.clone());
+    let spec = common::spec("127.0.0.1:9", "orders", "http://169.254.169.254/latest/meta-data", "g-reach");
+    match mappings.create(spec.clone()).await {
+        Err(ServiceError::Invalid(errs)) => {
+            let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+            assert_eq!(fields, ["FunctionName", "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"], "{errs:?}");
+            assert!(errs.iter().all(|e| e.message.contains("SLUICE_ALLOWED_HOSTS")), "{errs:?}");
+        }
+        other => panic!("saved a mapping outside the allow-list: {other:?}"),
+    }
+    // Saved before the list was set: the engine refuses to start it, and says why.
+    mappings.set_reach(Reach::default());
+    let id = mappings.create(spec).await.unwrap().uuid;
+    let mut engine = Some(Engine::start(&mappings, EngineSettings { reach: internal, ..Default::default() }));
+    let mut status = None;
+    for _ in 0..100 {
+        let v = mappings.get(id).await.unwrap();
+        if v.status.last_processing_result.contains("SLUICE_ALLOWED_HOSTS") {
+            status = Some(v.status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = status.expect("the engine said nothing about the allow-list");
+    assert!(status.last_processing_result.starts_with("PROBLEM: FunctionName"), "{status:?}");
+    assert_eq!(status.state_transition_reason, "ESM_CONFIG_NOT_VALID");
+    engine.take().unwrap().shutdown().await;
 }
