@@ -222,7 +222,9 @@ async fn status_explains_an_unreachable_broker_and_a_failing_function() {
     let m = s.mappings.create(spec(b.bootstrap(), "failing", &url, "g-fail")).await.unwrap();
     b.produce("failing", 1, 2, None).await;
     let r = wait_result(&s, m.uuid, "PROBLEM: Function call failed", Duration::from_secs(20)).await;
-    assert!(r.contains("500") && r.contains("the test function is failing"), "{r}");
+    // The status code, not the body: the body may repeat the endpoint's secrets,
+    // and viewers read LastProcessingResult (the body goes to the node's log).
+    assert!(r.contains("500") && !r.contains("the test function is failing"), "{r}");
     assert_eq!(b.committed("g-fail", "failing", 1)[&0], 0, "nothing past the failing batch is committed");
     // The lag reader sees the stalled partition's two records.
     let t = Instant::now();
