@@ -104,10 +104,11 @@ impl Target for HttpTarget {
             let to = resp_location.as_deref().unwrap_or("?");
             message += &format!(" (a redirect to {to}: Sluice follows redirects only to the same scheme, host and port)");
         }
-        tracing::warn!(url = %self.url, status = status.as_u16(), body = %excerpt(&body, 500), "the function answered an error");
         if status.as_u16() == 429 || (status.as_u16() == 503 && after.is_some()) {
+            tracing::debug!(url = %self.url, status = status.as_u16(), body = %excerpt(&body, 500), "the function throttled");
             return Outcome::Throttled { message, retry_after: after };
         }
+        tracing::warn!(url = %self.url, status = status.as_u16(), body = %excerpt(&body, 500), "the function answered an error");
         Outcome::FunctionError { message, status: Some(status.as_u16()), version: None }
     }
 }
