@@ -323,12 +323,14 @@ impl Engine {
             })
             .map(|(id, _)| *id)
             .collect();
-        for id in to_stop {
-            if let Some(r) = self.running.remove(&id) {
-                r.shutdown().await;
-                tracing::info!(mapping = %id, "pollers stopped");
-            }
-        }
+        // All at once: one slow function's grace period must not hold up
+        // every other mapping's stop, start and status.
+        let stopping: Vec<(Uuid, Running)> = to_stop.into_iter().filter_map(|id| self.running.remove(&id).map(|r| (id, r))).collect();
+        futures::future::join_all(stopping.into_iter().map(|(id, r)| async move {
+            r.shutdown().await;
+            tracing::info!(mapping = %id, "pollers stopped");
+        }))
+        .await;
 
         for (id, (spec, version)) in wanted {
             if !spec.enabled {
