@@ -160,7 +160,7 @@ async fn main() {
     let full_window = async {
         // Fill the 15 minutes of live points a long-running node holds, so
         // memory and page weight are measured at their steady state.
-        let mut t = store::now_ms() - sluice_server::metrics::LIVE_WINDOW;
+        let mut t = sluice_server::clock::now_ms() - sluice_server::metrics::LIVE_WINDOW;
         for _ in 0..(sluice_server::metrics::LIVE_WINDOW / 1000) {
             t += 1000;
             let _ = metrics.collect(t);

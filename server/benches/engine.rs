@@ -246,7 +246,7 @@ async fn main() {
         axum::routing::post(move |body: Bytes| {
             let l2 = l2.clone();
             async move {
-                let now = sluice_server::store::now_ms() as f64;
+                let now = sluice_server::clock::now_ms() as f64;
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 for recs in v["records"].as_object().unwrap().values() {
                     for r in recs.as_array().unwrap() {
@@ -273,7 +273,7 @@ async fn main() {
         ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).set("linger.ms", "0").create().unwrap();
     let samples = 300;
     for i in 0..samples {
-        let ts = sluice_server::store::now_ms();
+        let ts = sluice_server::clock::now_ms();
         let v = format!("{i}");
         producer.send(FutureRecord::<str, str>::to("bench-c").payload(&v).timestamp(ts), Duration::from_secs(5)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -303,12 +303,12 @@ async fn main() {
             let mut l = Vec::new();
             for i in 0..100 {
                 let v = format!("b{i}");
-                p.send(rdkafka::producer::BaseRecord::<str, str>::to("bench-c").payload(&v).timestamp(sluice_server::store::now_ms())).unwrap();
+                p.send(rdkafka::producer::BaseRecord::<str, str>::to("bench-c").payload(&v).timestamp(sluice_server::clock::now_ms())).unwrap();
                 p.poll(Duration::ZERO);
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_millis(500) {
                     if let Some(Ok(m)) = c.poll(Duration::from_millis(1)) {
-                        l.push((sluice_server::store::now_ms() - m.timestamp().to_millis().unwrap()) as f64);
+                        l.push((sluice_server::clock::now_ms() - m.timestamp().to_millis().unwrap()) as f64);
                         break;
                     }
                 }

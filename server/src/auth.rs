@@ -16,7 +16,8 @@ use sha2::Digest;
 use sluice_app::model::{AuditEntry, Role, Session};
 use sqlx::Row;
 
-use crate::store::{now_ms, Store};
+use crate::clock::now_ms;
+use crate::store::Store;
 use crate::throttle::{Attempt, Limit, Throttle};
 
 /// How long a browser session lasts without signing in again.
@@ -76,21 +77,7 @@ pub struct TokenView {
 
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// Equal strings, in time that does not depend on where they differ.
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A random URL-safe token of `bytes` random bytes.
-pub fn random_token(bytes: usize) -> String {
-    random_secret(bytes)
-}
-
-fn random_secret(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut b);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
+use crate::secrets::{constant_time_eq, random_token as random_secret};
 
 fn digest(secret: &str) -> String {
     let d = sha2::Sha256::digest(secret.as_bytes());

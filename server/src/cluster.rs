@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::service::MappingService;
-use crate::store::{now_ms, NodeRow, Store};
+use crate::clock::now_ms;
+use crate::store::{NodeRow, Store};
 
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A node not heard from for this long is counted out: its share of

@@ -104,7 +104,7 @@ async fn generate(producer: FutureProducer, rate: u32, hot_share: f64) {
                 let amount = rng.random_range(100..50_000) as f64 / 100.0;
                 let value = serde_json::json!({
                     "orderId": n, "customer": format!("c-{customer}"), "type": kind, "amount": amount,
-                    "currency": "EUR", "createdAt": crate::store::now_ms(),
+                    "currency": "EUR", "createdAt": crate::clock::now_ms(),
                 });
                 (format!("c-{customer}"), value.to_string())
             };

@@ -2,6 +2,7 @@
 //! demo. `main.rs` is the CLI around it.
 
 pub mod auth;
+pub mod clock;
 pub mod cloudwatch;
 pub mod cluster;
 pub mod demo;

@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use crate::engine::status::{LiveStatus, Snapshot};
 use crate::engine::LiveRegistry;
-use crate::store::{now_ms, Store};
+use crate::clock::now_ms;
+use crate::store::Store;
 
 pub const MINUTE: i64 = 60_000;
 pub const QUARTER: i64 = 15 * 60_000;

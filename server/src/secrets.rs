@@ -10,6 +10,19 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
 use sluice_app::spec::MappingSpec;
 
+/// A random URL-safe token of `bytes` random bytes (sessions, API tokens,
+/// CSRF tokens, CSP nonces).
+pub fn random_token(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Equal strings, in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 pub struct Sealer {
     cipher: ChaCha20Poly1305,
     /// For MACs (device cookies): derived from the key, never the key itself.

@@ -274,7 +274,7 @@ impl MappingService {
         let audit = ResetAudit {
             id: Uuid::new_v4().to_string(),
             uuid: id,
-            time: crate::store::now_ms(),
+            time: crate::clock::now_ms(),
             actor: actor.to_string(),
             request: req.clone(),
             partitions: partitions.clone(),
@@ -308,7 +308,7 @@ impl MappingService {
     /// minute and 15 minutes from memory, the last 24 hours from the store.
     pub async fn insight(&self, id: Uuid) -> Result<Insight, ServiceError> {
         let m = self.get(id).await?;
-        let now = crate::store::now_ms();
+        let now = crate::clock::now_ms();
         let recent = self.metrics.recent(id, now - LIVE_WINDOW);
         let within = |ms: i64| recent.iter().filter(|p| p.time > now - ms).cloned().collect::<Vec<_>>();
         let health_window = within(HEALTH_WINDOW_MS);
@@ -331,7 +331,7 @@ impl MappingService {
 
     /// Every mapping's health, lag sparkline and rates, for the overview.
     pub async fn overview(&self) -> Result<Vec<Overview>, ServiceError> {
-        let now = crate::store::now_ms();
+        let now = crate::clock::now_ms();
         let mut out = Vec::new();
         for m in self.list().await? {
             let recent = self.metrics.recent(m.uuid, now - LIVE_WINDOW);

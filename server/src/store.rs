@@ -28,12 +28,7 @@ fn stored(spec: &MappingSpec) -> MappingSpec {
     s
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 const SELECT: &str = "SELECT m.uuid, m.spec, m.updated_ms, s.state, s.state_transition_reason, \
      s.last_processing_result, x.sealed FROM mappings m LEFT JOIN mapping_status s ON s.uuid = m.uuid \

@@ -68,7 +68,7 @@ async fn real_broker_100k_records_on_6_partitions_in_order_and_committed() {
 async fn starting_positions(b: Broker) {
     let topic = "positions";
     b.create_topic(topic, 2).await;
-    let now = sluice_server::store::now_ms();
+    let now = sluice_server::clock::now_ms();
     b.produce(topic, 2, 10, Some(now - 60_000)).await; // offsets 0..10, a minute old
     b.produce(topic, 2, 10, Some(now - 10_000)).await; // offsets 10..20, ten seconds old
     let mut s = Sluice::start().await;

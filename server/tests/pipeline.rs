@@ -53,7 +53,7 @@ fn record(offset: i64, size: usize) -> OwnedMessage {
 }
 
 fn crate_now() -> i64 {
-    sluice_server::store::now_ms()
+    sluice_server::clock::now_ms()
 }
 
 struct Run {

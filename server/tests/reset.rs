@@ -37,7 +37,7 @@ async fn started(b: &Broker, topic: &str, partitions: i32) -> (Sluice, Recorder,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_to_a_time_continues_at_the_first_record_at_or_after_it() {
     let Some(b) = Broker::tansu() else { return };
-    let now = sluice_server::store::now_ms();
+    let now = sluice_server::clock::now_ms();
     let (t0, t1) = (now - 600_000, now - 300_000);
     let topic = "by-time";
     b.create_topic(topic, 3).await;

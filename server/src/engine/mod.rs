@@ -287,7 +287,7 @@ impl Engine {
         if stored.is_empty() {
             return Ok(held);
         }
-        let now = crate::store::now_ms();
+        let now = crate::clock::now_ms();
         let alive: std::collections::HashSet<String> = self
             .store
             .nodes()

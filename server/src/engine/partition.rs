@@ -263,7 +263,7 @@ async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
     let mut executed_version: Option<String> = None;
     loop {
         if let Some(age) = p.max_age {
-            let oldest_ok = crate::store::now_ms() - age.as_millis() as i64;
+            let oldest_ok = crate::clock::now_ms() - age.as_millis() as i64;
             let (expired, fresh): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.timestamp_ms >= 0 && r.timestamp_ms < oldest_ok);
             records = fresh;
             let why = format!("older than MaximumRecordAgeInSeconds ({} s)", age.as_secs());

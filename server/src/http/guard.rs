@@ -77,7 +77,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
 }
 
-use crate::auth::constant_time_eq as equal;
+use crate::secrets::constant_time_eq as equal;
 
 fn api_like(path: &str) -> bool {
     path.starts_with("/api/") || path == "/metrics"
@@ -113,7 +113,7 @@ const REFUSALS_AUDITED_PER_MINUTE: u64 = 120;
 static REFUSALS: std::sync::Mutex<(i64, u64)> = std::sync::Mutex::new((0, 0));
 
 fn refusal_budget() -> bool {
-    let minute = crate::store::now_ms() / 60_000;
+    let minute = crate::clock::now_ms() / 60_000;
     let mut r = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
     if r.0 != minute {
         *r = (minute, 0);
@@ -139,7 +139,7 @@ async fn refused(s: &AppState, actor: Option<&str>, method: &Method, path: &str,
     if !anonymous || refusal_budget() {
         let entry = AuditEntry {
             id: uuid::Uuid::new_v4().to_string(),
-            time: crate::store::now_ms(),
+            time: crate::clock::now_ms(),
             actor: actor.to_string(),
             action: format!("{method} {path}"),
             target: target_of(path),
@@ -242,7 +242,7 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
         }
         let entry = AuditEntry {
             id: uuid::Uuid::new_v4().to_string(),
-            time: crate::store::now_ms(),
+            time: crate::clock::now_ms(),
             actor: who.user.clone(),
             action: format!("{method} {path}"),
             target,
@@ -397,7 +397,7 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
     let audit = |status: u16, detail: String| {
         let entry = AuditEntry {
             id: uuid::Uuid::new_v4().to_string(),
-            time: crate::store::now_ms(),
+            time: crate::clock::now_ms(),
             actor: attempted(&user),
             action: "POST /login".into(),
             target: format!("user:{}", attempted(&user)),
@@ -460,7 +460,7 @@ fn device_cookie(value: &str) -> String {
 /// browser has none yet).
 async fn sign_in_page(req: Request, next: Next) -> Response {
     let have = cookie(req.headers(), LOGIN_CSRF_COOKIE).filter(|t| t.len() >= 20 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-    let token = have.clone().unwrap_or_else(|| crate::auth::random_token(24));
+    let token = have.clone().unwrap_or_else(|| crate::secrets::random_token(24));
     let mut req = req;
     req.extensions_mut().insert(sluice_app::api::backend::LoginCsrf(token.clone()));
     let mut r = next.run(req).await;

@@ -28,7 +28,7 @@ pub fn policy(nonce: &str) -> String {
 }
 
 pub async fn security_headers(mut req: Request, next: Next) -> Response {
-    let nonce = crate::auth::random_token(18);
+    let nonce = crate::secrets::random_token(18);
     req.extensions_mut().insert(CspNonce(nonce.clone()));
     let mut res = next.run(req).await;
     let h = res.headers_mut();

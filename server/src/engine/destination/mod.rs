@@ -55,7 +55,7 @@ fn envelope(f: &Failed<'_>, function: &str, request_id: &str) -> Value {
         },
         "responseContext": response,
         "version": "1.0",
-        "timestamp": iso(crate::store::now_ms()),
+        "timestamp": iso(crate::clock::now_ms()),
     })
 }
 
