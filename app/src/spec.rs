@@ -429,10 +429,10 @@ impl MappingSpec {
     }
 
     /// Where the stored Kafka secrets go: the brokers, the protocol they
-    /// travel over and the cluster. An edit that changes any of these
-    /// without giving the secrets again drops the stored ones (as password
-    /// managers do), so nobody can send a password they cannot read to a
-    /// broker of their choosing, or in clear.
+    /// travel over and the cluster. An edit that changes any of these must
+    /// give the secrets again (the stored ones do not follow, as with
+    /// password managers), so nobody can send a password they cannot read
+    /// to a broker of their choosing, or in clear.
     pub fn secret_destination(&self) -> (Vec<String>, String, Option<String>) {
         let mut servers: Vec<String> = self.bootstrap_servers().iter().map(|s| s.trim().to_ascii_lowercase()).collect();
         servers.sort();

@@ -17,6 +17,7 @@ use sluice_app::model::{AuditEntry, Role, Session};
 use sqlx::Row;
 
 use crate::clock::now_ms;
+use crate::secrets::{constant_time_eq, random_token};
 use crate::store::Store;
 use crate::throttle::{Attempt, Limit, Throttle};
 
@@ -77,8 +78,6 @@ pub struct TokenView {
 
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::secrets::{constant_time_eq, random_token as random_secret};
-
 fn digest(secret: &str) -> String {
     let d = sha2::Sha256::digest(secret.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
@@ -133,7 +132,7 @@ impl Auth {
                     p.to_string()
                 }
                 None => {
-                    let p = random_secret(15);
+                    let p = random_token(15);
                     generated = Some(p.clone());
                     p
                 }
@@ -254,7 +253,7 @@ impl Auth {
             return Err(SignInError::Invalid(self.throttle.failed(&attempt, Instant::now())));
         }
         self.throttle.succeeded(&attempt, Instant::now());
-        let (secret, csrf) = (random_secret(32), random_secret(24));
+        let (secret, csrf) = (random_token(32), random_token(24));
         let now = now_ms();
         sqlx::query("INSERT INTO sessions (token_hash, username, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)")
             .bind(digest(&secret))
@@ -275,15 +274,18 @@ impl Auth {
     /// A device cookie for a browser `user` just signed in from:
     /// `user.issued_ms.id.mac` (user in base64url), MAC under the node key.
     fn device_cookie(&self, user: &str) -> String {
-        let body = format!("{}.{}.{}", B64URL.encode(user), now_ms(), random_secret(12));
-        format!("{body}.{}", B64URL.encode(self.store.sealer().mac(format!("device|{body}").as_bytes())))
+        let body = format!("{}.{}.{}", B64URL.encode(user), now_ms(), random_token(12));
+        format!("{body}.{}", self.device_mac(&body))
+    }
+
+    fn device_mac(&self, body: &str) -> String {
+        B64URL.encode(self.store.sealer().mac(format!("device|{body}").as_bytes()))
     }
 
     /// The id of a device cookie that is genuine, unexpired and `user`'s.
     fn device_id(&self, cookie: &str, user: &str) -> Option<String> {
         let (body, mac) = cookie.rsplit_once('.')?;
-        let want = B64URL.encode(self.store.sealer().mac(format!("device|{body}").as_bytes()));
-        if !constant_time_eq(mac, &want) {
+        if !constant_time_eq(mac, &self.device_mac(body)) {
             return None;
         }
         let mut parts = body.splitn(3, '.');
@@ -354,7 +356,7 @@ impl Auth {
 
     /// A new API token; its secret is returned here and never again.
     pub async fn create_token(&self, name: &str, role: Role, by: &str) -> Result<String> {
-        let secret = format!("{TOKEN_PREFIX}{}", random_secret(32));
+        let secret = format!("{TOKEN_PREFIX}{}", random_token(32));
         sqlx::query("INSERT INTO api_tokens (token_hash, name, role, created_by, created_ms) VALUES ($1, $2, $3, $4, $5)")
             .bind(digest(&secret))
             .bind(name)
@@ -434,4 +436,4 @@ impl Auth {
 
 /// The hash checked when the user does not exist, so the time taken does
 /// not tell which user names exist.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password(&random_secret(16)).unwrap_or_default());
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password(&random_token(16)).unwrap_or_default());

@@ -77,14 +77,11 @@ impl Reach {
     /// Whether `host` may be connected to (resolving names that no name
     /// entry allows). Err: why not.
     pub async fn allows(&self, host: &str, port: u16) -> Result<(), String> {
-        let Some(entries) = &self.entries else { return Ok(()) };
+        if !self.is_limited() {
+            return Ok(());
+        }
         let h = host.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase();
-        let named = entries.iter().any(|e| match e {
-            Entry::Name(n) => *n == h,
-            Entry::Suffix(s) => h.ends_with(s.as_str()),
-            Entry::Net(..) => false,
-        });
-        if named {
+        if self.names(&h) {
             return Ok(());
         }
         let addrs: Vec<IpAddr> = match h.parse::<IpAddr>() {
@@ -100,6 +97,15 @@ impl Reach {
             Some(a) if a.to_string() != h => Err(format!("{host} resolves to {a}, which SLUICE_ALLOWED_HOSTS does not allow")),
             _ => Err(format!("{host} is not in SLUICE_ALLOWED_HOSTS")),
         }
+    }
+
+    /// Whether a name or suffix entry allows the (lower-case) host name.
+    fn names(&self, host: &str) -> bool {
+        self.entries.iter().flatten().any(|e| match e {
+            Entry::Name(n) => n == host,
+            Entry::Suffix(s) => host.ends_with(s.as_str()),
+            Entry::Net(..) => false,
+        })
     }
 
     /// Whether an address lies in an address or network entry.
@@ -161,13 +167,7 @@ impl reqwest::dns::Resolve for Resolver {
         let reach = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let named = reach.entries.as_ref().is_some_and(|es| {
-                es.iter().any(|e| match e {
-                    Entry::Name(n) => *n == host.to_ascii_lowercase(),
-                    Entry::Suffix(s) => host.to_ascii_lowercase().ends_with(s.as_str()),
-                    Entry::Net(..) => false,
-                })
-            });
+            let named = reach.names(&host.to_ascii_lowercase());
             let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<std::net::SocketAddr> = addrs.into_iter().filter(|a| named || reach.allows_addr(a.ip())).collect();
             if allowed.is_empty() {

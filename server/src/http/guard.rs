@@ -122,6 +122,11 @@ fn refusal_budget() -> bool {
     r.1 <= REFUSALS_AUDITED_PER_MINUTE
 }
 
+/// An audit log entry stamped now.
+fn audit_entry(actor: &str, action: String, target: String, status: u16, detail: String) -> AuditEntry {
+    AuditEntry { id: uuid::Uuid::new_v4().to_string(), time: crate::clock::now_ms(), actor: actor.to_string(), action, target, status, detail }
+}
+
 /// Logs a refused request and audits it (a change, or anything a signed-in
 /// caller was refused): who it was, what, why.
 async fn refused(s: &AppState, actor: Option<&str>, method: &Method, path: &str, res: Response) -> Response {
@@ -137,15 +142,7 @@ async fn refused(s: &AppState, actor: Option<&str>, method: &Method, path: &str,
         return res;
     }
     if !anonymous || refusal_budget() {
-        let entry = AuditEntry {
-            id: uuid::Uuid::new_v4().to_string(),
-            time: crate::clock::now_ms(),
-            actor: actor.to_string(),
-            action: format!("{method} {path}"),
-            target: target_of(path),
-            status: res.status().as_u16(),
-            detail: format!("refused: {why}"),
-        };
+        let entry = audit_entry(actor, format!("{method} {path}"), target_of(path), res.status().as_u16(), format!("refused: {why}"));
         if let Err(e) = s.mappings.auth().audit(&entry).await {
             tracing::error!("cannot write the audit log: {e:#}");
         }
@@ -240,15 +237,7 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
             let after = s.mappings.get(id).await.ok().and_then(|m| serde_json::to_value(&m.spec).ok());
             detail = spec_diff(before.as_ref(), after.as_ref());
         }
-        let entry = AuditEntry {
-            id: uuid::Uuid::new_v4().to_string(),
-            time: crate::clock::now_ms(),
-            actor: who.user.clone(),
-            action: format!("{method} {path}"),
-            target,
-            status: res.status().as_u16(),
-            detail,
-        };
+        let entry = audit_entry(&who.user, format!("{method} {path}"), target, res.status().as_u16(), detail);
         if let Err(e) = auth.audit(&entry).await {
             tracing::error!("cannot write the audit log: {e:#}");
         }
@@ -338,9 +327,9 @@ fn urlencode(s: &str) -> String {
 /// control characters and backslashes are refused outright.
 pub fn local(next: &str) -> String {
     const BASE: &str = "http://sluice.invalid/";
-    let plain = next.starts_with('/') && !next.chars().any(|c| c.is_control() || c == '\\');
+    // Decoding keeps raw characters, so this sees raw and encoded ones alike.
     let decoded = percent_encoding::percent_decode_str(next).decode_utf8_lossy();
-    if !plain || decoded.starts_with("//") || decoded.chars().any(|c| c.is_control() || c == '\\') {
+    if !next.starts_with('/') || decoded.starts_with("//") || decoded.chars().any(|c| c.is_control() || c == '\\') {
         return "/".into();
     }
     let Ok(base) = url::Url::parse(BASE) else { return "/".into() };
@@ -356,7 +345,7 @@ pub fn local(next: &str) -> String {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct SignIn {
     #[serde(default)]
     username: String,
@@ -386,24 +375,17 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
     let connect = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
     let headers = req.headers().clone();
     let body = to_bytes(req.into_body(), 64 << 10).await.unwrap_or_default();
-    let f: SignIn = serde_urlencoded::from_bytes(&body).unwrap_or(SignIn { username: String::new(), password: String::new(), next: String::new(), csrf: String::new() });
+    let f: SignIn = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let client = connect.map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
     let next = local(&f.next);
     let user = f.username.trim().to_string();
+    let shown = attempted(&user);
     let back = |code: &str, extra: &str| {
         Redirect::to(&format!("/login?error={code}{extra}&next={}&username={}", urlencode(&next), urlencode(&user))).into_response()
     };
     let auth = s.mappings.auth();
     let audit = |status: u16, detail: String| {
-        let entry = AuditEntry {
-            id: uuid::Uuid::new_v4().to_string(),
-            time: crate::clock::now_ms(),
-            actor: attempted(&user),
-            action: "POST /login".into(),
-            target: format!("user:{}", attempted(&user)),
-            status,
-            detail,
-        };
+        let entry = audit_entry(&shown, "POST /login".into(), format!("user:{shown}"), status, detail);
         async move {
             if let Err(e) = auth.audit(&entry).await {
                 tracing::error!("cannot write the audit log: {e:#}");
@@ -412,7 +394,7 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
     };
     let token = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if token.is_empty() || !equal(&token, &f.csrf) {
-        tracing::warn!(user = %attempted(&user), client = %client, "sign-in refused: no valid CSRF token");
+        tracing::warn!(user = %shown, client = %client, "sign-in refused: no valid CSRF token");
         audit(403, format!("refused from {client}: the sign-in form's CSRF token was missing or wrong")).await;
         return back("csrf", "");
     }
@@ -425,12 +407,12 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
             let h = r.headers_mut();
             h.append(header::SET_COOKIE, session_cookie(&signed.secret, SESSION_TTL.as_secs()).parse().unwrap());
             h.append(header::SET_COOKIE, device_cookie(&signed.device_cookie).parse().unwrap());
-            h.append(header::SET_COOKIE, format!("{LOGIN_CSRF_COOKIE}=; Path=/login; HttpOnly; SameSite=Strict; Max-Age=0").parse().unwrap());
+            h.append(header::SET_COOKIE, login_csrf_cookie("", "; Max-Age=0").parse().unwrap());
             r
         }
         Err(SignInError::Limited(l)) => {
             let secs = l.wait.as_secs().max(1);
-            tracing::warn!(user = %attempted(&user), client = %client, scope = l.scope, wait_s = secs, "sign-in refused: throttled");
+            tracing::warn!(user = %shown, client = %client, scope = l.scope, wait_s = secs, "sign-in refused: throttled");
             let mut r = back("limited", &format!("&retry={secs}"));
             r.headers_mut().insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
             r
@@ -440,7 +422,7 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
             if let Some(l) = &started {
                 detail += &format!("; sign-ins of {} now wait {} s", l.scope, l.wait.as_secs().max(1));
             }
-            tracing::warn!(user = %attempted(&user), client = %client, "sign-in failed: {detail}");
+            tracing::warn!(user = %shown, client = %client, "sign-in failed: {detail}");
             audit(401, detail).await;
             back("invalid", "")
         }
@@ -452,8 +434,17 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
 }
 
 fn device_cookie(value: &str) -> String {
-    let secure = std::env::var("SLUICE_SECURE_COOKIES").is_ok_and(|v| v == "1" || v == "true");
-    format!("{DEVICE_COOKIE}={value}; Path=/login; HttpOnly; SameSite=Strict; Max-Age={}{}", DEVICE_TTL.as_secs(), if secure { "; Secure" } else { "" })
+    format!("{DEVICE_COOKIE}={value}; Path=/login; HttpOnly; SameSite=Strict; Max-Age={}{}", DEVICE_TTL.as_secs(), secure())
+}
+
+/// The sign-in form's CSRF cookie; `extra`: more attributes.
+fn login_csrf_cookie(value: &str, extra: &str) -> String {
+    format!("{LOGIN_CSRF_COOKIE}={value}; Path=/login; HttpOnly; SameSite=Strict{extra}{}", secure())
+}
+
+/// `; Secure` when the operator says the console is served over HTTPS.
+fn secure() -> &'static str {
+    if std::env::var("SLUICE_SECURE_COOKIES").is_ok_and(|v| v == "1" || v == "true") { "; Secure" } else { "" }
 }
 
 /// GET /login: the page, with a CSRF token for its form (a new one when the
@@ -465,15 +456,13 @@ async fn sign_in_page(req: Request, next: Next) -> Response {
     req.extensions_mut().insert(sluice_app::api::backend::LoginCsrf(token.clone()));
     let mut r = next.run(req).await;
     if have.is_none() {
-        r.headers_mut().append(header::SET_COOKIE, format!("{LOGIN_CSRF_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict").parse().unwrap());
+        r.headers_mut().append(header::SET_COOKIE, login_csrf_cookie(&token, "").parse().unwrap());
     }
     r
 }
 
 fn session_cookie(secret: &str, max_age: u64) -> String {
-    // Secure when the operator says the console is served over HTTPS.
-    let secure = std::env::var("SLUICE_SECURE_COOKIES").is_ok_and(|v| v == "1" || v == "true");
-    format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}", if secure { "; Secure" } else { "" })
+    format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}", secure())
 }
 
 async fn sign_out(State(s): State<AppState>, headers: HeaderMap) -> Response {
