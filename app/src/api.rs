@@ -31,7 +31,11 @@ pub mod backend {
         /// None while no poller runs for the mapping.
         fn counters(&self, id: uuid::Uuid) -> Option<crate::model::MappingCounters>;
         /// None: no such mapping.
-        async fn history(&self, id: uuid::Uuid, range: crate::metrics::Range) -> Result<Option<crate::metrics::History>, String>;
+        async fn history(
+            &self,
+            id: uuid::Uuid,
+            range: crate::metrics::Range,
+        ) -> Result<Option<crate::metrics::History>, String>;
         async fn overview(&self) -> Result<Vec<crate::metrics::Overview>, String>;
         async fn insight(&self, id: uuid::Uuid) -> Result<Option<crate::metrics::Insight>, String>;
         /// None: no such mapping.
@@ -114,7 +118,8 @@ pub async fn get_mapping(id: String) -> Result<Option<MappingView>, ServerFnErro
 
 /// Every running mapping's live counts, keyed by UUID (for the list page).
 #[server(endpoint = "list_counters")]
-pub async fn list_counters() -> Result<std::collections::HashMap<uuid::Uuid, crate::model::MappingCounters>, ServerFnError> {
+pub async fn list_counters(
+) -> Result<std::collections::HashMap<uuid::Uuid, crate::model::MappingCounters>, ServerFnError> {
     let b = backend::backend()?;
     let all = b.0.list().await.map_err(ServerFnError::new)?;
     Ok(all.into_iter().filter_map(|m| b.0.counters(m.uuid).map(|c| (m.uuid, c))).collect())
@@ -246,9 +251,6 @@ pub fn now_s() -> i64 {
     }
     #[cfg(not(feature = "hydrate"))]
     {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
     }
 }

@@ -53,8 +53,15 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] =
-        [Kind::OffsetLag, Kind::Invocations, Kind::Duration, Kind::Errors, Kind::Throttles, Kind::Concurrency, Kind::TimeLag];
+    pub const ALL: [Kind; 7] = [
+        Kind::OffsetLag,
+        Kind::Invocations,
+        Kind::Duration,
+        Kind::Errors,
+        Kind::Throttles,
+        Kind::Concurrency,
+        Kind::TimeLag,
+    ];
 
     pub fn id(self) -> &'static str {
         match self {
@@ -129,10 +136,13 @@ pub fn series(kind: Kind, points: &[MetricPoint]) -> Vec<Series> {
             parts.sort_unstable();
             parts.dedup();
             let value = move |p: &MetricPoint, part: i32| {
-                p.partitions
-                    .iter()
-                    .find(|x| x.partition == part)
-                    .map(|x| if lag { x.offset_lag as f64 } else { x.time_lag_s })
+                p.partitions.iter().find(|x| x.partition == part).map(|x| {
+                    if lag {
+                        x.offset_lag as f64
+                    } else {
+                        x.time_lag_s
+                    }
+                })
             };
             let mut v: Vec<Series> = parts
                 .iter()
@@ -189,10 +199,7 @@ pub const HEIGHT: u32 = 220;
 pub fn draw(kind: Kind, series: &[Series], range: Range, end: i64, step_ms: i64) -> String {
     let mut svg = String::new();
     let start = end - range.millis();
-    let ymax = series
-        .iter()
-        .flat_map(|s| s.points.iter().filter_map(|(_, v)| *v))
-        .fold(0.0f64, f64::max);
+    let ymax = series.iter().flat_map(|s| s.points.iter().filter_map(|(_, v)| *v)).fold(0.0f64, f64::max);
     // Headroom, and a visible axis when everything is zero.
     let ymax = if ymax <= 0.0 { 1.0 } else { ymax * 1.1 };
     let result = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
@@ -217,7 +224,11 @@ pub fn draw(kind: Kind, series: &[Series], range: Range, end: i64, step_ms: i64)
             .draw()?;
         for s in series {
             let (r, g, b) = s.color;
-            let style = ShapeStyle { color: RGBColor(r, g, b).to_rgba(), filled: false, stroke_width: if s.bold { 3 } else { 2 } };
+            let style = ShapeStyle {
+                color: RGBColor(r, g, b).to_rgba(),
+                filled: false,
+                stroke_width: if s.bold { 3 } else { 2 },
+            };
             for segment in segments(&s.points, step_ms * GAP_STEPS) {
                 chart.draw_series(LineSeries::new(segment, style))?;
             }
@@ -285,12 +296,17 @@ mod tests {
             .map(|i| MetricPoint {
                 time: end - 100_000 + i * 1000,
                 period_ms: 1000,
-                partitions: (0..3).map(|p| PartitionPoint { partition: p, offset_lag: i * (p as i64 + 1), ..Default::default() }).collect(),
+                partitions: (0..3)
+                    .map(|p| PartitionPoint { partition: p, offset_lag: i * (p as i64 + 1), ..Default::default() })
+                    .collect(),
                 ..Default::default()
             })
             .collect();
         let s = series(Kind::OffsetLag, &pts);
-        assert_eq!(s.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["Partition 0", "Partition 1", "Partition 2", "Total"]);
+        assert_eq!(
+            s.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["Partition 0", "Partition 1", "Partition 2", "Total"]
+        );
         let svg = draw(Kind::OffsetLag, &s, Range::M15, end, 2000);
         assert!(svg.starts_with("<svg"), "{svg}");
         let svg_lc = svg.to_lowercase();
@@ -303,7 +319,8 @@ mod tests {
 
     #[test]
     fn missing_data_breaks_the_line() {
-        let s = segments(&[(0, Some(1.0)), (1000, Some(2.0)), (2000, None), (3000, Some(1.0)), (60_000, Some(3.0))], 3000);
+        let s =
+            segments(&[(0, Some(1.0)), (1000, Some(2.0)), (2000, None), (3000, Some(1.0)), (60_000, Some(3.0))], 3000);
         assert_eq!(s.len(), 3);
     }
 }

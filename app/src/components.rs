@@ -93,9 +93,26 @@ fn set_status_500() {
 /// validate as the user types.
 #[cfg(feature = "hydrate")]
 const FIELDS: [&str; 20] = [
-    F_NAME, F_DESCRIPTION, F_FUNCTION, F_TOPIC, F_SERVERS, F_GROUP, F_BATCH, F_WINDOW, F_POSITION,
-    F_TIMESTAMP, F_FILTERS, F_DESTINATION, F_RETRIES, F_AGE, F_MIN_POLLERS, F_MAX_POLLERS, F_BISECT,
-    F_PARTIAL, F_ENABLED, F_FILTER_META,
+    F_NAME,
+    F_DESCRIPTION,
+    F_FUNCTION,
+    F_TOPIC,
+    F_SERVERS,
+    F_GROUP,
+    F_BATCH,
+    F_WINDOW,
+    F_POSITION,
+    F_TIMESTAMP,
+    F_FILTERS,
+    F_DESTINATION,
+    F_RETRIES,
+    F_AGE,
+    F_MIN_POLLERS,
+    F_MAX_POLLERS,
+    F_BISECT,
+    F_PARTIAL,
+    F_ENABLED,
+    F_FILTER_META,
 ];
 
 /// The create/edit form. Without JavaScript it is a plain POST form and the
@@ -110,8 +127,7 @@ pub fn MappingFormView(
     submit: &'static str,
     cancel: String,
 ) -> impl IntoView {
-    let touched: RwSignal<HashSet<String>> =
-        RwSignal::new(errors.iter().map(|e| e.field.clone()).collect());
+    let touched: RwSignal<HashSet<String>> = RwSignal::new(errors.iter().map(|e| e.field.clone()).collect());
     let show_all = RwSignal::new(!errors.is_empty());
     let errors = RwSignal::new(errors);
     let form_ref = NodeRef::<leptos::html::Form>::new();
@@ -314,7 +330,12 @@ fn Field(
 }
 
 #[component]
-fn Check(name: &'static str, label: &'static str, on: bool, #[prop(optional)] value: Option<&'static str>) -> impl IntoView {
+fn Check(
+    name: &'static str,
+    label: &'static str,
+    on: bool,
+    #[prop(optional)] value: Option<&'static str>,
+) -> impl IntoView {
     view! {
         <label for=name class="check"><input type="checkbox" id=name name=name value=value checked=on/>{label}</label>
     }

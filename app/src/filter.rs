@@ -223,24 +223,43 @@ fn compile_anything_but(field: &str, arg: &Value) -> Result<Matcher, String> {
                     Value::String(s) => Matcher::EqualsIgnoreCase(s.to_lowercase()),
                     Value::Array(list) if !list.is_empty() => Matcher::AnyOf(
                         list.iter()
-                            .map(|x| string_arg("anything-but equals-ignore-case", x).map(|s| Matcher::EqualsIgnoreCase(s.to_lowercase())))
+                            .map(|x| {
+                                string_arg("anything-but equals-ignore-case", x)
+                                    .map(|s| Matcher::EqualsIgnoreCase(s.to_lowercase()))
+                            })
                             .collect::<Result<_, _>>()?,
                     ),
-                    _ => return Err(invalid("anything-but equals-ignore-case match pattern must be a string or a list of strings")),
+                    _ => {
+                        return Err(invalid(
+                            "anything-but equals-ignore-case match pattern must be a string or a list of strings",
+                        ))
+                    }
                 },
                 "wildcard" => match a {
                     Value::String(s) => Matcher::Wildcard(compile_wildcard(s)?),
                     Value::Array(list) if !list.is_empty() => Matcher::AnyOf(
                         list.iter()
-                            .map(|x| string_arg("anything-but wildcard", x).and_then(|s| compile_wildcard(&s)).map(Matcher::Wildcard))
+                            .map(|x| {
+                                string_arg("anything-but wildcard", x)
+                                    .and_then(|s| compile_wildcard(&s))
+                                    .map(Matcher::Wildcard)
+                            })
                             .collect::<Result<_, _>>()?,
                     ),
-                    _ => return Err(invalid("anything-but wildcard match pattern must be a string or a list of strings")),
+                    _ => {
+                        return Err(invalid(
+                            "anything-but wildcard match pattern must be a string or a list of strings",
+                        ))
+                    }
                 },
                 other => return Err(invalid(format!("Unsupported anything-but pattern: {other}"))),
             }
         }
-        _ => return Err(invalid(format!("\"{field}\": Value of anything-but must be an array or single string/number value."))),
+        _ => {
+            return Err(invalid(format!(
+                "\"{field}\": Value of anything-but must be an array or single string/number value."
+            )))
+        }
     };
     Ok(Matcher::AnythingBut(Box::new(inner)))
 }
@@ -261,7 +280,9 @@ fn compile_numeric(arg: &Value) -> Result<Vec<(Op, f64)>, String> {
             Some(o) => return Err(invalid(format!("Unrecognized numeric range operator: {o}"))),
             None => return Err(invalid("Invalid member in numeric match: the operator must be a string")),
         };
-        let n = pair[1].as_f64().ok_or_else(|| invalid(format!("Value of {} must be numeric", pair[0].as_str().unwrap_or(""))))?;
+        let n = pair[1]
+            .as_f64()
+            .ok_or_else(|| invalid(format!("Value of {} must be numeric", pair[0].as_str().unwrap_or(""))))?;
         if !(-NUM_LIMIT..=NUM_LIMIT).contains(&n) {
             return Err(invalid("numbers must be between -5.0e9 and 5.0e9"));
         }
@@ -286,7 +307,11 @@ fn compile_cidr(s: &str) -> Result<Cidr, String> {
     let (ip, bits) = s.split_once('/').ok_or_else(|| invalid(format!("Malformed CIDR, one '/' required: {s}")))?;
     let net: IpAddr = ip.parse().map_err(|_| invalid(format!("Nonstandard IP address: {ip}")))?;
     let max = if net.is_ipv4() { 32 } else { 128 };
-    let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| invalid(format!("Malformed CIDR, mask bits must be a number from 0 to {max}: {s}")))?;
+    let bits: u8 = bits
+        .parse()
+        .ok()
+        .filter(|b| *b <= max)
+        .ok_or_else(|| invalid(format!("Malformed CIDR, mask bits must be a number from 0 to {max}: {s}")))?;
     Ok(Cidr { net, bits })
 }
 
@@ -299,7 +324,11 @@ fn compile_wildcard(s: &str) -> Result<String, String> {
         match c {
             '\\' => match chars.next() {
                 Some('*') | Some('\\') => prev_star = false,
-                _ => return Err(invalid(format!("Invalid escape in wildcard pattern {s:?}: only \\* and \\\\ are allowed"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "Invalid escape in wildcard pattern {s:?}: only \\* and \\\\ are allowed"
+                    )))
+                }
             },
             '*' if prev_star => return Err(invalid(format!("Consecutive wildcard characters in {s:?}"))),
             '*' => prev_star = true,
@@ -379,8 +408,20 @@ fn match_num(conds: &[(Op, f64)], x: f64) -> bool {
 /// The matchers that only strings can satisfy.
 fn match_str(m: &Matcher, s: &str) -> bool {
     match m {
-        Matcher::Prefix(p, ci) => if *ci { s.to_lowercase().starts_with(p) } else { s.starts_with(p.as_str()) },
-        Matcher::Suffix(p, ci) => if *ci { s.to_lowercase().ends_with(p) } else { s.ends_with(p.as_str()) },
+        Matcher::Prefix(p, ci) => {
+            if *ci {
+                s.to_lowercase().starts_with(p)
+            } else {
+                s.starts_with(p.as_str())
+            }
+        }
+        Matcher::Suffix(p, ci) => {
+            if *ci {
+                s.to_lowercase().ends_with(p)
+            } else {
+                s.ends_with(p.as_str())
+            }
+        }
         Matcher::EqualsIgnoreCase(p) => s.to_lowercase() == *p,
         Matcher::Cidr(c) => s.parse::<IpAddr>().is_ok_and(|ip| in_cidr(c, ip)),
         Matcher::Wildcard(p) => wildcard_match(p, s),
@@ -1580,7 +1621,11 @@ mod projection_tests {
                 let projected = compiled.matches(&proj.value_document(Some(r)));
                 assert_eq!(whole, projected, "{p} on {}", String::from_utf8_lossy(r));
             }
-            assert_eq!(compiled.matches(&value_document(None)), compiled.matches(&proj.value_document(None)), "{p} on no value");
+            assert_eq!(
+                compiled.matches(&value_document(None)),
+                compiled.matches(&proj.value_document(None)),
+                "{p} on no value"
+            );
         }
     }
 
@@ -1733,7 +1778,8 @@ mod value_filter_tests {
     #[test]
     fn matching_off_the_bytes_is_matching_the_document() {
         let all: Vec<Pattern> = PATTERNS.iter().map(|p| Pattern::compile(p).unwrap()).collect();
-        let mut others: Vec<&[u8]> = vec![b"plain text", b"{not json", b"\xff\xfe", br#"[{"type": "refund"}]"#, b"17", b""];
+        let mut others: Vec<&[u8]> =
+            vec![b"plain text", b"{not json", b"\xff\xfe", br#"[{"type": "refund"}]"#, b"17", b""];
         others.extend(RECORDS.iter().map(|r| r.as_bytes()));
         let mut matched = 0;
         for (i, p) in all.iter().enumerate() {
@@ -1774,11 +1820,24 @@ mod value_filter_tests {
     #[test]
     fn numbers_parse_as_serde_json_parses_them() {
         let mut next = super::test_input::numbers(0x9E37_79B9_7F4A_7C15);
-        let mut cases: Vec<String> =
-            ["0", "-0", "0.0", "-0.5", "12.000000000000001", "9007199254740993", "123456789012345678", "1234567890123456789", "0.1", "0.30000000000000004", "1e2", "-2.5E-3", "3.141592653589793238"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.5",
+            "12.000000000000001",
+            "9007199254740993",
+            "123456789012345678",
+            "1234567890123456789",
+            "0.1",
+            "0.30000000000000004",
+            "1e2",
+            "-2.5E-3",
+            "3.141592653589793238",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         for _ in 0..50_000 {
             let int = next() % 10u64.pow((next() % 19) as u32 + 1);
             let frac_len = (next() % 20) as usize;

@@ -220,7 +220,11 @@ impl MappingForm {
         // the API gives it) has LF, and a kept key needs the same certificate.
         let pem = |v: &str| opt(v).map(|p| p.replace("\r\n", "\n"));
         if let Some(ca) = pem(&self.ca_certificate) {
-            out.push(SourceAccessConfiguration { kind: "SERVER_ROOT_CA_CERTIFICATE".into(), certificate: Some(ca), ..Default::default() });
+            out.push(SourceAccessConfiguration {
+                kind: "SERVER_ROOT_CA_CERTIFICATE".into(),
+                certificate: Some(ca),
+                ..Default::default()
+            });
         }
         if let Some(cert) = pem(&self.client_certificate) {
             out.push(SourceAccessConfiguration {
@@ -353,11 +357,20 @@ mod tests {
         let spec = MappingForm { event_source_arn: arn.into(), ..good() }.to_spec(NOW).unwrap();
         assert_eq!(spec.event_source_arn.as_deref(), Some(arn));
         assert_eq!(MappingForm::from_spec(&spec).event_source_arn, arn);
-        for bad in ["arn:aws:sqs:eu-west-1:123456789012:q", "arn:aws:kafka:eu-west-1:1234:cluster/x/y", "cluster/orders"] {
+        for bad in
+            ["arn:aws:sqs:eu-west-1:123456789012:q", "arn:aws:kafka:eu-west-1:1234:cluster/x/y", "cluster/orders"]
+        {
             assert_eq!(fields(&MappingForm { event_source_arn: bad.into(), ..good() }), [F_MSK], "{bad}");
         }
         let role = "arn:aws:iam::123456789012:role/sluice-invoker";
-        assert_eq!(MappingForm { invocation_role_arn: role.into(), ..good() }.to_spec(NOW).unwrap().invocation_role_arn.as_deref(), Some(role));
+        assert_eq!(
+            MappingForm { invocation_role_arn: role.into(), ..good() }
+                .to_spec(NOW)
+                .unwrap()
+                .invocation_role_arn
+                .as_deref(),
+            Some(role)
+        );
         for bad in ["arn:aws:iam::123456789012:user/bob", "role/x", "arn:aws:iam:us-east-1:123456789012:role/x"] {
             assert_eq!(fields(&MappingForm { invocation_role_arn: bad.into(), ..good() }), [F_ROLE], "{bad}");
         }
@@ -379,8 +392,14 @@ mod tests {
             (MappingForm { batch_size: "0".into(), ..good() }, F_BATCH),
             (MappingForm { batch_size: "ten".into(), ..good() }, F_BATCH),
             (MappingForm { window: "301".into(), ..good() }, F_WINDOW),
-            (MappingForm { bootstrap_servers: "localhost".into(), ..good() }, "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"),
-            (MappingForm { bootstrap_servers: "host:99999".into(), ..good() }, "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"),
+            (
+                MappingForm { bootstrap_servers: "localhost".into(), ..good() },
+                "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]",
+            ),
+            (
+                MappingForm { bootstrap_servers: "host:99999".into(), ..good() },
+                "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]",
+            ),
             (MappingForm { topic: "my topic".into(), ..good() }, "Topics[0]"),
             (MappingForm { filters: "{\"value\": [1]}\n".repeat(6), ..good() }, "FilterCriteria.Filters"),
             (MappingForm { filters: "{\"value\": [1]}\n[1]".into(), ..good() }, "FilterCriteria.Filters[1].Pattern"),
@@ -438,7 +457,10 @@ mod tests {
         spec.source_access_configurations[0].password = None;
         spec.source_access_configurations[0].secret_stored = true;
         let back = MappingForm::from_spec(&spec);
-        assert_eq!((back.auth_kind.as_str(), back.auth_username.as_str(), back.auth_password.as_str()), ("SASL_SCRAM_512_AUTH", "alice", ""));
+        assert_eq!(
+            (back.auth_kind.as_str(), back.auth_username.as_str(), back.auth_password.as_str()),
+            ("SASL_SCRAM_512_AUTH", "alice", "")
+        );
         assert!(back.auth_stored.is_some() && back.ca_certificate.starts_with("-----BEGIN"));
         // Sent back untouched, it validates (the server then keeps the stored password).
         let again = back.to_spec(NOW).unwrap();
@@ -453,18 +475,27 @@ mod tests {
         assert!(errs.iter().any(|e| e.field.ends_with("PrivateKey")), "a certificate needs its key: {errs:?}");
         f.client_key = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nk\n-----END ENCRYPTED PRIVATE KEY-----".into();
         let errs = f.to_spec(NOW).unwrap_err();
-        assert!(errs.iter().any(|e| e.field.ends_with("PrivateKeyPassword")), "an encrypted key needs its password: {errs:?}");
+        assert!(
+            errs.iter().any(|e| e.field.ends_with("PrivateKeyPassword")),
+            "an encrypted key needs its password: {errs:?}"
+        );
         f.client_key_password = "kp".into();
         let mut spec = f.to_spec(NOW).unwrap();
         assert_eq!(spec.security_protocol(), "SSL");
         let c = &spec.source_access_configurations[0];
-        assert_eq!((c.kind.as_str(), c.certificate.as_deref(), c.private_key_password.as_deref()), ("CLIENT_CERTIFICATE_TLS_AUTH", Some(cert), Some("kp")));
+        assert_eq!(
+            (c.kind.as_str(), c.certificate.as_deref(), c.private_key_password.as_deref()),
+            ("CLIENT_CERTIFICATE_TLS_AUTH", Some(cert), Some("kp"))
+        );
         // As stored: the key apart; the form shows the certificate only.
         spec.source_access_configurations[0].private_key = None;
         spec.source_access_configurations[0].private_key_password = None;
         spec.source_access_configurations[0].secret_stored = true;
         let back = MappingForm::from_spec(&spec);
-        assert_eq!((back.client_certificate.as_str(), back.client_key.as_str(), back.client_key_password.as_str()), (cert, "", ""));
+        assert_eq!(
+            (back.client_certificate.as_str(), back.client_key.as_str(), back.client_key_password.as_str()),
+            (cert, "", "")
+        );
         assert!(back.client_stored.is_some());
         assert!(back.to_spec(NOW).is_ok(), "sent back untouched, it validates (the server keeps the stored key)");
     }

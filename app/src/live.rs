@@ -14,7 +14,8 @@ use crate::metrics::{format_span, Health, History, Insight, MetricPoint, Range};
 /// already has (a reconnect replays a few) are ignored.
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 pub fn push_point(points: &mut Vec<MetricPoint>, p: MetricPoint, step: i64, range: Range) {
-    if points.last().is_some_and(|l| p.time <= l.time && (l.time - 1).div_euclid(step) != (p.time - 1).div_euclid(step)) {
+    if points.last().is_some_and(|l| p.time <= l.time && (l.time - 1).div_euclid(step) != (p.time - 1).div_euclid(step))
+    {
         return;
     }
     let key = (p.time - 1).div_euclid(step);
@@ -78,12 +79,17 @@ fn Charts(h: History, id: String) -> impl IntoView {
     #[cfg(feature = "hydrate")]
     {
         let url = format!("/api/v1/mappings/{id}/metrics/stream?after={}", h.end);
-        let source = stream::open(&url, "point", move |data| {
-            if let Ok(p) = serde_json::from_str::<MetricPoint>(&data) {
-                end.set(p.time);
-                points.update(|v| push_point(v, p, step, range));
-            }
-        }, move |open| live.set(open));
+        let source = stream::open(
+            &url,
+            "point",
+            move |data| {
+                if let Ok(p) = serde_json::from_str::<MetricPoint>(&data) {
+                    end.set(p.time);
+                    points.update(|v| push_point(v, p, step, range));
+                }
+            },
+            move |open| live.set(open),
+        );
         on_cleanup(move || drop(source));
     }
     #[cfg(not(feature = "hydrate"))]

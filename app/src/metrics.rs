@@ -361,8 +361,19 @@ pub fn judge(enabled: bool, last_result: &str, window: &[MetricPoint]) -> (Healt
     // now, whatever the rest of the window says.
     if let Some(last) = window.last() {
         let recent = total(&window.iter().filter(|p| p.time > last.time - RECENT_MS).cloned().collect::<Vec<_>>());
-        if span_s >= RECENT_MS as f64 / 1000.0 && recent.errors > 0 && recent.errors >= recent.invocations && recent.committed_event_count == 0 {
-            return (Health::Failing, format!("all {} invocations of the last {} failed: {last_result}", recent.invocations, format_span(RECENT_MS as f64 / 1000.0)));
+        if span_s >= RECENT_MS as f64 / 1000.0
+            && recent.errors > 0
+            && recent.errors >= recent.invocations
+            && recent.committed_event_count == 0
+        {
+            return (
+                Health::Failing,
+                format!(
+                    "all {} invocations of the last {} failed: {last_result}",
+                    recent.invocations,
+                    format_span(RECENT_MS as f64 / 1000.0)
+                ),
+            );
         }
     }
     let failing_now = last_result.starts_with("PROBLEM");
@@ -497,7 +508,8 @@ impl PartitionBaseline {
                 partition: p.partition,
                 records_per_s: if t.period_ms > 0 { t.rate(p.polled_event_count) } else { 0.0 },
                 bytes_per_s: if t.period_ms > 0 { t.rate(p.polled_bytes) } else { 0.0 },
-                average_record_bytes: (p.polled_event_count > 0).then(|| p.polled_bytes as f64 / p.polled_event_count as f64),
+                average_record_bytes: (p.polled_event_count > 0)
+                    .then(|| p.polled_bytes as f64 / p.polled_event_count as f64),
                 offset_lag: p.offset_lag,
                 time_lag_s: p.time_lag_s,
             })

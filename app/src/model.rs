@@ -37,9 +37,7 @@ impl MappingState {
 
     pub fn parse(s: &str) -> Option<Self> {
         use MappingState::*;
-        [Creating, Enabling, Enabled, Disabling, Disabled, Updating, Deleting]
-            .into_iter()
-            .find(|m| m.as_str() == s)
+        [Creating, Enabling, Enabled, Disabling, Disabled, Updating, Deleting].into_iter().find(|m| m.as_str() == s)
     }
 }
 

@@ -27,7 +27,8 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 5] = [Strategy::TrimHorizon, Strategy::Latest, Strategy::AtTimestamp, Strategy::Offsets, Strategy::ShiftBy];
+    pub const ALL: [Strategy; 5] =
+        [Strategy::TrimHorizon, Strategy::Latest, Strategy::AtTimestamp, Strategy::Offsets, Strategy::ShiftBy];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -105,7 +106,10 @@ impl ResetRequest {
                             _ => errs.push(FieldError::new(format!("Offsets.{k}"), "is not a partition number")),
                         }
                         if *v < 0 {
-                            errs.push(FieldError::new(format!("Offsets.{k}"), format!("must not be negative, not {v}")));
+                            errs.push(FieldError::new(
+                                format!("Offsets.{k}"),
+                                format!("must not be negative, not {v}"),
+                            ));
                         }
                     }
                 }
@@ -338,7 +342,8 @@ mod tests {
         // 12:00 at +01:00 is 11:00 UTC.
         assert_eq!(r.timestamp, Some(parse_time("2026-11-25T11:00:00Z").unwrap() * 1000));
         assert!(r.dry_run);
-        let utc = ResetForm { timestamp: "2026-11-25T11:00:00Z".into(), time_zone: "+05:00".into(), ..form("AT_TIMESTAMP") };
+        let utc =
+            ResetForm { timestamp: "2026-11-25T11:00:00Z".into(), time_zone: "+05:00".into(), ..form("AT_TIMESTAMP") };
         assert_eq!(utc.to_request().unwrap().timestamp, r.timestamp, "an explicit zone wins");
     }
 
@@ -358,7 +363,14 @@ mod tests {
 
     #[test]
     fn api_requests_are_checked_for_what_the_strategy_needs() {
-        let r = |s: Strategy| ResetRequest { strategy: s, timestamp: None, offsets: None, shift_by: None, partitions: None, dry_run: true };
+        let r = |s: Strategy| ResetRequest {
+            strategy: s,
+            timestamp: None,
+            offsets: None,
+            shift_by: None,
+            partitions: None,
+            dry_run: true,
+        };
         assert_eq!(r(Strategy::ShiftBy).validate()[0].field, "ShiftBy");
         assert_eq!(r(Strategy::AtTimestamp).validate()[0].field, "Timestamp");
         assert!(r(Strategy::Latest).validate().is_empty());

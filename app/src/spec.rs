@@ -33,10 +33,7 @@ impl FieldError {
     /// Whether this error belongs under the form input named `name`.
     pub fn is_for(&self, name: &str) -> bool {
         self.field == name
-            || self
-                .field
-                .strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+            || self.field.strip_prefix(name).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
     }
 }
 
@@ -253,7 +250,13 @@ pub struct SourceAccessConfiguration {
 }
 
 pub const SASL_KINDS: [&str; 3] = ["BASIC_AUTH", "SASL_SCRAM_256_AUTH", "SASL_SCRAM_512_AUTH"];
-pub const ACCESS_KINDS: [&str; 5] = ["BASIC_AUTH", "SASL_SCRAM_256_AUTH", "SASL_SCRAM_512_AUTH", "CLIENT_CERTIFICATE_TLS_AUTH", "SERVER_ROOT_CA_CERTIFICATE"];
+pub const ACCESS_KINDS: [&str; 5] = [
+    "BASIC_AUTH",
+    "SASL_SCRAM_256_AUTH",
+    "SASL_SCRAM_512_AUTH",
+    "CLIENT_CERTIFICATE_TLS_AUTH",
+    "SERVER_ROOT_CA_CERTIFICATE",
+];
 
 /// Debug output (logs, panics) shows that a secret is set, never the secret.
 impl std::fmt::Debug for SourceAccessConfiguration {
@@ -333,7 +336,10 @@ impl MappingSpec {
     fn validate_access(&self, err: &mut impl FnMut(&str, String)) {
         let protocol = self.security_protocol();
         if !["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].contains(&protocol.as_str()) {
-            err("SelfManagedKafkaEventSourceConfig.SecurityProtocol", format!("must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, not `{protocol}`"));
+            err(
+                "SelfManagedKafkaEventSourceConfig.SecurityProtocol",
+                format!("must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, not `{protocol}`"),
+            );
         }
         let mut sasl = 0;
         for (i, c) in self.source_access_configurations.iter().enumerate() {
@@ -352,7 +358,11 @@ impl MappingSpec {
                 if !arn {
                     err(&f("URI"), format!("`{uri}` is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"));
                 }
-                if c.password.is_some() || c.private_key.is_some() || c.private_key_password.is_some() || c.username.is_some() {
+                if c.password.is_some()
+                    || c.private_key.is_some()
+                    || c.private_key_password.is_some()
+                    || c.username.is_some()
+                {
                     err(&f("URI"), "give the secret either by URI or inline, not both".into());
                 }
                 continue;
@@ -367,7 +377,10 @@ impl MappingSpec {
                         err(&f("Password"), "required for SASL".into());
                     }
                     if !protocol.starts_with("SASL_") {
-                        err(&f("Type"), format!("SASL needs the security protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}"));
+                        err(
+                            &f("Type"),
+                            format!("SASL needs the security protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}"),
+                        );
                     }
                 }
                 "CLIENT_CERTIFICATE_TLS_AUTH" => {
@@ -378,14 +391,18 @@ impl MappingSpec {
                     if !pem(&c.private_key) && !(c.secret_stored && c.private_key.is_none()) {
                         err(&f("PrivateKey"), "a PEM private key (-----BEGIN ... PRIVATE KEY-----) is required".into());
                     }
-                    let encrypted = c.private_key.as_deref().is_some_and(|k| k.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+                    let encrypted =
+                        c.private_key.as_deref().is_some_and(|k| k.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
                     if encrypted && c.private_key_password.as_deref().unwrap_or("").is_empty() {
                         err(&f("PrivateKeyPassword"), "the private key is encrypted: give its password".into());
                     }
                 }
                 _ => {
                     if !pem(&c.certificate) {
-                        err(&f("Certificate"), "the CA's PEM certificate (-----BEGIN CERTIFICATE-----) is required".into());
+                        err(
+                            &f("Certificate"),
+                            "the CA's PEM certificate (-----BEGIN CERTIFICATE-----) is required".into(),
+                        );
                     }
                 }
             }
@@ -483,7 +500,10 @@ impl MappingSpec {
             let parts: Vec<&str> = arn.splitn(6, ':').collect();
             let ok = matches!(parts.as_slice(), ["arn", p, "kafka", r, a, res] if p.starts_with("aws") && !r.is_empty() && a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && res.starts_with("cluster/"));
             if !ok {
-                err("EventSourceArn", format!("`{arn}` is not an MSK cluster ARN (arn:aws:kafka:REGION:ACCOUNT:cluster/NAME/ID)"));
+                err(
+                    "EventSourceArn",
+                    format!("`{arn}` is not an MSK cluster ARN (arn:aws:kafka:REGION:ACCOUNT:cluster/NAME/ID)"),
+                );
             }
         }
         match self.topics.as_slice() {
@@ -539,10 +559,9 @@ impl MappingSpec {
             (StartingPosition::AtTimestamp, Some(t)) if t < 0 => {
                 err("StartingPositionTimestamp", "must not be before 1970".into())
             }
-            (p, Some(_)) if p != StartingPosition::AtTimestamp => err(
-                "StartingPositionTimestamp",
-                format!("only applies to AT_TIMESTAMP, not {}", p.as_str()),
-            ),
+            (p, Some(_)) if p != StartingPosition::AtTimestamp => {
+                err("StartingPositionTimestamp", format!("only applies to AT_TIMESTAMP, not {}", p.as_str()))
+            }
             _ => {}
         }
         let filters = &self.filter_criteria.filters;
@@ -562,15 +581,15 @@ impl MappingSpec {
         if !(-1..=10_000).contains(&self.maximum_retry_attempts) {
             err(
                 "MaximumRetryAttempts",
-                format!("must be -1 (retry until the record expires) or 0 to 10000, not {}", self.maximum_retry_attempts),
+                format!(
+                    "must be -1 (retry until the record expires) or 0 to 10000, not {}",
+                    self.maximum_retry_attempts
+                ),
             );
         }
         let age = self.maximum_record_age_in_seconds;
         if age != -1 && !(60..=604_800).contains(&age) {
-            err(
-                "MaximumRecordAgeInSeconds",
-                format!("must be -1 (no limit) or 60 to 604800 seconds, not {age}"),
-            );
+            err("MaximumRecordAgeInSeconds", format!("must be -1 (no limit) or 60 to 604800 seconds, not {age}"));
         }
         if let Some(p) = &self.provisioned_poller_config {
             if let Some(min) = p.minimum_pollers {
@@ -585,10 +604,7 @@ impl MappingSpec {
             }
             if let (Some(min), Some(max)) = (p.minimum_pollers, p.maximum_pollers) {
                 if min > max {
-                    err(
-                        "ProvisionedPollerConfig.MaximumPollers",
-                        format!("must not be below MinimumPollers ({min})"),
-                    );
+                    err("ProvisionedPollerConfig.MaximumPollers", format!("must not be below MinimumPollers ({min})"));
                 }
             }
         }
@@ -620,9 +636,7 @@ fn check_function_name(f: &str) -> Result<(), String> {
         let parts: Vec<&str> = arn.split(':').collect();
         // partition:lambda:region:account:function:name[:qualifier]
         if parts.len() < 6 || parts[1] != "lambda" || parts[4] != "function" {
-            return Err(format!(
-                "`{f}` is not a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
-            ));
+            return Err(format!("`{f}` is not a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)"));
         }
         parts[5..].join(":")
     } else if let Some((acct, rest)) = f.split_once(":function:") {
@@ -709,7 +723,9 @@ fn check_group(g: &str) -> Result<(), String> {
 
 fn check_pattern(p: &str) -> Result<(), String> {
     if p.chars().count() > MAX_PATTERN_CHARS {
-        return Err(format!("Event pattern is not valid. Reason: a pattern must be at most {MAX_PATTERN_CHARS} characters"));
+        return Err(format!(
+            "Event pattern is not valid. Reason: a pattern must be at most {MAX_PATTERN_CHARS} characters"
+        ));
     }
     crate::filter::Pattern::compile(p).map(|_| ())
 }

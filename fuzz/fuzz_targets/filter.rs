@@ -28,7 +28,13 @@ fuzz_target!(|data: &[u8]| {
             let fast = filter::ValueFilters::new(std::slice::from_ref(&p)).admits(Some(record));
             assert_eq!(p.matches(&doc), fast, "matching off the bytes changed the answer");
             let _ = p.first_mismatch(&doc);
-            let meta = filter::RecordMeta { key: Some(record), headers: vec![("h", Some(record))], topic: "t", partition: 0, timestamp_ms: 1 };
+            let meta = filter::RecordMeta {
+                key: Some(record),
+                headers: vec![("h", Some(record))],
+                topic: "t",
+                partition: 0,
+                timestamp_ms: 1,
+            };
             let _ = p.matches(&filter::record_document(Some(record), &meta));
         }
         Err(reason) => assert!(!reason.is_empty(), "a refused pattern says why"),

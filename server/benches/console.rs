@@ -88,7 +88,12 @@ async fn traffic(statuses: Vec<Arc<LiveStatus>>, batches_per_s: u64, stop: tokio
                     (0..PARTITIONS)
                         .map(|p| {
                             let end = offsets[i][p as usize] + 5;
-                            PartitionLag { partition: p, committed_offset: Some(end - 5), end_offset: end, offset_lag: 5 }
+                            PartitionLag {
+                                partition: p,
+                                committed_offset: Some(end - 5),
+                                end_offset: end,
+                                offset_lag: 5,
+                            }
                         })
                         .collect(),
                 );
@@ -135,7 +140,12 @@ async fn main() {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let options = LeptosOptions::builder().output_name("sluice").site_root(site.clone()).site_pkg_dir("pkg").site_addr(addr).build();
+    let options = LeptosOptions::builder()
+        .output_name("sluice")
+        .site_root(site.clone())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build();
     let app = http::router(http::AppState::new(options, svc.clone()), axum::Router::new());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}");

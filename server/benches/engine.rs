@@ -99,7 +99,15 @@ async fn in_memory(target: Arc<dyn Target>, n: usize, label: &str, feeder_cpu: f
     let t = Instant::now();
     let task = tokio::spawn(partition::run(p, "bench".into(), 0, rx, stop.clone()));
     for o in 0..n as i64 {
-        let m = OwnedMessage::new(Some(value.clone()), Some(b"key".to_vec()), "bench".into(), Timestamp::CreateTime(1), 0, o, None);
+        let m = OwnedMessage::new(
+            Some(value.clone()),
+            Some(b"key".to_vec()),
+            "bench".into(),
+            Timestamp::CreateTime(1),
+            0,
+            o,
+            None,
+        );
         tx.send(m).await.unwrap();
     }
     while commits.0.load(Ordering::Acquire) < n as u64 {
@@ -153,7 +161,15 @@ async fn feeder_only(n: usize) -> f64 {
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let cpu0 = cpu_seconds();
     for o in 0..n as i64 {
-        let m = OwnedMessage::new(Some(value.clone()), Some(b"key".to_vec()), "bench".into(), Timestamp::CreateTime(1), 0, o, None);
+        let m = OwnedMessage::new(
+            Some(value.clone()),
+            Some(b"key".to_vec()),
+            "bench".into(),
+            Timestamp::CreateTime(1),
+            0,
+            o,
+            None,
+        );
         tx.send(m).await.unwrap();
     }
     drop(tx);
@@ -164,7 +180,10 @@ async fn feeder_only(n: usize) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n_mem: usize = std::env::var("BENCH_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    println!("machine: {} cores; value size {VALUE_BYTES} bytes", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "machine: {} cores; value size {VALUE_BYTES} bytes",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
 
     // (b) first: no broker noise. On a single-threaded runtime of its own,
     // so one core does everything and CPU time is not blurred by wake-ups
@@ -181,12 +200,19 @@ async fn main() {
     .unwrap();
     let feeder = feeder_only(n_mem).await;
     let (url, _) = noop_function().await;
-    in_memory(Arc::new(HttpTarget::new(&url, Duration::from_secs(30), &Default::default()).unwrap()), n_mem / 5, "loopback HTTP no-op function", feeder / 5.0).await;
+    in_memory(
+        Arc::new(HttpTarget::new(&url, Duration::from_secs(30), &Default::default()).unwrap()),
+        n_mem / 5,
+        "loopback HTTP no-op function",
+        feeder / 5.0,
+    )
+    .await;
 
     // (a) through a broker.
     let broker = Broker::tansu().unwrap_or_else(Broker::mock);
     let name = if broker.is_real() { "tansu 0.6.0 (sqlite storage)" } else { "librdkafka mock cluster" };
-    let per_partition: usize = std::env::var("BENCH_BROKER_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000) / 6;
+    let per_partition: usize =
+        std::env::var("BENCH_BROKER_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000) / 6;
     let n = per_partition * 6;
     broker.create_topic("bench-a", 6).await;
     let producer = broker.producer();
@@ -275,7 +301,10 @@ async fn main() {
     for i in 0..samples {
         let ts = sluice_server::clock::now_ms();
         let v = format!("{i}");
-        producer.send(FutureRecord::<str, str>::to("bench-c").payload(&v).timestamp(ts), Duration::from_secs(5)).await.unwrap();
+        producer
+            .send(FutureRecord::<str, str>::to("bench-c").payload(&v).timestamp(ts), Duration::from_secs(5))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -303,7 +332,12 @@ async fn main() {
             let mut l = Vec::new();
             for i in 0..100 {
                 let v = format!("b{i}");
-                p.send(rdkafka::producer::BaseRecord::<str, str>::to("bench-c").payload(&v).timestamp(sluice_server::clock::now_ms())).unwrap();
+                p.send(
+                    rdkafka::producer::BaseRecord::<str, str>::to("bench-c")
+                        .payload(&v)
+                        .timestamp(sluice_server::clock::now_ms()),
+                )
+                .unwrap();
                 p.poll(Duration::ZERO);
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_millis(500) {
@@ -396,7 +430,11 @@ async fn drain_with_binary(broker: &Broker, topic: &str, url: &str, n: usize, co
     let rss = || {
         std::fs::read_to_string(&status)
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
             .unwrap_or(0.0)
             / 1024.0
     };

@@ -53,7 +53,9 @@ fn naive(pattern: &Value, doc: &Value) -> bool {
                     if let Some(Value::String(pre)) = op.get("prefix") {
                         g.as_str().is_some_and(|s| s.starts_with(pre.as_str()))
                     } else if let Some(Value::Array(n)) = op.get("numeric") {
-                        let (Some(x), Some(bound)) = (g.as_f64(), n.get(1).and_then(Value::as_f64)) else { return false };
+                        let (Some(x), Some(bound)) = (g.as_f64(), n.get(1).and_then(Value::as_f64)) else {
+                            return false;
+                        };
                         match n.first().and_then(Value::as_str) {
                             Some(">") => x > bound,
                             Some("<") => x < bound,
@@ -110,10 +112,20 @@ fn main() {
         let (sluice, hits) = per_second(n, || recs.iter().filter(|r| filters.admits(Some(r))).count());
         // The fallback: a document of only the fields the patterns name.
         let (projected, _) = per_second(n, || {
-            recs.iter().filter(|r| { let doc = projection.value_document(Some(r)); compiled.iter().any(|p| p.matches(&doc)) }).count()
+            recs.iter()
+                .filter(|r| {
+                    let doc = projection.value_document(Some(r));
+                    compiled.iter().any(|p| p.matches(&doc))
+                })
+                .count()
         });
         let (whole, _) = per_second(n, || {
-            recs.iter().filter(|r| { let doc = value_document(Some(r)); compiled.iter().any(|p| p.matches(&doc)) }).count()
+            recs.iter()
+                .filter(|r| {
+                    let doc = value_document(Some(r));
+                    compiled.iter().any(|p| p.matches(&doc))
+                })
+                .count()
         });
         let (quam, _) = per_second(n, || recs.iter().filter(|r| !q.matches_for_event(r).unwrap().is_empty()).count());
         let (naive_rate, _) = per_second(n, || {

@@ -90,7 +90,10 @@ fn hash_password(password: &str) -> Result<String> {
         b
     })
     .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("argon2: {e}"))?.to_string())
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
+        .to_string())
 }
 
 fn verify_password(password: &str, hash: &str) -> bool {
@@ -124,7 +127,8 @@ impl Auth {
     /// token from `bootstrap_token` when given.
     pub async fn bootstrap(&self, password: Option<&str>, bootstrap_token: Option<&str>) -> Result<Option<String>> {
         let mut generated = None;
-        let users: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(self.store.pool()).await?.try_get("n")?;
+        let users: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(self.store.pool()).await?.try_get("n")?;
         if users == 0 {
             let pw = match password {
                 Some(p) => {
@@ -148,8 +152,14 @@ impl Auth {
                 anyhow::bail!("SLUICE_BOOTSTRAP_TOKEN: at least 16 characters");
             }
             let h = digest(t);
-            let exists = sqlx::query("SELECT 1 FROM api_tokens WHERE token_hash = $1").bind(&h).fetch_optional(self.store.pool()).await?;
-            let revoked = sqlx::query("SELECT 1 FROM revoked_tokens WHERE token_hash = $1").bind(&h).fetch_optional(self.store.pool()).await?;
+            let exists = sqlx::query("SELECT 1 FROM api_tokens WHERE token_hash = $1")
+                .bind(&h)
+                .fetch_optional(self.store.pool())
+                .await?;
+            let revoked = sqlx::query("SELECT 1 FROM revoked_tokens WHERE token_hash = $1")
+                .bind(&h)
+                .fetch_optional(self.store.pool())
+                .await?;
             if revoked.is_some() {
                 tracing::warn!("SLUICE_BOOTSTRAP_TOKEN names a token an admin deleted: not seeded again (unset it, or choose a new one)");
             } else if exists.is_none() {
@@ -169,7 +179,10 @@ impl Auth {
     }
 
     pub async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<()> {
-        let hash = { let p = password.to_string(); tokio::task::spawn_blocking(move || hash_password(&p)).await?? };
+        let hash = {
+            let p = password.to_string();
+            tokio::task::spawn_blocking(move || hash_password(&p)).await??
+        };
         sqlx::query("INSERT INTO users (username, password, role, created_ms) VALUES ($1, $2, $3, $4)")
             .bind(username)
             .bind(hash)
@@ -186,11 +199,26 @@ impl Auth {
     pub async fn update_user(&self, username: &str, password: Option<&str>, role: Option<Role>) -> Result<bool> {
         let mut found = self.user(username).await?.is_some();
         if let Some(r) = role {
-            found &= sqlx::query("UPDATE users SET role = $1 WHERE username = $2").bind(r.as_str()).bind(username).execute(self.store.pool()).await?.rows_affected() > 0;
+            found &= sqlx::query("UPDATE users SET role = $1 WHERE username = $2")
+                .bind(r.as_str())
+                .bind(username)
+                .execute(self.store.pool())
+                .await?
+                .rows_affected()
+                > 0;
         }
         if let Some(p) = password {
-            let hash = { let p = p.to_string(); tokio::task::spawn_blocking(move || hash_password(&p)).await?? };
-            found &= sqlx::query("UPDATE users SET password = $1 WHERE username = $2").bind(hash).bind(username).execute(self.store.pool()).await?.rows_affected() > 0;
+            let hash = {
+                let p = p.to_string();
+                tokio::task::spawn_blocking(move || hash_password(&p)).await??
+            };
+            found &= sqlx::query("UPDATE users SET password = $1 WHERE username = $2")
+                .bind(hash)
+                .bind(username)
+                .execute(self.store.pool())
+                .await?
+                .rows_affected()
+                > 0;
             sqlx::query("DELETE FROM sessions WHERE username = $1").bind(username).execute(self.store.pool()).await?;
         }
         Ok(found)
@@ -200,15 +228,26 @@ impl Auth {
     /// token acts for its maker; it must not outlive them).
     pub async fn delete_user(&self, username: &str) -> Result<bool> {
         sqlx::query("DELETE FROM sessions WHERE username = $1").bind(username).execute(self.store.pool()).await?;
-        let made: Vec<String> = sqlx::query_scalar("SELECT name FROM api_tokens WHERE created_by = $1").bind(username).fetch_all(self.store.pool()).await?;
+        let made: Vec<String> = sqlx::query_scalar("SELECT name FROM api_tokens WHERE created_by = $1")
+            .bind(username)
+            .fetch_all(self.store.pool())
+            .await?;
         for name in made {
             self.delete_token(&name).await?;
         }
-        Ok(sqlx::query("DELETE FROM users WHERE username = $1").bind(username).execute(self.store.pool()).await?.rows_affected() > 0)
+        Ok(sqlx::query("DELETE FROM users WHERE username = $1")
+            .bind(username)
+            .execute(self.store.pool())
+            .await?
+            .rows_affected()
+            > 0)
     }
 
     pub async fn admins(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin'").fetch_one(self.store.pool()).await?.try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = 'admin'")
+            .fetch_one(self.store.pool())
+            .await?
+            .try_get("n")?)
     }
 
     pub async fn user(&self, username: &str) -> Result<Option<UserView>> {
@@ -216,7 +255,9 @@ impl Auth {
     }
 
     pub async fn users(&self) -> Result<Vec<UserView>> {
-        let rows = sqlx::query("SELECT username, role, created_ms FROM users ORDER BY username").fetch_all(self.store.pool()).await?;
+        let rows = sqlx::query("SELECT username, role, created_ms FROM users ORDER BY username")
+            .fetch_all(self.store.pool())
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(UserView {
@@ -230,7 +271,13 @@ impl Auth {
 
     /// Checks a password (throttled, see `crate::throttle`) and opens a
     /// session. `device` is the browser's device cookie, if it sent one.
-    pub async fn sign_in(&self, username: &str, password: &str, client: &str, device: Option<&str>) -> Result<SignedIn, SignInError> {
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: &str,
+        client: &str,
+        device: Option<&str>,
+    ) -> Result<SignedIn, SignInError> {
         let attempt = Attempt {
             user: username.to_string(),
             address: client.to_string(),
@@ -244,26 +291,32 @@ impl Auth {
             .map_err(|e| SignInError::Internal(e.into()))?;
         // An unknown user costs the same argon2 time as a wrong password.
         let (hash, role) = match &row {
-            Some(r) => (r.try_get::<String, _>("password").unwrap_or_default(), r.try_get::<String, _>("role").unwrap_or_default()),
+            Some(r) => (
+                r.try_get::<String, _>("password").unwrap_or_default(),
+                r.try_get::<String, _>("role").unwrap_or_default(),
+            ),
             None => (DUMMY_HASH.clone(), String::new()),
         };
         let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false) && row.is_some();
+        let ok =
+            tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false) && row.is_some();
         if !ok {
             return Err(SignInError::Invalid(self.throttle.failed(&attempt, Instant::now())));
         }
         self.throttle.succeeded(&attempt, Instant::now());
         let (secret, csrf) = (random_token(32), random_token(24));
         let now = now_ms();
-        sqlx::query("INSERT INTO sessions (token_hash, username, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)")
-            .bind(digest(&secret))
-            .bind(username)
-            .bind(&csrf)
-            .bind(now)
-            .bind(now + SESSION_TTL.as_millis() as i64)
-            .execute(self.store.pool())
-            .await
-            .map_err(|e| SignInError::Internal(e.into()))?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, username, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(digest(&secret))
+        .bind(username)
+        .bind(&csrf)
+        .bind(now)
+        .bind(now + SESSION_TTL.as_millis() as i64)
+        .execute(self.store.pool())
+        .await
+        .map_err(|e| SignInError::Internal(e.into()))?;
         Ok(SignedIn {
             secret,
             session: Session { user: username.to_string(), role: Role::parse(&role).unwrap_or(Role::Viewer), csrf },
@@ -295,7 +348,10 @@ impl Auth {
     }
 
     pub async fn sign_out(&self, secret: &str) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(digest(secret)).execute(self.store.pool()).await?;
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(digest(secret))
+            .execute(self.store.pool())
+            .await?;
         Ok(())
     }
 
@@ -325,13 +381,23 @@ impl Auth {
     /// bootstrap token has no maker.
     pub async fn token(&self, secret: &str) -> Result<Option<Session>> {
         let h = digest(secret);
-        let row = sqlx::query("SELECT name, role, created_by FROM api_tokens WHERE token_hash = $1").bind(&h).fetch_optional(self.store.pool()).await?;
+        let row = sqlx::query("SELECT name, role, created_by FROM api_tokens WHERE token_hash = $1")
+            .bind(&h)
+            .fetch_optional(self.store.pool())
+            .await?;
         let Some(r) = row else { return Ok(None) };
         let name: String = r.try_get("name")?;
-        let Some(role) = self.capped(Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer), r.try_get("created_by")?).await? else {
+        let Some(role) = self
+            .capped(Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer), r.try_get("created_by")?)
+            .await?
+        else {
             return Ok(None);
         };
-        let _ = sqlx::query("UPDATE api_tokens SET last_used_ms = $1 WHERE token_hash = $2").bind(now_ms()).bind(&h).execute(self.store.pool()).await;
+        let _ = sqlx::query("UPDATE api_tokens SET last_used_ms = $1 WHERE token_hash = $2")
+            .bind(now_ms())
+            .bind(&h)
+            .execute(self.store.pool())
+            .await;
         Ok(Some(Session { user: format!("token:{name}"), role, csrf: String::new() }))
     }
 
@@ -342,13 +408,19 @@ impl Auth {
                 return Ok(Some(role));
             }
             if let Some(token) = maker.strip_prefix("token:") {
-                let row = sqlx::query("SELECT role, created_by FROM api_tokens WHERE name = $1").bind(token).fetch_optional(self.store.pool()).await?;
+                let row = sqlx::query("SELECT role, created_by FROM api_tokens WHERE name = $1")
+                    .bind(token)
+                    .fetch_optional(self.store.pool())
+                    .await?;
                 let Some(r) = row else { return Ok(None) };
                 role = role.min(Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Viewer));
                 maker = r.try_get("created_by")?;
                 continue;
             }
-            let user: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE username = $1").bind(&maker).fetch_optional(self.store.pool()).await?;
+            let user: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE username = $1")
+                .bind(&maker)
+                .fetch_optional(self.store.pool())
+                .await?;
             return Ok(user.map(|u| role.min(Role::parse(&u).unwrap_or(Role::Viewer))));
         }
         Ok(None)
@@ -357,20 +429,24 @@ impl Auth {
     /// A new API token; its secret is returned here and never again.
     pub async fn create_token(&self, name: &str, role: Role, by: &str) -> Result<String> {
         let secret = format!("{TOKEN_PREFIX}{}", random_token(32));
-        sqlx::query("INSERT INTO api_tokens (token_hash, name, role, created_by, created_ms) VALUES ($1, $2, $3, $4, $5)")
-            .bind(digest(&secret))
-            .bind(name)
-            .bind(role.as_str())
-            .bind(by)
-            .bind(now_ms())
-            .execute(self.store.pool())
-            .await
-            .with_context(|| format!("cannot create token {name} (is the name taken?)"))?;
+        sqlx::query(
+            "INSERT INTO api_tokens (token_hash, name, role, created_by, created_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(digest(&secret))
+        .bind(name)
+        .bind(role.as_str())
+        .bind(by)
+        .bind(now_ms())
+        .execute(self.store.pool())
+        .await
+        .with_context(|| format!("cannot create token {name} (is the name taken?)"))?;
         Ok(secret)
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenView>> {
-        let rows = sqlx::query("SELECT name, role, created_by, created_ms, last_used_ms FROM api_tokens ORDER BY name").fetch_all(self.store.pool()).await?;
+        let rows = sqlx::query("SELECT name, role, created_by, created_ms, last_used_ms FROM api_tokens ORDER BY name")
+            .fetch_all(self.store.pool())
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(TokenView {
@@ -387,10 +463,22 @@ impl Auth {
     /// Deletes a token and remembers its digest as revoked (so the
     /// bootstrap token does not come back at the next start).
     pub async fn delete_token(&self, name: &str) -> Result<bool> {
-        let hash: Option<String> = sqlx::query_scalar("SELECT token_hash FROM api_tokens WHERE name = $1").bind(name).fetch_optional(self.store.pool()).await?;
+        let hash: Option<String> = sqlx::query_scalar("SELECT token_hash FROM api_tokens WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.store.pool())
+            .await?;
         let Some(hash) = hash else { return Ok(false) };
-        let _ = sqlx::query("INSERT INTO revoked_tokens (token_hash, revoked_ms) VALUES ($1, $2)").bind(&hash).bind(now_ms()).execute(self.store.pool()).await;
-        Ok(sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1").bind(&hash).execute(self.store.pool()).await?.rows_affected() > 0)
+        let _ = sqlx::query("INSERT INTO revoked_tokens (token_hash, revoked_ms) VALUES ($1, $2)")
+            .bind(&hash)
+            .bind(now_ms())
+            .execute(self.store.pool())
+            .await;
+        Ok(sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1")
+            .bind(&hash)
+            .execute(self.store.pool())
+            .await?
+            .rows_affected()
+            > 0)
     }
 
     pub async fn audit(&self, e: &AuditEntry) -> Result<()> {
@@ -430,10 +518,15 @@ impl Auth {
 
     /// Drops expired sessions (any node may; it is idempotent).
     pub async fn purge_sessions(&self) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM sessions WHERE expires_ms <= $1").bind(now_ms()).execute(self.store.pool()).await?.rows_affected())
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_ms <= $1")
+            .bind(now_ms())
+            .execute(self.store.pool())
+            .await?
+            .rows_affected())
     }
 }
 
 /// The hash checked when the user does not exist, so the time taken does
 /// not tell which user names exist.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password(&random_token(16)).unwrap_or_default());
+static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_password(&random_token(16)).unwrap_or_default());

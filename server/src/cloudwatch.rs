@@ -101,7 +101,9 @@ fn dim(name: &str, value: &str) -> Dimension {
 pub fn datums(id: Uuid, function: &str, p: &MetricPoint) -> Vec<MetricDatum> {
     let at = DateTime::from_millis(p.time);
     let dims = vec![dim("FunctionName", function), dim("EventSourceMappingUUID", &id.to_string())];
-    let datum = |name: &str, unit: StandardUnit| MetricDatum::builder().metric_name(name).unit(unit).timestamp(at).set_dimensions(Some(dims.clone()));
+    let datum = |name: &str, unit: StandardUnit| {
+        MetricDatum::builder().metric_name(name).unit(unit).timestamp(at).set_dimensions(Some(dims.clone()))
+    };
     let mut out: Vec<MetricDatum> = [
         ("Invocations", p.invocations),
         ("Errors", p.errors),
@@ -128,7 +130,9 @@ pub fn datums(id: Uuid, function: &str, p: &MetricPoint) -> Vec<MetricDatum> {
             .iter()
             .map(|[b, n]| ((1.2f64.powi(*b as i32)).min(p.duration.max_ms.max(0.001)), *n as f64))
             .unzip();
-        out.push(datum("Duration", StandardUnit::Milliseconds).set_values(Some(values)).set_counts(Some(counts)).build());
+        out.push(
+            datum("Duration", StandardUnit::Milliseconds).set_values(Some(values)).set_counts(Some(counts)).build(),
+        );
     }
     if let Some(lag) = p.total_lag() {
         out.push(datum("OffsetLag", StandardUnit::Count).value(lag as f64).build());

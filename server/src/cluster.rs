@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::service::MappingService;
 use crate::clock::now_ms;
+use crate::service::MappingService;
 use crate::store::{NodeRow, Store};
 
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -381,7 +381,9 @@ mod tests {
     fn payloads_stay_under_the_notify_limit() {
         use sluice_app::metrics::{MetricPoint, PartitionPoint};
         let mut p = MetricPoint { time: 1, period_ms: 1000, invocations: 3, ..Default::default() };
-        p.partitions = (0..2000).map(|i| PartitionPoint { partition: i, offset_lag: i as i64 * 7919, ..Default::default() }).collect();
+        p.partitions = (0..2000)
+            .map(|i| PartitionPoint { partition: i, offset_lag: i as i64 * 7919, ..Default::default() })
+            .collect();
         let id = Uuid::new_v4();
         let pts: Vec<_> = (0..40).map(|_| (id, p.clone())).collect();
         let out = point_payloads("node1", &pts);

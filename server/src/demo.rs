@@ -48,7 +48,8 @@ impl Demo {
             .create()
             .context("cannot create the demo producer")?;
         let generator = tokio::spawn(generate(producer, rate, hot_share));
-        let host = if console.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], console.port())) } else { console };
+        let host =
+            if console.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], console.port())) } else { console };
         upsert_mapping(mappings, &bootstrap, &format!("http://{host}/demo/function")).await?;
         println!("Demo: Kafka (mock cluster) at {bootstrap}, topic {TOPIC} ({PARTITIONS} partitions), ~{rate} records/s with bursts");
         Ok(Demo { stop_cluster, generator })
@@ -132,7 +133,9 @@ async fn upsert_mapping(mappings: &MappingService, bootstrap: &str, function: &s
                 description: Some("Demo: orders from the built-in generator to the built-in demo function.".into()),
                 function_name: function.to_string(),
                 topics: vec![TOPIC.into()],
-                self_managed_event_source: SelfManagedEventSource { endpoints: Endpoints { kafka_bootstrap_servers: servers } },
+                self_managed_event_source: SelfManagedEventSource {
+                    endpoints: Endpoints { kafka_bootstrap_servers: servers },
+                },
                 self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig {
                     consumer_group_id: Some("sluice-demo".into()),
                     ..Default::default()
@@ -191,7 +194,11 @@ async fn outage_state() -> impl IntoResponse {
 async fn demo_function(body: Bytes) -> impl IntoResponse {
     let records = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v.get("records").and_then(|r| r.as_object()).map(|r| r.values().filter_map(|p| p.as_array()).map(Vec::len).sum::<usize>()))
+        .and_then(|v| {
+            v.get("records")
+                .and_then(|r| r.as_object())
+                .map(|r| r.values().filter_map(|p| p.as_array()).map(Vec::len).sum::<usize>())
+        })
         .unwrap_or(0);
     let (work_ms, roll) = {
         let mut rng = rand::rng();

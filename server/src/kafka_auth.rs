@@ -17,12 +17,8 @@ pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Res
     for c in spec.source_access_configurations.iter_mut() {
         let Some(uri) = c.uri.clone() else { continue };
         let sdk = crate::engine::in_region(sdk, &uri, "")?;
-        let out = aws_sdk_secretsmanager::Client::new(&sdk)
-            .get_secret_value()
-            .secret_id(&uri)
-            .send()
-            .await
-            .map_err(|e| {
+        let out =
+            aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(&uri).send().await.map_err(|e| {
                 use aws_sdk_secretsmanager::error::ProvideErrorMetadata as _;
                 // AWS's code and message when it answered; the whole chain when it could not be reached.
                 let why = match (e.code(), e.message()) {
@@ -32,7 +28,8 @@ pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Res
                 format!("cannot read the secret {uri} from Secrets Manager: {why}")
             })?;
         let text = out.secret_string().ok_or_else(|| format!("the secret {uri} has no text value"))?;
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|_| format!("the secret {uri} is not a JSON object"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|_| format!("the secret {uri} is not a JSON object"))?;
         let field = |k: &str| -> Result<String, String> {
             v.get(k).and_then(|x| x.as_str()).map(String::from).ok_or_else(|| format!("the secret {uri} has no `{k}`"))
         };
@@ -40,7 +37,8 @@ pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Res
             "CLIENT_CERTIFICATE_TLS_AUTH" => {
                 c.certificate = Some(field("certificate")?);
                 c.private_key = Some(field("privateKey")?);
-                c.private_key_password = v.get("privateKeyPassword").and_then(|p| p.as_str()).filter(|p| !p.is_empty()).map(String::from);
+                c.private_key_password =
+                    v.get("privateKeyPassword").and_then(|p| p.as_str()).filter(|p| !p.is_empty()).map(String::from);
             }
             "SERVER_ROOT_CA_CERTIFICATE" => c.certificate = Some(field("certificate")?),
             _ => {
@@ -71,7 +69,8 @@ pub async fn prepare(spec: &MappingSpec, sdk: Option<&aws_config::SdkConfig>) ->
 /// AWS's StateTransitionReason for a status that says the brokers refused
 /// the mapping (credentials, certificates, ACLs); None for anything else.
 pub fn refusal_reason(result: &str) -> Option<&'static str> {
-    const AUTHN: [&str; 3] = ["PROBLEM: SASL authentication failed", "PROBLEM: TLS handshake", "PROBLEM: Cannot use the client certificate"];
+    const AUTHN: [&str; 3] =
+        ["PROBLEM: SASL authentication failed", "PROBLEM: TLS handshake", "PROBLEM: Cannot use the client certificate"];
     if AUTHN.iter().any(|p| result.starts_with(p)) {
         Some("EVENT_SOURCE_AUTHN_ERROR")
     } else if result.starts_with("PROBLEM: Not authorized") {
@@ -122,7 +121,10 @@ impl KafkaAuth {
         }
         let iam = spec.msk_iam().then(|| {
             out.push(("sasl.mechanism", "OAUTHBEARER".into()));
-            Arc::new(MskIam { region: spec.msk_region().unwrap_or_default().to_string(), credentials: Default::default() })
+            Arc::new(MskIam {
+                region: spec.msk_region().unwrap_or_default().to_string(),
+                credentials: Default::default(),
+            })
         });
         KafkaAuth { settings: out, iam }
     }
@@ -225,11 +227,14 @@ struct MskIam {
 impl MskIam {
     async fn load(&self, sdk: &aws_config::SdkConfig) -> Result<(), String> {
         use aws_credential_types::provider::ProvideCredentials as _;
-        let provider = sdk.credentials_provider().ok_or("MSK IAM: no AWS credentials are configured to sign in with")?;
-        let c = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| format!("MSK IAM: cannot get AWS credentials: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)))?;
+        let provider =
+            sdk.credentials_provider().ok_or("MSK IAM: no AWS credentials are configured to sign in with")?;
+        let c = provider.provide_credentials().await.map_err(|e| {
+            format!(
+                "MSK IAM: cannot get AWS credentials: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            )
+        })?;
         *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
         Ok(())
     }
@@ -255,15 +260,19 @@ impl MskIam {
             .into();
         let host = format!("kafka.{}.amazonaws.com", self.region);
         let url = format!("https://{host}/?Action=kafka-cluster%3AConnect");
-        let request = SignableRequest::new("GET", &url, std::iter::once(("host", host.as_str())), SignableBody::Bytes(&[]))
-            .map_err(|e| format!("MSK IAM: {e}"))?;
+        let request =
+            SignableRequest::new("GET", &url, std::iter::once(("host", host.as_str())), SignableBody::Bytes(&[]))
+                .map_err(|e| format!("MSK IAM: {e}"))?;
         let (instructions, _) = sign(request, &params).map_err(|e| format!("MSK IAM: {e}"))?.into_parts();
         let mut signed = url;
         for (k, v) in instructions.params() {
             signed.push_str(&format!("&{k}={}", sluice_app::uri_encode(v)));
         }
         // Added after signing, as AWS's signers do; brokers log it.
-        signed.push_str(&format!("&User-Agent={}", sluice_app::uri_encode(concat!("sluice/", env!("CARGO_PKG_VERSION")))));
+        signed.push_str(&format!(
+            "&User-Agent={}",
+            sluice_app::uri_encode(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        ));
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signed.as_bytes());
         let until = now + TOKEN_LIFETIME;
         let until = expires.map_or(until, |e| e.min(until));
@@ -298,7 +307,12 @@ pub(crate) mod tests {
         let none = KafkaAuth::of(&spec(vec![], None));
         assert_eq!(get(&none, "security.protocol").as_deref(), Some("plaintext"));
         let scram = KafkaAuth::of(&spec(
-            vec![SourceAccessConfiguration { kind: "SASL_SCRAM_256_AUTH".into(), username: Some("u".into()), password: Some("pw-1234".into()), ..Default::default() }],
+            vec![SourceAccessConfiguration {
+                kind: "SASL_SCRAM_256_AUTH".into(),
+                username: Some("u".into()),
+                password: Some("pw-1234".into()),
+                ..Default::default()
+            }],
             None,
         ));
         assert_eq!(get(&scram, "security.protocol").as_deref(), Some("sasl_ssl"), "SASL defaults to TLS, as in AWS");
@@ -308,8 +322,17 @@ pub(crate) mod tests {
         assert!(!format!("{scram:?}").contains("pw-1234"));
         let mtls = KafkaAuth::of(&spec(
             vec![
-                SourceAccessConfiguration { kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(), certificate: Some("-----BEGIN CERTIFICATE-----c".into()), private_key: Some("-----BEGIN PRIVATE KEY-----k".into()), ..Default::default() },
-                SourceAccessConfiguration { kind: "SERVER_ROOT_CA_CERTIFICATE".into(), certificate: Some("-----BEGIN CERTIFICATE-----ca".into()), ..Default::default() },
+                SourceAccessConfiguration {
+                    kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(),
+                    certificate: Some("-----BEGIN CERTIFICATE-----c".into()),
+                    private_key: Some("-----BEGIN PRIVATE KEY-----k".into()),
+                    ..Default::default()
+                },
+                SourceAccessConfiguration {
+                    kind: "SERVER_ROOT_CA_CERTIFICATE".into(),
+                    certificate: Some("-----BEGIN CERTIFICATE-----ca".into()),
+                    ..Default::default()
+                },
             ],
             None,
         ));
@@ -326,20 +349,48 @@ pub(crate) mod tests {
     #[test]
     fn invalid_access_configurations_are_refused_by_field() {
         let fields = |s: &MappingSpec| s.validate(0).into_iter().map(|e| e.field).collect::<Vec<_>>();
-        let sasl = |kind: &str, pw: Option<&str>| SourceAccessConfiguration { kind: kind.into(), username: Some("u".into()), password: pw.map(String::from), ..Default::default() };
+        let sasl = |kind: &str, pw: Option<&str>| SourceAccessConfiguration {
+            kind: kind.into(),
+            username: Some("u".into()),
+            password: pw.map(String::from),
+            ..Default::default()
+        };
         assert_eq!(fields(&spec(vec![sasl("SASL_SCRAM_512_AUTH", Some("p"))], None)), Vec::<String>::new());
-        assert_eq!(fields(&spec(vec![sasl("SASL_SCRAM_512_AUTH", None)], None)), ["SourceAccessConfigurations[0].Password"]);
+        assert_eq!(
+            fields(&spec(vec![sasl("SASL_SCRAM_512_AUTH", None)], None)),
+            ["SourceAccessConfigurations[0].Password"]
+        );
         assert_eq!(fields(&spec(vec![sasl("KERBEROS", Some("p"))], None)), ["SourceAccessConfigurations[0].Type"]);
-        assert_eq!(fields(&spec(vec![sasl("BASIC_AUTH", Some("p"))], Some("SSL"))), ["SourceAccessConfigurations[0].Type"]);
+        assert_eq!(
+            fields(&spec(vec![sasl("BASIC_AUTH", Some("p"))], Some("SSL"))),
+            ["SourceAccessConfigurations[0].Type"]
+        );
         assert_eq!(fields(&spec(vec![], Some("SASL_SSL"))), ["SelfManagedKafkaEventSourceConfig.SecurityProtocol"]);
         assert_eq!(fields(&spec(vec![], Some("TLS"))), ["SelfManagedKafkaEventSourceConfig.SecurityProtocol"]);
-        let uri = |u: &str| SourceAccessConfiguration { kind: "BASIC_AUTH".into(), uri: Some(u.into()), ..Default::default() };
-        assert_eq!(fields(&spec(vec![uri("arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-AbCdEf")], None)), Vec::<String>::new());
+        let uri = |u: &str| SourceAccessConfiguration {
+            kind: "BASIC_AUTH".into(),
+            uri: Some(u.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(&spec(vec![uri("arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-AbCdEf")], None)),
+            Vec::<String>::new()
+        );
         assert_eq!(fields(&spec(vec![uri("arn:aws:s3:::bucket")], None)), ["SourceAccessConfigurations[0].URI"]);
-        let both = SourceAccessConfiguration { password: Some("p".into()), ..uri("arn:aws:secretsmanager:us-east-1:123456789012:secret:k") };
+        let both = SourceAccessConfiguration {
+            password: Some("p".into()),
+            ..uri("arn:aws:secretsmanager:us-east-1:123456789012:secret:k")
+        };
         assert_eq!(fields(&spec(vec![both], None)), ["SourceAccessConfigurations[0].URI"]);
-        let cert = SourceAccessConfiguration { kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(), certificate: Some("nope".into()), ..Default::default() };
-        assert_eq!(fields(&spec(vec![cert], None)), ["SourceAccessConfigurations[0].Certificate", "SourceAccessConfigurations[0].PrivateKey"]);
+        let cert = SourceAccessConfiguration {
+            kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(),
+            certificate: Some("nope".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(&spec(vec![cert], None)),
+            ["SourceAccessConfigurations[0].Certificate", "SourceAccessConfigurations[0].PrivateKey"]
+        );
     }
 
     /// A self-signed client certificate and its key, the key encrypted
@@ -375,7 +426,11 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let fields = |s: &MappingSpec| s.validate(0).into_iter().map(|e| e.field).collect::<Vec<_>>();
-        assert_eq!(fields(&spec(vec![mtls(None)], None)), ["SourceAccessConfigurations[0].PrivateKeyPassword"], "an encrypted key needs its password");
+        assert_eq!(
+            fields(&spec(vec![mtls(None)], None)),
+            ["SourceAccessConfigurations[0].PrivateKeyPassword"],
+            "an encrypted key needs its password"
+        );
         assert!(fields(&spec(vec![mtls(Some("key-pass-1234"))], None)).is_empty());
         let sasl_with_key_password = SourceAccessConfiguration {
             kind: "SASL_SCRAM_512_AUTH".into(),
@@ -384,7 +439,10 @@ pub(crate) mod tests {
             private_key_password: Some("x".into()),
             ..Default::default()
         };
-        assert_eq!(fields(&spec(vec![sasl_with_key_password], None)), ["SourceAccessConfigurations[0].PrivateKeyPassword"]);
+        assert_eq!(
+            fields(&spec(vec![sasl_with_key_password], None)),
+            ["SourceAccessConfigurations[0].PrivateKeyPassword"]
+        );
 
         let auth = KafkaAuth::of(&spec(vec![mtls(Some("key-pass-1234"))], None));
         assert_eq!(get(&auth, "ssl.key.password").as_deref(), Some("key-pass-1234"));
@@ -393,7 +451,10 @@ pub(crate) mod tests {
         // librdkafka opens the key when the client is made: with the right
         // password it is made, with a wrong one it is refused, saying why.
         let client = |a: &KafkaAuth| -> Result<rdkafka::consumer::BaseConsumer, String> {
-            a.apply(&mut ClientConfig::new()).set("bootstrap.servers", "127.0.0.1:9").create().map_err(|e| e.to_string())
+            a.apply(&mut ClientConfig::new())
+                .set("bootstrap.servers", "127.0.0.1:9")
+                .create()
+                .map_err(|e| e.to_string())
         };
         assert!(client(&auth).is_ok(), "{:?}", client(&auth).err());
         let wrong = KafkaAuth::of(&spec(vec![mtls(Some("not-the-password"))], None));

@@ -1,7 +1,6 @@
 //! `sluice`: the binary. `serve` runs the console, API and (later) engine;
 //! `demo` does the same next to an embedded Kafka cluster with traffic.
 
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -144,7 +143,9 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     };
     let mappings = service::MappingService::with_metrics(store, settings);
     let reach = match &args.allowed_hosts {
-        Some(list) => sluice_server::reach::Reach::parse(list).map_err(|e| anyhow::anyhow!("SLUICE_ALLOWED_HOSTS: {e}"))?,
+        Some(list) => {
+            sluice_server::reach::Reach::parse(list).map_err(|e| anyhow::anyhow!("SLUICE_ALLOWED_HOSTS: {e}"))?
+        }
         None => Default::default(),
     };
     mappings.set_reach(reach.clone());
@@ -173,7 +174,11 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     };
     let engine = engine::Engine::start(
         &mappings,
-        engine::EngineSettings { http_timeout: Duration::from_millis(args.http_timeout_ms), reach, ..Default::default() },
+        engine::EngineSettings {
+            http_timeout: Duration::from_millis(args.http_timeout_ms),
+            reach,
+            ..Default::default()
+        },
     );
     let collector = mappings.metrics().start();
     // Expired sessions are refused on sight; this only keeps the table small.
@@ -203,7 +208,9 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         // Only its argon2 hash is stored; the file (owner-only) is for
         // whoever missed this line.
         let file = data_dir.join("initial-admin-password");
-        let saved = sluice_server::write_private(&file, &pw).map(|_| format!(", also in {}", file.display())).unwrap_or_default();
+        let saved = sluice_server::write_private(&file, &pw)
+            .map(|_| format!(", also in {}", file.display()))
+            .unwrap_or_default();
         println!("  first start: sign in as admin with password {pw}{saved} (change it once signed in; SLUICE_ADMIN_PASSWORD chooses it)");
     }
     tracing::info!(%addr, site = %site.display(), "listening");
@@ -250,7 +257,10 @@ async fn aws_start(args: ServeArgs, mappings: std::sync::Arc<service::MappingSer
                 namespace: ns.clone(),
                 interval: Duration::from_secs(args.cloudwatch_interval_s.max(1)),
             };
-            lines.push(format!("CloudWatch: publishing every mapping's metrics to namespace {ns} every {} s.", settings.interval.as_secs()));
+            lines.push(format!(
+                "CloudWatch: publishing every mapping's metrics to namespace {ns} every {} s.",
+                settings.interval.as_secs()
+            ));
             cloudwatch::start(&sdk, settings, mappings.metrics().clone(), mappings.store().clone(), Default::default());
         }
         Some(ns) => lines.push(format!("CloudWatch: not publishing to {ns}: no AWS region configured.")),

@@ -15,9 +15,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::clock::now_ms;
 use crate::engine::status::{LiveStatus, Snapshot};
 use crate::engine::LiveRegistry;
-use crate::clock::now_ms;
 use crate::store::Store;
 
 pub const MINUTE: i64 = 60_000;
@@ -77,7 +77,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(store: Store, live: LiveRegistry, node: Arc<crate::cluster::Node>, settings: MetricsSettings) -> Arc<Metrics> {
+    pub fn new(
+        store: Store,
+        live: LiveRegistry,
+        node: Arc<crate::cluster::Node>,
+        settings: MetricsSettings,
+    ) -> Arc<Metrics> {
         let (tx, _) = broadcast::channel(64);
         Arc::new(Metrics {
             store,
@@ -168,7 +173,12 @@ impl Metrics {
 
     /// Sums the other nodes' pending points into ours (lag is the group's,
     /// the same from every node, so the newest reading stands).
-    fn with_remote(&self, id: Uuid, local: &MetricPoint, remote: &mut HashMap<Uuid, Vec<(Instant, MetricPoint)>>) -> MetricPoint {
+    fn with_remote(
+        &self,
+        id: Uuid,
+        local: &MetricPoint,
+        remote: &mut HashMap<Uuid, Vec<(Instant, MetricPoint)>>,
+    ) -> MetricPoint {
         let mut out = local.clone();
         if let Some(pending) = remote.remove(&id) {
             for (_, p) in pending {
@@ -349,7 +359,11 @@ fn diff(a: &Snapshot, b: &Snapshot, from: i64, now: i64) -> MetricPoint {
                 offset_lag: l.offset_lag,
                 committed_offset: l.committed_offset,
                 end_offset: l.end_offset,
-                time_lag_s: if l.offset_lag > 0 && oldest > 0 { ((now - oldest) as f64 / 1000.0).max(0.0) } else { 0.0 },
+                time_lag_s: if l.offset_lag > 0 && oldest > 0 {
+                    ((now - oldest) as f64 / 1000.0).max(0.0)
+                } else {
+                    0.0
+                },
                 polled_event_count: polled.saturating_sub(polled0),
                 polled_bytes: bytes.saturating_sub(bytes0),
             }
@@ -415,9 +429,13 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
             let _ = writeln!(out, "{name}{{{}}} {}", labels(id), s.counts[i]);
         }
     }
-    let _ = writeln!(out, "# HELP sluice_duration_milliseconds Invocation duration.\n# TYPE sluice_duration_milliseconds summary");
+    let _ = writeln!(
+        out,
+        "# HELP sluice_duration_milliseconds Invocation duration.\n# TYPE sluice_duration_milliseconds summary"
+    );
     for (id, s) in &snaps {
-        let _ = writeln!(out, "sluice_duration_milliseconds_sum{{{}}} {}", labels(id), s.duration_sum_us as f64 / 1000.0);
+        let _ =
+            writeln!(out, "sluice_duration_milliseconds_sum{{{}}} {}", labels(id), s.duration_sum_us as f64 / 1000.0);
         let _ = writeln!(out, "sluice_duration_milliseconds_count{{{}}} {}", labels(id), s.duration_count);
     }
     let _ = writeln!(out, "# HELP sluice_pollers Pollers (consumers in the mapping's group) running on this node.\n# TYPE sluice_pollers gauge");
@@ -425,7 +443,11 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
         let _ = writeln!(out, "sluice_pollers{{{}}} {}", labels(id), s.counts[12]);
     }
     let per_part: [(&str, &str, &str); 4] = [
-        ("sluice_offset_lag", "gauge", "Records between the group's committed offset and the end of the partition (OffsetLag)"),
+        (
+            "sluice_offset_lag",
+            "gauge",
+            "Records between the group's committed offset and the end of the partition (OffsetLag)",
+        ),
         ("sluice_end_offset", "gauge", "The partition's end offset (high watermark)"),
         ("sluice_polled_events_total", "counter", "Records polled from the partition (PolledEventCount)"),
         ("sluice_polled_bytes_total", "counter", "Key and value bytes polled from the partition"),

@@ -54,7 +54,11 @@ impl Reach {
             } else if let Some((addr, bits)) = e.split_once('/') {
                 let addr: IpAddr = addr.parse().map_err(|_| format!("`{raw}`: not a network like 10.0.0.0/8"))?;
                 let max = if addr.is_ipv4() { 32 } else { 128 };
-                let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| format!("`{raw}`: the prefix length must be 0 to {max}"))?;
+                let bits: u8 = bits
+                    .parse()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(|| format!("`{raw}`: the prefix length must be 0 to {max}"))?;
                 Entry::Net(addr, bits)
             } else if let Ok(addr) = e.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
                 Entry::Net(addr, if addr.is_ipv4() { 32 } else { 128 })
@@ -88,13 +92,17 @@ impl Reach {
             Ok(a) => vec![a],
             Err(_) => tokio::net::lookup_host((h.as_str(), port))
                 .await
-                .map_err(|e| format!("{host} is not in SLUICE_ALLOWED_HOSTS and cannot be resolved to check its addresses: {e}"))?
+                .map_err(|e| {
+                    format!("{host} is not in SLUICE_ALLOWED_HOSTS and cannot be resolved to check its addresses: {e}")
+                })?
                 .map(|s| s.ip())
                 .collect(),
         };
         match addrs.iter().find(|a| !self.allows_addr(**a)) {
             None if !addrs.is_empty() => Ok(()),
-            Some(a) if a.to_string() != h => Err(format!("{host} resolves to {a}, which SLUICE_ALLOWED_HOSTS does not allow")),
+            Some(a) if a.to_string() != h => {
+                Err(format!("{host} resolves to {a}, which SLUICE_ALLOWED_HOSTS does not allow"))
+            }
             _ => Err(format!("{host} is not in SLUICE_ALLOWED_HOSTS")),
         }
     }
@@ -169,7 +177,8 @@ impl reqwest::dns::Resolve for Resolver {
             let host = name.as_str().to_string();
             let named = reach.names(&host.to_ascii_lowercase());
             let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<std::net::SocketAddr> = addrs.into_iter().filter(|a| named || reach.allows_addr(a.ip())).collect();
+            let allowed: Vec<std::net::SocketAddr> =
+                addrs.into_iter().filter(|a| named || reach.allows_addr(a.ip())).collect();
             if allowed.is_empty() {
                 return Err(format!("{host}: no address SLUICE_ALLOWED_HOSTS allows").into());
             }

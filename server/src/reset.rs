@@ -69,7 +69,10 @@ pub fn plan(t: &Target, req: &ResetRequest) -> Result<Vec<PartitionReset>, PlanE
         .map(|x| x.partitions().iter().map(|p| p.id()).collect())
         .unwrap_or_default();
     if parts.is_empty() {
-        return Err(PlanError::Kafka(format!("topic `{}` does not exist on {} (or has no partitions)", t.topic, t.servers)));
+        return Err(PlanError::Kafka(format!(
+            "topic `{}` does not exist on {} (or has no partitions)",
+            t.topic, t.servers
+        )));
     }
     let mut chosen: Vec<i32> = match (&req.partitions, req.strategy) {
         (Some(ps), _) => ps.clone(),
@@ -83,7 +86,12 @@ pub fn plan(t: &Target, req: &ResetRequest) -> Result<Vec<PartitionReset>, PlanE
     if let Some(p) = chosen.iter().find(|p| !known(p)) {
         errs.push(FieldError::new(
             "Partitions",
-            format!("partition {p} does not exist: `{}` has {} partitions (0 to {})", t.topic, parts.len(), parts.len() - 1),
+            format!(
+                "partition {p} does not exist: `{}` has {} partitions (0 to {})",
+                t.topic,
+                parts.len(),
+                parts.len() - 1
+            ),
         ));
     }
     if req.strategy == Strategy::Offsets {

@@ -12,7 +12,12 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Up to `n` of the newest records, spread over the partitions, newest
 /// last per partition. Blocking: run it off the async runtime.
-pub fn latest(servers: &str, topic: &str, auth: &crate::kafka_auth::KafkaAuth, n: usize) -> Result<Vec<Sample>, String> {
+pub fn latest(
+    servers: &str,
+    topic: &str,
+    auth: &crate::kafka_auth::KafkaAuth,
+    n: usize,
+) -> Result<Vec<Sample>, String> {
     let c = auth
         .consumer(
             ClientConfig::new()
@@ -22,8 +27,10 @@ pub fn latest(servers: &str, topic: &str, auth: &crate::kafka_auth::KafkaAuth, n
                 .set("enable.auto.offset.store", "false"),
         )
         .map_err(|e| e.to_string())?;
-    let md = c.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| format!("cannot read topic {topic} on {servers}: {e}"))?;
-    let parts: Vec<i32> = md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let md =
+        c.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| format!("cannot read topic {topic} on {servers}: {e}"))?;
+    let parts: Vec<i32> =
+        md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     if parts.is_empty() {
         return Err(format!("topic `{topic}` does not exist on {servers}"));
     }

@@ -53,7 +53,9 @@ impl Sealer {
         if let Ok(k) = std::env::var("SLUICE_SECRET_KEY") {
             return Ok(Sealer::new(&decode_key(&k).context("SLUICE_SECRET_KEY")?));
         }
-        let file = std::env::var_os("SLUICE_SECRET_KEY_FILE").map(std::path::PathBuf::from).unwrap_or_else(|| default_file.to_path_buf());
+        let file = std::env::var_os("SLUICE_SECRET_KEY_FILE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| default_file.to_path_buf());
         match std::fs::read_to_string(&file) {
             Ok(k) => Ok(Sealer::new(&decode_key(&k).with_context(|| format!("the secret key in {}", file.display()))?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -67,14 +69,17 @@ impl Sealer {
                 // create_new: of nodes starting at once on one directory, one key wins.
                 match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file) {
                     Ok(mut f) => {
-                        writeln!(f, "{}", B64.encode(k)).with_context(|| format!("cannot write a new secret key to {}", file.display()))?;
+                        writeln!(f, "{}", B64.encode(k))
+                            .with_context(|| format!("cannot write a new secret key to {}", file.display()))?;
                         tracing::info!(file = %file.display(), "created a secret key for stored Kafka secrets");
                         Ok(Sealer::new(&k))
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         std::thread::sleep(std::time::Duration::from_millis(50));
                         let text = std::fs::read_to_string(&file)?;
-                        Ok(Sealer::new(&decode_key(&text).with_context(|| format!("the secret key in {}", file.display()))?))
+                        Ok(Sealer::new(
+                            &decode_key(&text).with_context(|| format!("the secret key in {}", file.display()))?,
+                        ))
                     }
                     Err(e) => Err(e).with_context(|| format!("cannot create the secret key {}", file.display())),
                 }
@@ -87,7 +92,8 @@ impl Sealer {
     /// any node of the cluster can check and nobody without the key can make.
     pub fn mac(&self, data: &[u8]) -> [u8; 32] {
         use hmac::Mac as _;
-        let mut m = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.mac_key).expect("HMAC takes any key length");
+        let mut m =
+            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.mac_key).expect("HMAC takes any key length");
         m.update(data);
         m.finalize().into_bytes().into()
     }
@@ -95,7 +101,8 @@ impl Sealer {
     pub fn seal(&self, plain: &[u8]) -> Result<String> {
         let mut nonce = [0u8; 12];
         rand::rng().fill_bytes(&mut nonce);
-        let sealed = self.cipher.encrypt(Nonce::from_slice(&nonce), plain).map_err(|_| anyhow::anyhow!("cannot encrypt"))?;
+        let sealed =
+            self.cipher.encrypt(Nonce::from_slice(&nonce), plain).map_err(|_| anyhow::anyhow!("cannot encrypt"))?;
         Ok(B64.encode([nonce.as_slice(), &sealed].concat()))
     }
 
@@ -105,9 +112,11 @@ impl Sealer {
             bail!("sealed secret too short");
         }
         let (nonce, body) = bytes.split_at(12);
-        self.cipher
-            .decrypt(Nonce::from_slice(nonce), body)
-            .map_err(|_| anyhow::anyhow!("cannot decrypt the stored secrets: this node's secret key is not the one they were stored with"))
+        self.cipher.decrypt(Nonce::from_slice(nonce), body).map_err(|_| {
+            anyhow::anyhow!(
+                "cannot decrypt the stored secrets: this node's secret key is not the one they were stored with"
+            )
+        })
     }
 
     /// The spec's secrets, sealed (None when it has none).
@@ -156,7 +165,12 @@ mod tests {
             private_key_password: Some("kp".into()),
             ..Default::default()
         };
-        let sasl = SourceAccessConfiguration { kind: "SASL_SCRAM_512_AUTH".into(), username: Some("u".into()), password: Some("pw".into()), ..Default::default() };
+        let sasl = SourceAccessConfiguration {
+            kind: "SASL_SCRAM_512_AUTH".into(),
+            username: Some("u".into()),
+            password: Some("pw".into()),
+            ..Default::default()
+        };
         let stored = spec(vec![sasl.clone(), full.clone()], None);
         let sealed = sealer.seal_spec(&stored).unwrap().unwrap();
         for secret in ["pw", "kp", "ENCRYPTED"] {
@@ -173,7 +187,13 @@ mod tests {
         assert_eq!(bare.source_access_configurations, vec![sasl.clone(), full.clone()]);
 
         let old = sealer.seal(br#"[["pw", null], [null, "-----BEGIN PRIVATE KEY-----k"]]"#).unwrap();
-        let mut bare = spec(vec![SourceAccessConfiguration { password: None, ..sasl }, SourceAccessConfiguration { private_key: None, private_key_password: None, ..full }], None);
+        let mut bare = spec(
+            vec![
+                SourceAccessConfiguration { password: None, ..sasl },
+                SourceAccessConfiguration { private_key: None, private_key_password: None, ..full },
+            ],
+            None,
+        );
         sealer.unseal_into(&old, &mut bare).unwrap();
         assert_eq!(bare.source_access_configurations[0].password.as_deref(), Some("pw"));
         assert_eq!(bare.source_access_configurations[1].private_key.as_deref(), Some("-----BEGIN PRIVATE KEY-----k"));

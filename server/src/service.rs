@@ -5,19 +5,20 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::Notify;
 use sluice_app::api::backend::Backend;
 use sluice_app::model::{MappingState, MappingStatus, MappingView};
 use sluice_app::spec::{FieldError, MappingSpec};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::metrics::{Metrics, MetricsSettings, LIVE_WINDOW};
 use crate::reset;
 use crate::store::Store;
-use sluice_app::reset::{ResetAudit, ResetOutcome, ResetRequest, ResetState, Strategy};
 use sluice_app::metrics::{
-    advise, bucket, judge, total, AdvisorInput, Baseline, History, Insight, Overview, PartitionBaseline, Range, HEALTH_WINDOW_MS,
+    advise, bucket, judge, total, AdvisorInput, Baseline, History, Insight, Overview, PartitionBaseline, Range,
+    HEALTH_WINDOW_MS,
 };
+use sluice_app::reset::{ResetAudit, ResetOutcome, ResetRequest, ResetState, Strategy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -174,7 +175,10 @@ impl MappingService {
         if !crate::kafka_auth::needs_aws(spec) {
             return Ok(crate::kafka_auth::KafkaAuth::of(spec));
         }
-        let node = self.aws.get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await }).await;
+        let node = self
+            .aws
+            .get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await })
+            .await;
         // The mapping's role, as its pollers use it.
         let sdk = crate::engine::with_role(node.clone(), id, spec).await;
         crate::kafka_auth::prepare(spec, Some(&sdk)).await
@@ -242,14 +246,20 @@ impl MappingService {
         }
         // One reset per mapping at a time; a second is refused, not queued.
         if !self.resetting.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
-            return Err(ServiceError::Conflict(format!("a reset of mapping {} is being applied; try again when it is done", m.label())));
+            return Err(ServiceError::Conflict(format!(
+                "a reset of mapping {} is being applied; try again when it is done",
+                m.label()
+            )));
         }
         let _done = Release(&self.resetting, id);
         // Check the request against the topic before stopping anything.
         plan(req.clone()).await?;
         // Held here and in the database, so every node stops its pollers.
         if !self.store.hold(id, &self.node.id).await? {
-            return Err(ServiceError::Conflict(format!("a reset of mapping {} is being applied by another node; try again when it is done", m.label())));
+            return Err(ServiceError::Conflict(format!(
+                "a reset of mapping {} is being applied by another node; try again when it is done",
+                m.label()
+            )));
         }
         self.holds.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
         let _held = Unhold(self, id);
@@ -257,15 +267,21 @@ impl MappingService {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         while self.runs_anywhere(id).await? {
             if tokio::time::Instant::now() > deadline {
-                return Err(ServiceError::Conflict("the mapping's pollers did not stop within 60 s; nothing was changed".into()));
+                return Err(ServiceError::Conflict(
+                    "the mapping's pollers did not stop within 60 s; nothing was changed".into(),
+                ));
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let partitions = plan(req.clone()).await?;
         {
-            let (servers, group, topic, partitions, auth) = (servers.clone(), group.clone(), topic.clone(), partitions.clone(), auth.clone());
+            let (servers, group, topic, partitions, auth) =
+                (servers.clone(), group.clone(), topic.clone(), partitions.clone(), auth.clone());
             tokio::task::spawn_blocking(move || {
-                reset::commit(&reset::Target { servers: &servers, group: &group, topic: &topic, start, auth: &auth }, &partitions)
+                reset::commit(
+                    &reset::Target { servers: &servers, group: &group, topic: &topic, start, auth: &auth },
+                    &partitions,
+                )
             })
             .await
             .map_err(|e| ServiceError::Internal(e.into()))?
@@ -542,7 +558,9 @@ impl Backend for MappingService {
         let m = Backend::get(self, id).await?.ok_or_else(|| format!("no mapping with UUID {id}"))?;
         let auth = self.kafka_auth(id, &m.spec).await?;
         let (servers, topic) = (m.spec.bootstrap_servers().join(","), m.spec.topic().to_string());
-        tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, &auth, n)).await.map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, &auth, n))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     async fn audit(&self, n: usize) -> Result<Vec<sluice_app::model::AuditEntry>, String> {
@@ -624,7 +642,10 @@ fn overview_of(m: &MappingView, recent: &[sluice_app::metrics::MetricPoint], now
         health,
         reason,
         offset_lag: recent.iter().rev().find_map(|p| p.total_lag()),
-        lag_sparkline: bucket(recent, 15_000).iter().filter_map(|p| p.total_lag().map(|l| (p.time, l as f64))).collect(),
+        lag_sparkline: bucket(recent, 15_000)
+            .iter()
+            .filter_map(|p| p.total_lag().map(|l| (p.time, l as f64)))
+            .collect(),
         start: now - LIVE_WINDOW,
         end: now,
         records_per_s: if last_minute.period_ms > 0 { last_minute.rate(last_minute.polled_event_count) } else { 0.0 },

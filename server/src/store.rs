@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result};
 use sluice_app::metrics::MetricPoint;
-use sluice_app::reset::ResetAudit;
 use sluice_app::model::{MappingState, MappingStatus, MappingView};
+use sluice_app::reset::ResetAudit;
 use sluice_app::spec::MappingSpec;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -53,10 +53,7 @@ impl Store {
             // WAL lets the console read while the engine writes.
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
         }
-        sqlx::migrate!("../migrations")
-            .run(&pool)
-            .await
-            .context("cannot apply the database migrations")?;
+        sqlx::migrate!("../migrations").run(&pool).await.context("cannot apply the database migrations")?;
         Ok(Store { pool, url: url.to_string(), sealer: std::sync::Arc::new(sealer) })
     }
 
@@ -95,17 +92,13 @@ impl Store {
     }
 
     pub async fn list(&self) -> Result<Vec<MappingView>> {
-        let rows = sqlx::query(&format!("{SELECT} ORDER BY m.created_ms, m.uuid"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!("{SELECT} ORDER BY m.created_ms, m.uuid")).fetch_all(&self.pool).await?;
         rows.iter().map(|r| self.row_to_view(r)).collect()
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<MappingView>> {
-        let row = sqlx::query(&format!("{SELECT} WHERE m.uuid = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query(&format!("{SELECT} WHERE m.uuid = $1")).bind(id.to_string()).fetch_optional(&self.pool).await?;
         row.as_ref().map(|r| self.row_to_view(r)).transpose()
     }
 
@@ -130,7 +123,11 @@ impl Store {
     async fn put_secrets(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: Uuid, spec: &MappingSpec) -> Result<()> {
         sqlx::query("DELETE FROM mapping_secrets WHERE uuid = $1").bind(id.to_string()).execute(&mut **tx).await?;
         if let Some(sealed) = self.sealer.seal_spec(spec)? {
-            sqlx::query("INSERT INTO mapping_secrets (uuid, sealed) VALUES ($1, $2)").bind(id.to_string()).bind(sealed).execute(&mut **tx).await?;
+            sqlx::query("INSERT INTO mapping_secrets (uuid, sealed) VALUES ($1, $2)")
+                .bind(id.to_string())
+                .bind(sealed)
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }
@@ -173,14 +170,17 @@ impl Store {
 
     /// Every spec with its version, for the reconciler.
     pub async fn list_specs(&self) -> Result<Vec<(Uuid, MappingSpec, i64)>> {
-        let rows = sqlx::query("SELECT m.uuid, m.spec, m.version, x.sealed FROM mappings m LEFT JOIN mapping_secrets x ON x.uuid = m.uuid")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT m.uuid, m.spec, m.version, x.sealed FROM mappings m LEFT JOIN mapping_secrets x ON x.uuid = m.uuid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let uuid: String = r.try_get("uuid")?;
                 let spec: String = r.try_get("spec")?;
-                let mut spec: MappingSpec = serde_json::from_str(&spec).with_context(|| format!("mapping {uuid} has an unreadable spec"))?;
+                let mut spec: MappingSpec =
+                    serde_json::from_str(&spec).with_context(|| format!("mapping {uuid} has an unreadable spec"))?;
                 self.unseal(&uuid, r.try_get("sealed")?, &mut spec);
                 Ok((Uuid::parse_str(&uuid)?, spec, r.try_get::<i64, _>("version")?))
             })
@@ -242,15 +242,17 @@ impl Store {
 /// The audit log of offset resets.
 impl Store {
     pub async fn put_reset(&self, a: &ResetAudit) -> Result<()> {
-        sqlx::query("INSERT INTO offset_resets (id, uuid, time_ms, actor, request, partitions) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(&a.id)
-            .bind(a.uuid.to_string())
-            .bind(a.time)
-            .bind(&a.actor)
-            .bind(serde_json::to_string(&a.request)?)
-            .bind(serde_json::to_string(&a.partitions)?)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO offset_resets (id, uuid, time_ms, actor, request, partitions) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&a.id)
+        .bind(a.uuid.to_string())
+        .bind(a.time)
+        .bind(&a.actor)
+        .bind(serde_json::to_string(&a.request)?)
+        .bind(serde_json::to_string(&a.partitions)?)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -338,10 +340,11 @@ impl Store {
 
     /// Per mapping, the end of its latest point of a resolution.
     pub async fn latest_points(&self, resolution_ms: i64) -> Result<Vec<(Uuid, i64)>> {
-        let rows = sqlx::query("SELECT uuid, MAX(time_ms) AS t FROM metric_points WHERE resolution_ms = $1 GROUP BY uuid")
-            .bind(resolution_ms)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT uuid, MAX(time_ms) AS t FROM metric_points WHERE resolution_ms = $1 GROUP BY uuid")
+                .bind(resolution_ms)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| Ok((Uuid::parse_str(&r.try_get::<String, _>("uuid")?)?, r.try_get::<i64, _>("t")?)))
             .collect()
@@ -425,13 +428,15 @@ impl Store {
 
     /// Puts a hold on a mapping; false if another node holds it already.
     pub async fn hold(&self, id: Uuid, node: &str) -> Result<bool> {
-        let n = sqlx::query("INSERT INTO mapping_holds (uuid, node, since_ms) VALUES ($1, $2, $3) ON CONFLICT (uuid) DO NOTHING")
-            .bind(id.to_string())
-            .bind(node)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "INSERT INTO mapping_holds (uuid, node, since_ms) VALUES ($1, $2, $3) ON CONFLICT (uuid) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(node)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(n == 1)
     }
 
@@ -463,16 +468,14 @@ impl Store {
     pub async fn pollers(&self) -> Result<std::collections::HashMap<Uuid, u32>> {
         let rows = sqlx::query("SELECT uuid, pollers FROM mapping_pollers").fetch_all(&self.pool).await?;
         rows.iter()
-            .map(|r| Ok((Uuid::parse_str(&r.try_get::<String, _>("uuid")?)?, r.try_get::<i64, _>("pollers")?.max(0) as u32)))
+            .map(|r| {
+                Ok((Uuid::parse_str(&r.try_get::<String, _>("uuid")?)?, r.try_get::<i64, _>("pollers")?.max(0) as u32))
+            })
             .collect()
     }
 }
 
-async fn upsert_status(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    id: Uuid,
-    s: &MappingStatus,
-) -> Result<()> {
+async fn upsert_status(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: Uuid, s: &MappingStatus) -> Result<()> {
     sqlx::query(
         "INSERT INTO mapping_status (uuid, state, state_transition_reason, last_processing_result, updated_ms) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (uuid) DO UPDATE SET state = excluded.state, \

@@ -93,15 +93,21 @@ struct State {
 
 impl State {
     fn trusted(&self, a: &Attempt, now: Instant) -> bool {
-        a.device.is_some() || self.known.get(&(a.user.clone(), a.address.clone())).is_some_and(|t| now.duration_since(*t) < KNOWN_FOR)
+        a.device.is_some()
+            || self.known.get(&(a.user.clone(), a.address.clone())).is_some_and(|t| now.duration_since(*t) < KNOWN_FOR)
     }
 
     fn keys(&self, a: &Attempt, now: Instant) -> Vec<Key> {
         if self.trusted(a, now) {
-            let client = a.device.clone().map(|d| format!("device:{d}")).unwrap_or_else(|| format!("address:{}", a.address));
+            let client =
+                a.device.clone().map(|d| format!("device:{d}")).unwrap_or_else(|| format!("address:{}", a.address));
             vec![Key::Trusted(a.user.clone(), client)]
         } else {
-            vec![Key::Pair(a.user.clone(), a.address.clone()), Key::User(a.user.clone()), Key::Address(a.address.clone())]
+            vec![
+                Key::Pair(a.user.clone(), a.address.clone()),
+                Key::User(a.user.clone()),
+                Key::Address(a.address.clone()),
+            ]
         }
     }
 

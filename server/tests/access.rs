@@ -35,7 +35,8 @@ struct Server {
 /// page made that render wait forever now and then. The binary builds its
 /// one router before serving (1,500 concurrent sign-in pages, 16 at a
 /// time, all answered), so only this file's servers meet it.
-static ONE_AT_A_TIME: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> = std::sync::LazyLock::new(Default::default);
+static ONE_AT_A_TIME: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(Default::default);
 
 async fn start() -> Server {
     let turn = ONE_AT_A_TIME.clone().lock_owned().await;
@@ -45,9 +46,16 @@ async fn start() -> Server {
     mappings.auth().bootstrap(Some(ADMIN_PASSWORD), Some(BOOTSTRAP)).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let options = LeptosOptions::builder().output_name("sluice").site_root(dir.path().display().to_string()).site_pkg_dir("pkg").site_addr(addr).build();
+    let options = LeptosOptions::builder()
+        .output_name("sluice")
+        .site_root(dir.path().display().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build();
     let app = router(AppState::new(options, mappings.clone()), sluice_server::demo::routes());
-    tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap()
+    });
     Server { url: format!("http://{addr}"), mappings, _dir: dir, _turn: turn }
 }
 
@@ -73,7 +81,10 @@ fn every_route() -> BTreeSet<(String, String)> {
             // next `.route(` or the end of the statement.
             let call = rest.split(".route(").next().unwrap().split(";\n").next().unwrap().split("\n}").next().unwrap();
             for m in ["get", "post", "put", "patch", "delete"] {
-                if call.contains(&format!(" {m}(")) || call.contains(&format!(".{m}(")) || call.contains(&format!("({m}(")) {
+                if call.contains(&format!(" {m}("))
+                    || call.contains(&format!(".{m}("))
+                    || call.contains(&format!("({m}("))
+                {
                     out.insert((m.to_uppercase(), path.to_string()));
                 }
             }
@@ -89,7 +100,15 @@ fn every_route() -> BTreeSet<(String, String)> {
     out
 }
 
-async fn call(c: &reqwest::Client, base: &str, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>, form: Option<&[(&str, &str)]>) -> (u16, String) {
+async fn call(
+    c: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    auth: Auth<'_>,
+    body: Option<Value>,
+    form: Option<&[(&str, &str)]>,
+) -> (u16, String) {
     let mut r = c.request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{base}{path}"));
     match auth {
         Auth::None => {}
@@ -116,7 +135,13 @@ async fn call(c: &reqwest::Client, base: &str, method: &str, path: &str, auth: A
 /// cookie), then the form with that token. `cookies`: more to send.
 async fn post_sign_in(s: &Server, user: &str, password: &str, next: &str, cookies: &str) -> reqwest::Response {
     let page = client().get(format!("{}/login", s.url)).send().await.unwrap();
-    let set = page.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).find(|c| c.starts_with("sluice_login_csrf=")).expect("a CSRF cookie");
+    let set = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("sluice_login_csrf="))
+        .expect("a CSRF cookie");
     let token = set.split(';').next().unwrap().trim_start_matches("sluice_login_csrf=").to_string();
     let mut cookie = format!("sluice_login_csrf={token}");
     if !cookies.is_empty() {
@@ -151,7 +176,14 @@ enum Auth<'a> {
 async fn sign_in(s: &Server, user: &str, password: &str) -> (String, String) {
     let r = post_sign_in(s, user, password, "/", "").await;
     assert_eq!(r.status(), 303);
-    let cookie = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).find(|c| c.starts_with("sluice_session=")).expect("a session cookie").to_string();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("sluice_session="))
+        .expect("a session cookie")
+        .to_string();
     for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(attr), "cookie lacks {attr}: {cookie}");
     }
@@ -178,25 +210,57 @@ async fn no_route_changes_state_without_the_right_role_and_csrf_token() {
     let (st, body) = call(&c, &s.url, "POST", "/api/v1/mappings", admin, Some(mapping()), None).await;
     assert_eq!(st, 201, "{body}");
     let id = serde_json::from_str::<Value>(&body).unwrap()["UUID"].as_str().unwrap().to_string();
-    let (st, body) = call(&c, &s.url, "POST", "/api/v1/tokens", admin, Some(json!({"Name": "ro", "Role": "viewer"})), None).await;
+    let (st, body) =
+        call(&c, &s.url, "POST", "/api/v1/tokens", admin, Some(json!({"Name": "ro", "Role": "viewer"})), None).await;
     assert_eq!(st, 201, "{body}");
     let viewer_token = serde_json::from_str::<Value>(&body).unwrap()["Token"].as_str().unwrap().to_string();
-    let (st, _) = call(&c, &s.url, "POST", "/api/v1/users", admin, Some(json!({"Username": "olga", "Password": "operator-password-1", "Role": "operator"})), None).await;
+    let (st, _) = call(
+        &c,
+        &s.url,
+        "POST",
+        "/api/v1/users",
+        admin,
+        Some(json!({"Username": "olga", "Password": "operator-password-1", "Role": "operator"})),
+        None,
+    )
+    .await;
     assert_eq!(st, 201);
-    let (st, _) = call(&c, &s.url, "POST", "/api/v1/users", admin, Some(json!({"Username": "vic", "Password": "viewer-password-12", "Role": "viewer"})), None).await;
+    let (st, _) = call(
+        &c,
+        &s.url,
+        "POST",
+        "/api/v1/users",
+        admin,
+        Some(json!({"Username": "vic", "Password": "viewer-password-12", "Role": "viewer"})),
+        None,
+    )
+    .await;
     assert_eq!(st, 201);
     let (op_cookie, op_csrf) = sign_in(&s, "olga", "operator-password-1").await;
     let (viewer_cookie, viewer_csrf) = sign_in(&s, "vic", "viewer-password-12").await;
 
     let routes = every_route();
     // Spot checks that the walk found what it must (so it cannot pass empty).
-    for r in [("PATCH", "/api/v1/mappings/{id}"), ("POST", "/mappings/{id}/reset"), ("POST", "/api/get_mapping"), ("GET", "/mappings/{id}/edit"), ("DELETE", "/api/v1/users/{name}")] {
+    for r in [
+        ("PATCH", "/api/v1/mappings/{id}"),
+        ("POST", "/mappings/{id}/reset"),
+        ("POST", "/api/get_mapping"),
+        ("GET", "/mappings/{id}/edit"),
+        ("DELETE", "/api/v1/users/{name}"),
+    ] {
         assert!(routes.contains(&(r.0.to_string(), r.1.to_string())), "{r:?} not found among {routes:?}");
     }
-    let public: BTreeSet<String> = routes.iter().filter(|(m, p)| need(&Method::from_bytes(m.as_bytes()).unwrap(), p) == Need::Public).map(|(m, p)| format!("{m} {p}")).collect();
+    let public: BTreeSet<String> = routes
+        .iter()
+        .filter(|(m, p)| need(&Method::from_bytes(m.as_bytes()).unwrap(), p) == Need::Public)
+        .map(|(m, p)| format!("{m} {p}"))
+        .collect();
     assert_eq!(
         public,
-        ["GET /healthz", "GET /login", "GET /readyz", "POST /demo/function", "POST /login"].into_iter().map(String::from).collect(),
+        ["GET /healthz", "GET /login", "GET /readyz", "POST /demo/function", "POST /login"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
         "the routes anyone may call"
     );
 
@@ -230,7 +294,16 @@ async fn no_route_changes_state_without_the_right_role_and_csrf_token() {
             let (st, body) = call(&c, &s.url, m, &path, Auth::Cookie(&op_cookie, csrf), None, None).await;
             assert_eq!(st, 403, "{m} {p} without its CSRF token: {body}");
         }
-        let (st, _) = call(&c, &s.url, m, &path, Auth::Cookie(&op_cookie, None), None, Some(&[("csrf", "wrong"), ("Enabled", "on")])).await;
+        let (st, _) = call(
+            &c,
+            &s.url,
+            m,
+            &path,
+            Auth::Cookie(&op_cookie, None),
+            None,
+            Some(&[("csrf", "wrong"), ("Enabled", "on")]),
+        )
+        .await;
         assert_eq!(st, 403, "{m} {p} with a wrong form CSRF field");
     }
     println!("{} routes walked, {changing} of them change state", routes.len());
@@ -246,23 +319,54 @@ async fn no_route_changes_state_without_the_right_role_and_csrf_token() {
     assert!(resets.is_empty());
 
     // With the token, the operator's changes go through and are audited by name.
-    let (st, body) = call(&c, &s.url, "POST", &format!("/mappings/{id}/enable"), Auth::Cookie(&op_cookie, None), None, Some(&[("csrf", &op_csrf)])).await;
+    let (st, body) = call(
+        &c,
+        &s.url,
+        "POST",
+        &format!("/mappings/{id}/enable"),
+        Auth::Cookie(&op_cookie, None),
+        None,
+        Some(&[("csrf", &op_csrf)]),
+    )
+    .await;
     assert_eq!(st, 303, "{body}");
-    let (st, _) = call(&c, &s.url, "PATCH", &format!("/api/v1/mappings/{id}"), Auth::Cookie(&op_cookie, Some(&op_csrf)), Some(json!({"BatchSize": 7})), None).await;
+    let (st, _) = call(
+        &c,
+        &s.url,
+        "PATCH",
+        &format!("/api/v1/mappings/{id}"),
+        Auth::Cookie(&op_cookie, Some(&op_csrf)),
+        Some(json!({"BatchSize": 7})),
+        None,
+    )
+    .await;
     assert_eq!(st, 200);
     let (st, body) = call(&c, &s.url, "GET", "/api/v1/audit", Auth::Bearer(&viewer_token), None, None).await;
     assert_eq!(st, 403, "viewers do not read the audit log: {body}");
     let (_, body) = call(&c, &s.url, "GET", "/api/v1/audit", admin, None, None).await;
     let log: Value = serde_json::from_str(&body).unwrap();
     let entries = log["Entries"].as_array().unwrap();
-    let by_olga: Vec<&str> = entries.iter().filter(|e| e["Actor"] == "olga").map(|e| e["Action"].as_str().unwrap()).collect();
+    let by_olga: Vec<&str> =
+        entries.iter().filter(|e| e["Actor"] == "olga").map(|e| e["Action"].as_str().unwrap()).collect();
     assert!(by_olga.contains(&format!("POST /mappings/{id}/enable").as_str()), "{by_olga:?}");
     assert!(by_olga.contains(&format!("PATCH /api/v1/mappings/{id}").as_str()), "{by_olga:?}");
-    let patch = entries.iter().find(|e| e["Actor"] == "olga" && e["Action"].as_str().unwrap().starts_with("PATCH")).unwrap();
+    let patch =
+        entries.iter().find(|e| e["Actor"] == "olga" && e["Action"].as_str().unwrap().starts_with("PATCH")).unwrap();
     assert!(patch["Detail"].as_str().unwrap().contains("BatchSize"), "the audit says what changed: {patch}");
     // Refused attempts changed nothing, and each is in the audit log as refused.
-    assert!(entries.iter().filter(|e| e["Actor"] == "token:ro" || (e["Actor"] == "vic" && e["Action"] != "POST /login")).all(|e| e["Status"] == 403), "{entries:?}");
-    assert!(entries.iter().any(|e| e["Actor"] == "token:ro" && e["Status"] == 403 && e["Detail"].as_str().unwrap().starts_with("refused")), "{entries:?}");
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e["Actor"] == "token:ro" || (e["Actor"] == "vic" && e["Action"] != "POST /login"))
+            .all(|e| e["Status"] == 403),
+        "{entries:?}"
+    );
+    assert!(
+        entries.iter().any(|e| e["Actor"] == "token:ro"
+            && e["Status"] == 403
+            && e["Detail"].as_str().unwrap().starts_with("refused")),
+        "{entries:?}"
+    );
 }
 
 #[tokio::test]
@@ -301,14 +405,25 @@ async fn sign_in_slows_a_guesser_without_locking_out_the_user_and_audits_it() {
     // Every failure is audited and logged, and so is the wait it started.
     let (_, body) = call(&c, &s.url, "GET", "/api/v1/audit", Auth::Bearer(BOOTSTRAP), None, None).await;
     let entries: Vec<Value> = serde_json::from_str::<Value>(&body).unwrap()["Entries"].as_array().unwrap().clone();
-    let failed: Vec<&Value> = entries.iter().filter(|e| e["Action"] == "POST /login" && e["Status"] == 401 && e["Actor"] == "admin").collect();
+    let failed: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["Action"] == "POST /login" && e["Status"] == 401 && e["Actor"] == "admin")
+        .collect();
     assert_eq!(failed.len(), first_wait, "{entries:?}");
     assert!(failed.iter().all(|e| e["Detail"].as_str().unwrap().contains("from 127.0.0.1")));
-    assert!(failed.iter().any(|e| e["Detail"].as_str().unwrap().contains("now wait")), "the wait is audited: {failed:?}");
+    assert!(
+        failed.iter().any(|e| e["Detail"].as_str().unwrap().contains("now wait")),
+        "the wait is audited: {failed:?}"
+    );
     assert_eq!(entries.iter().filter(|e| e["Action"] == "POST /login" && e["Status"] == 303).count(), 2);
 
     // No CSRF token: refused, no session, audited.
-    let r = c.post(format!("{}/login", s.url)).form(&[("username", "admin"), ("password", ADMIN_PASSWORD)]).send().await.unwrap();
+    let r = c
+        .post(format!("{}/login", s.url))
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers()["location"].to_str().unwrap().contains("error=csrf"));
     assert!(set_cookie(&r, "sluice_session").is_none(), "login CSRF");
 }
@@ -316,7 +431,18 @@ async fn sign_in_slows_a_guesser_without_locking_out_the_user_and_audits_it() {
 #[tokio::test]
 async fn redirects_stay_on_the_site_and_the_sign_in_page_prints_no_given_text() {
     use sluice_server::http::guard::local;
-    for evil in ["/%09/evil.example", "//evil.example", "/\\evil.example", "/\tevil", "https://evil.example/", "/%5Cevil.example", "/%2F/evil.example", "javascript:alert(1)", "", "evil"] {
+    for evil in [
+        "/%09/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "/\tevil",
+        "https://evil.example/",
+        "/%5Cevil.example",
+        "/%2F/evil.example",
+        "javascript:alert(1)",
+        "",
+        "evil",
+    ] {
         assert_eq!(local(evil), "/", "{evil:?}");
     }
     assert_eq!(local("/mappings/x?range=1h"), "/mappings/x?range=1h");
@@ -329,7 +455,8 @@ async fn redirects_stay_on_the_site_and_the_sign_in_page_prints_no_given_text() 
 
     // The sign-in page says only what Sluice wrote, whatever the link says.
     let c = client();
-    let r = c.get(format!("{}/login?error=Your%20account%20is%20locked.%20Call%20555-0100", s.url)).send().await.unwrap();
+    let r =
+        c.get(format!("{}/login?error=Your%20account%20is%20locked.%20Call%20555-0100", s.url)).send().await.unwrap();
     let html = r.text().await.unwrap();
     assert!(!html.contains("555-0100") && html.contains("Sign-in failed."), "{html}");
 }
@@ -341,8 +468,14 @@ async fn every_answer_has_security_headers_and_odd_paths_are_refused() {
     for path in ["/login", "/healthz", "/api/v1/mappings", "/"] {
         let r = c.get(format!("{}{path}", s.url)).send().await.unwrap();
         let h = r.headers();
-        let csp = h.get("content-security-policy").unwrap_or_else(|| panic!("{path}: no CSP")).to_str().unwrap().to_string();
-        assert!(csp.contains("script-src 'self' 'nonce-") && csp.contains("object-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        let csp =
+            h.get("content-security-policy").unwrap_or_else(|| panic!("{path}: no CSP")).to_str().unwrap().to_string();
+        assert!(
+            csp.contains("script-src 'self' 'nonce-")
+                && csp.contains("object-src 'none'")
+                && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
         assert!(!csp.contains("unsafe-inline"), "{csp}");
         assert_eq!(h["x-frame-options"], "DENY");
         assert_eq!(h["x-content-type-options"], "nosniff");
@@ -361,9 +494,14 @@ async fn every_answer_has_security_headers_and_odd_paths_are_refused() {
     for path in ["/pkg/%2e%2e/mappings/new", "/pkg/..%2Fapi/v1/users", "/pkg/%2E%2E/audit", "/pkg/../audit"] {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut conn = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://")).await.unwrap();
-        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let mut answer = String::new();
-        tokio::time::timeout(std::time::Duration::from_secs(30), conn.read_to_string(&mut answer)).await.expect("no answer within 30 s").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), conn.read_to_string(&mut answer))
+            .await
+            .expect("no answer within 30 s")
+            .unwrap();
         assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {}", answer.lines().next().unwrap_or(""));
     }
 }
@@ -374,13 +512,31 @@ async fn tokens_end_with_their_maker_and_a_revoked_bootstrap_token_stays_revoked
     let c = client();
     let admin = Auth::Bearer(BOOTSTRAP);
     for (name, role) in [("ada", "admin"), ("bob", "admin")] {
-        let (st, _) = call(&c, &s.url, "POST", "/api/v1/users", admin, Some(json!({"Username": name, "Password": "an-admin-password-1", "Role": role})), None).await;
+        let (st, _) = call(
+            &c,
+            &s.url,
+            "POST",
+            "/api/v1/users",
+            admin,
+            Some(json!({"Username": name, "Password": "an-admin-password-1", "Role": role})),
+            None,
+        )
+        .await;
         assert_eq!(st, 201);
     }
     let mut tokens = Vec::new();
     for name in ["ada", "bob"] {
         let (cookie, csrf) = sign_in(&s, name, "an-admin-password-1").await;
-        let (st, body) = call(&c, &s.url, "POST", "/api/v1/tokens", Auth::Cookie(&cookie, Some(&csrf)), Some(json!({"Name": format!("{name}-ci"), "Role": "admin"})), None).await;
+        let (st, body) = call(
+            &c,
+            &s.url,
+            "POST",
+            "/api/v1/tokens",
+            Auth::Cookie(&cookie, Some(&csrf)),
+            Some(json!({"Name": format!("{name}-ci"), "Role": "admin"})),
+            None,
+        )
+        .await;
         assert_eq!(st, 201, "{body}");
         tokens.push(serde_json::from_str::<Value>(&body).unwrap()["Token"].as_str().unwrap().to_string());
     }
@@ -407,11 +563,20 @@ async fn tokens_end_with_their_maker_and_a_revoked_bootstrap_token_stays_revoked
     let id = serde_json::from_str::<Value>(&body).unwrap()["UUID"].as_str().unwrap().to_string();
     let (_, body) = call(&c, &s.url, "GET", "/api/v1/audit", admin, None, None).await;
     let entries: Vec<Value> = serde_json::from_str::<Value>(&body).unwrap()["Entries"].as_array().unwrap().clone();
-    let made = entries.iter().find(|e| e["Action"] == "POST /api/v1/mappings" && e["Status"] == 201).expect("the creation is audited");
+    let made = entries
+        .iter()
+        .find(|e| e["Action"] == "POST /api/v1/mappings" && e["Status"] == 201)
+        .expect("the creation is audited");
     assert_eq!(made["Target"], id.as_str());
     assert!(made["Detail"].as_str().unwrap().contains("audited-one"), "{made}");
-    assert!(entries.iter().any(|e| e["Action"] == "POST /api/v1/users" && e["Target"] == "user:ada"), "user creation names the user");
-    assert!(entries.iter().any(|e| e["Actor"] == "token:bob-ci" && e["Status"] == 403), "the refusal is audited: {entries:?}");
+    assert!(
+        entries.iter().any(|e| e["Action"] == "POST /api/v1/users" && e["Target"] == "user:ada"),
+        "user creation names the user"
+    );
+    assert!(
+        entries.iter().any(|e| e["Actor"] == "token:bob-ci" && e["Status"] == 403),
+        "the refusal is audited: {entries:?}"
+    );
 
     // The bootstrap token, revoked, does not come back at the next start.
     let (st, _) = call(&c, &s.url, "DELETE", "/api/v1/tokens/bootstrap", admin, None, None).await;
@@ -427,12 +592,30 @@ async fn secrets_never_come_back() {
     let c = client();
     // A password and a token secret appear in no answer.
     let token = {
-        let (st, body) = call(&c, &s.url, "POST", "/api/v1/tokens", Auth::Bearer(BOOTSTRAP), Some(json!({"Name": "ci", "Role": "operator"})), None).await;
+        let (st, body) = call(
+            &c,
+            &s.url,
+            "POST",
+            "/api/v1/tokens",
+            Auth::Bearer(BOOTSTRAP),
+            Some(json!({"Name": "ci", "Role": "operator"})),
+            None,
+        )
+        .await;
         assert_eq!(st, 201);
         serde_json::from_str::<Value>(&body).unwrap()["Token"].as_str().unwrap().to_string()
     };
     let pw = "a-password-nobody-sees-9";
-    let (st, _) = call(&c, &s.url, "POST", "/api/v1/users", Auth::Bearer(BOOTSTRAP), Some(json!({"Username": "sam", "Password": pw, "Role": "viewer"})), None).await;
+    let (st, _) = call(
+        &c,
+        &s.url,
+        "POST",
+        "/api/v1/users",
+        Auth::Bearer(BOOTSTRAP),
+        Some(json!({"Username": "sam", "Password": pw, "Role": "viewer"})),
+        None,
+    )
+    .await;
     assert_eq!(st, 201);
     let (cookie, _) = sign_in(&s, "sam", pw).await;
     let mut seen = String::new();
@@ -453,7 +636,8 @@ async fn secrets_never_come_back() {
         ("api_tokens", "token_hash || name || role || created_by"),
         ("audit_log", "actor || action || target || detail"),
     ] {
-        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT {cols} FROM {table}")).fetch_all(pool).await.unwrap();
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT {cols} FROM {table}")).fetch_all(pool).await.unwrap();
         assert!(!rows.is_empty(), "{table} has rows");
         for secret in [pw, token.as_str(), ADMIN_PASSWORD, BOOTSTRAP, cookie.as_str()] {
             assert!(!rows.iter().any(|r| r.contains(secret)), "{table} stores a secret");
@@ -473,7 +657,8 @@ async fn markup_in_names_is_escaped_and_sql_is_text() {
     let (st, body) = call(&c, &s.url, "POST", "/api/v1/mappings", Auth::Bearer(BOOTSTRAP), Some(m), None).await;
     assert_eq!(st, 201, "{body}");
     let id = serde_json::from_str::<Value>(&body).unwrap()["UUID"].as_str().unwrap().to_string();
-    let (_, body) = call(&c, &s.url, "GET", &format!("/api/v1/mappings/{id}"), Auth::Bearer(BOOTSTRAP), None, None).await;
+    let (_, body) =
+        call(&c, &s.url, "GET", &format!("/api/v1/mappings/{id}"), Auth::Bearer(BOOTSTRAP), None, None).await;
     let back: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(back["Description"], format!("{script} {sql}"), "stored as given");
     assert_eq!(back["Name"], "orders-'; DROP TABLE users; --");

@@ -71,7 +71,11 @@ async fn nodes(via: &Node, mapping: &str) -> BTreeMap<String, (bool, bool, u64)>
                 .map(|n| {
                     (
                         n["Id"].as_str().unwrap_or("").to_string(),
-                        (n["Alive"].as_bool().unwrap_or(false), n["Leader"].as_bool().unwrap_or(false), n["Pollers"][mapping].as_u64().unwrap_or(0)),
+                        (
+                            n["Alive"].as_bool().unwrap_or(false),
+                            n["Leader"].as_bool().unwrap_or(false),
+                            n["Pollers"][mapping].as_u64().unwrap_or(0),
+                        ),
                     )
                 })
                 .collect()
@@ -135,7 +139,10 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     let mut ns = vec![start("a", &db, dir.path()), start("b", &db, dir.path()), start("c", &db, dir.path())];
     for n in &ns {
         let ready = format!("{}/readyz", n.url);
-        wait_until("node ready", Duration::from_secs(20), || async { get(&ready).await.is_some_and(|v| v["Ready"] == true) }).await;
+        wait_until("node ready", Duration::from_secs(20), || async {
+            get(&ready).await.is_some_and(|v| v["Ready"] == true)
+        })
+        .await;
     }
     wait_until("three alive nodes, one leader", Duration::from_secs(20), || async {
         let v = nodes(&ns[0], "").await;
@@ -148,9 +155,16 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     s.batch_size = BATCH;
     // One poller per node: the autoscaler (tested in scaling.rs) would add
     // rebalances of its own, and the duplicates bound below counts them.
-    s.provisioned_poller_config = Some(sluice_app::spec::ProvisionedPollerConfig { minimum_pollers: Some(3), maximum_pollers: Some(3) });
+    s.provisioned_poller_config =
+        Some(sluice_app::spec::ProvisionedPollerConfig { minimum_pollers: Some(3), maximum_pollers: Some(3) });
     let client = api_client();
-    let r = client.post(format!("{}/api/v1/mappings", ns[0].url)).header("content-type", "application/json").body(serde_json::to_string(&s).unwrap()).send().await.unwrap();
+    let r = client
+        .post(format!("{}/api/v1/mappings", ns[0].url))
+        .header("content-type", "application/json")
+        .body(serde_json::to_string(&s).unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let t_create = Instant::now();
     let id = serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap()["UUID"].as_str().unwrap().to_string();
@@ -166,7 +180,13 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     let mut toggles = Vec::new();
     for (via, enabled) in [(1usize, false), (2, true)] {
         let t = Instant::now();
-        let r = client.patch(format!("{}/api/v1/mappings/{id}", ns[via].url)).header("content-type", "application/json").body(json!({"Enabled": enabled}).to_string()).send().await.unwrap();
+        let r = client
+            .patch(format!("{}/api/v1/mappings/{id}", ns[via].url))
+            .header("content-type", "application/json")
+            .body(json!({"Enabled": enabled}).to_string())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let (watch, idc) = (&ns[0], id.clone());
         wait_until("the change reaches every node", Duration::from_secs(10), || async {
@@ -202,7 +222,10 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     // The group spread the partitions: every node polled records.
     for n in &ns {
         let name = n.name;
-        wait_until(&format!("node {name} polls records"), Duration::from_secs(20), || async { polled_here(n).await > 0 }).await;
+        wait_until(&format!("node {name} polls records"), Duration::from_secs(20), || async {
+            polled_here(n).await > 0
+        })
+        .await;
     }
 
     // kill -9 a node that is not the leader.
@@ -222,7 +245,10 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     })
     .await;
     let failover = t_kill.elapsed();
-    println!("failover after kill -9 of node {}: every partition delivering again {failover:?} after the kill", ns[victim].name);
+    println!(
+        "failover after kill -9 of node {}: every partition delivering again {failover:?} after the kill",
+        ns[victim].name
+    );
     // Back with the same name.
     let name = ns[victim].name;
     ns[victim] = start(name, &db, dir.path());
@@ -289,7 +315,12 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
         let url = format!("{}/api/v1/mappings/{id}/metrics?Range=15m", n.url);
         async move {
             let v = get(&url).await.unwrap();
-            v["History"]["Points"].as_array().unwrap().iter().map(|p| p["InvokedEventCount"].as_u64().unwrap_or(0)).sum::<u64>()
+            v["History"]["Points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["InvokedEventCount"].as_u64().unwrap_or(0))
+                .sum::<u64>()
         }
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -305,7 +336,10 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let again = 200 * PARTITIONS as usize;
     let since_reset = || -> BTreeMap<i32, Vec<i64>> {
-        f.by_partition().into_iter().map(|(p, v)| (p, v[lens_before.get(&p).copied().unwrap_or(0)..].to_vec())).collect()
+        f.by_partition()
+            .into_iter()
+            .map(|(p, v)| (p, v[lens_before.get(&p).copied().unwrap_or(0)..].to_vec()))
+            .collect()
     };
     let t = Instant::now();
     while !(0..PARTITIONS).all(|p| since_reset().get(&p).is_some_and(|v| v.contains(&(ends[&p] - 1)))) {
@@ -324,7 +358,11 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
         redelivered - again,
         ns[survivor].name
     );
-    assert!(redelivered - again <= reset_bound, "{} duplicates after the reset exceed {reset_bound}", redelivered - again);
+    assert!(
+        redelivered - again <= reset_bound,
+        "{} duplicates after the reset exceed {reset_bound}",
+        redelivered - again
+    );
     assert_eq!(invoked as usize, redelivered, "the survivor's history sums every node's invocations");
 
     drop(ns);

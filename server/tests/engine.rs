@@ -20,7 +20,12 @@ async fn wait_state(s: &Sluice, id: Uuid, state: MappingState, within: Duration)
         if m.status.state == state {
             return t.elapsed();
         }
-        assert!(t.elapsed() < within, "{id} still {:?} ({}) after {within:?}", m.status.state, m.status.last_processing_result);
+        assert!(
+            t.elapsed() < within,
+            "{id} still {:?} ({}) after {within:?}",
+            m.status.state,
+            m.status.last_processing_result
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -36,7 +41,12 @@ async fn order_and_commits(b: Broker, per_partition: usize) {
     let produced = t.elapsed();
     let m = s.mappings.create(spec(b.bootstrap(), topic, &url, "g-order")).await.unwrap();
     let t = Instant::now();
-    assert!(f.wait_for(6 * per_partition, Duration::from_secs(120)).await, "delivered {} of {}", f.count(), 6 * per_partition);
+    assert!(
+        f.wait_for(6 * per_partition, Duration::from_secs(120)).await,
+        "delivered {} of {}",
+        f.count(),
+        6 * per_partition
+    );
     let consumed = t.elapsed();
     let ends = b.end_offsets(topic, 6);
     assert_complete_and_ordered(&f.by_partition(), &ends, &BTreeMap::new());
@@ -93,7 +103,11 @@ async fn starting_positions(b: Broker) {
     wait_committed(&b, "g-latest", topic, &BTreeMap::from([(0, 20), (1, 20)]), Duration::from_secs(20)).await;
     b.produce(topic, 2, 5, None).await; // offsets 20..25
     assert!(latest.wait_for(10, Duration::from_secs(30)).await);
-    assert_complete_and_ordered(&latest.by_partition(), &BTreeMap::from([(0, 25), (1, 25)]), &BTreeMap::from([(0, 20), (1, 20)]));
+    assert_complete_and_ordered(
+        &latest.by_partition(),
+        &BTreeMap::from([(0, 25), (1, 25)]),
+        &BTreeMap::from([(0, 20), (1, 20)]),
+    );
 
     // The same group again, now with TRIM_HORIZON: its committed offset wins.
     s.mappings.delete(latest_id).await.unwrap();
@@ -108,7 +122,11 @@ async fn starting_positions(b: Broker) {
         let (at, _) = run(StartingPosition::AtTimestamp, Some((now - 30_000) / 1000), "g-at").await;
         assert!(at.wait_for(32, Duration::from_secs(30)).await);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_complete_and_ordered(&at.by_partition(), &BTreeMap::from([(0, 26), (1, 26)]), &BTreeMap::from([(0, 10), (1, 10)]));
+        assert_complete_and_ordered(
+            &at.by_partition(),
+            &BTreeMap::from([(0, 26), (1, 26)]),
+            &BTreeMap::from([(0, 10), (1, 10)]),
+        );
     }
     s.stop().await;
 }
@@ -253,7 +271,10 @@ async fn poison_to_dead_letter_topic(b: Broker) {
     let producer = b.producer();
     for i in 0..40 {
         let value = if i == 17 { "poison".to_string() } else { format!("ok-{i}") };
-        producer.send(FutureRecord::to("payments").key(&format!("key-{i}")).payload(&value), Duration::from_secs(5)).await.unwrap();
+        producer
+            .send(FutureRecord::to("payments").key(&format!("key-{i}")).payload(&value), Duration::from_secs(5))
+            .await
+            .unwrap();
     }
     let f = Recorder::default();
     let url = f.serve().await;

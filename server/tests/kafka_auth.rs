@@ -50,13 +50,23 @@ impl AuthBroker {
     }
 
     fn tansu(&self, args: &[&str]) {
-        let out = Command::new(&self.bin).current_dir(self.dir.path()).args(args).args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)]).output().unwrap();
+        let out = Command::new(&self.bin)
+            .current_dir(self.dir.path())
+            .args(args)
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "tansu {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
 fn sasl(kind: &str, user: &str, password: &str) -> SourceAccessConfiguration {
-    SourceAccessConfiguration { kind: kind.into(), username: Some(user.into()), password: Some(password.into()), ..Default::default() }
+    SourceAccessConfiguration {
+        kind: kind.into(),
+        username: Some(user.into()),
+        password: Some(password.into()),
+        ..Default::default()
+    }
 }
 
 /// The group's committed offsets, read with SASL credentials.
@@ -75,13 +85,20 @@ fn committed(bootstrap: &str, group: &str, topic: &str) -> BTreeMap<i32, i64> {
         tpl.add_partition(topic, p);
     }
     c.committed_offsets(tpl, Duration::from_secs(10))
-        .map(|r| r.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 })).collect())
+        .map(|r| {
+            r.elements()
+                .iter()
+                .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 }))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sasl_credentials_deliver_and_wrong_ones_say_authn_error() {
-    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("AUTH_LOG").unwrap_or_else(|_| "off".into())).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("AUTH_LOG").unwrap_or_else(|_| "off".into()))
+        .try_init();
     let Some(bin) = tansu_bin() else {
         assert!(std::env::var_os("SLUICE_REQUIRE_TANSU").is_none(), "tansu is required but not installed");
         eprintln!("tansu not installed: Kafka authentication test skipped");
@@ -116,7 +133,10 @@ async fn sasl_credentials_deliver_and_wrong_ones_say_authn_error() {
     println!("SCRAM-SHA-512: {total} records delivered and committed through an authenticating broker");
 
     // The others, each a group of its own: SCRAM-SHA-256 for bob; PLAIN for alice.
-    for (kind, user, pw, group) in [("SASL_SCRAM_256_AUTH", "bob", "bob-secret-256", "g-scram256"), ("BASIC_AUTH", "alice", "alice-secret-512", "g-plain")] {
+    for (kind, user, pw, group) in [
+        ("SASL_SCRAM_256_AUTH", "bob", "bob-secret-256", "g-scram256"),
+        ("BASIC_AUTH", "alice", "alice-secret-512", "g-plain"),
+    ] {
         let before = f.count();
         let mut m = spec(&bootstrap, "secure", &url, group);
         m.self_managed_kafka_event_source_config.security_protocol = Some("SASL_PLAINTEXT".into());
@@ -144,24 +164,48 @@ async fn sasl_credentials_deliver_and_wrong_ones_say_authn_error() {
     let before = f.count();
     let mut by_uri = spec(&bootstrap, "secure", &url, "g-secrets-manager");
     by_uri.self_managed_kafka_event_source_config.security_protocol = Some("SASL_PLAINTEXT".into());
-    by_uri.source_access_configurations = vec![SourceAccessConfiguration { kind: "SASL_SCRAM_512_AUTH".into(), uri: Some(SECRET_ARN.into()), ..Default::default() }];
+    by_uri.source_access_configurations = vec![SourceAccessConfiguration {
+        kind: "SASL_SCRAM_512_AUTH".into(),
+        uri: Some(SECRET_ARN.into()),
+        ..Default::default()
+    }];
     let uri_id = s.mappings.create(by_uri).await.unwrap().uuid;
-    assert!(f.wait_for(before + total, Duration::from_secs(60)).await, "Secrets Manager: {} of {total}", f.count() - before);
+    assert!(
+        f.wait_for(before + total, Duration::from_secs(60)).await,
+        "Secrets Manager: {} of {total}",
+        f.count() - before
+    );
     assert!(asked.lock().unwrap().iter().all(|a| a == SECRET_ARN) && !asked.lock().unwrap().is_empty());
     println!("SCRAM-SHA-512 from a Secrets Manager secret: {total} records delivered");
     // The secret read from AWS is not stored.
-    let stored: Vec<String> = sqlx::query_scalar("SELECT sealed FROM mapping_secrets WHERE uuid = $1").bind(uri_id.to_string()).fetch_all(s.mappings.store().pool()).await.unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT sealed FROM mapping_secrets WHERE uuid = $1")
+        .bind(uri_id.to_string())
+        .fetch_all(s.mappings.store().pool())
+        .await
+        .unwrap();
     assert!(stored.is_empty(), "a Secrets Manager secret is read at start, not kept");
 
     // A secret that does not exist: the mapping says why, in AWS's terms.
     let mut missing = spec(&bootstrap, "secure", &url, "g-missing-secret");
     missing.self_managed_kafka_event_source_config.security_protocol = Some("SASL_PLAINTEXT".into());
     let gone = "arn:aws:secretsmanager:us-east-1:123456789012:secret:gone-XyZ";
-    missing.source_access_configurations = vec![SourceAccessConfiguration { kind: "SASL_SCRAM_512_AUTH".into(), uri: Some(gone.into()), ..Default::default() }];
+    missing.source_access_configurations = vec![SourceAccessConfiguration {
+        kind: "SASL_SCRAM_512_AUTH".into(),
+        uri: Some(gone.into()),
+        ..Default::default()
+    }];
     let missing_id = s.mappings.create(missing).await.unwrap().uuid;
     let v = wait_status(&s, missing_id, authn_error).await;
-    assert!(v.status.last_processing_result.contains(&format!("cannot read the secret {gone}")), "{}", v.status.last_processing_result);
-    assert!(v.status.last_processing_result.contains("can't find the specified secret"), "{}", v.status.last_processing_result);
+    assert!(
+        v.status.last_processing_result.contains(&format!("cannot read the secret {gone}")),
+        "{}",
+        v.status.last_processing_result
+    );
+    assert!(
+        v.status.last_processing_result.contains("can't find the specified secret"),
+        "{}",
+        v.status.last_processing_result
+    );
     println!("missing secret: {}", v.status.last_processing_result);
     s.mappings.delete(missing_id).await.unwrap();
 
@@ -172,7 +216,11 @@ async fn sasl_credentials_deliver_and_wrong_ones_say_authn_error() {
     bad.source_access_configurations = vec![sasl("SASL_SCRAM_512_AUTH", "alice", wrong_pw)];
     let bad_id = s.mappings.create(bad).await.unwrap().uuid;
     let view = wait_status(&s, bad_id, authn_error).await;
-    assert!(view.status.last_processing_result.starts_with("PROBLEM: SASL authentication failed"), "{}", view.status.last_processing_result);
+    assert!(
+        view.status.last_processing_result.starts_with("PROBLEM: SASL authentication failed"),
+        "{}",
+        view.status.last_processing_result
+    );
     assert_eq!(view.status.state, MappingState::Enabled);
     println!("wrong password: {} / {}", view.status.state_transition_reason, view.status.last_processing_result);
 
@@ -243,8 +291,13 @@ async fn fake_secrets_manager() -> (String, std::sync::Arc<std::sync::Mutex<Vec<
 
 async fn produce_on_new_topic(bootstrap: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    for r in admin.create_topics(&[NewTopic::new("secure", PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new()).await.unwrap() {
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    for r in admin
+        .create_topics(&[NewTopic::new("secure", PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
         r.unwrap();
     }
     produce_on(bootstrap, "secure", PARTITIONS, PER_PARTITION, None).await;

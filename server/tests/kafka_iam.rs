@@ -56,21 +56,35 @@ fn percent_decode(s: &str) -> String {
 
 fn encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 /// What an MSK broker checks of a token, done here from the SigV4
 /// specification: the URL, its parameters, its age, and its signature.
 fn verify(token: &str, secret: &str, region: &str, now: SystemTime) -> Result<BTreeMap<String, String>, String> {
-    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|e| format!("not base64url: {e}"))?;
+    let url =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|e| format!("not base64url: {e}"))?;
     let url = String::from_utf8(url).map_err(|_| "not text".to_string())?;
     let host = format!("kafka.{region}.amazonaws.com");
-    let query = url.strip_prefix(&format!("https://{host}/?")).ok_or(format!("not a presigned URL for {host}: {url}"))?;
-    let params: BTreeMap<String, String> =
-        query.split('&').map(|kv| kv.split_once('=').unwrap_or((kv, ""))).map(|(k, v)| (percent_decode(k), percent_decode(v))).collect();
+    let query =
+        url.strip_prefix(&format!("https://{host}/?")).ok_or(format!("not a presigned URL for {host}: {url}"))?;
+    let params: BTreeMap<String, String> = query
+        .split('&')
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect();
     let p = |k: &str| params.get(k).cloned().ok_or(format!("no {k}"));
-    if p("Action")? != "kafka-cluster:Connect" || p("X-Amz-Algorithm")? != "AWS4-HMAC-SHA256" || p("X-Amz-SignedHeaders")? != "host" {
+    if p("Action")? != "kafka-cluster:Connect"
+        || p("X-Amz-Algorithm")? != "AWS4-HMAC-SHA256"
+        || p("X-Amz-SignedHeaders")? != "host"
+    {
         return Err(format!("wrong action, algorithm or signed headers: {params:?}"));
     }
     let amz_date = p("X-Amz-Date")?;
@@ -84,8 +98,11 @@ fn verify(token: &str, secret: &str, region: &str, now: SystemTime) -> Result<BT
     if now > signed_at + Duration::from_secs(expires) || signed_at > now + Duration::from_secs(300) {
         return Err("expired or from the future".into());
     }
-    let mut canonical: Vec<(String, String)> =
-        params.iter().filter(|(k, _)| *k != "X-Amz-Signature" && *k != "User-Agent").map(|(k, v)| (encode(k), encode(v))).collect();
+    let mut canonical: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| *k != "X-Amz-Signature" && *k != "User-Agent")
+        .map(|(k, v)| (encode(k), encode(v)))
+        .collect();
     canonical.sort();
     let canonical_query = canonical.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
     let request = format!("GET\n/\n{canonical_query}\nhost:{host}\n\nhost\n{}", hex(&Sha256::digest(b"")));
@@ -141,20 +158,28 @@ async fn tokens_are_presigned_urls_an_msk_broker_accepts() {
     assert_eq!(params["X-Amz-Security-Token"], SESSION_TOKEN);
     assert_eq!(params["X-Amz-Expires"], "900");
     assert!(params["User-Agent"].starts_with("sluice/"));
-    let lifetime = token.lifetime_ms - SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let lifetime =
+        token.lifetime_ms - SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
     assert!((890_000..=900_000).contains(&lifetime), "a token lives 15 minutes ({lifetime} ms)");
     // Signed with another secret, the broker would refuse it.
     let other = sluice_server::kafka_auth::KafkaAuth::of(&m);
     other.load_credentials(&static_aws("some-other-secret")).await.unwrap();
-    assert_eq!(verify(&other.oauth_token().unwrap().token, SECRET_KEY, "eu-west-1", SystemTime::now()).unwrap_err(), "signature mismatch");
+    assert_eq!(
+        verify(&other.oauth_token().unwrap().token, SECRET_KEY, "eu-west-1", SystemTime::now()).unwrap_err(),
+        "signature mismatch"
+    );
     // Not an MSK mapping, or SASL credentials given: no IAM.
     let mut plain = m.clone();
     plain.event_source_arn = None;
     plain.self_managed_kafka_event_source_config.security_protocol = None;
     assert!(!plain.msk_iam());
     let mut scram = m.clone();
-    scram.source_access_configurations =
-        vec![sluice_app::spec::SourceAccessConfiguration { kind: "SASL_SCRAM_512_AUTH".into(), username: Some("u".into()), password: Some("p".into()), ..Default::default() }];
+    scram.source_access_configurations = vec![sluice_app::spec::SourceAccessConfiguration {
+        kind: "SASL_SCRAM_512_AUTH".into(),
+        username: Some("u".into()),
+        password: Some("p".into()),
+        ..Default::default()
+    }];
     assert!(!scram.msk_iam());
     // Without the ARN, SASL with no credentials is still refused, by field.
     let fields: Vec<String> = plain_sasl().validate(0).into_iter().map(|e| e.field).collect();
@@ -371,14 +396,20 @@ async fn an_msk_iam_mapping_signs_in_and_delivers_and_a_bad_signature_says_so() 
         use rdkafka::producer::{FutureProducer, FutureRecord};
         let cfg = test_client.clone();
         let admin: AdminClient<rdkafka::client::DefaultClientContext> = cfg.create().unwrap();
-        let topics = [NewTopic::new("iam", 2, TopicReplication::Fixed(1)), NewTopic::new("iam-dlq", 1, TopicReplication::Fixed(1))];
+        let topics = [
+            NewTopic::new("iam", 2, TopicReplication::Fixed(1)),
+            NewTopic::new("iam-dlq", 1, TopicReplication::Fixed(1)),
+        ];
         for r in admin.create_topics(&topics, &AdminOptions::new()).await.unwrap() {
             r.unwrap();
         }
         let producer: FutureProducer = cfg.create().unwrap();
         for i in 0..total {
             let v = format!("r-{i}");
-            producer.send(FutureRecord::<(), _>::to("iam").partition(i % 2).payload(&v), Duration::from_secs(10)).await.unwrap();
+            producer
+                .send(FutureRecord::<(), _>::to("iam").partition(i % 2).payload(&v), Duration::from_secs(10))
+                .await
+                .unwrap();
         }
     }
 
@@ -388,7 +419,11 @@ async fn an_msk_iam_mapping_signs_in_and_delivers_and_a_bad_signature_says_so() 
     let id = s.mappings.create(msk_spec(&proxy_addr, "iam", &url, "g-iam")).await.unwrap().uuid;
     if !f.wait_for(total as usize, Duration::from_secs(60)).await {
         let status = s.mappings.get(id).await.unwrap().status;
-        panic!("MSK IAM: {} of {total} delivered; status {status:?}; refused {:?}", f.count(), proxy.seen.lock().unwrap().iam_refused);
+        panic!(
+            "MSK IAM: {} of {total} delivered; status {status:?}; refused {:?}",
+            f.count(),
+            proxy.seen.lock().unwrap().iam_refused
+        );
     }
     let signed_in = proxy.seen.lock().unwrap().iam_ok;
     assert!(signed_in >= 1, "Sluice's clients signed in with IAM tokens");
@@ -415,7 +450,9 @@ async fn an_msk_iam_mapping_signs_in_and_delivers_and_a_bad_signature_says_so() 
     let reader: rdkafka::consumer::BaseConsumer = test_client.clone().set("group.id", "test-reader").create().unwrap();
     let t = Instant::now();
     let diverted = loop {
-        let c = tokio::task::block_in_place(|| rdkafka::consumer::Consumer::fetch_watermarks(&reader, "iam-dlq", 0, Duration::from_secs(5)));
+        let c = tokio::task::block_in_place(|| {
+            rdkafka::consumer::Consumer::fetch_watermarks(&reader, "iam-dlq", 0, Duration::from_secs(5))
+        });
         if let Ok((_, high)) = c {
             if high > 0 {
                 break high;
@@ -433,7 +470,11 @@ async fn an_msk_iam_mapping_signs_in_and_delivers_and_a_bad_signature_says_so() 
     let bad_id = s.mappings.create(msk_spec(&proxy_addr, "iam", &url, "g-iam-refused")).await.unwrap().uuid;
     let v = wait_status(&s, bad_id, authn_error).await;
     println!("a refused signature: {}", v.status.last_processing_result);
-    assert!(v.status.last_processing_result.contains("SASL authentication failed"), "{}", v.status.last_processing_result);
+    assert!(
+        v.status.last_processing_result.contains("SASL authentication failed"),
+        "{}",
+        v.status.last_processing_result
+    );
     assert!(v.status.last_processing_result.contains("signature mismatch"), "{}", v.status.last_processing_result);
     assert!(!v.status.last_processing_result.contains(SECRET_KEY));
     s.stop().await;

@@ -27,13 +27,75 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, all
 /// signed by the CA; and a second CA nobody trusts.
 fn make_certificates(dir: &Path) {
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sluice-test-ca"]);
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=someone-else"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sluice-test-ca",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other-ca.key",
+            "-out",
+            "other-ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=someone-else",
+        ],
+    );
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     for name in ["server", "client"] {
-        openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
         let (csr, out) = (format!("{name}.csr"), format!("{name}.pem"));
-        let mut args = vec!["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out", &out];
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &out,
+        ];
         if name == "server" {
             args.extend(["-extfile", "san.ext"]);
         }
@@ -87,7 +149,8 @@ async fn mutual_tls_delivers_and_no_client_certificate_says_so() {
 }
 
 async fn tls_round(mutual: bool) {
-    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("TLS_LOG").unwrap_or_else(|_| "off".into())).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(std::env::var("TLS_LOG").unwrap_or_else(|_| "off".into())).try_init();
     let Some(bin) = tansu_bin() else {
         assert!(std::env::var_os("SLUICE_REQUIRE_TANSU").is_none(), "tansu is required but not installed");
         eprintln!("tansu not installed: TLS test skipped");
@@ -104,9 +167,12 @@ async fn tls_round(mutual: bool) {
         serve_tls_proxy(proxy, plain.clone(), certs.path(), mutual);
         // Topic and records through the TLS listener, as any client would.
         let admin_cfg = |cfg: &mut rdkafka::ClientConfig| {
-            cfg.set("bootstrap.servers", &proxy_addr).set("security.protocol", "ssl").set("ssl.ca.pem", pem(certs.path(), "ca.pem"));
+            cfg.set("bootstrap.servers", &proxy_addr)
+                .set("security.protocol", "ssl")
+                .set("ssl.ca.pem", pem(certs.path(), "ca.pem"));
             if mutual {
-                cfg.set("ssl.certificate.pem", pem(certs.path(), "client.pem")).set("ssl.key.pem", pem(certs.path(), "client.key"));
+                cfg.set("ssl.certificate.pem", pem(certs.path(), "client.pem"))
+                    .set("ssl.key.pem", pem(certs.path(), "client.key"));
             }
         };
         {
@@ -115,13 +181,20 @@ async fn tls_round(mutual: bool) {
             let mut cfg = rdkafka::ClientConfig::new();
             admin_cfg(&mut cfg);
             let admin: AdminClient<rdkafka::client::DefaultClientContext> = cfg.create().unwrap();
-            for r in admin.create_topics(&[NewTopic::new("tls", 2, TopicReplication::Fixed(1))], &AdminOptions::new()).await.unwrap() {
+            for r in admin
+                .create_topics(&[NewTopic::new("tls", 2, TopicReplication::Fixed(1))], &AdminOptions::new())
+                .await
+                .unwrap()
+            {
                 r.unwrap();
             }
             let producer: FutureProducer = cfg.create().unwrap();
             for i in 0..50 {
                 let v = format!("r-{i}");
-                producer.send(FutureRecord::<(), _>::to("tls").partition(i % 2).payload(&v), Duration::from_secs(10)).await.unwrap();
+                producer
+                    .send(FutureRecord::<(), _>::to("tls").partition(i % 2).payload(&v), Duration::from_secs(10))
+                    .await
+                    .unwrap();
             }
         }
 
@@ -129,7 +202,11 @@ async fn tls_round(mutual: bool) {
         let url = f.serve().await;
         let mut s = Sluice::start().await;
         let mut m = spec(&proxy_addr, "tls", &url, if mutual { "g-mtls" } else { "g-tls" });
-        m.source_access_configurations = vec![SourceAccessConfiguration { kind: "SERVER_ROOT_CA_CERTIFICATE".into(), certificate: Some(pem(certs.path(), "ca.pem")), ..Default::default() }];
+        m.source_access_configurations = vec![SourceAccessConfiguration {
+            kind: "SERVER_ROOT_CA_CERTIFICATE".into(),
+            certificate: Some(pem(certs.path(), "ca.pem")),
+            ..Default::default()
+        }];
         if mutual {
             m.source_access_configurations.push(SourceAccessConfiguration {
                 kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(),
@@ -142,9 +219,16 @@ async fn tls_round(mutual: bool) {
         let id = s.mappings.create(m.clone()).await.unwrap().uuid;
         if !f.wait_for(50, Duration::from_secs(60)).await {
             let status = s.mappings.get(id).await.unwrap().status;
-            panic!("{}: {} of 50 delivered; status {status:?}", if mutual { "mutual TLS" } else { "private CA" }, f.count());
+            panic!(
+                "{}: {} of 50 delivered; status {status:?}",
+                if mutual { "mutual TLS" } else { "private CA" },
+                f.count()
+            );
         }
-        println!("{}: 50 records delivered over TLS", if mutual { "mutual TLS (client certificate)" } else { "TLS with a private CA" });
+        println!(
+            "{}: 50 records delivered over TLS",
+            if mutual { "mutual TLS (client certificate)" } else { "TLS with a private CA" }
+        );
 
         // The wrong CA (or, with mutual TLS, no client certificate): refused, and said so.
         let mut bad = spec(&proxy_addr, "tls", &url, "g-tls-bad");
@@ -155,8 +239,17 @@ async fn tls_round(mutual: bool) {
         }];
         let bad_id = s.mappings.create(bad).await.unwrap().uuid;
         let v = wait_status(&s, bad_id, |st| st.last_processing_result.starts_with("PROBLEM")).await;
-        println!("{}: {} / {}", if mutual { "no client certificate" } else { "an untrusted CA" }, v.status.state_transition_reason, v.status.last_processing_result);
-        assert!(v.status.last_processing_result.starts_with("PROBLEM: TLS handshake with the brokers failed"), "{}", v.status.last_processing_result);
+        println!(
+            "{}: {} / {}",
+            if mutual { "no client certificate" } else { "an untrusted CA" },
+            v.status.state_transition_reason,
+            v.status.last_processing_result
+        );
+        assert!(
+            v.status.last_processing_result.starts_with("PROBLEM: TLS handshake with the brokers failed"),
+            "{}",
+            v.status.last_processing_result
+        );
         let why = if mutual { "certificate required" } else { "certificate verify failed" };
         assert!(v.status.last_processing_result.contains(why), "{}", v.status.last_processing_result);
         assert_eq!(v.status.state_transition_reason, "EVENT_SOURCE_AUTHN_ERROR");
@@ -164,7 +257,21 @@ async fn tls_round(mutual: bool) {
         // A client key encrypted with a password: given a wrong one, the
         // key cannot be opened, and the mapping says so (never the password).
         if !mutual {
-            openssl(certs.path(), &["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", "client.key", "-out", "client-enc.key", "-passout", "pass:right-key-pass"]);
+            openssl(
+                certs.path(),
+                &[
+                    "pkcs8",
+                    "-topk8",
+                    "-v2",
+                    "aes-256-cbc",
+                    "-in",
+                    "client.key",
+                    "-out",
+                    "client-enc.key",
+                    "-passout",
+                    "pass:right-key-pass",
+                ],
+            );
             let mut locked = spec(&proxy_addr, "tls", &url, "g-tls-locked");
             locked.source_access_configurations = vec![SourceAccessConfiguration {
                 kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(),
@@ -176,7 +283,11 @@ async fn tls_round(mutual: bool) {
             let locked_id = s.mappings.create(locked).await.unwrap().uuid;
             let v = wait_status(&s, locked_id, authn_error).await;
             println!("a wrong key password: {}", v.status.last_processing_result);
-            assert!(v.status.last_processing_result.starts_with("PROBLEM: Cannot use the client certificate or key"), "{}", v.status.last_processing_result);
+            assert!(
+                v.status.last_processing_result.starts_with("PROBLEM: Cannot use the client certificate or key"),
+                "{}",
+                v.status.last_processing_result
+            );
             assert!(!v.status.last_processing_result.contains("wrong-key-pass"));
         }
         s.stop().await;

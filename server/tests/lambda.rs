@@ -34,11 +34,20 @@ async fn invoke(State(f): State<FakeLambda>, Path(name): Path<String>, body: Byt
     match mode {
         "error" => {
             h.insert("x-amz-function-error", HeaderValue::from_static("Unhandled"));
-            (StatusCode::OK, h, r#"{"errorType":"OrderRejected","errorMessage":"order 42 has no customer"}"#.to_string())
+            (
+                StatusCode::OK,
+                h,
+                r#"{"errorType":"OrderRejected","errorMessage":"order 42 has no customer"}"#.to_string(),
+            )
         }
         "throttle" => {
             h.insert("x-amzn-errortype", HeaderValue::from_static("TooManyRequestsException"));
-            (StatusCode::TOO_MANY_REQUESTS, h, r#"{"message":"Rate exceeded","Reason":"ReservedFunctionConcurrentInvocationLimitExceeded"}"#.to_string())
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                h,
+                r#"{"message":"Rate exceeded","Reason":"ReservedFunctionConcurrentInvocationLimitExceeded"}"#
+                    .to_string(),
+            )
         }
         "missing" => {
             h.insert("x-amzn-errortype", HeaderValue::from_static("ResourceNotFoundException"));
@@ -51,7 +60,9 @@ async fn invoke(State(f): State<FakeLambda>, Path(name): Path<String>, body: Byt
 async fn serve_fake() -> (FakeLambda, String) {
     let f = FakeLambda::default();
     *f.mode.lock().unwrap() = "ok";
-    let app = axum::Router::new().route("/2015-03-31/functions/{name}/invocations", axum::routing::post(invoke)).with_state(f.clone());
+    let app = axum::Router::new()
+        .route("/2015-03-31/functions/{name}/invocations", axum::routing::post(invoke))
+        .with_state(f.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
@@ -95,7 +106,10 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     *fake.mode.lock().unwrap() = "error";
     b.produce("orders", 2, 1, None).await;
     let result = wait_result(&s, id, "OrderRejected", Duration::from_secs(20)).await;
-    assert!(result.contains("Unhandled") && result.contains("version 7") && result.contains("order 42 has no customer"), "{result}");
+    assert!(
+        result.contains("Unhandled") && result.contains("version 7") && result.contains("order 42 has no customer"),
+        "{result}"
+    );
     assert_eq!(b.committed("g-lambda", "orders", 2).values().sum::<i64>(), 50, "a failed batch is not committed");
 
     *fake.mode.lock().unwrap() = "throttle";
@@ -119,7 +133,10 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
 
     // Part 2: moto_server, a separate process with a real function in it.
     let Some(moto) = Moto::start() else {
-        assert!(std::env::var("SLUICE_REQUIRE_MOTO").is_err(), "moto_server is required (SLUICE_REQUIRE_MOTO) but not installed");
+        assert!(
+            std::env::var("SLUICE_REQUIRE_MOTO").is_err(),
+            "moto_server is required (SLUICE_REQUIRE_MOTO) but not installed"
+        );
         eprintln!("moto_server not installed: skipped the moto part");
         return;
     };
@@ -134,7 +151,10 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     let cw = Arc::new(sluice_server::cloudwatch::CloudWatchStats::default());
     sluice_server::cloudwatch::start(
         &sdk,
-        sluice_server::cloudwatch::CloudWatchSettings { namespace: "Sluice/Test".into(), interval: Duration::from_secs(1) },
+        sluice_server::cloudwatch::CloudWatchSettings {
+            namespace: "Sluice/Test".into(),
+            interval: Duration::from_secs(1),
+        },
         s.mappings.metrics().clone(),
         s.mappings.store().clone(),
         cw.clone(),
@@ -163,14 +183,27 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     let has = |name: &str, dims: &[&str]| {
         metrics.as_array().unwrap().iter().any(|m| {
             m["MetricName"] == name
-                && m["Dimensions"].as_array().unwrap().iter().map(|d| d["Name"].as_str().unwrap()).collect::<Vec<_>>() == dims
+                && m["Dimensions"].as_array().unwrap().iter().map(|d| d["Name"].as_str().unwrap()).collect::<Vec<_>>()
+                    == dims
                 && m["Dimensions"].as_array().unwrap().iter().any(|d| d["Value"] == id.to_string().as_str())
         })
     };
-    for name in ["Invocations", "Errors", "Throttles", "Duration", "ConcurrentExecutions", "InvokedEventCount", "CommittedEventCount", "OffsetLag"] {
+    for name in [
+        "Invocations",
+        "Errors",
+        "Throttles",
+        "Duration",
+        "ConcurrentExecutions",
+        "InvokedEventCount",
+        "CommittedEventCount",
+        "OffsetLag",
+    ] {
         assert!(has(name, &["FunctionName", "EventSourceMappingUUID"]), "{name} in {metrics}");
     }
-    assert!(has("OffsetLag", &["FunctionName", "EventSourceMappingUUID", "Partition"]), "per-partition lag in {metrics}");
+    assert!(
+        has("OffsetLag", &["FunctionName", "EventSourceMappingUUID", "Partition"]),
+        "per-partition lag in {metrics}"
+    );
     s.mappings.metrics().close();
     let _ = collector.await;
 
@@ -182,9 +215,13 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     b.create_topic("bad", 1).await;
     b.produce("bad", 1, 3, None).await;
     let mut ids = Vec::new();
-    for (n, dest) in ["arn:aws:sqs:us-east-1:123456789012:failures", "arn:aws:sns:us-east-1:123456789012:failures", "arn:aws:s3:::failures"]
-        .into_iter()
-        .enumerate()
+    for (n, dest) in [
+        "arn:aws:sqs:us-east-1:123456789012:failures",
+        "arn:aws:sns:us-east-1:123456789012:failures",
+        "arn:aws:s3:::failures",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut sp = spec(b.bootstrap(), "bad", &url, &format!("g-dest-{n}"));
         sp.maximum_retry_attempts = 0;
@@ -196,7 +233,8 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
             s.mappings.counters(*id).is_some_and(|c| c.on_failure_destination_delivered_event_count == 3)
         })
         .await;
-        until("the commit past it", Duration::from_secs(10), || b.committed(&format!("g-dest-{n}"), "bad", 1)[&0] == 3).await;
+        until("the commit past it", Duration::from_secs(10), || b.committed(&format!("g-dest-{n}"), "bad", 1)[&0] == 3)
+            .await;
     }
     let got: serde_json::Value =
         serde_json::from_str(&moto.python(READ_DESTINATIONS, &[&ids[2].to_string()])).expect("the reader's JSON");
@@ -312,7 +350,8 @@ with zipfile.ZipFile(code, "w") as z:
 boto3.client("lambda", **kw).create_function(FunctionName=name, Runtime="python3.11", Role=role,
     Handler="handler.handler", Code={"ZipFile": code.getvalue()})
 "#;
-        let out = std::process::Command::new("python3").args(["-c", script, &self.endpoint, name]).output().expect("python3");
+        let out =
+            std::process::Command::new("python3").args(["-c", script, &self.endpoint, name]).output().expect("python3");
         assert!(out.status.success(), "creating the function in moto: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -29,7 +29,8 @@ struct Scripted {
 impl Target for Scripted {
     async fn invoke(&self, payload: String) -> Outcome {
         let v: serde_json::Value = serde_json::from_str(&payload).expect("the event is JSON");
-        let offsets: Vec<i64> = v["records"]["t-0"].as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()).collect();
+        let offsets: Vec<i64> =
+            v["records"]["t-0"].as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()).collect();
         let poisoned = self.poison.is_some_and(|p| offsets.contains(&p));
         self.calls.lock().unwrap().push(offsets);
         if poisoned {
@@ -63,7 +64,8 @@ struct Run {
 }
 
 fn pipeline(target: Arc<Scripted>, commits: Arc<Commits>, f: impl FnOnce(&mut Pipeline)) -> Arc<Pipeline> {
-    let mut p = Pipeline { batch_size: 10, ..Pipeline::new(target, commits, EventSource::self_managed(&["b:1".into()])) };
+    let mut p =
+        Pipeline { batch_size: 10, ..Pipeline::new(target, commits, EventSource::self_managed(&["b:1".into()])) };
     f(&mut p);
     Arc::new(p)
 }
@@ -161,7 +163,8 @@ async fn a_partial_batch_response_naming_an_unknown_record_fails_the_whole_batch
 
 #[tokio::test]
 async fn errors_retry_until_max_retries_then_drop_and_move_on() {
-    let err = || Outcome::FunctionError { message: "function returned 500: boom".into(), status: Some(500), version: None };
+    let err =
+        || Outcome::FunctionError { message: "function returned 500: boom".into(), status: Some(500), version: None };
     let r = run(vec![err(), err(), err(), err()], (0..3).map(|o| record(o, 1)).collect(), |p| {
         p.max_retries = Some(2);
     })
@@ -185,7 +188,11 @@ async fn throttles_are_retried_without_counting_as_attempts() {
 #[tokio::test]
 async fn nothing_is_committed_while_the_function_keeps_failing() {
     let target = Arc::new(Scripted {
-        script: Mutex::new((0..1000).map(|_| Outcome::FunctionError { message: "down".into(), status: Some(500), version: None }).collect()),
+        script: Mutex::new(
+            (0..1000)
+                .map(|_| Outcome::FunctionError { message: "down".into(), status: Some(500), version: None })
+                .collect(),
+        ),
         ..Default::default()
     });
     let commits = Arc::new(Commits::default());
@@ -203,7 +210,15 @@ async fn nothing_is_committed_while_the_function_keeps_failing() {
 }
 
 fn json_record(offset: i64, value: &str) -> OwnedMessage {
-    OwnedMessage::new(Some(value.as_bytes().to_vec()), None, "t".into(), Timestamp::CreateTime(crate_now()), 0, offset, None)
+    OwnedMessage::new(
+        Some(value.as_bytes().to_vec()),
+        None,
+        "t".into(),
+        Timestamp::CreateTime(crate_now()),
+        0,
+        offset,
+        None,
+    )
 }
 
 #[tokio::test]
@@ -354,7 +369,15 @@ async fn with_metadata_on_filters_can_match_key_headers_and_partition() {
     use rdkafka::message::{Header, OwnedHeaders};
     let rec = |o: i64, key: &str, tenant: &str| {
         let h = OwnedHeaders::new().insert(Header { key: "tenant", value: Some(tenant.as_bytes()) });
-        OwnedMessage::new(Some(b"{}".to_vec()), Some(key.as_bytes().to_vec()), "t".into(), Timestamp::CreateTime(crate_now()), 0, o, Some(h))
+        OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some(key.as_bytes().to_vec()),
+            "t".into(),
+            Timestamp::CreateTime(crate_now()),
+            0,
+            o,
+            Some(h),
+        )
     };
     let records = vec![rec(0, "eu-1", "acme"), rec(1, "us-1", "acme"), rec(2, "eu-2", "other"), rec(3, "eu-3", "acme")];
     let pattern = r#"{"key": [{"prefix": "eu-"}], "headers": {"tenant": ["acme"]}, "partition": [0]}"#;

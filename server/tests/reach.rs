@@ -30,14 +30,34 @@ async fn error_bodies_stay_in_the_log_and_redirects_stay_on_the_host() {
     let hits = Arc::new(AtomicUsize::new(0));
     let other = {
         let hits = hits.clone();
-        serve(Router::new().route("/steal", post(move || async move { hits.fetch_add(1, Ordering::SeqCst); "{}" }))).await
+        serve(Router::new().route(
+            "/steal",
+            post(move || async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                "{}"
+            }),
+        ))
+        .await
     };
     let to_other = format!("{other}/steal");
     let base = serve(
         Router::new()
-            .route("/fail", post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "Authorization: Bearer sk-live-secret-4242 was rejected") }))
-            .route("/away", post(move || async move { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to_other.clone())]).into_response() }))
-            .route("/here", post(|| async { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, "/ok")]).into_response() }))
+            .route(
+                "/fail",
+                post(|| async {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "Authorization: Bearer sk-live-secret-4242 was rejected")
+                }),
+            )
+            .route(
+                "/away",
+                post(move || async move {
+                    (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to_other.clone())]).into_response()
+                }),
+            )
+            .route(
+                "/here",
+                post(|| async { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, "/ok")]).into_response() }),
+            )
             .route("/ok", post(|| async { "{}" })),
     )
     .await;
@@ -58,14 +78,20 @@ async fn error_bodies_stay_in_the_log_and_redirects_stay_on_the_host() {
         o => panic!("{o:?}"),
     }
     assert_eq!(hits.load(Ordering::SeqCst), 0, "the event was sent to another host");
-    assert_eq!(t("/here").invoke("{}".into()).await, Outcome::Success { body: b"{}".to_vec() }, "same-host redirects are followed");
+    assert_eq!(
+        t("/here").invoke("{}".into()).await,
+        Outcome::Success { body: b"{}".to_vec() },
+        "same-host redirects are followed"
+    );
 
     // With an allow-list, a name resolving outside it is not connected to.
     let only_ten = Reach::parse("10.0.0.0/8").unwrap();
     let port = base.rsplit(':').next().unwrap();
     let local = HttpTarget::new(&format!("http://localhost:{port}/ok"), Duration::from_secs(5), &only_ten).unwrap();
     match local.invoke("{}".into()).await {
-        Outcome::FunctionError { message, .. } => assert!(message.contains("SLUICE_ALLOWED_HOSTS") || message.contains("connect"), "{message}"),
+        Outcome::FunctionError { message, .. } => {
+            assert!(message.contains("SLUICE_ALLOWED_HOSTS") || message.contains("connect"), "{message}")
+        }
         o => panic!("reached a host the allow-list forbids: {o:?}"),
     }
 }
@@ -84,7 +110,11 @@ async fn the_allow_list_refuses_at_save_and_at_start() {
     match mappings.create(spec.clone()).await {
         Err(ServiceError::Invalid(errs)) => {
             let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
-            assert_eq!(fields, ["FunctionName", "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"], "{errs:?}");
+            assert_eq!(
+                fields,
+                ["FunctionName", "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"],
+                "{errs:?}"
+            );
             assert!(errs.iter().all(|e| e.message.contains("SLUICE_ALLOWED_HOSTS")), "{errs:?}");
         }
         other => panic!("saved a mapping outside the allow-list: {other:?}"),

@@ -51,26 +51,39 @@ async fn reset_to_a_time_continues_at_the_first_record_at_or_after_it() {
     wait_committed(&b, "g-time", topic, &(0..3).map(|p| (p, 100)).collect(), Duration::from_secs(30)).await;
 
     // Preview: from 100 back to 50 on each partition, 50 to re-process.
-    let preview = s.mappings.reset(id, ResetRequest { timestamp: Some(t1), dry_run: true, ..req(Strategy::AtTimestamp) }, "test").await.unwrap();
+    let preview = s
+        .mappings
+        .reset(id, ResetRequest { timestamp: Some(t1), dry_run: true, ..req(Strategy::AtTimestamp) }, "test")
+        .await
+        .unwrap();
     assert!(!preview.applied);
     for p in &preview.partitions {
         assert_eq!((p.before, p.after, p.delta, p.reprocessed, p.skipped), (Some(100), 50, -50, 50, 0), "{p:?}");
     }
     assert_eq!(f.count(), 300, "a preview changes nothing");
 
-    let done = s.mappings.reset(id, ResetRequest { timestamp: Some(t1), ..req(Strategy::AtTimestamp) }, "test").await.unwrap();
+    let done =
+        s.mappings.reset(id, ResetRequest { timestamp: Some(t1), ..req(Strategy::AtTimestamp) }, "test").await.unwrap();
     assert!(done.applied);
     assert!(f.wait_for(450, Duration::from_secs(30)).await, "re-delivered {}", f.count() - 300);
     let again = delivered_after(&f, 300);
     for p in 0..3 {
-        assert_eq!(again[&p], (50..100).collect::<Vec<_>>(), "partition {p} resumes at the first record at or after the time");
+        assert_eq!(
+            again[&p],
+            (50..100).collect::<Vec<_>>(),
+            "partition {p} resumes at the first record at or after the time"
+        );
     }
     // Delivered is not yet committed: the preview below starts from the commits.
     wait_committed(&b, "g-time", topic, &(0..3).map(|p| (p, 100)).collect(), Duration::from_secs(30)).await;
 
     // A time after the last record: the end, never a rewind (tansu answers
     // such a look-up with offset 0).
-    let past = s.mappings.reset(id, ResetRequest { timestamp: Some(t1 + 1000), dry_run: true, ..req(Strategy::AtTimestamp) }, "test").await.unwrap();
+    let past = s
+        .mappings
+        .reset(id, ResetRequest { timestamp: Some(t1 + 1000), dry_run: true, ..req(Strategy::AtTimestamp) }, "test")
+        .await
+        .unwrap();
     for p in &past.partitions {
         assert_eq!((p.after, p.delta), (100, 0), "{p:?}");
     }
@@ -96,7 +109,10 @@ async fn shift_by_redelivers_exactly_the_last_records_of_the_chosen_partitions()
     let r = ResetRequest { shift_by: Some(-100), partitions: Some(vec![1]), ..req(Strategy::ShiftBy) };
     let out = s.mappings.reset(id, r, "test").await.unwrap();
     assert_eq!(out.partitions.len(), 1);
-    assert_eq!((out.partitions[0].before, out.partitions[0].after, out.partitions[0].reprocessed), (Some(150), 50, 100));
+    assert_eq!(
+        (out.partitions[0].before, out.partitions[0].after, out.partitions[0].reprocessed),
+        (Some(150), 50, 100)
+    );
     assert!(f.wait_for(550, Duration::from_secs(30)).await);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let again = delivered_after(&f, 450);
@@ -105,17 +121,33 @@ async fn shift_by_redelivers_exactly_the_last_records_of_the_chosen_partitions()
     assert_eq!(again.get(&2), None, "partition 2 left alone");
 
     // Out of range: clamped, and said so.
-    let far = s.mappings.reset(id, ResetRequest { shift_by: Some(-1000), dry_run: true, ..req(Strategy::ShiftBy) }, "test").await.unwrap();
-    assert!(far.partitions.iter().all(|p| p.after == 0 && p.note.as_deref().is_some_and(|n| n.contains("clamped"))), "{far:?}");
+    let far = s
+        .mappings
+        .reset(id, ResetRequest { shift_by: Some(-1000), dry_run: true, ..req(Strategy::ShiftBy) }, "test")
+        .await
+        .unwrap();
+    assert!(
+        far.partitions.iter().all(|p| p.after == 0 && p.note.as_deref().is_some_and(|n| n.contains("clamped"))),
+        "{far:?}"
+    );
     // At i64's very ends: clamped the same way (it overflowed before).
     for (shift, after) in [(i64::MAX, 150), (i64::MIN + 1, 0), (i64::MIN, 0)] {
-        let r = s.mappings.reset(id, ResetRequest { shift_by: Some(shift), dry_run: true, ..req(Strategy::ShiftBy) }, "test").await.unwrap();
-        assert!(r.partitions.iter().all(|p| p.after == after && p.note.is_some() && p.reprocessed >= 0 && p.skipped >= 0), "{shift}: {r:?}");
+        let r = s
+            .mappings
+            .reset(id, ResetRequest { shift_by: Some(shift), dry_run: true, ..req(Strategy::ShiftBy) }, "test")
+            .await
+            .unwrap();
+        assert!(
+            r.partitions.iter().all(|p| p.after == after && p.note.is_some() && p.reprocessed >= 0 && p.skipped >= 0),
+            "{shift}: {r:?}"
+        );
     }
     // A partition the topic lacks is refused by name.
     let bad = s.mappings.reset(id, ResetRequest { partitions: Some(vec![7]), ..req(Strategy::Latest) }, "test").await;
     match bad {
-        Err(ServiceError::Invalid(e)) => assert!(e[0].field == "Partitions" && e[0].message.contains("does not exist"), "{e:?}"),
+        Err(ServiceError::Invalid(e)) => {
+            assert!(e[0].field == "Partitions" && e[0].message.contains("does not exist"), "{e:?}")
+        }
         other => panic!("{other:?}"),
     }
     s.stop().await;
@@ -137,7 +169,10 @@ async fn latest_skips_exactly_the_lag_in_the_preview_and_one_reset_runs_at_a_tim
     assert_eq!(skipped, 160, "{preview:?}");
 
     // Two operators at once: one applies, the other is told to wait.
-    let (a, c) = tokio::join!(s.mappings.reset(id, req(Strategy::Latest), "alice"), s.mappings.reset(id, req(Strategy::Latest), "bob"));
+    let (a, c) = tokio::join!(
+        s.mappings.reset(id, req(Strategy::Latest), "alice"),
+        s.mappings.reset(id, req(Strategy::Latest), "bob")
+    );
     let conflicts = [&a, &c].iter().filter(|r| matches!(r, Err(ServiceError::Conflict(_)))).count();
     assert_eq!(conflicts, 1, "{a:?} / {c:?}");
     *f.status.lock().unwrap() = 200;
@@ -167,7 +202,11 @@ async fn a_reset_while_records_flow_loses_nothing_outside_the_change() {
         })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let out = s.mappings.reset(id, ResetRequest { shift_by: Some(-10), partitions: Some(vec![0]), ..req(Strategy::ShiftBy) }, "test").await.unwrap();
+    let out = s
+        .mappings
+        .reset(id, ResetRequest { shift_by: Some(-10), partitions: Some(vec![0]), ..req(Strategy::ShiftBy) }, "test")
+        .await
+        .unwrap();
     producer.await.unwrap();
     assert!(f.wait_for(3000 + 10, Duration::from_secs(60)).await, "delivered {}", f.count());
     let ends = b.end_offsets(topic, 3);

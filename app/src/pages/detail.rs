@@ -4,10 +4,10 @@ use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::{get_counters, get_mapping, get_resets, set_status};
-use crate::pages::AuditLog;
 use crate::components::{Csrf, ForOperators, PageTitle, ServerError, StateBadge};
 use crate::live::{InsightPanel, MetricsPanel};
 use crate::model::{MappingCounters, MappingState, MappingView};
+use crate::pages::AuditLog;
 use crate::spec::{format_unix, target_kind, TargetKind};
 
 #[component]
@@ -85,7 +85,6 @@ fn position_notice(id: &str) -> Option<impl IntoView> {
     })
 }
 
-
 /// The mapping's applied offset resets.
 #[component]
 fn Resets(id: String) -> impl IntoView {
@@ -106,7 +105,11 @@ fn Counters(c: MappingCounters) -> impl IntoView {
         ("Records invoked", "InvokedEventCount", c.invoked_event_count),
         ("Records filtered out", "FilteredOutEventCount", c.filtered_out_event_count),
         ("Records dropped", "DroppedEventCount", c.dropped_event_count),
-        ("Records sent to the failure destination", "OnFailureDestinationDeliveredEventCount", c.on_failure_destination_delivered_event_count),
+        (
+            "Records sent to the failure destination",
+            "OnFailureDestinationDeliveredEventCount",
+            c.on_failure_destination_delivered_event_count,
+        ),
         ("Records committed", "CommittedEventCount", c.committed_event_count),
     ];
     let total: i64 = c.partitions.iter().map(|p| p.offset_lag).sum();
@@ -154,10 +157,8 @@ fn Detail(m: MappingView) -> impl IntoView {
         TargetKind::Http => "HTTP endpoint",
         TargetKind::Lambda => "AWS Lambda function",
     };
-    let window = s
-        .maximum_batching_window_in_seconds
-        .map(|w| format!("{w} s"))
-        .unwrap_or_else(|| "0.5 s (default)".into());
+    let window =
+        s.maximum_batching_window_in_seconds.map(|w| format!("{w} s")).unwrap_or_else(|| "0.5 s (default)".into());
     let position = match s.starting_position_timestamp {
         Some(t) => format!("{} ({})", s.starting_position.as_str(), format_unix(t)),
         None => s.starting_position.as_str().to_string(),

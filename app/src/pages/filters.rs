@@ -64,7 +64,11 @@ fn compile(text: &str) -> Result<Vec<(String, Pattern)>, String> {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .enumerate()
-        .map(|(i, l)| Pattern::compile(l).map(|p| (l.to_string(), p)).map_err(|e| format!("Filter {} (line {}): {e}", i + 1, i + 1)))
+        .map(|(i, l)| {
+            Pattern::compile(l)
+                .map(|p| (l.to_string(), p))
+                .map_err(|e| format!("Filter {} (line {}): {e}", i + 1, i + 1))
+        })
         .collect()
 }
 
@@ -99,11 +103,20 @@ fn excerpt(bytes: Option<&[u8]>) -> String {
 }
 
 #[component]
-fn Tester(m: MappingView, patterns: String, values: String, meta: bool, samples: Result<Vec<Sample>, String>, loaded: usize) -> impl IntoView {
+fn Tester(
+    m: MappingView,
+    patterns: String,
+    values: String,
+    meta: bool,
+    samples: Result<Vec<Sample>, String>,
+    loaded: usize,
+) -> impl IntoView {
     let pattern_text = RwSignal::new(patterns.clone());
     let value_text = RwSignal::new(values.clone());
     let with_meta = RwSignal::new(meta);
-    let compiled = Memo::new(move |_| pattern_text.with(|t| compile(t).map(|v| v.into_iter().map(|(t, _)| t).collect::<Vec<_>>())));
+    let compiled = Memo::new(move |_| {
+        pattern_text.with(|t| compile(t).map(|v| v.into_iter().map(|(t, _)| t).collect::<Vec<_>>()))
+    });
     let topic = m.spec.topic().to_string();
     let base = format!("/mappings/{}", m.uuid);
     let saved = m.spec.filter_criteria.filters.iter().map(|f| f.pattern.clone()).collect::<Vec<_>>().join("\n");

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use crate::api::{get_overview, list_counters, list_mappings};
 use crate::charts::sparkline;
+use crate::components::{ForOperators, PageTitle, ServerError, StateBadge};
 use crate::live::health_class;
 use crate::metrics::Overview;
-use crate::components::{ForOperators, PageTitle, ServerError, StateBadge};
 use crate::model::MappingCounters;
 
 #[component]
@@ -91,7 +91,8 @@ pub fn MappingList() -> impl IntoView {
 fn Live(c: Option<MappingCounters>, o: Option<Overview>) -> impl IntoView {
     let cell = |f: fn(&MappingCounters) -> String| c.as_ref().map(f).unwrap_or_else(|| "—".into());
     let rate = o.as_ref().map(|o| format!("{:.1}", o.records_per_s)).unwrap_or_else(|| "—".into());
-    let errors = o.as_ref().and_then(|o| o.error_rate).map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "—".into());
+    let errors =
+        o.as_ref().and_then(|o| o.error_rate).map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "—".into());
     view! {
         <td data-live="lag">{cell(|c| c.partitions.iter().map(|p| p.offset_lag).sum::<i64>().to_string())}</td>
         <td data-live="records-per-s">{rate}</td>

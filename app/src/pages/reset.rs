@@ -94,9 +94,16 @@ fn field_error(errors: &[FieldError], name: &str) -> Option<String> {
 }
 
 #[component]
-fn ResetFormView(action: String, values: ResetForm, errors: Vec<FieldError>, partitions: Vec<PartitionReset>) -> impl IntoView {
+fn ResetFormView(
+    action: String,
+    values: ResetForm,
+    errors: Vec<FieldError>,
+    partitions: Vec<PartitionReset>,
+) -> impl IntoView {
     let chosen: Vec<i32> = values.partitions.split(',').filter_map(|p| p.trim().parse().ok()).collect();
-    let err = |name: &str| field_error(&errors, name).map(|m| view! { <p class="field-error" data-error-for=name.to_string()>{m}</p> });
+    let err = |name: &str| {
+        field_error(&errors, name).map(|m| view! { <p class="field-error" data-error-for=name.to_string()>{m}</p> })
+    };
     let some = values.scope == "some";
     view! {
         <form method="post" action=action class="reset-form mapping-form">

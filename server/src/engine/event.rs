@@ -199,7 +199,11 @@ mod tests {
     fn a_record_without_key_has_no_key_field_and_sizes_add_up() {
         let r = encode_record(&msg(None, b"x", None));
         assert!(!r.json.contains("\"key\""));
-        let src = EventSource { event_source: "aws:kafka".into(), event_source_arn: Some("arn:aws:kafka:x".into()), bootstrap_servers: "b:1".into() };
+        let src = EventSource {
+            event_source: "aws:kafka".into(),
+            event_source_arn: Some("arn:aws:kafka:x".into()),
+            bootstrap_servers: "b:1".into(),
+        };
         let records = vec![r.clone(), r.clone(), r];
         let event = build_event(&src, "orders", 3, &records);
         let v: serde_json::Value = serde_json::from_str(&event).unwrap();
@@ -228,11 +232,13 @@ mod compat {
         .unwrap();
         assert_eq!(spec.group_for(uuid::Uuid::nil()), "msk-group");
         let m = OwnedMessage::new(Some(b"v".to_vec()), None, "orders".into(), Timestamp::CreateTime(6), 0, 1, None);
-        let v: serde_json::Value = serde_json::from_str(&build_event(&EventSource::of(&spec), "orders", 0, &[encode_record(&m)])).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&build_event(&EventSource::of(&spec), "orders", 0, &[encode_record(&m)])).unwrap();
         assert_eq!(v["eventSource"], "aws:kafka");
         assert_eq!(v["eventSourceArn"], "arn:aws:kafka:us-east-1:123456789012:cluster/orders/abc");
         spec.event_source_arn = None;
-        let v: serde_json::Value = serde_json::from_str(&build_event(&EventSource::of(&spec), "orders", 0, &[encode_record(&m)])).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&build_event(&EventSource::of(&spec), "orders", 0, &[encode_record(&m)])).unwrap();
         assert_eq!(v["eventSource"], "SelfManagedKafka");
         assert!(v.get("eventSourceArn").is_none());
     }
@@ -242,8 +248,17 @@ mod compat {
     #[test]
     fn aws_lambda_events_parses_it() {
         let headers = OwnedHeaders::new().insert(Header { key: "h", value: Some(&[1u8, 200][..]) });
-        let with_key = OwnedMessage::new(Some(b"v".to_vec()), Some(b"k".to_vec()), "orders".into(), Timestamp::LogAppendTime(5), 2, 7, Some(headers));
-        let no_key = OwnedMessage::new(Some(b"w".to_vec()), None, "orders".into(), Timestamp::CreateTime(6), 2, 8, None);
+        let with_key = OwnedMessage::new(
+            Some(b"v".to_vec()),
+            Some(b"k".to_vec()),
+            "orders".into(),
+            Timestamp::LogAppendTime(5),
+            2,
+            7,
+            Some(headers),
+        );
+        let no_key =
+            OwnedMessage::new(Some(b"w".to_vec()), None, "orders".into(), Timestamp::CreateTime(6), 2, 8, None);
         let src = EventSource::self_managed(&["b:1".into()]);
         let json = build_event(&src, "orders", 2, &[encode_record(&with_key), encode_record(&no_key)]);
         let e: aws_lambda_events::event::kafka::KafkaEvent = serde_json::from_str(&json).expect("KafkaEvent parses");

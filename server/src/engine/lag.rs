@@ -18,9 +18,19 @@ use super::status::LiveStatus;
 pub const EVERY: Duration = Duration::from_secs(3);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn run(servers: String, group: String, topic: String, auth: crate::kafka_auth::KafkaAuth, status: Arc<LiveStatus>, stop: CancellationToken) {
+pub async fn run(
+    servers: String,
+    group: String,
+    topic: String,
+    auth: crate::kafka_auth::KafkaAuth,
+    status: Arc<LiveStatus>,
+    stop: CancellationToken,
+) {
     let client = match auth.consumer(
-        ClientConfig::new().set("bootstrap.servers", &servers).set("group.id", &group).set("enable.auto.commit", "false"),
+        ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false"),
     ) {
         Ok(c) => c,
         Err(e) => {
@@ -63,7 +73,12 @@ fn read(c: &BaseConsumer<AuthContext>, topic: &str) -> rdkafka::error::KafkaResu
         };
         // Without a commit, everything still in the partition is ahead of the group.
         let lag = (high - committed.unwrap_or(low)).max(0);
-        out.push(PartitionLag { partition: e.partition(), committed_offset: committed, end_offset: high, offset_lag: lag });
+        out.push(PartitionLag {
+            partition: e.partition(),
+            committed_offset: committed,
+            end_offset: high,
+            offset_lag: lag,
+        });
     }
     out.sort_by_key(|l| l.partition);
     Ok(out)

@@ -37,7 +37,11 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        EngineSettings { http_timeout: Duration::from_secs(30), grace: Duration::from_secs(10), reach: Default::default() }
+        EngineSettings {
+            http_timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+            reach: Default::default(),
+        }
     }
 }
 
@@ -90,7 +94,8 @@ impl Running {
         let now = std::time::Instant::now();
         self.scaler.observe(now, sum, self.status.throttles.load(std::sync::atomic::Ordering::Relaxed));
         let p = self.template.spec.provisioned_poller_config.as_ref();
-        let limits = scaler::Limits::new(p.and_then(|p| p.minimum_pollers), p.and_then(|p| p.maximum_pollers), lag.len());
+        let limits =
+            scaler::Limits::new(p.and_then(|p| p.minimum_pollers), p.and_then(|p| p.maximum_pollers), lag.len());
         match self.scaler.decide(now, total as usize, limits) {
             scaler::Decision::Hold => None,
             scaler::Decision::Up(why) => {
@@ -288,14 +293,8 @@ impl Engine {
             return Ok(held);
         }
         let now = crate::clock::now_ms();
-        let alive: std::collections::HashSet<String> = self
-            .store
-            .nodes()
-            .await?
-            .into_iter()
-            .filter(|n| crate::cluster::alive(n, now))
-            .map(|n| n.id)
-            .collect();
+        let alive: std::collections::HashSet<String> =
+            self.store.nodes().await?.into_iter().filter(|n| crate::cluster::alive(n, now)).map(|n| n.id).collect();
         for (id, node) in stored {
             if alive.contains(&node) || node == self.node.id {
                 held.insert(id);
@@ -309,7 +308,8 @@ impl Engine {
 
     async fn reconcile(&mut self) -> anyhow::Result<()> {
         let specs = self.store.list_specs().await?;
-        let wanted: HashMap<Uuid, (MappingSpec, i64)> = specs.into_iter().map(|(id, spec, v)| (id, (spec, v))).collect();
+        let wanted: HashMap<Uuid, (MappingSpec, i64)> =
+            specs.into_iter().map(|(id, spec, v)| (id, (spec, v))).collect();
         let held = self.held().await?;
         self.wanted_pollers = self.store.pollers().await?;
 
@@ -325,7 +325,8 @@ impl Engine {
             .collect();
         // All at once: one slow function's grace period must not hold up
         // every other mapping's stop, start and status.
-        let stopping: Vec<(Uuid, Running)> = to_stop.into_iter().filter_map(|id| self.running.remove(&id).map(|r| (id, r))).collect();
+        let stopping: Vec<(Uuid, Running)> =
+            to_stop.into_iter().filter_map(|id| self.running.remove(&id).map(|r| (id, r))).collect();
         futures::future::join_all(stopping.into_iter().map(|(id, r)| async move {
             r.shutdown().await;
             tracing::info!(mapping = %id, "pollers stopped");
@@ -348,20 +349,33 @@ impl Engine {
             // Checked at every start too: the allow-list may have changed
             // since the mapping was saved, and names may resolve elsewhere now.
             if let Some(e) = self.settings.reach.check(&spec).await.first() {
-                self.settle(id, MappingState::Disabled, "ESM_CONFIG_NOT_VALID", Some(format!("PROBLEM: {}: {}", e.field, e.message))).await;
+                self.settle(
+                    id,
+                    MappingState::Disabled,
+                    "ESM_CONFIG_NOT_VALID",
+                    Some(format!("PROBLEM: {}: {}", e.field, e.message)),
+                )
+                .await;
                 continue;
             }
             // One AWS configuration per start (the role assumed once), for
             // the function, the destination, Secrets Manager and MSK IAM.
             let on_aws = target_kind(&spec.function_name) == TargetKind::Lambda
                 || spec.destination_config.on_failure.as_ref().is_some_and(|d| d.destination.starts_with("arn:"));
-            let aws = if on_aws || crate::kafka_auth::needs_aws(&spec) { Some(self.aws_for(id, &spec).await) } else { None };
+            let aws =
+                if on_aws || crate::kafka_auth::needs_aws(&spec) { Some(self.aws_for(id, &spec).await) } else { None };
             // Secrets named by a Secrets Manager URI are read at every start
             // (a rotated secret takes effect with the next start).
             let auth = match crate::kafka_auth::prepare(&spec, aws.as_ref()).await {
                 Ok(auth) => auth,
                 Err(reason) => {
-                    self.settle(id, MappingState::Enabled, "EVENT_SOURCE_AUTHN_ERROR", Some(format!("PROBLEM: {reason}"))).await;
+                    self.settle(
+                        id,
+                        MappingState::Enabled,
+                        "EVENT_SOURCE_AUTHN_ERROR",
+                        Some(format!("PROBLEM: {reason}")),
+                    )
+                    .await;
                     continue;
                 }
             };
@@ -375,7 +389,8 @@ impl Engine {
                     self.settle(id, MappingState::Enabled, "USER_INITIATED", None).await;
                 }
                 Err(reason) => {
-                    self.settle(id, MappingState::Disabled, "ESM_CONFIG_NOT_VALID", Some(format!("PROBLEM: {reason}"))).await;
+                    self.settle(id, MappingState::Disabled, "ESM_CONFIG_NOT_VALID", Some(format!("PROBLEM: {reason}")))
+                        .await;
                 }
             }
         }
@@ -385,7 +400,9 @@ impl Engine {
     }
 
     async fn aws(&self) -> &aws_config::SdkConfig {
-        self.aws.get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await }).await
+        self.aws
+            .get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await })
+            .await
     }
 
     /// `with_role` on the node's AWS configuration.
@@ -404,7 +421,8 @@ impl Engine {
     ) -> Result<Running, String> {
         let target: Arc<dyn target::Target> = match (target_kind(&spec.function_name), aws) {
             (TargetKind::Http, _) => Arc::new(
-                target::http::HttpTarget::new(&spec.function_name, self.settings.http_timeout, &self.settings.reach).map_err(|e| e.to_string())?,
+                target::http::HttpTarget::new(&spec.function_name, self.settings.http_timeout, &self.settings.reach)
+                    .map_err(|e| e.to_string())?,
             ),
             (TargetKind::Lambda, Some(aws)) => {
                 let sdk = in_region(aws, &spec.function_name, ", or give the function's full ARN")?;
@@ -438,17 +456,16 @@ impl Engine {
         let status = Arc::new(LiveStatus::default());
         status.set("No records processed");
         let stop = CancellationToken::new();
-        let template =
-            poller::PollerConfig {
-                id,
-                spec: spec.clone(),
-                target,
-                destination,
-                status: status.clone(),
-                grace: self.settings.grace,
-                index: 0,
-                auth: auth.clone(),
-            };
+        let template = poller::PollerConfig {
+            id,
+            spec: spec.clone(),
+            target,
+            destination,
+            status: status.clone(),
+            grace: self.settings.grace,
+            index: 0,
+            auth: auth.clone(),
+        };
         let mut running = Running {
             version,
             stop: stop.clone(),
@@ -479,7 +496,10 @@ impl Engine {
             _ => return,
         };
         let result = result.unwrap_or(current.last_processing_result.clone());
-        if current.state == state && current.state_transition_reason == reason && current.last_processing_result == result {
+        if current.state == state
+            && current.state_transition_reason == reason
+            && current.last_processing_result == result
+        {
             return;
         }
         let status = MappingStatus { state, state_transition_reason: reason.into(), last_processing_result: result };

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use rdkafka::message::OwnedMessage;
 use rdkafka::message::Message;
+use rdkafka::message::OwnedMessage;
 use sluice_app::filter::{record_document, value_document, Pattern, RecordMeta, ValueFilters};
 use sluice_app::spec::{FunctionResponseType, MappingSpec};
 use tokio::sync::mpsc;
@@ -83,7 +83,8 @@ impl Pipeline {
     ) -> Pipeline {
         let has_destination = spec.destination_config.on_failure.is_some();
         // Saved specs passed validation, so every pattern compiles.
-        let filters: Vec<Pattern> = spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect();
+        let filters: Vec<Pattern> =
+            spec.filter_criteria.filters.iter().filter_map(|f| Pattern::compile(&f.pattern).ok()).collect();
         Pipeline {
             status,
             batch_size: spec.batch_size.clamp(1, 10_000) as usize,
@@ -139,7 +140,13 @@ impl Pipeline {
 /// Runs one partition until `stop` (or the channel closes). A batch being
 /// invoked when `stop` fires is allowed to finish its current attempt;
 /// whatever is not finished is not committed.
-pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::Receiver<OwnedMessage>, stop: CancellationToken) {
+pub async fn run(
+    p: Arc<Pipeline>,
+    topic: String,
+    partition: i32,
+    mut rx: mpsc::Receiver<OwnedMessage>,
+    stop: CancellationToken,
+) {
     let envelope = envelope_len(&p.source, &topic, partition);
     let counters = p.status.partition(partition);
     let polled = |m: &OwnedMessage| {
@@ -180,7 +187,9 @@ pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::
             let end = first.offset + 1;
             let n = first.json.len();
             let why = format!("a record of {n} bytes (encoded) exceeds the {} byte payload limit", p.max_payload);
-            if !fail(&p, &topic, partition, vec![first], &why, "MaximumPayloadSizeExceeded", 0, (None, None), &stop).await {
+            if !fail(&p, &topic, partition, vec![first], &why, "MaximumPayloadSizeExceeded", 0, (None, None), &stop)
+                .await
+            {
                 return;
             }
             p.committer.commit(&topic, partition, end);
@@ -233,7 +242,14 @@ pub async fn run(p: Arc<Pipeline>, topic: String, partition: i32, mut rx: mpsc::
 /// handed to the user's failure rules. With BisectBatchOnFunctionError a
 /// failing batch is split in halves, handled one after the other (offset
 /// order holds). False if stopped first (nothing more is committed).
-async fn process(p: &Pipeline, topic: &str, partition: i32, records: Vec<EncodedRecord>, end: i64, stop: &CancellationToken) -> bool {
+async fn process(
+    p: &Pipeline,
+    topic: &str,
+    partition: i32,
+    records: Vec<EncodedRecord>,
+    end: i64,
+    stop: &CancellationToken,
+) -> bool {
     // Segments still to do, in offset order, each with the offset that is
     // done once it is.
     let mut todo = VecDeque::from([(records, end)]);
@@ -256,7 +272,14 @@ enum Step {
     Split { first: Vec<EncodedRecord>, first_end: i64, second: Vec<EncodedRecord>, second_end: i64 },
 }
 
-async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<EncodedRecord>, end: i64, stop: &CancellationToken) -> Step {
+async fn attempt(
+    p: &Pipeline,
+    topic: &str,
+    partition: i32,
+    mut records: Vec<EncodedRecord>,
+    end: i64,
+    stop: &CancellationToken,
+) -> Step {
     let mut attempts: u32 = 0;
     let mut throttles: u32 = 0;
     let mut status_code = None;
@@ -264,10 +287,23 @@ async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
     loop {
         if let Some(age) = p.max_age {
             let oldest_ok = crate::clock::now_ms() - age.as_millis() as i64;
-            let (expired, fresh): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.timestamp_ms >= 0 && r.timestamp_ms < oldest_ok);
+            let (expired, fresh): (Vec<_>, Vec<_>) =
+                records.into_iter().partition(|r| r.timestamp_ms >= 0 && r.timestamp_ms < oldest_ok);
             records = fresh;
             let why = format!("older than MaximumRecordAgeInSeconds ({} s)", age.as_secs());
-            if !fail(p, topic, partition, expired, &why, "RecordAgeExceeded", attempts, (status_code, executed_version.as_deref()), stop).await {
+            if !fail(
+                p,
+                topic,
+                partition,
+                expired,
+                &why,
+                "RecordAgeExceeded",
+                attempts,
+                (status_code, executed_version.as_deref()),
+                stop,
+            )
+            .await
+            {
                 return Step::Stopped;
             }
         }
@@ -315,7 +351,8 @@ async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
                 LiveStatus::add(&p.status.throttles, 1);
                 throttles += 1;
                 p.status.set(format!("PROBLEM: Function throttled: {message}"));
-                let wait = retry_after.unwrap_or_else(|| backoff(throttles, Duration::from_millis(500), Duration::from_secs(60)));
+                let wait = retry_after
+                    .unwrap_or_else(|| backoff(throttles, Duration::from_millis(500), Duration::from_secs(60)));
                 if !pause(wait, stop).await {
                     return Step::Stopped;
                 }
@@ -333,7 +370,19 @@ async fn attempt(p: &Pipeline, topic: &str, partition: i32, mut records: Vec<Enc
         }
         if p.max_retries.is_some_and(|max| attempts > max) {
             let why = format!("{problem} (after {attempts} attempts)");
-            if !fail(p, topic, partition, records, &why, "RetryAttemptsExhausted", attempts, (status_code, executed_version.as_deref()), stop).await {
+            if !fail(
+                p,
+                topic,
+                partition,
+                records,
+                &why,
+                "RetryAttemptsExhausted",
+                attempts,
+                (status_code, executed_version.as_deref()),
+                stop,
+            )
+            .await
+            {
                 return Step::Stopped;
             }
             p.committer.commit(topic, partition, end);
@@ -395,7 +444,13 @@ async fn fail(
 
 /// The lowest offset a partial batch response names, or why the response
 /// fails the whole batch.
-fn failed_from(p: &Pipeline, body: &[u8], topic: &str, partition: i32, records: &[EncodedRecord]) -> Result<Option<i64>, String> {
+fn failed_from(
+    p: &Pipeline,
+    body: &[u8],
+    topic: &str,
+    partition: i32,
+    records: &[EncodedRecord],
+) -> Result<Option<i64>, String> {
     if !p.report_item_failures || body.is_empty() {
         return Ok(None);
     }

@@ -57,7 +57,10 @@ struct Context {
 impl ClientContext for Context {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
-    fn generate_oauth_token(&self, _config: Option<&str>) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
         self.auth.oauth_token()
     }
 
@@ -239,12 +242,16 @@ fn describe_kafka_error(error: &KafkaError, reason: &str, servers: &str, topic: 
         Some(C::BrokerTransportFailure) | Some(C::AllBrokersDown) | Some(C::Resolve) => {
             format!("PROBLEM: Connection error: cannot reach the Kafka brokers ({servers}): {reason}")
         }
-        Some(C::Authentication) | Some(C::SaslAuthenticationFailed) => format!("PROBLEM: SASL authentication failed ({servers}): {reason}"),
+        Some(C::Authentication) | Some(C::SaslAuthenticationFailed) => {
+            format!("PROBLEM: SASL authentication failed ({servers}): {reason}")
+        }
         Some(C::SSL) => format!("PROBLEM: TLS handshake with the brokers failed ({servers}): {reason}"),
         Some(C::TopicAuthorizationFailed) | Some(C::GroupAuthorizationFailed) | Some(C::ClusterAuthorizationFailed) => {
             format!("PROBLEM: Not authorized: the brokers refused access ({servers}): {reason}")
         }
-        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => format!("PROBLEM: Topic `{topic}` does not exist on {servers}"),
+        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => {
+            format!("PROBLEM: Topic `{topic}` does not exist on {servers}")
+        }
         _ => format!("PROBLEM: Kafka error: {error}: {reason}"),
     }
 }
@@ -403,7 +410,8 @@ pub async fn run(cfg: PollerConfig, stop: CancellationToken) {
         stop.cancelled().await;
         return;
     }
-    let mut pipeline = Pipeline::from_spec(spec, cfg.target.clone(), Arc::new(PendingCommitter(pending.clone())), cfg.status.clone());
+    let mut pipeline =
+        Pipeline::from_spec(spec, cfg.target.clone(), Arc::new(PendingCommitter(pending.clone())), cfg.status.clone());
     pipeline.destination = cfg.destination.clone();
     let pipeline = Arc::new(pipeline);
     let capacity = pipeline.batch_size.max(64);

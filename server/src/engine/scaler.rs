@@ -50,7 +50,13 @@ pub struct Scaler {
 
 impl Scaler {
     pub fn new(now: Instant, batch_size: usize) -> Scaler {
-        Scaler { samples: VecDeque::new(), last_change: now, throttles: 0, throttled_at: None, high: (batch_size as i64).max(100) }
+        Scaler {
+            samples: VecDeque::new(),
+            last_change: now,
+            throttles: 0,
+            throttled_at: None,
+            high: (batch_size as i64).max(100),
+        }
     }
 
     /// Takes the latest total lag (None: not read yet) and throttle count.
@@ -99,7 +105,14 @@ impl Scaler {
                 let drain_per_s = (first - last) as f64 / UP_AFTER.as_secs_f64();
                 let clears_soon = drain_per_s > 0.0 && (last as f64 / drain_per_s) < 30.0;
                 if !recent.is_empty() && recent.iter().all(|l| *l > self.high) && !clears_soon {
-                    return self.changed(now, Decision::Up(format!("lag stayed above {} records for {} s (now {last})", self.high, UP_AFTER.as_secs())));
+                    return self.changed(
+                        now,
+                        Decision::Up(format!(
+                            "lag stayed above {} records for {} s (now {last})",
+                            self.high,
+                            UP_AFTER.as_secs()
+                        )),
+                    );
                 }
             }
         }
@@ -123,7 +136,14 @@ impl Scaler {
 mod tests {
     use super::*;
 
-    fn run(s: &mut Scaler, start: Instant, secs: std::ops::Range<u64>, lag: impl Fn(u64) -> i64, pollers: &mut usize, limits: Limits) -> Vec<(u64, Decision)> {
+    fn run(
+        s: &mut Scaler,
+        start: Instant,
+        secs: std::ops::Range<u64>,
+        lag: impl Fn(u64) -> i64,
+        pollers: &mut usize,
+        limits: Limits,
+    ) -> Vec<(u64, Decision)> {
         let mut out = Vec::new();
         for t in secs {
             let now = start + Duration::from_secs(t);
@@ -161,7 +181,14 @@ mod tests {
         let mut pollers = 2;
         let limits = Limits::new(None, None, 6);
         // A 2-second spike, then lag draining fast.
-        let changes = run(&mut s, start, 0..20, |t| if t < 2 { 5000 } else { (1000 - 200 * t as i64).max(0) }, &mut pollers, limits);
+        let changes = run(
+            &mut s,
+            start,
+            0..20,
+            |t| if t < 2 { 5000 } else { (1000 - 200 * t as i64).max(0) },
+            &mut pollers,
+            limits,
+        );
         assert!(changes.iter().all(|c| !matches!(c.1, Decision::Up(_))), "{changes:?}");
         let changes = run(&mut s, start, 20..200, |_| 0, &mut pollers, limits);
         assert_eq!(changes.len(), 1, "one removal after a calm minute, then the minimum: {changes:?}");

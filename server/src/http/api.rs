@@ -44,22 +44,19 @@ impl IntoResponse for ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match &e {
-            ServiceError::NotFound(_) => ApiError(
-                StatusCode::NOT_FOUND,
-                json!({"Type": "ResourceNotFoundException", "Message": e.to_string()}),
-            ),
+            ServiceError::NotFound(_) => {
+                ApiError(StatusCode::NOT_FOUND, json!({"Type": "ResourceNotFoundException", "Message": e.to_string()}))
+            }
             ServiceError::Invalid(errs) => ApiError(
                 StatusCode::BAD_REQUEST,
                 json!({"Type": "InvalidParameterValueException", "Message": e.to_string(), "Errors": errs}),
             ),
-            ServiceError::Conflict(_) => ApiError(
-                StatusCode::CONFLICT,
-                json!({"Type": "ResourceConflictException", "Message": e.to_string()}),
-            ),
-            ServiceError::Kafka(_) => ApiError(
-                StatusCode::BAD_GATEWAY,
-                json!({"Type": "KafkaException", "Message": e.to_string()}),
-            ),
+            ServiceError::Conflict(_) => {
+                ApiError(StatusCode::CONFLICT, json!({"Type": "ResourceConflictException", "Message": e.to_string()}))
+            }
+            ServiceError::Kafka(_) => {
+                ApiError(StatusCode::BAD_GATEWAY, json!({"Type": "KafkaException", "Message": e.to_string()}))
+            }
             ServiceError::Internal(err) => {
                 tracing::error!("API request failed: {err:#}");
                 ApiError(
@@ -138,12 +135,16 @@ async fn metrics(State(s): State<AppState>, Path(id): Path<String>, Query(q): Qu
     let range = match q.range.as_deref() {
         None => Range::M15,
         Some(r) => Range::parse(r).ok_or_else(|| {
-            ApiError::from(ServiceError::Invalid(vec![FieldError::new("Range", format!("must be one of 15m, 1h, 24h, 7d, not `{r}`"))]))
+            ApiError::from(ServiceError::Invalid(vec![FieldError::new(
+                "Range",
+                format!("must be one of 15m, 1h, 24h, 7d, not `{r}`"),
+            )]))
         })?,
     };
     let history = s.mappings.metrics().history(id, range).await.map_err(ServiceError::Internal)?;
     let c = s.mappings.counters(id);
-    Ok(Json(json!({"UUID": id, "Running": c.is_some(), "Counters": c.unwrap_or_default(), "History": history})).into_response())
+    Ok(Json(json!({"UUID": id, "Running": c.is_some(), "Counters": c.unwrap_or_default(), "History": history}))
+        .into_response())
 }
 
 /// Previews (`"DryRun": true`) or applies a reset of the mapping's
@@ -157,7 +158,10 @@ async fn reset(
     let id = uuid(&id)?;
     let req: sluice_app::reset::ResetRequest = serde_path_to_error::deserialize(body_json(&body)?).map_err(|e| {
         let path = e.path().to_string();
-        ApiError::from(ServiceError::Invalid(vec![FieldError::new(if path == "." { String::new() } else { path }, e.into_inner().to_string())]))
+        ApiError::from(ServiceError::Invalid(vec![FieldError::new(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )]))
     })?;
     Ok(Json(s.mappings.reset(id, req, &actor("api", who.as_deref())).await?).into_response())
 }
@@ -210,10 +214,12 @@ async fn test_filters(body: Bytes) -> ApiResult {
     let mut patterns = Vec::with_capacity(filters.len());
     for (i, f) in filters.iter().enumerate() {
         let field = format!("FilterCriteria.Filters[{i}].Pattern");
-        let text = f["Pattern"].as_str().ok_or_else(|| bad(&field, "must be a string holding the pattern JSON".into()))?;
+        let text =
+            f["Pattern"].as_str().ok_or_else(|| bad(&field, "must be a string holding the pattern JSON".into()))?;
         patterns.push(Pattern::compile(text).map_err(|m| bad(&field, m))?);
     }
-    let events: Vec<_> = v["Events"].as_array().map(|a| a.iter().map(|e| judge(&patterns, e)).collect()).unwrap_or_default();
+    let events: Vec<_> =
+        v["Events"].as_array().map(|a| a.iter().map(|e| judge(&patterns, e)).collect()).unwrap_or_default();
     let with_meta = v["FilterOnRecordMetadata"].as_bool().unwrap_or(false);
     let b64 = |field: String, x: &Value| -> Result<Option<Vec<u8>>, ApiError> {
         match x {
@@ -237,7 +243,13 @@ async fn test_filters(body: Bytes) -> ApiResult {
         let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
         for h in r["headers"].as_array().cloned().unwrap_or_default() {
             for (name, bytes) in h.as_object().cloned().unwrap_or_default() {
-                let bytes = bytes.as_array().cloned().unwrap_or_default().iter().map(|b| b.as_i64().unwrap_or(0) as i8 as u8).collect();
+                let bytes = bytes
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|b| b.as_i64().unwrap_or(0) as i8 as u8)
+                    .collect();
                 headers.push((name, bytes));
             }
         }

@@ -149,7 +149,11 @@ async fn answer_error(s: &AppState, parts: axum::http::request::Parts, form: Map
 }
 
 /// Renders the page the form came from, with `posted` in context.
-async fn render_with<T: Clone + Send + Sync + 'static>(s: &AppState, mut parts: axum::http::request::Parts, posted: T) -> Response {
+async fn render_with<T: Clone + Send + Sync + 'static>(
+    s: &AppState,
+    mut parts: axum::http::request::Parts,
+    posted: T,
+) -> Response {
     let backend = s.backend.clone();
     let options = s.leptos_options.clone();
     let render = leptos_axum::render_app_async_with_context(
@@ -165,7 +169,8 @@ async fn render_with<T: Clone + Send + Sync + 'static>(s: &AppState, mut parts: 
 }
 
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Html("<h1>No such mapping</h1><p><a href=\"/\">Back to the mappings</a></p>")).into_response()
+    (StatusCode::NOT_FOUND, Html("<h1>No such mapping</h1><p><a href=\"/\">Back to the mappings</a></p>"))
+        .into_response()
 }
 
 fn plain_error(e: ServiceError) -> Response {
@@ -174,7 +179,10 @@ fn plain_error(e: ServiceError) -> Response {
         other => {
             tracing::error!("form request failed: {other:#}");
             let msg = html_escape(&other.to_string());
-            (StatusCode::INTERNAL_SERVER_ERROR, Html(format!("<h1>Not saved</h1><p>{msg}</p><p><a href=\"/\">Back</a></p>")))
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html(format!("<h1>Not saved</h1><p>{msg}</p><p><a href=\"/\">Back</a></p>")),
+            )
                 .into_response()
         }
     }

@@ -18,7 +18,9 @@ use serde_json::json;
 use sluice_app::model::{AuditEntry, Role, Session};
 
 use super::AppState;
-use crate::auth::{check_password, check_username, SignInError, DEVICE_COOKIE, DEVICE_TTL, SESSION_COOKIE, SESSION_TTL};
+use crate::auth::{
+    check_password, check_username, SignInError, DEVICE_COOKIE, DEVICE_TTL, SESSION_COOKIE, SESSION_TTL,
+};
 
 /// What a request needs.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -52,7 +54,8 @@ pub fn need(method: &Method, path: &str) -> Need {
 /// Requests that change nothing: GETs, and the console's server functions
 /// (POSTs by Leptos's convention, every one of them a read).
 fn reads(method: &Method, path: &str) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || (path.starts_with("/api/") && !path.starts_with("/api/v1/"))
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || (path.starts_with("/api/") && !path.starts_with("/api/v1/"))
 }
 
 /// Requests that change state: they need the CSRF token (with a cookie)
@@ -124,7 +127,15 @@ fn refusal_budget() -> bool {
 
 /// An audit log entry stamped now.
 fn audit_entry(actor: &str, action: String, target: String, status: u16, detail: String) -> AuditEntry {
-    AuditEntry { id: uuid::Uuid::new_v4().to_string(), time: crate::clock::now_ms(), actor: actor.to_string(), action, target, status, detail }
+    AuditEntry {
+        id: uuid::Uuid::new_v4().to_string(),
+        time: crate::clock::now_ms(),
+        actor: actor.to_string(),
+        action,
+        target,
+        status,
+        detail,
+    }
 }
 
 /// Logs a refused request and audits it (a change, or anything a signed-in
@@ -142,7 +153,13 @@ async fn refused(s: &AppState, actor: Option<&str>, method: &Method, path: &str,
         return res;
     }
     if !anonymous || refusal_budget() {
-        let entry = audit_entry(actor, format!("{method} {path}"), target_of(path), res.status().as_u16(), format!("refused: {why}"));
+        let entry = audit_entry(
+            actor,
+            format!("{method} {path}"),
+            target_of(path),
+            res.status().as_u16(),
+            format!("refused: {why}"),
+        );
         if let Err(e) = s.mappings.auth().audit(&entry).await {
             tracing::error!("cannot write the audit log: {e:#}");
         }
@@ -153,7 +170,12 @@ async fn refused(s: &AppState, actor: Option<&str>, method: &Method, path: &str,
 pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let Some(path) = canonical(req.uri().path()) else {
-        return refuse(StatusCode::BAD_REQUEST, req.uri().path(), "InvalidRequestException", "the path is not valid".into());
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            req.uri().path(),
+            "InvalidRequestException",
+            "the path is not valid".into(),
+        );
     };
     let Need::Role(role) = need(&method, &path) else {
         if path == "/login" && method == Method::GET {
@@ -166,7 +188,12 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
         match auth.token(t).await {
             Ok(Some(w)) => Some(w),
             Ok(None) => {
-                let r = refuse(StatusCode::UNAUTHORIZED, &path, "UnauthorizedException", "the API token is not valid".into());
+                let r = refuse(
+                    StatusCode::UNAUTHORIZED,
+                    &path,
+                    "UnauthorizedException",
+                    "the API token is not valid".into(),
+                );
                 return refused(&s, None, &method, &path, r).await;
             }
             Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, &path, "ServiceException", format!("{e:#}")),
@@ -181,7 +208,12 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
             let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
             return Redirect::to(&format!("/login?next={}", urlencode(next))).into_response();
         }
-        let r = refuse(StatusCode::UNAUTHORIZED, &path, "UnauthorizedException", "sign in, or send Authorization: Bearer <API token>".into());
+        let r = refuse(
+            StatusCode::UNAUTHORIZED,
+            &path,
+            "UnauthorizedException",
+            "sign in, or send Authorization: Bearer <API token>".into(),
+        );
         if changes(&method, &path) {
             return refused(&s, None, &method, &path, r).await;
         }
@@ -228,7 +260,13 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
             target = t.0.clone();
         } else if target.is_empty() && res.status().as_u16() < 400 {
             // A creation names what it made in its Location.
-            if let Some(made) = res.headers().get(header::LOCATION).and_then(|l| l.to_str().ok()).map(target_of).filter(|t| !t.is_empty()) {
+            if let Some(made) = res
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(target_of)
+                .filter(|t| !t.is_empty())
+            {
                 mapping = uuid::Uuid::parse_str(&made).ok();
                 target = made;
             }
@@ -248,17 +286,23 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
 /// The settings a change altered, as `Field: old → new`.
 pub fn spec_diff(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>) -> String {
     let empty = serde_json::Map::new();
-    let (b, a) = (before.and_then(|v| v.as_object()).unwrap_or(&empty), after.and_then(|v| v.as_object()).unwrap_or(&empty));
+    let (b, a) =
+        (before.and_then(|v| v.as_object()).unwrap_or(&empty), after.and_then(|v| v.as_object()).unwrap_or(&empty));
     match (before.is_some(), after.is_some()) {
         (true, false) => return "deleted".into(),
         _ => {}
     }
     let show = |v: Option<&serde_json::Value>| {
         let t = v.map(|v| v.to_string()).unwrap_or_else(|| "(none)".into());
-        if t.chars().count() > 120 { format!("{}…", t.chars().take(120).collect::<String>()) } else { t }
+        if t.chars().count() > 120 {
+            format!("{}…", t.chars().take(120).collect::<String>())
+        } else {
+            t
+        }
     };
     if before.is_none() && after.is_some() {
-        let set: Vec<String> = a.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{k}: {}", show(Some(v)))).collect();
+        let set: Vec<String> =
+            a.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{k}: {}", show(Some(v)))).collect();
         return format!("created; {}", set.join("; "));
     }
     let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
@@ -364,7 +408,11 @@ pub const LOGIN_CSRF_COOKIE: &str = "sluice_login_csrf";
 /// A user name as the audit log and the log show an attempt's: as typed
 /// when it could be one, else a placeholder (it is attacker's text).
 fn attempted(name: &str) -> String {
-    if check_username(name).is_ok() { name.to_string() } else { "(not a valid user name)".into() }
+    if check_username(name).is_ok() {
+        name.to_string()
+    } else {
+        "(not a valid user name)".into()
+    }
 }
 
 /// The sign-in form's post: a session cookie and back to `next`, or the
@@ -381,7 +429,8 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
     let user = f.username.trim().to_string();
     let shown = attempted(&user);
     let back = |code: &str, extra: &str| {
-        Redirect::to(&format!("/login?error={code}{extra}&next={}&username={}", urlencode(&next), urlencode(&user))).into_response()
+        Redirect::to(&format!("/login?error={code}{extra}&next={}&username={}", urlencode(&next), urlencode(&user)))
+            .into_response()
     };
     let auth = s.mappings.auth();
     let audit = |status: u16, detail: String| {
@@ -434,7 +483,11 @@ async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
 }
 
 fn device_cookie(value: &str) -> String {
-    format!("{DEVICE_COOKIE}={value}; Path=/login; HttpOnly; SameSite=Strict; Max-Age={}{}", DEVICE_TTL.as_secs(), secure())
+    format!(
+        "{DEVICE_COOKIE}={value}; Path=/login; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        DEVICE_TTL.as_secs(),
+        secure()
+    )
 }
 
 /// The sign-in form's CSRF cookie; `extra`: more attributes.
@@ -444,13 +497,18 @@ fn login_csrf_cookie(value: &str, extra: &str) -> String {
 
 /// `; Secure` when the operator says the console is served over HTTPS.
 fn secure() -> &'static str {
-    if std::env::var("SLUICE_SECURE_COOKIES").is_ok_and(|v| v == "1" || v == "true") { "; Secure" } else { "" }
+    if std::env::var("SLUICE_SECURE_COOKIES").is_ok_and(|v| v == "1" || v == "true") {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 /// GET /login: the page, with a CSRF token for its form (a new one when the
 /// browser has none yet).
 async fn sign_in_page(req: Request, next: Next) -> Response {
-    let have = cookie(req.headers(), LOGIN_CSRF_COOKIE).filter(|t| t.len() >= 20 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    let have = cookie(req.headers(), LOGIN_CSRF_COOKIE)
+        .filter(|t| t.len() >= 20 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     let token = have.clone().unwrap_or_else(|| crate::secrets::random_token(24));
     let mut req = req;
     req.extensions_mut().insert(sluice_app::api::backend::LoginCsrf(token.clone()));
@@ -484,7 +542,8 @@ fn bad(field: &str, message: impl Into<String>) -> Response {
 }
 
 fn internal(e: anyhow::Error) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"Type": "ServiceException", "Message": format!("{e:#}")}))).into_response()
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"Type": "ServiceException", "Message": format!("{e:#}")})))
+        .into_response()
 }
 
 fn not_found(what: String) -> Response {
@@ -540,10 +599,17 @@ async fn create_user(State(s): State<AppState>, body: axum::body::Bytes) -> Resp
         check_password(&u.password).map_err(|e| bad("Password", e))?;
         let r = role(&u.role)?;
         if s.mappings.auth().user(&u.username).await.map_err(internal)?.is_some() {
-            return Err((StatusCode::CONFLICT, Json(json!({"Type": "ResourceConflictException", "Message": format!("user {} exists", u.username)}))).into_response());
+            return Err((
+                StatusCode::CONFLICT,
+                Json(json!({"Type": "ResourceConflictException", "Message": format!("user {} exists", u.username)})),
+            )
+                .into_response());
         }
         s.mappings.auth().create_user(&u.username, &u.password, r).await.map_err(internal)?;
-        let mut res = with_detail((StatusCode::CREATED, Json(json!({"Username": u.username, "Role": r}))).into_response(), format!("created with role {}", r.as_str()));
+        let mut res = with_detail(
+            (StatusCode::CREATED, Json(json!({"Username": u.username, "Role": r}))).into_response(),
+            format!("created with role {}", r.as_str()),
+        );
         res.extensions_mut().insert(AuditTarget(format!("user:{}", u.username)));
         Ok(res)
     };
@@ -601,16 +667,24 @@ async fn list_tokens(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn create_token(State(s): State<AppState>, Extension(who): Extension<Session>, body: axum::body::Bytes) -> Response {
+async fn create_token(
+    State(s): State<AppState>,
+    Extension(who): Extension<Session>,
+    body: axum::body::Bytes,
+) -> Response {
     let run = async {
         let t: NewToken = parse(&body)?;
         check_username(&t.name).map_err(|e| bad("Name", e))?;
         let r = role(&t.role)?;
         let secret = s.mappings.auth().create_token(&t.name, r, &who.user).await.map_err(|e| {
-            (StatusCode::CONFLICT, Json(json!({"Type": "ResourceConflictException", "Message": format!("{e:#}")}))).into_response()
+            (StatusCode::CONFLICT, Json(json!({"Type": "ResourceConflictException", "Message": format!("{e:#}")})))
+                .into_response()
         })?;
         // The only time the secret is shown.
-        let mut res = with_detail((StatusCode::CREATED, Json(json!({"Name": t.name, "Role": r, "Token": secret}))).into_response(), format!("created with role {}", r.as_str()));
+        let mut res = with_detail(
+            (StatusCode::CREATED, Json(json!({"Name": t.name, "Role": r, "Token": secret}))).into_response(),
+            format!("created with role {}", r.as_str()),
+        );
         res.extensions_mut().insert(AuditTarget(format!("token:{}", t.name)));
         Ok(res)
     };

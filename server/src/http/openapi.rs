@@ -39,7 +39,8 @@ pub fn document() -> Value {
 
     let mapping = json!({"description": "The mapping", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MappingView"}}}});
     let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    let id_param = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}]);
+    let id_param =
+        json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}]);
     let spec_body = |d: &str| json!({"required": true, "description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MappingSpec"}}}});
 
     json!({

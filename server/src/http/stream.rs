@@ -19,10 +19,7 @@ use uuid::Uuid;
 use super::AppState;
 
 fn point_event(p: &MetricPoint) -> Event {
-    Event::default()
-        .event("point")
-        .id(p.time.to_string())
-        .data(serde_json::to_string(p).unwrap_or_default())
+    Event::default().event("point").id(p.time.to_string()).data(serde_json::to_string(p).unwrap_or_default())
 }
 
 fn last_event_id(h: &HeaderMap) -> Option<i64> {
@@ -41,7 +38,12 @@ pub struct After {
     after: Option<i64>,
 }
 
-pub async fn mapping(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<After>, headers: HeaderMap) -> Response {
+pub async fn mapping(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<After>,
+    headers: HeaderMap,
+) -> Response {
     let Ok(id) = Uuid::parse_str(&id) else {
         return (StatusCode::NOT_FOUND, "no such mapping").into_response();
     };
@@ -57,7 +59,8 @@ pub async fn mapping(State(s): State<AppState>, Path(id): Path<String>, Query(q)
         let ev = t.ok().and_then(|t| t.points.iter().find(|(m, _)| *m == id).map(|(_, p)| point_event(p)));
         async move { ev }
     });
-    let events = stream::iter(std::iter::once(first).chain(missed)).chain(live).take_until(metrics.closing().cancelled_owned());
+    let events =
+        stream::iter(std::iter::once(first).chain(missed)).chain(live).take_until(metrics.closing().cancelled_owned());
     sse(events)
 }
 
@@ -69,7 +72,12 @@ pub async fn all(State(s): State<AppState>) -> Response {
     let live = ticks.filter_map(|t| async move {
         let t = t.ok()?;
         let map: HashMap<String, &MetricPoint> = t.points.iter().map(|(id, p)| (id.to_string(), p)).collect();
-        Some(Event::default().event("points").id(t.time.to_string()).data(serde_json::to_string(&map).unwrap_or_default()))
+        Some(
+            Event::default()
+                .event("points")
+                .id(t.time.to_string())
+                .data(serde_json::to_string(&map).unwrap_or_default()),
+        )
     });
     let events = stream::once(async move { first }).chain(live).take_until(metrics.closing().cancelled_owned());
     sse(events)
@@ -78,7 +86,9 @@ pub async fn all(State(s): State<AppState>) -> Response {
 /// Prometheus text format, per mapping and per partition.
 pub async fn prometheus(State(s): State<AppState>) -> Response {
     let names: HashMap<Uuid, (String, String)> = match s.mappings.list().await {
-        Ok(list) => list.into_iter().map(|m| (m.uuid, (m.spec.function_name.clone(), m.spec.topic().to_string()))).collect(),
+        Ok(list) => {
+            list.into_iter().map(|m| (m.uuid, (m.spec.function_name.clone(), m.spec.topic().to_string()))).collect()
+        }
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}\n")).into_response(),
     };
     let body = crate::metrics::prometheus(&s.mappings.live(), &names);

@@ -121,20 +121,14 @@ impl Broker {
 
     /// The group's committed offset per partition (-1: none).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("group.id", group)
-            .create()
-            .unwrap();
+        let c: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).set("group.id", group).create().unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition(topic, p);
         }
         let r = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        r.elements()
-            .iter()
-            .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 }))
-            .collect()
+        r.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 })).collect()
     }
 
     pub fn end_offsets(&self, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
@@ -144,7 +138,11 @@ impl Broker {
 }
 
 /// The mapping once `done` holds for its status (30 s at most).
-pub async fn wait_status(s: &Sluice, id: uuid::Uuid, done: impl Fn(&sluice_app::model::MappingStatus) -> bool) -> sluice_app::model::MappingView {
+pub async fn wait_status(
+    s: &Sluice,
+    id: uuid::Uuid,
+    done: impl Fn(&sluice_app::model::MappingStatus) -> bool,
+) -> sluice_app::model::MappingView {
     let t = Instant::now();
     loop {
         let v = s.mappings.get(id).await.unwrap();
@@ -173,7 +171,13 @@ impl Drop for Reaped {
 
 /// A tansu broker on `listen` (host:port), advertising `advertised`, its
 /// SQLite storage in `dir`; returns once it accepts connections.
-pub fn spawn_tansu(bin: &std::path::Path, dir: &std::path::Path, listen: &str, advertised: &str, extra: &[&str]) -> Reaped {
+pub fn spawn_tansu(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    listen: &str,
+    advertised: &str,
+    extra: &[&str],
+) -> Reaped {
     // tansu misreads absolute sqlite paths: give it a relative one.
     let child = Command::new(bin)
         .current_dir(dir)
@@ -237,7 +241,11 @@ async fn record(State(r): State<Recorder>, body: Bytes) -> (StatusCode, String) 
         for rec in recs.as_array().unwrap() {
             use base64::Engine as _;
             let value = base64::engine::general_purpose::STANDARD.decode(rec["value"].as_str().unwrap()).unwrap();
-            seen.push((rec["partition"].as_i64().unwrap() as i32, rec["offset"].as_i64().unwrap(), String::from_utf8(value).unwrap()));
+            seen.push((
+                rec["partition"].as_i64().unwrap() as i32,
+                rec["offset"].as_i64().unwrap(),
+                String::from_utf8(value).unwrap(),
+            ));
         }
     }
     (StatusCode::OK, String::new())
@@ -306,7 +314,11 @@ impl Sluice {
         let mappings = MappingService::new(Store::open(&url).await.unwrap());
         let engine = Engine::start(
             &mappings,
-            EngineSettings { http_timeout: Duration::from_secs(5), grace: Duration::from_secs(5), ..Default::default() },
+            EngineSettings {
+                http_timeout: Duration::from_secs(5),
+                grace: Duration::from_secs(5),
+                ..Default::default()
+            },
         );
         Sluice { mappings, engine: Some(engine), _dir: dir }
     }
@@ -324,8 +336,13 @@ pub fn spec(bootstrap: &str, topic: &str, function: &str, group: &str) -> Mappin
         description: None,
         function_name: function.into(),
         topics: vec![topic.into()],
-        self_managed_event_source: SelfManagedEventSource { endpoints: Endpoints { kafka_bootstrap_servers: vec![bootstrap.into()] } },
-        self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig { consumer_group_id: Some(group.into()), ..Default::default() },
+        self_managed_event_source: SelfManagedEventSource {
+            endpoints: Endpoints { kafka_bootstrap_servers: vec![bootstrap.into()] },
+        },
+        self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig {
+            consumer_group_id: Some(group.into()),
+            ..Default::default()
+        },
         batch_size: 500,
         maximum_batching_window_in_seconds: Some(0),
         starting_position: StartingPosition::TrimHorizon,
@@ -348,7 +365,11 @@ pub fn spec(bootstrap: &str, topic: &str, function: &str, group: &str) -> Mappin
 
 /// Every offset below `end` delivered, each partition's first deliveries in
 /// offset order (redeliveries after a failure may repeat a suffix).
-pub fn assert_complete_and_ordered(seen: &BTreeMap<i32, Vec<i64>>, ends: &BTreeMap<i32, i64>, starts: &BTreeMap<i32, i64>) {
+pub fn assert_complete_and_ordered(
+    seen: &BTreeMap<i32, Vec<i64>>,
+    ends: &BTreeMap<i32, i64>,
+    starts: &BTreeMap<i32, i64>,
+) {
     for (p, end) in ends {
         let start = starts.get(p).copied().unwrap_or(0);
         let got = seen.get(p).cloned().unwrap_or_default();

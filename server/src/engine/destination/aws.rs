@@ -30,7 +30,13 @@ pub struct AwsDestination {
 
 impl AwsDestination {
     /// `sdk` already carries the region (from the ARN where it names one).
-    pub fn new(sdk: &aws_config::SdkConfig, arn: &str, source: EventSource, function: &str, mapping: uuid::Uuid) -> Result<Self, String> {
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        arn: &str,
+        source: EventSource,
+        function: &str,
+        mapping: uuid::Uuid,
+    ) -> Result<Self, String> {
         let parts: Vec<&str> = arn.splitn(6, ':').collect();
         let (service, account, resource) = match parts.as_slice() {
             ["arn", _, service, _, account, resource] => (*service, *account, *resource),
@@ -46,7 +52,9 @@ impl AwsDestination {
             "sns" => Kind::Sns { client: aws_sdk_sns::Client::new(sdk) },
             "s3" => Kind::S3 {
                 // Emulators and S3-compatible stores answer on paths, not bucket hostnames.
-                client: aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build()),
+                client: aws_sdk_s3::Client::from_conf(
+                    aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build(),
+                ),
                 bucket: resource.to_string(),
             },
             other => return Err(format!("`{arn}`: {other} is not an on-failure destination (SQS, SNS or S3)")),
@@ -70,19 +78,31 @@ impl Destination for AwsDestination {
         match &self.kind {
             Kind::Sqs { client, name, account, url } => {
                 if body.len() > MESSAGE_LIMIT {
-                    return Err(format!("{}: the failure record is {} bytes, over SQS's {MESSAGE_LIMIT}", self.arn, body.len()));
+                    return Err(format!(
+                        "{}: the failure record is {} bytes, over SQS's {MESSAGE_LIMIT}",
+                        self.arn,
+                        body.len()
+                    ));
                 }
                 let url = url
                     .get_or_try_init(|| async {
-                        let out = client.get_queue_url().queue_name(name).queue_owner_aws_account_id(account).send().await;
-                        out.map_err(|e| err(&e))?.queue_url().map(String::from).ok_or_else(|| format!("{}: no queue URL", self.arn))
+                        let out =
+                            client.get_queue_url().queue_name(name).queue_owner_aws_account_id(account).send().await;
+                        out.map_err(|e| err(&e))?
+                            .queue_url()
+                            .map(String::from)
+                            .ok_or_else(|| format!("{}: no queue URL", self.arn))
                     })
                     .await?;
                 client.send_message().queue_url(url).message_body(body).send().await.map_err(|e| err(&e))?;
             }
             Kind::Sns { client } => {
                 if body.len() > MESSAGE_LIMIT {
-                    return Err(format!("{}: the failure record is {} bytes, over SNS's {MESSAGE_LIMIT}", self.arn, body.len()));
+                    return Err(format!(
+                        "{}: the failure record is {} bytes, over SNS's {MESSAGE_LIMIT}",
+                        self.arn,
+                        body.len()
+                    ));
                 }
                 client.publish().topic_arn(&self.arn).message(body).send().await.map_err(|e| err(&e))?;
             }

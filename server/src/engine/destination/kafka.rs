@@ -22,7 +22,13 @@ pub struct KafkaDestination {
 
 impl KafkaDestination {
     /// `auth`: the mapping's own (the topic is on its cluster).
-    pub fn new(bootstrap: &str, topic: &str, source: EventSource, function: &str, auth: &KafkaAuth) -> Result<Self, String> {
+    pub fn new(
+        bootstrap: &str,
+        topic: &str,
+        source: EventSource,
+        function: &str,
+        auth: &KafkaAuth,
+    ) -> Result<Self, String> {
         let producer = auth
             .apply(&mut ClientConfig::new())
             .set("bootstrap.servers", bootstrap)

@@ -44,7 +44,9 @@ fn iso(ms: i64) -> String {
 fn envelope(f: &Failed<'_>, function: &str, request_id: &str) -> Value {
     let response = match f.condition {
         "MaximumPayloadSizeExceeded" => Value::Null,
-        _ => json!({"statusCode": f.status_code.unwrap_or(200), "executedVersion": f.executed_version, "functionError": "Unhandled"}),
+        _ => {
+            json!({"statusCode": f.status_code.unwrap_or(200), "executedVersion": f.executed_version, "functionError": "Unhandled"})
+        }
     };
     json!({
         "requestContext": {
@@ -64,7 +66,8 @@ fn envelope(f: &Failed<'_>, function: &str, request_id: &str) -> Value {
 /// large to invoke carries no payload: it would not fit a destination
 /// either, and it stays readable in the source topic at its offset.
 pub fn failure_record(f: &Failed<'_>, r: &EncodedRecord, source: &EventSource, function: &str) -> Value {
-    let payload = (f.condition != "MaximumPayloadSizeExceeded").then(|| build_event(source, f.topic, f.partition, std::slice::from_ref(r)));
+    let payload = (f.condition != "MaximumPayloadSizeExceeded")
+        .then(|| build_event(source, f.topic, f.partition, std::slice::from_ref(r)));
     let mut v = envelope(f, function, &uuid::Uuid::new_v4().to_string());
     v["KafkaBatchInfo"] = json!({
         "batchSize": 1,
@@ -82,7 +85,12 @@ pub fn failure_record(f: &Failed<'_>, r: &EncodedRecord, source: &EventSource, f
 /// AWS's failure record for a failed batch (the SQS, SNS and S3 form):
 /// `recordsInfo` names the first and last offsets and timestamps; S3's adds
 /// the whole event as `payload`. Returns the record and its request id.
-pub fn batch_failure_record(f: &Failed<'_>, source: &EventSource, function: &str, with_payload: bool) -> (Value, String) {
+pub fn batch_failure_record(
+    f: &Failed<'_>,
+    source: &EventSource,
+    function: &str,
+    with_payload: bool,
+) -> (Value, String) {
     let request_id = uuid::Uuid::new_v4().to_string();
     let event = build_event(source, f.topic, f.partition, f.records);
     let (first, last) = (f.records.first(), f.records.last());

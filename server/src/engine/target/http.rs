@@ -40,7 +40,9 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
         let first = attempt.previous().first().cloned();
         let same = first.is_some_and(|f| {
             let u = attempt.url();
-            f.scheme() == u.scheme() && f.host_str() == u.host_str() && f.port_or_known_default() == u.port_or_known_default()
+            f.scheme() == u.scheme()
+                && f.host_str() == u.host_str()
+                && f.port_or_known_default() == u.port_or_known_default()
         });
         if attempt.previous().len() > 5 {
             attempt.error("more than 5 redirects")
@@ -77,15 +79,27 @@ impl Target for HttpTarget {
                 }
             }
             Err(e) if e.is_connect() => {
-                return Outcome::FunctionError { message: format!("cannot connect to {}: {}", self.url, root_cause(&e)), status: None, version: None }
+                return Outcome::FunctionError {
+                    message: format!("cannot connect to {}: {}", self.url, root_cause(&e)),
+                    status: None,
+                    version: None,
+                }
             }
             Err(e) => {
-                return Outcome::FunctionError { message: format!("request to {} failed: {}", self.url, root_cause(&e)), status: None, version: None }
+                return Outcome::FunctionError {
+                    message: format!("request to {} failed: {}", self.url, root_cause(&e)),
+                    status: None,
+                    version: None,
+                }
             }
         };
         let status = resp.status();
         let after = retry_after(resp.headers());
-        let resp_location = resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).map(|l| excerpt(l.as_bytes(), 200));
+        let resp_location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(|l| excerpt(l.as_bytes(), 200));
         let body = match resp.bytes().await {
             Ok(b) => b.to_vec(),
             Err(e) => {
@@ -102,7 +116,8 @@ impl Target for HttpTarget {
         let mut message = format!("function returned {status}");
         if status.is_redirection() {
             let to = resp_location.as_deref().unwrap_or("?");
-            message += &format!(" (a redirect to {to}: Sluice follows redirects only to the same scheme, host and port)");
+            message +=
+                &format!(" (a redirect to {to}: Sluice follows redirects only to the same scheme, host and port)");
         }
         if status.as_u16() == 429 || (status.as_u16() == 503 && after.is_some()) {
             tracing::debug!(url = %self.url, status = status.as_u16(), body = %excerpt(&body, 500), "the function throttled");

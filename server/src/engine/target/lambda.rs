@@ -21,9 +21,7 @@ pub struct LambdaTarget {
 impl LambdaTarget {
     pub fn new(sdk: &aws_config::SdkConfig, function: &str, timeout: Duration) -> Self {
         let conf = aws_sdk_lambda::config::Builder::from(sdk)
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(timeout).build(),
-            )
+            .timeout_config(aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(timeout).build())
             // Sluice retries with its own backoff (and counts attempts).
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
@@ -75,16 +73,30 @@ fn describe(function: &str, e: SdkError<InvokeError>) -> Outcome {
             if matches!(err, InvokeError::TooManyRequestsException(_)) || status == 429 {
                 return Outcome::Throttled { message: format!("{function}: {message}"), retry_after: None };
             }
-            Outcome::FunctionError { message: format!("Lambda refused the invocation of {function}: {message}"), status: Some(status), version: None }
+            Outcome::FunctionError {
+                message: format!("Lambda refused the invocation of {function}: {message}"),
+                status: Some(status),
+                version: None,
+            }
         }
-        SdkError::TimeoutError(_) => Outcome::FunctionError { message: format!("{function}: the invocation timed out"), status: None, version: None },
+        SdkError::TimeoutError(_) => Outcome::FunctionError {
+            message: format!("{function}: the invocation timed out"),
+            status: None,
+            version: None,
+        },
         SdkError::DispatchFailure(_) => Outcome::FunctionError {
-            message: format!("cannot reach AWS Lambda for {function}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
+            message: format!(
+                "cannot reach AWS Lambda for {function}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            ),
             status: None,
             version: None,
         },
         other => Outcome::FunctionError {
-            message: format!("cannot invoke {function}: {}", aws_smithy_types::error::display::DisplayErrorContext(other)),
+            message: format!(
+                "cannot invoke {function}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(other)
+            ),
             status: None,
             version: None,
         },
