@@ -376,7 +376,7 @@ pub fn judge(enabled: bool, last_result: &str, window: &[MetricPoint]) -> (Healt
             );
         }
     }
-    let failing_now = last_result.starts_with("PROBLEM");
+    let failing_now = crate::model::is_problem(last_result);
     let stuck = t.committed_event_count == 0 && t.invocations == t.errors;
     if failing_now && stuck && (t.errors > 0 || lags.is_empty() || lags.iter().any(|(_, l)| *l > 0)) {
         return (Health::Failing, format!("nothing processed in the last {span}: {last_result}"));

@@ -52,6 +52,15 @@ pub struct MappingStatus {
     pub last_processing_result: String,
 }
 
+/// How a LastProcessingResult that reports a problem begins (AWS's form:
+/// "PROBLEM: Connection error. ..."); the server's `Problem` writes it.
+pub const PROBLEM_PREFIX: &str = "PROBLEM: ";
+
+/// Whether a LastProcessingResult reports a problem.
+pub fn is_problem(last_processing_result: &str) -> bool {
+    last_processing_result.starts_with(PROBLEM_PREFIX)
+}
+
 /// A mapping as the API returns it (AWS `EventSourceMappingConfiguration`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(JsonSchema))]

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use leptos::prelude::LeptosOptions;
 use rand::Rng;
 use sluice_app::model::PartitionLag;
-use sluice_server::engine::status::LiveStatus;
+use sluice_server::shared::status::LiveStatus;
 use sluice_server::{http, service, store};
 
 const MAPPINGS: usize = 50;

@@ -23,8 +23,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Message, Timestamp};
+use sluice_server::engine::commit::Committer;
 use sluice_server::engine::event::EventSource;
-use sluice_server::engine::partition::{self, Committer, Pipeline};
+use sluice_server::engine::pipeline::{self, Pipeline};
 use sluice_server::engine::target::http::HttpTarget;
 use sluice_server::engine::target::{Outcome, Target};
 use tokio::sync::mpsc;
@@ -97,7 +98,7 @@ async fn in_memory(target: Arc<dyn Target>, n: usize, label: &str, feeder_cpu: f
     let stop = CancellationToken::new();
     let cpu0 = cpu_seconds();
     let t = Instant::now();
-    let task = tokio::spawn(partition::run(p, "bench".into(), 0, rx, stop.clone()));
+    let task = tokio::spawn(pipeline::run(p, "bench".into(), 0, rx, stop.clone()));
     for o in 0..n as i64 {
         let m = OwnedMessage::new(
             Some(value.clone()),

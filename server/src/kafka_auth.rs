@@ -16,7 +16,7 @@ use sluice_app::spec::MappingSpec;
 pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Result<(), String> {
     for c in spec.source_access_configurations.iter_mut() {
         let Some(uri) = c.uri.clone() else { continue };
-        let sdk = crate::engine::in_region(sdk, &uri, "")?;
+        let sdk = crate::aws::in_region(sdk, &uri, "").map_err(|e| e.to_string())?;
         let out =
             aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(&uri).send().await.map_err(|e| {
                 use aws_sdk_secretsmanager::error::ProvideErrorMetadata as _;
@@ -64,20 +64,6 @@ pub async fn prepare(spec: &MappingSpec, sdk: Option<&aws_config::SdkConfig>) ->
     let auth = KafkaAuth::of(&spec);
     auth.load_credentials(sdk).await?;
     Ok(auth)
-}
-
-/// AWS's StateTransitionReason for a status that says the brokers refused
-/// the mapping (credentials, certificates, ACLs); None for anything else.
-pub fn refusal_reason(result: &str) -> Option<&'static str> {
-    const AUTHN: [&str; 3] =
-        ["PROBLEM: SASL authentication failed", "PROBLEM: TLS handshake", "PROBLEM: Cannot use the client certificate"];
-    if AUTHN.iter().any(|p| result.starts_with(p)) {
-        Some("EVENT_SOURCE_AUTHN_ERROR")
-    } else if result.starts_with("PROBLEM: Not authorized") {
-        Some("EVENT_SOURCE_AUTHZ_ERROR")
-    } else {
-        None
-    }
 }
 
 /// The settings, secrets included: never printed (Debug shows the keys).
@@ -282,21 +268,10 @@ impl MskIam {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::secrets::tests::spec;
     use sluice_app::spec::SourceAccessConfiguration;
-
-    /// A minimal valid spec with these access configurations.
-    pub(crate) fn spec(configs: Vec<SourceAccessConfiguration>, protocol: Option<&str>) -> MappingSpec {
-        let mut s: MappingSpec = serde_json::from_value(serde_json::json!({
-            "FunctionName": "http://f/", "Topics": ["t"], "StartingPosition": "LATEST",
-            "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b:9092"]}}
-        }))
-        .unwrap();
-        s.source_access_configurations = configs;
-        s.self_managed_kafka_event_source_config.security_protocol = protocol.map(String::from);
-        s
-    }
 
     fn get(a: &KafkaAuth, k: &str) -> Option<String> {
         a.settings.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone())

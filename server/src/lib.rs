@@ -2,6 +2,7 @@
 //! demo. `main.rs` is the CLI around it.
 
 pub mod auth;
+pub mod aws;
 pub mod clock;
 pub mod cloudwatch;
 pub mod cluster;
@@ -10,11 +11,13 @@ pub mod engine;
 pub mod http;
 pub mod kafka_auth;
 pub mod metrics;
+pub mod problem;
 pub mod reach;
 pub mod reset;
 pub mod sample;
 pub mod secrets;
 pub mod service;
+pub mod shared;
 pub mod store;
 pub mod throttle;
 

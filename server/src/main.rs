@@ -141,7 +141,8 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         retention: Duration::from_secs(args.metrics_retention_days.max(1) * 86_400),
         ..Default::default()
     };
-    let mappings = service::MappingService::with_metrics(store, settings);
+    let shared = sluice_server::shared::Shared::new(store);
+    let mappings = service::MappingService::with_shared(shared.clone(), settings);
     let reach = match &args.allowed_hosts {
         Some(list) => {
             sluice_server::reach::Reach::parse(list).map_err(|e| anyhow::anyhow!("SLUICE_ALLOWED_HOSTS: {e}"))?
@@ -173,7 +174,7 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         None => (axum::Router::new(), None),
     };
     let engine = engine::Engine::start(
-        &mappings,
+        &shared,
         engine::EngineSettings {
             http_timeout: Duration::from_millis(args.http_timeout_ms),
             reach,
@@ -196,10 +197,11 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     }
     let shown = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     let cluster = sluice_server::cluster::start(
-        mappings.clone(),
+        shared.clone(),
+        mappings.metrics().clone(),
         args.advertise_url.clone().unwrap_or_else(|| format!("http://{shown}/")),
     );
-    tokio::spawn(aws_start(args.clone(), mappings.clone()));
+    tokio::spawn(aws_start(args.clone(), mappings.clone(), shared.aws.clone()));
     let app = http::router(state, extra);
     println!("Sluice {} console: http://{shown}/", env!("CARGO_PKG_VERSION"));
     println!("  database: {url}");
@@ -234,9 +236,13 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
 
 /// Reads the AWS configuration (standard chain) in the background, says in
 /// the console what it allows, and starts CloudWatch publishing if asked.
-async fn aws_start(args: ServeArgs, mappings: std::sync::Arc<service::MappingService>) {
+async fn aws_start(
+    args: ServeArgs,
+    mappings: std::sync::Arc<service::MappingService>,
+    aws: sluice_server::aws::NodeAws,
+) {
     use aws_credential_types::provider::ProvideCredentials as _;
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let sdk = aws.get().await;
     let mut lines = Vec::new();
     match sdk.region() {
         Some(r) => lines.push(format!("AWS region {r}: Lambda functions and SQS, SNS and S3 destinations can be used.")),
@@ -261,7 +267,7 @@ async fn aws_start(args: ServeArgs, mappings: std::sync::Arc<service::MappingSer
                 "CloudWatch: publishing every mapping's metrics to namespace {ns} every {} s.",
                 settings.interval.as_secs()
             ));
-            cloudwatch::start(&sdk, settings, mappings.metrics().clone(), mappings.store().clone(), Default::default());
+            cloudwatch::start(sdk, settings, mappings.metrics().clone(), mappings.store().clone(), Default::default());
         }
         Some(ns) => lines.push(format!("CloudWatch: not publishing to {ns}: no AWS region configured.")),
         None => lines.push("CloudWatch: off (--cloudwatch-namespace NAME publishes every mapping's metrics).".into()),

@@ -16,9 +16,15 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::clock::now_ms;
-use crate::engine::status::{LiveStatus, Snapshot};
-use crate::engine::LiveRegistry;
+use crate::shared::status::{LiveStatus, Snapshot};
+use crate::shared::{LiveRegistry, Node};
 use crate::store::Store;
+
+/// The PostgreSQL channel per-second points reach the other nodes on:
+/// payload is the node, then `uuid point` lines.
+pub const POINTS: &str = "sluice_points";
+/// NOTIFY payloads must stay under 8000 bytes.
+const MAX_PAYLOAD: usize = 7_900;
 
 pub const MINUTE: i64 = 60_000;
 pub const QUARTER: i64 = 15 * 60_000;
@@ -69,7 +75,7 @@ pub struct Metrics {
     tracks: Mutex<HashMap<Uuid, Track>>,
     /// Other nodes' points not yet merged into one of ours.
     remote: Mutex<HashMap<Uuid, Vec<(Instant, MetricPoint)>>>,
-    node: Arc<crate::cluster::Node>,
+    node: Arc<Node>,
     tx: broadcast::Sender<Arc<Tick>>,
     closing: CancellationToken,
     /// Time the collector spent working, for the console cost benchmark.
@@ -77,12 +83,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(
-        store: Store,
-        live: LiveRegistry,
-        node: Arc<crate::cluster::Node>,
-        settings: MetricsSettings,
-    ) -> Arc<Metrics> {
+    pub fn new(store: Store, live: LiveRegistry, node: Arc<Node>, settings: MetricsSettings) -> Arc<Metrics> {
         let (tx, _) = broadcast::channel(64);
         Arc::new(Metrics {
             store,
@@ -133,8 +134,8 @@ impl Metrics {
             let tick = Arc::new(tick);
             let _ = self.tx.send(tick.clone());
             if self.store.is_postgres() {
-                for payload in crate::cluster::point_payloads(&self.node.id, &tick.local) {
-                    if let Err(e) = self.store.notify(crate::cluster::POINTS, &payload).await {
+                for payload in point_payloads(&self.node.id, &tick.local) {
+                    if let Err(e) = self.store.notify(POINTS, &payload).await {
                         tracing::debug!("cannot send metric points to the other nodes: {e:#}");
                     }
                 }
@@ -167,6 +168,20 @@ impl Metrics {
 
     /// Another node's point for a mapping: merged into this node's next
     /// point of it, so pages here show the whole cluster.
+    /// Takes a POINTS payload from another node (this node's own are skipped).
+    pub fn take_remote(&self, me: &str, payload: &str) {
+        let mut lines = payload.lines();
+        if lines.next() == Some(me) {
+            return;
+        }
+        for line in lines {
+            let Some((id, packed)) = line.split_once(' ') else { continue };
+            if let (Ok(id), Ok(p)) = (Uuid::parse_str(id), crate::store::unpack(packed)) {
+                self.add_remote(id, p);
+            }
+        }
+    }
+
     pub fn add_remote(&self, id: Uuid, p: MetricPoint) {
         self.remote.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push((Instant::now(), p));
     }
@@ -468,4 +483,52 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
         }
     }
     out
+}
+
+/// The payloads that carry a node's points to the others, each under the
+/// NOTIFY limit. A point too big alone (hundreds of partitions) goes
+/// without its partitions; the others' lag readers have those anyway.
+pub fn point_payloads(node: &str, points: &[(Uuid, sluice_app::metrics::MetricPoint)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for (id, p) in points {
+        let mut line = crate::store::pack(p).map(|s| format!("{id} {s}")).unwrap_or_default();
+        if line.len() + node.len() + 2 > MAX_PAYLOAD {
+            let mut slim = p.clone();
+            slim.partitions.clear();
+            line = crate::store::pack(&slim).map(|s| format!("{id} {s}")).unwrap_or_default();
+        }
+        if !cur.is_empty() && cur.len() + line.len() + 1 > MAX_PAYLOAD {
+            out.push(std::mem::take(&mut cur));
+        }
+        if cur.is_empty() {
+            cur.push_str(node);
+        }
+        cur.push('\n');
+        cur.push_str(&line);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_stay_under_the_notify_limit() {
+        use sluice_app::metrics::{MetricPoint, PartitionPoint};
+        let mut p = MetricPoint { time: 1, period_ms: 1000, invocations: 3, ..Default::default() };
+        p.partitions = (0..2000)
+            .map(|i| PartitionPoint { partition: i, offset_lag: i as i64 * 7919, ..Default::default() })
+            .collect();
+        let id = Uuid::new_v4();
+        let pts: Vec<_> = (0..40).map(|_| (id, p.clone())).collect();
+        let out = point_payloads("node1", &pts);
+        assert!(out.iter().all(|s| s.len() <= MAX_PAYLOAD && s.starts_with("node1\n")));
+        let lines: usize = out.iter().map(|s| s.lines().count() - 1).sum();
+        assert_eq!(lines, 40, "every point is sent");
+    }
 }

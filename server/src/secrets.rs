@@ -148,10 +148,21 @@ fn decode_key(text: &str) -> Result<[u8; 32]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::kafka_auth::tests::spec;
-    use sluice_app::spec::SourceAccessConfiguration;
+    use sluice_app::spec::{MappingSpec, SourceAccessConfiguration};
+
+    /// A minimal valid spec with these access configurations.
+    pub(crate) fn spec(configs: Vec<SourceAccessConfiguration>, protocol: Option<&str>) -> MappingSpec {
+        let mut s: MappingSpec = serde_json::from_value(serde_json::json!({
+            "FunctionName": "http://f/", "Topics": ["t"], "StartingPosition": "LATEST",
+            "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b:9092"]}}
+        }))
+        .unwrap();
+        s.source_access_configurations = configs;
+        s.self_managed_kafka_event_source_config.security_protocol = protocol.map(String::from);
+        s
+    }
 
     /// Every secret part comes back, and what was sealed before key
     /// passwords existed (two parts per entry) still opens.

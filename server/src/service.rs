@@ -8,11 +8,11 @@ use serde_json::Value;
 use sluice_app::api::backend::Backend;
 use sluice_app::model::{MappingState, MappingStatus, MappingView};
 use sluice_app::spec::{FieldError, MappingSpec};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::metrics::{Metrics, MetricsSettings, LIVE_WINDOW};
 use crate::reset;
+use crate::shared::{LiveRegistry, Node, Shared};
 use crate::store::Store;
 use sluice_app::metrics::{
     advise, bucket, judge, total, AdvisorInput, Baseline, History, Insight, Overview, PartitionBaseline, Range,
@@ -95,21 +95,16 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 pub struct MappingService {
+    /// The node's handles (database, identity, live registry, holds,
+    /// change signal, AWS configuration), shared with the engine and cluster.
+    shared: Shared,
     store: Store,
-    changed: Arc<Notify>,
-    live: crate::engine::LiveRegistry,
     metrics: Arc<Metrics>,
-    holds: crate::engine::Holds,
-    /// This process as a member of the cluster (alone on SQLite).
-    node: Arc<crate::cluster::Node>,
     /// What the node can do, as the console's footer says it.
     system: std::sync::Mutex<sluice_app::model::SystemInfo>,
     /// Mappings with a reset being applied (one at a time per mapping).
     resetting: std::sync::Mutex<std::collections::HashSet<Uuid>>,
     auth: Arc<crate::auth::Auth>,
-    /// The node's AWS configuration, read the first time a Secrets Manager
-    /// URI or MSK IAM credentials are needed here (resets, the filter tester).
-    aws: tokio::sync::OnceCell<aws_config::SdkConfig>,
     /// Where mappings may point (`SLUICE_ALLOWED_HOSTS`), checked at save.
     reach: std::sync::RwLock<crate::reach::Reach>,
 }
@@ -125,24 +120,20 @@ fn saved_status(state: MappingState, last_result: &str) -> MappingStatus {
 }
 
 impl MappingService {
+    /// A service with its own node handles (tests, tools); `main` builds
+    /// the handles once and uses `with_shared`.
     pub fn new(store: Store) -> Arc<Self> {
-        Self::with_metrics(store, MetricsSettings::default())
+        Self::with_shared(Shared::new(store), MetricsSettings::default())
     }
 
-    pub fn with_metrics(store: Store, settings: MetricsSettings) -> Arc<Self> {
-        let live: crate::engine::LiveRegistry = Default::default();
-        let node = Arc::new(crate::cluster::Node::new());
-        let metrics = Metrics::new(store.clone(), live.clone(), node.clone(), settings);
+    pub fn with_shared(shared: Shared, settings: MetricsSettings) -> Arc<Self> {
+        let metrics = Metrics::new(shared.store.clone(), shared.live.clone(), shared.node.clone(), settings);
         Arc::new(MappingService {
-            auth: Arc::new(crate::auth::Auth::new(store.clone())),
-            aws: tokio::sync::OnceCell::new(),
+            auth: Arc::new(crate::auth::Auth::new(shared.store.clone())),
             reach: Default::default(),
-            store,
-            changed: Arc::new(Notify::new()),
-            live,
+            store: shared.store.clone(),
+            shared,
             metrics,
-            holds: Default::default(),
-            node,
             system: std::sync::Mutex::new(sluice_app::model::SystemInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
                 node: String::new(),
@@ -150,6 +141,11 @@ impl MappingService {
             }),
             resetting: Default::default(),
         })
+    }
+
+    /// The node's handles, for the engine and the cluster.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// The allow-list saves are checked against.
@@ -161,8 +157,8 @@ impl MappingService {
         self.system.lock().unwrap_or_else(|e| e.into_inner()).aws = lines;
     }
 
-    pub fn node(&self) -> &Arc<crate::cluster::Node> {
-        &self.node
+    pub fn node(&self) -> &Arc<Node> {
+        &self.shared.node
     }
 
     pub fn auth(&self) -> &Arc<crate::auth::Auth> {
@@ -175,32 +171,19 @@ impl MappingService {
         if !crate::kafka_auth::needs_aws(spec) {
             return Ok(crate::kafka_auth::KafkaAuth::of(spec));
         }
-        let node = self
-            .aws
-            .get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await })
-            .await;
         // The mapping's role, as its pollers use it.
-        let sdk = crate::engine::with_role(node.clone(), id, spec).await;
+        let sdk = self.shared.aws.for_mapping(id, spec).await;
         crate::kafka_auth::prepare(spec, Some(&sdk)).await
     }
 
     /// The cluster's nodes, this one included.
     pub async fn nodes(&self) -> Result<Vec<sluice_app::model::NodeView>, ServiceError> {
-        Ok(crate::cluster::views(self.store.nodes().await?, &self.node.id))
+        Ok(crate::cluster::views(self.store.nodes().await?, &self.shared.node.id))
     }
 
     /// Wakes this node's reconciler and every other node's (NOTIFY).
     async fn changed(&self, id: Uuid) {
-        self.changed.notify_one();
-        if let Err(e) = self.store.notify(crate::cluster::CHANGES, &id.to_string()).await {
-            // The others' periodic pass still picks the change up.
-            tracing::warn!("cannot tell the other nodes about a change: {e:#}");
-        }
-    }
-
-    /// Mappings the engine must keep stopped for now.
-    pub fn holds(&self) -> crate::engine::Holds {
-        self.holds.clone()
+        self.shared.changes.publish(Some(id)).await;
     }
 
     /// Previews (`DryRun`) or applies a reset of the mapping's consumer
@@ -255,13 +238,13 @@ impl MappingService {
         // Check the request against the topic before stopping anything.
         plan(req.clone()).await?;
         // Held here and in the database, so every node stops its pollers.
-        if !self.store.hold(id, &self.node.id).await? {
+        if !self.store.hold(id, &self.shared.node.id).await? {
             return Err(ServiceError::Conflict(format!(
                 "a reset of mapping {} is being applied by another node; try again when it is done",
                 m.label()
             )));
         }
-        self.holds.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        self.shared.holds.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
         let _held = Unhold(self, id);
         self.changed(id).await;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -303,7 +286,7 @@ impl MappingService {
     /// Whether any alive node (this one included) still runs pollers of the
     /// mapping. Nodes report a change in their heartbeat at once.
     async fn runs_anywhere(&self, id: Uuid) -> Result<bool, ServiceError> {
-        if self.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+        if self.shared.live.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
             return Ok(true);
         }
         let key = id.to_string();
@@ -357,19 +340,15 @@ impl MappingService {
     }
 
     /// Where the engine publishes what its pollers report.
-    pub fn live(&self) -> crate::engine::LiveRegistry {
-        self.live.clone()
+    pub fn live(&self) -> LiveRegistry {
+        self.shared.live.clone()
     }
 
     pub fn counters(&self, id: Uuid) -> Option<sluice_app::model::MappingCounters> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|s| s.counters())
+        self.shared.live.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|s| s.counters())
     }
 
     /// Notified on every saved change (the engine's reconciler waits on it).
-    pub fn changes(&self) -> Arc<Notify> {
-        self.changed.clone()
-    }
-
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -569,7 +548,7 @@ impl Backend for MappingService {
 
     fn system(&self) -> sluice_app::model::SystemInfo {
         let mut info = self.system.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        info.node = self.node.id.clone();
+        info.node = self.shared.node.id.clone();
         info
     }
 
@@ -616,17 +595,16 @@ struct Unhold<'a>(&'a MappingService, Uuid);
 
 impl Drop for Unhold<'_> {
     fn drop(&mut self) {
-        self.0.holds.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
-        self.0.changed.notify_one();
-        let (store, id, changed) = (self.0.store.clone(), self.1, self.0.changed.clone());
+        self.0.shared.holds.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+        self.0.shared.changes.wake();
+        let (store, id, changes) = (self.0.store.clone(), self.1, self.0.shared.changes.clone());
         tokio::spawn(async move {
             if let Err(e) = store.unhold(id).await {
                 // The hold is ignored once this node is counted out; until
                 // then the mapping stays stopped, so say so.
                 tracing::error!(mapping = %id, "cannot release the reset's hold: {e:#}");
             }
-            changed.notify_one();
-            let _ = store.notify(crate::cluster::CHANGES, &id.to_string()).await;
+            changes.publish(Some(id)).await;
         });
     }
 }

@@ -29,6 +29,7 @@ fn stored(spec: &MappingSpec) -> MappingSpec {
 }
 
 use crate::clock::now_ms;
+use crate::problem::Processing;
 
 const SELECT: &str = "SELECT m.uuid, m.spec, m.updated_ms, s.state, s.state_transition_reason, \
      s.last_processing_result, x.sealed FROM mappings m LEFT JOIN mapping_status s ON s.uuid = m.uuid \
@@ -206,15 +207,16 @@ impl Store {
     /// Sets what the engine last saw; authentication and authorization
     /// problems also become the StateTransitionReason (AWS's codes), and
     /// leave it once they are over.
-    pub async fn set_result(&self, id: Uuid, result: &str) -> Result<()> {
-        let reason = crate::kafka_auth::refusal_reason(result).unwrap_or("");
+    pub async fn set_result(&self, id: Uuid, result: &Processing) -> Result<()> {
+        let reason = result.refusal().unwrap_or("");
+        let result = result.to_string();
         sqlx::query(
             "UPDATE mapping_status SET last_processing_result = $1, updated_ms = $2, state_transition_reason = CASE \
              WHEN $4 <> '' THEN $4 \
              WHEN state_transition_reason IN ('EVENT_SOURCE_AUTHN_ERROR', 'EVENT_SOURCE_AUTHZ_ERROR') THEN 'USER_INITIATED' \
              ELSE state_transition_reason END WHERE uuid = $3",
         )
-            .bind(result)
+            .bind(&result)
             .bind(now_ms())
             .bind(id.to_string())
             .bind(reason)

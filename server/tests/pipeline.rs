@@ -9,10 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Timestamp;
+use sluice_server::engine::commit::Committer;
 use sluice_server::engine::event::EventSource;
-use sluice_server::engine::partition::{self, Committer, Pipeline};
-use sluice_server::engine::status::LiveStatus;
+use sluice_server::engine::filter::Filter;
+use sluice_server::engine::pipeline::{self, Pipeline};
 use sluice_server::engine::target::{Outcome, Target};
+use sluice_server::shared::status::LiveStatus;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +85,7 @@ async fn run(script: Vec<Outcome>, records: Vec<OwnedMessage>, f: impl FnOnce(&m
         tx.send(r).await.unwrap();
     }
     let stop = CancellationToken::new();
-    let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
+    let task = tokio::spawn(pipeline::run(p, "t".into(), 0, rx, stop.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while commits.0.lock().unwrap().last() != Some(&end) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -128,7 +130,7 @@ async fn a_window_collects_records_that_arrive_late() {
     let p = pipeline(target.clone(), commits.clone(), |p| p.window = Duration::from_millis(300));
     let (tx, rx) = mpsc::channel(10);
     let stop = CancellationToken::new();
-    let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
+    let task = tokio::spawn(pipeline::run(p, "t".into(), 0, rx, stop.clone()));
     tx.send(record(0, 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     tx.send(record(1, 1)).await.unwrap();
@@ -201,7 +203,7 @@ async fn nothing_is_committed_while_the_function_keeps_failing() {
     let (tx, rx) = mpsc::channel(10);
     tx.send(record(0, 1)).await.unwrap();
     let stop = CancellationToken::new();
-    let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
+    let task = tokio::spawn(pipeline::run(p, "t".into(), 0, rx, stop.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
     let _ = task.await;
@@ -227,12 +229,14 @@ async fn filters_invoke_matching_records_and_commit_the_rest_too() {
         .map(|o| json_record(o, &format!(r#"{{"type": "{}", "n": {o}}}"#, if o % 4 == 0 { "refund" } else { "order" })))
         .collect();
     let r = run(vec![], records, |p| {
-        p.filters = vec![
-            sluice_app::filter::Pattern::compile(r#"{"value": {"type": ["refund"]}}"#).unwrap(),
-            sluice_app::filter::Pattern::compile(r#"{"value": {"n": [{"numeric": [">=", 18]}]}}"#).unwrap(),
-        ];
         // As mappings run: matched straight off the records' bytes.
-        p.value_filters = Some(sluice_app::filter::ValueFilters::new(&p.filters));
+        p.filter = Filter::new(
+            vec![
+                sluice_app::filter::Pattern::compile(r#"{"value": {"type": ["refund"]}}"#).unwrap(),
+                sluice_app::filter::Pattern::compile(r#"{"value": {"n": [{"numeric": [">=", 18]}]}}"#).unwrap(),
+            ],
+            false,
+        );
     })
     .await;
     assert_eq!(calls(&r).concat(), vec![0, 4, 8, 12, 16, 18, 19], "filters OR, fields matched as JSON");
@@ -243,7 +247,10 @@ async fn filters_invoke_matching_records_and_commit_the_rest_too() {
 #[tokio::test]
 async fn a_partition_of_only_filtered_records_still_commits() {
     let r = run(vec![], (0..5).map(|o| json_record(o, "plain text")).collect(), |p| {
-        p.filters = vec![sluice_app::filter::Pattern::compile(r#"{"value": [{"prefix": "ERROR"}]}"#).unwrap()];
+        p.filter = Filter::documents(
+            vec![sluice_app::filter::Pattern::compile(r#"{"value": [{"prefix": "ERROR"}]}"#).unwrap()],
+            false,
+        );
     })
     .await;
     assert!(calls(&r).is_empty());
@@ -296,7 +303,7 @@ async fn bisect_case(n: i64, poison: i64) {
         tx.send(record(o, 1)).await.unwrap();
     }
     let stop = CancellationToken::new();
-    let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
+    let task = tokio::spawn(pipeline::run(p, "t".into(), 0, rx, stop.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while commits.0.lock().unwrap().last() != Some(&n) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -348,7 +355,7 @@ async fn a_failing_destination_holds_the_partition_until_it_delivers() {
             tx.send(record(o, 1)).await.unwrap();
         }
         let stop = CancellationToken::new();
-        let task = tokio::spawn(partition::run(p, "t".into(), 0, rx, stop.clone()));
+        let task = tokio::spawn(pipeline::run(p, "t".into(), 0, rx, stop.clone()));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(commits.0.lock().unwrap().is_empty(), "nothing committed while the destination is down");
         assert!(status.get().contains("cannot deliver"), "{}", status.get());
@@ -382,13 +389,15 @@ async fn with_metadata_on_filters_can_match_key_headers_and_partition() {
     let records = vec![rec(0, "eu-1", "acme"), rec(1, "us-1", "acme"), rec(2, "eu-2", "other"), rec(3, "eu-3", "acme")];
     let pattern = r#"{"key": [{"prefix": "eu-"}], "headers": {"tenant": ["acme"]}, "partition": [0]}"#;
     let on = run(vec![], records.clone(), |p| {
-        p.filters = vec![sluice_app::filter::Pattern::compile(pattern).unwrap()];
-        p.filter_on_metadata = true;
+        p.filter = Filter::documents(vec![sluice_app::filter::Pattern::compile(pattern).unwrap()], true);
     })
     .await;
     assert_eq!(calls(&on).concat(), vec![0, 3]);
     // Off (the AWS default), the same pattern sees only `value`: nothing matches.
-    let off = run(vec![], records, |p| p.filters = vec![sluice_app::filter::Pattern::compile(pattern).unwrap()]).await;
+    let off = run(vec![], records, |p| {
+        p.filter = Filter::documents(vec![sluice_app::filter::Pattern::compile(pattern).unwrap()], false)
+    })
+    .await;
     assert!(calls(&off).is_empty());
     assert_eq!(*off.commits.0.lock().unwrap().last().unwrap(), 4);
 }

@@ -122,7 +122,7 @@ async fn the_allow_list_refuses_at_save_and_at_start() {
     // Saved before the list was set: the engine refuses to start it, and says why.
     mappings.set_reach(Reach::default());
     let id = mappings.create(spec).await.unwrap().uuid;
-    let mut engine = Some(Engine::start(&mappings, EngineSettings { reach: internal, ..Default::default() }));
+    let mut engine = Some(Engine::start(mappings.shared(), EngineSettings { reach: internal, ..Default::default() }));
     let mut status = None;
     for _ in 0..100 {
         let v = mappings.get(id).await.unwrap();

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kafka_auth::AuthContext;
 
-use super::status::LiveStatus;
+use crate::shared::status::LiveStatus;
 
 pub const EVERY: Duration = Duration::from_secs(3);
 const TIMEOUT: Duration = Duration::from_secs(5);

@@ -313,7 +313,7 @@ impl Sluice {
         let url = database_url(dir.path()).await;
         let mappings = MappingService::new(Store::open(&url).await.unwrap());
         let engine = Engine::start(
-            &mappings,
+            mappings.shared(),
             EngineSettings {
                 http_timeout: Duration::from_secs(5),
                 grace: Duration::from_secs(5),

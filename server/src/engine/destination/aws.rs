@@ -63,11 +63,6 @@ impl AwsDestination {
     }
 }
 
-/// The region an ARN names, if any (S3 bucket ARNs name none).
-pub fn arn_region(arn: &str) -> Option<&str> {
-    arn.strip_prefix("arn:")?.split(':').nth(2).filter(|r| !r.is_empty())
-}
-
 #[async_trait]
 impl Destination for AwsDestination {
     async fn deliver(&self, f: &Failed<'_>) -> Result<(), String> {

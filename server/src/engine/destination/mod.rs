@@ -6,18 +6,22 @@
 pub mod aws;
 pub mod kafka;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use sluice_app::spec::MappingSpec;
+use uuid::Uuid;
 
 use super::event::{build_event, EncodedRecord, EventSource};
+use crate::problem::FailureCondition;
 
 /// Records that failed, and why.
 pub struct Failed<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub records: &'a [EncodedRecord],
-    /// `RetryAttemptsExhausted`, `RecordAgeExceeded` or `MaximumPayloadSizeExceeded`.
-    pub condition: &'static str,
+    pub condition: FailureCondition,
     pub attempts: u32,
     /// The function's last answer, when there was one.
     pub status_code: Option<u16>,
@@ -32,6 +36,38 @@ pub trait Destination: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// The mapping's on-failure destination, if it has one: a `kafka://topic`
+/// on the mapping's own cluster, or an SQS, SNS or S3 ARN through `aws`. A
+/// new kind of destination is one file and one arm here.
+pub fn build(
+    id: Uuid,
+    spec: &MappingSpec,
+    aws: Option<&aws_config::SdkConfig>,
+    auth: &crate::kafka_auth::KafkaAuth,
+) -> Result<Option<Arc<dyn Destination>>, String> {
+    let Some(d) = &spec.destination_config.on_failure else { return Ok(None) };
+    let source = EventSource::of(spec);
+    Ok(Some(match d.destination.strip_prefix("kafka://") {
+        Some(topic) => Arc::new(kafka::KafkaDestination::new(
+            &spec.bootstrap_servers().join(","),
+            topic,
+            source,
+            &spec.function_name,
+            auth,
+        )?),
+        None => {
+            let aws = aws.ok_or("the AWS configuration is not loaded")?;
+            let sdk = crate::aws::in_region(aws, &d.destination, "").map_err(|e| e.to_string())?;
+            Arc::new(aws::AwsDestination::new(&sdk, &d.destination, source, &spec.function_name, id)?)
+        }
+    }))
+}
+
+/// Whether the destination is reached through AWS.
+pub fn needs_aws(spec: &MappingSpec) -> bool {
+    spec.destination_config.on_failure.as_ref().is_some_and(|d| d.destination.starts_with("arn:"))
+}
+
 fn iso(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
@@ -43,7 +79,7 @@ fn iso(ms: i64) -> String {
 /// last answer (none for a record too large to send), version and time.
 fn envelope(f: &Failed<'_>, function: &str, request_id: &str) -> Value {
     let response = match f.condition {
-        "MaximumPayloadSizeExceeded" => Value::Null,
+        FailureCondition::MaximumPayloadSizeExceeded => Value::Null,
         _ => {
             json!({"statusCode": f.status_code.unwrap_or(200), "executedVersion": f.executed_version, "functionError": "Unhandled"})
         }
@@ -66,7 +102,7 @@ fn envelope(f: &Failed<'_>, function: &str, request_id: &str) -> Value {
 /// large to invoke carries no payload: it would not fit a destination
 /// either, and it stays readable in the source topic at its offset.
 pub fn failure_record(f: &Failed<'_>, r: &EncodedRecord, source: &EventSource, function: &str) -> Value {
-    let payload = (f.condition != "MaximumPayloadSizeExceeded")
+    let payload = (f.condition != FailureCondition::MaximumPayloadSizeExceeded)
         .then(|| build_event(source, f.topic, f.partition, std::slice::from_ref(r)));
     let mut v = envelope(f, function, &uuid::Uuid::new_v4().to_string());
     v["KafkaBatchInfo"] = json!({

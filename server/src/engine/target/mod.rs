@@ -4,9 +4,13 @@
 pub mod http;
 pub mod lambda;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sluice_app::spec::{target_kind, MappingSpec, TargetKind};
+
+use crate::reach::Reach;
 
 /// What came of one invocation.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +28,33 @@ pub enum Outcome {
 #[async_trait]
 pub trait Target: Send + Sync {
     async fn invoke(&self, payload: String) -> Outcome;
+}
+
+/// The target a mapping's `FunctionName` names: an HTTP(S) URL, or a
+/// Lambda function (name or ARN) through `aws`. A new kind of target is one
+/// file and one arm here.
+pub fn build(
+    spec: &MappingSpec,
+    aws: Option<&aws_config::SdkConfig>,
+    timeout: Duration,
+    reach: &Reach,
+) -> Result<Arc<dyn Target>, String> {
+    Ok(match (target_kind(&spec.function_name), aws) {
+        (TargetKind::Http, _) => {
+            Arc::new(http::HttpTarget::new(&spec.function_name, timeout, reach).map_err(|e| e.to_string())?)
+        }
+        (TargetKind::Lambda, Some(aws)) => {
+            let sdk = crate::aws::in_region(aws, &spec.function_name, ", or give the function's full ARN")
+                .map_err(|e| e.to_string())?;
+            Arc::new(lambda::LambdaTarget::new(&sdk, &spec.function_name, timeout))
+        }
+        (TargetKind::Lambda, None) => return Err("the AWS configuration is not loaded".into()),
+    })
+}
+
+/// Whether the target is called through AWS.
+pub fn needs_aws(spec: &MappingSpec) -> bool {
+    target_kind(&spec.function_name) == TargetKind::Lambda
 }
 
 /// The first `max` characters of a body, for error messages.

@@ -11,9 +11,11 @@ use std::time::Duration;
 use sluice_app::metrics::{bucket_of, BUCKETS};
 use sluice_app::model::{MappingCounters, PartitionLag};
 
+use crate::problem::{Problem, Processing};
+
 #[derive(Default)]
 pub struct LiveStatus {
-    result: Mutex<String>,
+    result: Mutex<Processing>,
     changed: AtomicBool,
     is_ok: AtomicBool,
     pub invocations: AtomicU64,
@@ -89,30 +91,44 @@ impl Drop for InFlight<'_> {
 }
 
 impl LiveStatus {
-    pub fn set(&self, result: impl Into<String>) {
-        let result = result.into();
+    pub fn set(&self, result: Processing) {
         let mut cur = self.result.lock().unwrap_or_else(|e| e.into_inner());
         if *cur != result {
-            self.is_ok.store(result == "OK", Ordering::Release);
+            self.is_ok.store(result == Processing::Ok, Ordering::Release);
             *cur = result;
             self.changed.store(true, Ordering::Release);
         }
     }
 
+    /// Reports the current result again at the next `take_change` (a new
+    /// poller's "No records processed" replaces what was stored before).
+    pub fn mark_changed(&self) {
+        self.changed.store(true, Ordering::Release);
+    }
+
+    pub fn problem(&self, problem: Problem) {
+        self.set(Processing::Problem(problem));
+    }
+
     /// Sets `OK`; without a lock when it already says so (the hot path).
     pub fn ok(&self) {
         if !self.is_ok.load(Ordering::Acquire) {
-            self.set("OK");
+            self.set(Processing::Ok);
         }
     }
 
-    pub fn get(&self) -> String {
+    pub fn current(&self) -> Processing {
         self.result.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The result as the console shows it.
+    pub fn get(&self) -> String {
+        self.current().to_string()
+    }
+
     /// The result, if it changed since the last call.
-    pub fn take_change(&self) -> Option<String> {
-        self.changed.swap(false, Ordering::AcqRel).then(|| self.get())
+    pub fn take_change(&self) -> Option<Processing> {
+        self.changed.swap(false, Ordering::AcqRel).then(|| self.current())
     }
 
     pub fn counters(&self) -> MappingCounters {

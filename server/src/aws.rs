@@ -1,0 +1,73 @@
+//! The node's AWS configuration and the helpers every AWS call shares: the
+//! standard credential chain loaded once per node, a mapping's role on top
+//! of it, and the region an ARN names. A leaf: it names no other module.
+
+use std::sync::Arc;
+
+use sluice_app::spec::MappingSpec;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+/// The node's AWS configuration (standard chain), read the first time
+/// anything needs it and shared by the engine, resets, the filter tester
+/// and CloudWatch.
+#[derive(Clone, Default)]
+pub struct NodeAws(Arc<OnceCell<aws_config::SdkConfig>>);
+
+impl NodeAws {
+    pub async fn get(&self) -> &aws_config::SdkConfig {
+        self.0.get_or_init(|| async { aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await }).await
+    }
+
+    /// The node's configuration with the mapping's role (see `with_role`).
+    pub async fn for_mapping(&self, id: Uuid, spec: &MappingSpec) -> aws_config::SdkConfig {
+        with_role(self.get().await.clone(), id, spec).await
+    }
+}
+
+/// `base`, or, with the mapping's `InvocationRoleArn`, the same with
+/// credentials from assuming that role (refreshed by the SDK). Every AWS
+/// call made for a mapping (invocations, destinations, Secrets Manager, MSK
+/// IAM), on any node and for resets too, goes through it.
+pub async fn with_role(base: aws_config::SdkConfig, id: Uuid, spec: &MappingSpec) -> aws_config::SdkConfig {
+    let Some(role) = &spec.invocation_role_arn else { return base };
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+        .session_name(format!("sluice-{}", id.simple()))
+        .configure(&base)
+        .build()
+        .await;
+    base.into_builder()
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+        .build()
+}
+
+/// No region for an AWS resource: neither its ARN nor the chain names one.
+#[derive(Debug, thiserror::Error)]
+#[error("no AWS region for {name}: set AWS_REGION (or a profile with a region){hint}")]
+pub struct NoRegion {
+    pub name: String,
+    pub hint: &'static str,
+}
+
+/// The AWS configuration for a resource: a full ARN names its region,
+/// anything else takes the chain's; without either, why not (`hint` adds
+/// what else would do).
+pub fn in_region(
+    aws: &aws_config::SdkConfig,
+    name: &str,
+    hint: &'static str,
+) -> Result<aws_config::SdkConfig, NoRegion> {
+    let mut sdk = aws.clone();
+    if let Some(r) = arn_region(name) {
+        sdk = sdk.into_builder().region(aws_config::Region::new(r.to_string())).build();
+    }
+    if sdk.region().is_none() {
+        return Err(NoRegion { name: name.to_string(), hint });
+    }
+    Ok(sdk)
+}
+
+/// The region an ARN names, if any (S3 bucket ARNs name none).
+pub fn arn_region(arn: &str) -> Option<&str> {
+    arn.strip_prefix("arn:")?.split(':').nth(2).filter(|r| !r.is_empty())
+}

@@ -1,0 +1,71 @@
+//! Failure: records past the user's limits (retries exhausted, too old, too
+//! large) go to the on-failure destination, and the partition waits,
+//! retrying, until it acknowledges them; without a destination they are
+//! dropped, counted and reported. Either way their offsets may then move.
+
+use std::time::Duration;
+
+use super::destination::Failed;
+use super::event::EncodedRecord;
+use super::invoke::{backoff, pause};
+use super::pipeline::Part;
+use crate::problem::{FailureCondition, Problem};
+use crate::shared::status::LiveStatus;
+
+/// What invoking the records came to before they failed.
+#[derive(Clone, Debug, Default)]
+pub struct Tried {
+    pub attempts: u32,
+    /// The function's last answer, when there was one.
+    pub status_code: Option<u16>,
+    /// The function version that ran (Lambda says).
+    pub executed_version: Option<String>,
+}
+
+/// Hands `records` to the user's failure rules. False if stopped before
+/// they were handled (then nothing is committed).
+pub async fn fail(
+    part: &Part<'_>,
+    records: Vec<EncodedRecord>,
+    why: &str,
+    condition: FailureCondition,
+    tried: Tried,
+) -> bool {
+    let (p, topic, partition) = (part.p, part.topic, part.partition);
+    let (Some(first), Some(last)) = (records.first(), records.last()) else { return true };
+    let span = format!("{} records of {topic}-{partition} (offsets {}..={})", records.len(), first.offset, last.offset);
+    let Some(dest) = &p.destination else {
+        LiveStatus::add(&p.status.dropped_records, records.len() as u64);
+        tracing::warn!(topic, partition, first = first.offset, last = last.offset, %condition, "records dropped: {why}");
+        p.status.problem(Problem::Dropped { condition, span, why: why.to_string() });
+        return true;
+    };
+    let failed = Failed {
+        topic,
+        partition,
+        records: &records,
+        condition,
+        attempts: tried.attempts,
+        status_code: tried.status_code,
+        executed_version: tried.executed_version.as_deref(),
+    };
+    let mut tries = 0;
+    loop {
+        match dest.deliver(&failed).await {
+            Ok(()) => {
+                LiveStatus::add(&p.status.destination_delivered, records.len() as u64);
+                let destination = dest.describe();
+                p.status.problem(Problem::Diverted { condition, span, destination, why: why.to_string() });
+                return true;
+            }
+            Err(error) => {
+                tries += 1;
+                let destination = dest.describe();
+                p.status.problem(Problem::DestinationDown { span: span.clone(), destination, error });
+                if !pause(backoff(tries, Duration::from_millis(500), Duration::from_secs(30)), part).await {
+                    return false;
+                }
+            }
+        }
+    }
+}

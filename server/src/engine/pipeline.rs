@@ -1,0 +1,147 @@
+//! One partition's pipeline: filter → batch → invoke → commit, strictly in
+//! offset order with at most one batch in flight. Records come from a
+//! channel (the poller's, or an in-memory source in tests and benchmarks);
+//! offsets leave through a `Committer`. Each stage is its own module:
+//! `filter`, `batch`, `invoke` (retries, throttles, bisect, partial batch
+//! responses, record age) and `failure` (the on-failure destination).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::message::OwnedMessage;
+use sluice_app::spec::{FunctionResponseType, MappingSpec};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::{Batcher, Next};
+use super::commit::Committer;
+use super::destination::Destination;
+use super::event::{EventSource, MAX_PAYLOAD_BYTES};
+use super::failure::{self, Tried};
+use super::filter::Filter;
+use super::invoke;
+use super::target::Target;
+use crate::problem::FailureCondition;
+use crate::shared::status::LiveStatus;
+
+/// The settings of one mapping that a pipeline runs with.
+pub struct Pipeline {
+    pub target: Arc<dyn Target>,
+    pub committer: Arc<dyn Committer>,
+    pub status: Arc<LiveStatus>,
+    pub source: EventSource,
+    pub batch_size: usize,
+    pub window: Duration,
+    pub max_retries: Option<u32>,
+    pub max_age: Option<Duration>,
+    pub report_item_failures: bool,
+    /// Payload limit (AWS's 6 MB; smaller in tests).
+    pub max_payload: usize,
+    pub filter: Filter,
+    pub bisect: bool,
+    pub destination: Option<Arc<dyn Destination>>,
+}
+
+impl Pipeline {
+    /// A pipeline with AWS's defaults but no window (tests and benchmarks
+    /// set what they need; mappings use `from_spec`).
+    pub fn new(target: Arc<dyn Target>, committer: Arc<dyn Committer>, source: EventSource) -> Pipeline {
+        Pipeline {
+            target,
+            committer,
+            status: Arc::new(LiveStatus::default()),
+            source,
+            batch_size: 100,
+            window: Duration::ZERO,
+            max_retries: None,
+            max_age: None,
+            report_item_failures: false,
+            max_payload: MAX_PAYLOAD_BYTES,
+            filter: Filter::default(),
+            bisect: false,
+            destination: None,
+        }
+    }
+
+    pub fn from_spec(
+        spec: &MappingSpec,
+        target: Arc<dyn Target>,
+        committer: Arc<dyn Committer>,
+        status: Arc<LiveStatus>,
+    ) -> Pipeline {
+        let has_destination = spec.destination_config.on_failure.is_some();
+        Pipeline {
+            status,
+            batch_size: spec.batch_size.clamp(1, 10_000) as usize,
+            window: match spec.maximum_batching_window_in_seconds {
+                None => Duration::from_millis(500),
+                Some(s) => Duration::from_secs(s.max(0) as u64),
+            },
+            // AWS: infinite retries with an on-failure destination mean 10.
+            max_retries: match spec.maximum_retry_attempts {
+                n if n >= 0 => Some(n as u32),
+                _ if has_destination => Some(10),
+                _ => None,
+            },
+            max_age: (spec.maximum_record_age_in_seconds >= 0)
+                .then(|| Duration::from_secs(spec.maximum_record_age_in_seconds as u64)),
+            report_item_failures: spec.function_response_types.contains(&FunctionResponseType::ReportBatchItemFailures),
+            filter: Filter::from_spec(spec),
+            bisect: spec.bisect_batch_on_function_error,
+            ..Pipeline::new(target, committer, EventSource::of(spec))
+        }
+    }
+}
+
+/// A pipeline at work on one partition: what every stage is handed.
+pub struct Part<'a> {
+    pub p: &'a Pipeline,
+    pub topic: &'a str,
+    pub partition: i32,
+    /// Fired when the poller stops: a stage waiting (backoff, throttle,
+    /// destination retry) gives up, and nothing more is committed.
+    pub stop: &'a CancellationToken,
+}
+
+impl Part<'_> {
+    pub fn commit(&self, next_offset: i64) {
+        self.p.committer.commit(self.topic, self.partition, next_offset);
+    }
+}
+
+/// Runs one partition until `stop` (or the channel closes). A batch being
+/// invoked when `stop` fires is allowed to finish its current attempt;
+/// whatever is not finished is not committed.
+pub async fn run(
+    p: Arc<Pipeline>,
+    topic: String,
+    partition: i32,
+    rx: mpsc::Receiver<OwnedMessage>,
+    stop: CancellationToken,
+) {
+    let part = Part { p: &p, topic: &topic, partition, stop: &stop };
+    let mut batcher = Batcher::new(&part, rx);
+    loop {
+        let handled = match batcher.next(&part).await {
+            Next::Closed => return,
+            Next::Batch { records, end } => invoke::process(&part, records, end).await,
+            Next::TooLarge { record, end } => {
+                // Too large to invoke on its own: the user's failure rules decide.
+                let why = format!(
+                    "a record of {} bytes (encoded) exceeds the {} byte payload limit",
+                    record.json.len(),
+                    p.max_payload
+                );
+                let condition = FailureCondition::MaximumPayloadSizeExceeded;
+                let handled = failure::fail(&part, vec![record], &why, condition, Tried::default()).await;
+                if handled {
+                    part.commit(end);
+                }
+                handled
+            }
+        };
+        if !handled {
+            return;
+        }
+    }
+}
