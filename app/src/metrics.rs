@@ -12,6 +12,144 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Every count a running mapping keeps, defined once: the engine bumps
+/// them, and the collector, the Prometheus exposition, CloudWatch and
+/// `MetricPoint::merge` loop over `Counter::ALL`. Adding one is a variant,
+/// its row in `info`, and its `MetricPoint` field. (Polled records and
+/// bytes are counted per partition, beside these.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counter {
+    Invocations,
+    Errors,
+    Throttles,
+    Retries,
+    InvokedEvents,
+    FailedInvokeEvents,
+    FilteredOutEvents,
+    DroppedEvents,
+    DestinationDeliveredEvents,
+    CommittedEvents,
+    BatchRecords,
+    BatchBytes,
+}
+
+/// How a counter is named and explained where it leaves the process.
+pub struct CounterInfo {
+    /// The Prometheus metric.
+    pub prometheus: &'static str,
+    /// AWS's CloudWatch metric, where AWS has one.
+    pub cloudwatch: Option<&'static str>,
+    pub bytes: bool,
+    pub help: &'static str,
+}
+
+impl Counter {
+    pub const COUNT: usize = 12;
+    pub const ALL: [Counter; Counter::COUNT] = [
+        Counter::Invocations,
+        Counter::Errors,
+        Counter::Throttles,
+        Counter::Retries,
+        Counter::InvokedEvents,
+        Counter::FailedInvokeEvents,
+        Counter::FilteredOutEvents,
+        Counter::DroppedEvents,
+        Counter::DestinationDeliveredEvents,
+        Counter::CommittedEvents,
+        Counter::BatchRecords,
+        Counter::BatchBytes,
+    ];
+
+    /// Its place in `ALL` (and in arrays indexed by counter).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn info(self) -> CounterInfo {
+        let (prometheus, cloudwatch, bytes, help) = match self {
+            Counter::Invocations => {
+                ("sluice_invocations_total", Some("Invocations"), false, "Function invocations (Invocations)")
+            }
+            Counter::Errors => ("sluice_errors_total", Some("Errors"), false, "Invocations that failed (Errors)"),
+            Counter::Throttles => {
+                ("sluice_throttles_total", Some("Throttles"), false, "Invocations throttled (Throttles)")
+            }
+            Counter::Retries => ("sluice_retries_total", None, false, "Invocations that repeated a failed one"),
+            Counter::InvokedEvents => (
+                "sluice_invoked_events_total",
+                Some("InvokedEventCount"),
+                false,
+                "Records invoked successfully (InvokedEventCount)",
+            ),
+            Counter::FailedInvokeEvents => (
+                "sluice_failed_invoke_events_total",
+                Some("FailedInvokeEventCount"),
+                false,
+                "Records in failed invocations (FailedInvokeEventCount)",
+            ),
+            Counter::FilteredOutEvents => (
+                "sluice_filtered_out_events_total",
+                Some("FilteredOutEventCount"),
+                false,
+                "Records filtered out (FilteredOutEventCount)",
+            ),
+            Counter::DroppedEvents => (
+                "sluice_dropped_events_total",
+                Some("DroppedEventCount"),
+                false,
+                "Records dropped by the failure rules (DroppedEventCount)",
+            ),
+            Counter::DestinationDeliveredEvents => (
+                "sluice_on_failure_destination_delivered_events_total",
+                Some("OnFailureDestinationDeliveredEventCount"),
+                false,
+                "Records sent to the on-failure destination",
+            ),
+            Counter::CommittedEvents => (
+                "sluice_committed_events_total",
+                Some("CommittedEventCount"),
+                false,
+                "Records whose offsets were committed (CommittedEventCount)",
+            ),
+            Counter::BatchRecords => {
+                ("sluice_batch_records_total", None, false, "Records sent to the function, retries included")
+            }
+            Counter::BatchBytes => ("sluice_batch_bytes_total", None, true, "Event bytes sent to the function"),
+        };
+        CounterInfo { prometheus, cloudwatch, bytes, help }
+    }
+
+    /// The counter's field in a point (the stored JSON keeps these names).
+    pub fn of(self, p: &MetricPoint) -> u64 {
+        fields!(self, p)
+    }
+
+    pub fn field(self, p: &mut MetricPoint) -> &mut u64 {
+        fields!(self, &mut p)
+    }
+}
+
+/// The counter → field table once, for reading and for writing.
+macro_rules! fields {
+    ($c:expr, $($p:tt)+) => {
+        match $c {
+            Counter::Invocations => $($p)+.invocations,
+            Counter::Errors => $($p)+.errors,
+            Counter::Throttles => $($p)+.throttles,
+            Counter::Retries => $($p)+.retries,
+            Counter::InvokedEvents => $($p)+.invoked_event_count,
+            Counter::FailedInvokeEvents => $($p)+.failed_invoke_event_count,
+            Counter::FilteredOutEvents => $($p)+.filtered_out_event_count,
+            Counter::DroppedEvents => $($p)+.dropped_event_count,
+            Counter::DestinationDeliveredEvents => $($p)+.on_failure_destination_delivered_event_count,
+            Counter::CommittedEvents => $($p)+.committed_event_count,
+            Counter::BatchRecords => $($p)+.batch_records,
+            Counter::BatchBytes => $($p)+.batch_bytes,
+        }
+    };
+}
+use fields;
+
 /// One interval's counts (AWS metric names) and, at its end, the gauges.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(JsonSchema))]
@@ -158,20 +296,11 @@ impl MetricPoint {
         let start = if self.period_ms == 0 && self.time == 0 { o.start() } else { self.start().min(o.start()) };
         self.time = self.time.max(o.time);
         self.period_ms = self.time - start;
-        self.invocations += o.invocations;
-        self.errors += o.errors;
-        self.throttles += o.throttles;
-        self.retries += o.retries;
+        for c in Counter::ALL {
+            *c.field(self) += c.of(o);
+        }
         self.polled_event_count += o.polled_event_count;
         self.polled_bytes += o.polled_bytes;
-        self.filtered_out_event_count += o.filtered_out_event_count;
-        self.invoked_event_count += o.invoked_event_count;
-        self.failed_invoke_event_count += o.failed_invoke_event_count;
-        self.dropped_event_count += o.dropped_event_count;
-        self.on_failure_destination_delivered_event_count += o.on_failure_destination_delivered_event_count;
-        self.committed_event_count += o.committed_event_count;
-        self.batch_records += o.batch_records;
-        self.batch_bytes += o.batch_bytes;
         self.duration.merge(&o.duration);
         self.concurrent_executions = self.concurrent_executions.max(o.concurrent_executions);
         self.pollers = o.pollers;
@@ -618,6 +747,31 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    /// Each counter has its own place and its own field, merges add them,
+    /// and the stored JSON keeps the field names history was written with.
+    #[test]
+    fn counters_are_defined_once_and_keep_their_json_names() {
+        let mut p = MetricPoint::default();
+        for (i, c) in Counter::ALL.into_iter().enumerate() {
+            assert_eq!(c.index(), i);
+            *c.field(&mut p) = i as u64 + 1;
+        }
+        let mut twice = p.clone();
+        twice.merge(&p);
+        for (i, c) in Counter::ALL.into_iter().enumerate() {
+            assert_eq!(c.of(&p), i as u64 + 1, "{c:?} has a field of its own");
+            assert_eq!(c.of(&twice), 2 * (i as u64 + 1));
+        }
+        let json = serde_json::to_value(&p).unwrap();
+        for key in
+            ["Invocations", "Errors", "CommittedEventCount", "OnFailureDestinationDeliveredEventCount", "BatchBytes"]
+        {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+        let names: std::collections::HashSet<_> = Counter::ALL.iter().map(|c| c.info().prometheus).collect();
+        assert_eq!(names.len(), Counter::COUNT);
     }
 
     #[test]

@@ -12,7 +12,6 @@
 //!  - delay from an event to its point reaching an open stream.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::io::Write;
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use leptos::prelude::LeptosOptions;
 use rand::Rng;
+use sluice_app::metrics::Counter;
 use sluice_app::model::PartitionLag;
 use sluice_server::shared::status::LiveStatus;
 use sluice_server::{http, service, store};
@@ -76,8 +76,8 @@ async fn traffic(statuses: Vec<Arc<LiveStatus>>, batches_per_s: u64, stop: tokio
                 offsets[i][p as usize] += 10;
                 let _g = s.begin_invoke(10, 4500);
                 s.record_duration(Duration::from_micros(rng.random_range(2000..40_000)));
-                LiveStatus::add(&s.invoked_records, 10);
-                LiveStatus::add(&s.committed_records, 10);
+                s.count(Counter::InvokedEvents, 10);
+                s.count(Counter::CommittedEvents, 10);
             }
         }
         // The lag reader's cadence.
@@ -207,7 +207,7 @@ async fn main() {
         let mut r = client.get(format!("{base}/api/v1/mappings/{target}/metrics/stream")).send().await.unwrap();
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1000))).await;
         let at = Instant::now();
-        LiveStatus::add(&statuses[0].throttles, 1);
+        statuses[0].count(Counter::Throttles, 1);
         let mut buf = String::new();
         'read: while let Ok(Some(b)) = r.chunk().await {
             buf.push_str(&String::from_utf8_lossy(&b));

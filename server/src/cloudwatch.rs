@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_smithy_types::error::display::DisplayErrorContext;
-use sluice_app::metrics::MetricPoint;
+use sluice_app::metrics::{Counter, MetricPoint};
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
@@ -104,21 +104,15 @@ pub fn datums(id: Uuid, function: &str, p: &MetricPoint) -> Vec<MetricDatum> {
     let datum = |name: &str, unit: StandardUnit| {
         MetricDatum::builder().metric_name(name).unit(unit).timestamp(at).set_dimensions(Some(dims.clone()))
     };
-    let mut out: Vec<MetricDatum> = [
-        ("Invocations", p.invocations),
-        ("Errors", p.errors),
-        ("Throttles", p.throttles),
-        ("PolledEventCount", p.polled_event_count),
-        ("FilteredOutEventCount", p.filtered_out_event_count),
-        ("InvokedEventCount", p.invoked_event_count),
-        ("FailedInvokeEventCount", p.failed_invoke_event_count),
-        ("DroppedEventCount", p.dropped_event_count),
-        ("OnFailureDestinationDeliveredEventCount", p.on_failure_destination_delivered_event_count),
-        ("CommittedEventCount", p.committed_event_count),
-    ]
-    .into_iter()
-    .map(|(name, n)| datum(name, StandardUnit::Count).value(n as f64).build())
-    .collect();
+    let mut out: Vec<MetricDatum> = Counter::ALL
+        .into_iter()
+        .filter_map(|c| c.info().cloudwatch.map(|name| (name, c)))
+        .map(|(name, c)| {
+            let unit = if c.info().bytes { StandardUnit::Bytes } else { StandardUnit::Count };
+            datum(name, unit).value(c.of(p) as f64).build()
+        })
+        .collect();
+    out.push(datum("PolledEventCount", StandardUnit::Count).value(p.polled_event_count as f64).build());
     out.push(datum("PolledBytes", StandardUnit::Bytes).value(p.polled_bytes as f64).build());
     out.push(datum("ConcurrentExecutions", StandardUnit::Count).value(p.concurrent_executions as f64).build());
     if p.duration.count > 0 {

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_app::metrics::{bucket, Durations, History, MetricPoint, PartitionPoint, Range};
+use sluice_app::metrics::{bucket, Counter, Durations, History, MetricPoint, PartitionPoint, Range};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::clock::now_ms;
-use crate::shared::status::{LiveStatus, Snapshot};
+use crate::shared::status::{LiveStatus, PartSnapshot, Snapshot};
 use crate::shared::{LiveRegistry, Node};
 use crate::store::Store;
 
@@ -356,7 +356,6 @@ fn align(mut p: MetricPoint, key: i64, width: i64) -> MetricPoint {
 
 /// What happened between two snapshots of one poller.
 fn diff(a: &Snapshot, b: &Snapshot, from: i64, now: i64) -> MetricPoint {
-    let d = |i: usize| b.counts[i].saturating_sub(a.counts[i]);
     let buckets: Vec<u64> =
         b.buckets.iter().enumerate().map(|(i, n)| n.saturating_sub(a.buckets.get(i).copied().unwrap_or(0))).collect();
     let count = b.duration_count.saturating_sub(a.duration_count);
@@ -365,10 +364,9 @@ fn diff(a: &Snapshot, b: &Snapshot, from: i64, now: i64) -> MetricPoint {
         .lag
         .iter()
         .map(|l| {
-            let cur = b.parts.iter().find(|p| p.0 == l.partition);
-            let prev = a.parts.iter().find(|p| p.0 == l.partition);
-            let (polled, bytes, oldest) = cur.map(|c| (c.1, c.2, c.3)).unwrap_or_default();
-            let (polled0, bytes0) = prev.map(|c| (c.1, c.2)).unwrap_or_default();
+            let cur = b.parts.iter().find(|p| p.partition == l.partition).cloned().unwrap_or_default();
+            let prev = a.parts.iter().find(|p| p.partition == l.partition).cloned().unwrap_or_default();
+            let oldest = cur.oldest_pending_ms;
             PartitionPoint {
                 partition: l.partition,
                 offset_lag: l.offset_lag,
@@ -379,36 +377,27 @@ fn diff(a: &Snapshot, b: &Snapshot, from: i64, now: i64) -> MetricPoint {
                 } else {
                     0.0
                 },
-                polled_event_count: polled.saturating_sub(polled0),
-                polled_bytes: bytes.saturating_sub(bytes0),
+                polled_event_count: cur.polled.saturating_sub(prev.polled),
+                polled_bytes: cur.bytes.saturating_sub(prev.bytes),
             }
         })
         .collect::<Vec<_>>();
-    let sum = |s: &Snapshot, f: fn(&(i32, u64, u64, i64)) -> u64| s.parts.iter().map(f).sum::<u64>();
-    let polled = sum(b, |p| p.1).saturating_sub(sum(a, |p| p.1));
-    let bytes = sum(b, |p| p.2).saturating_sub(sum(a, |p| p.2));
-    MetricPoint {
+    let sum = |s: &Snapshot, f: fn(&PartSnapshot) -> u64| s.parts.iter().map(f).sum::<u64>();
+    let mut point = MetricPoint {
         time: now,
         period_ms: (now - from).max(1),
-        invocations: d(0),
-        errors: d(1),
-        throttles: d(2),
-        retries: d(3),
-        invoked_event_count: d(4),
-        failed_invoke_event_count: d(5),
-        filtered_out_event_count: d(6),
-        dropped_event_count: d(7),
-        on_failure_destination_delivered_event_count: d(8),
-        committed_event_count: d(9),
-        batch_records: d(10),
-        batch_bytes: d(11),
-        polled_event_count: polled,
-        polled_bytes: bytes,
+        polled_event_count: sum(b, |p| p.polled).saturating_sub(sum(a, |p| p.polled)),
+        polled_bytes: sum(b, |p| p.bytes).saturating_sub(sum(a, |p| p.bytes)),
         duration: Durations::from_dense(count, sum_ms, b.max_us as f64 / 1000.0, &buckets),
         concurrent_executions: b.peak as u32,
-        pollers: b.counts[12] as u32,
+        pollers: b.pollers as u32,
         partitions,
+        ..Default::default()
+    };
+    for c in Counter::ALL {
+        *c.field(&mut point) = b.get(c).saturating_sub(a.get(c));
     }
+    point
 }
 
 /// The Prometheus text exposition of every running mapping: counters since
@@ -424,24 +413,11 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
     };
     let snaps: Vec<(Uuid, Snapshot)> = live.iter().map(|(id, s)| (*id, s.snapshot_quiet())).collect();
     let mut out = String::new();
-    const COUNTERS: [(&str, usize, &str); 12] = [
-        ("sluice_invocations_total", 0, "Function invocations (Invocations)"),
-        ("sluice_errors_total", 1, "Invocations that failed (Errors)"),
-        ("sluice_throttles_total", 2, "Invocations throttled (Throttles)"),
-        ("sluice_retries_total", 3, "Invocations that repeated a failed one"),
-        ("sluice_invoked_events_total", 4, "Records invoked successfully (InvokedEventCount)"),
-        ("sluice_failed_invoke_events_total", 5, "Records in failed invocations (FailedInvokeEventCount)"),
-        ("sluice_filtered_out_events_total", 6, "Records filtered out (FilteredOutEventCount)"),
-        ("sluice_dropped_events_total", 7, "Records dropped by the failure rules (DroppedEventCount)"),
-        ("sluice_on_failure_destination_delivered_events_total", 8, "Records sent to the on-failure destination"),
-        ("sluice_committed_events_total", 9, "Records whose offsets were committed (CommittedEventCount)"),
-        ("sluice_batch_records_total", 10, "Records sent to the function, retries included"),
-        ("sluice_batch_bytes_total", 11, "Event bytes sent to the function"),
-    ];
-    for (name, i, help) in COUNTERS {
+    for c in Counter::ALL {
+        let (name, help) = (c.info().prometheus, c.info().help);
         let _ = writeln!(out, "# HELP {name} {help}, since the mapping's poller started.\n# TYPE {name} counter");
         for (id, s) in &snaps {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels(id), s.counts[i]);
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(id), s.get(c));
         }
     }
     let _ = writeln!(
@@ -455,7 +431,7 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
     }
     let _ = writeln!(out, "# HELP sluice_pollers Pollers (consumers in the mapping's group) running on this node.\n# TYPE sluice_pollers gauge");
     for (id, s) in &snaps {
-        let _ = writeln!(out, "sluice_pollers{{{}}} {}", labels(id), s.counts[12]);
+        let _ = writeln!(out, "sluice_pollers{{{}}} {}", labels(id), s.pollers);
     }
     let per_part: [(&str, &str, &str); 4] = [
         (
@@ -471,12 +447,12 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
         let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
         for (id, s) in &snaps {
             for l in &s.lag {
-                let part = s.parts.iter().find(|p| p.0 == l.partition).copied().unwrap_or((l.partition, 0, 0, 0));
+                let part = s.parts.iter().find(|p| p.partition == l.partition).cloned().unwrap_or_default();
                 let v = match name {
                     "sluice_offset_lag" => l.offset_lag as u64,
                     "sluice_end_offset" => l.end_offset.max(0) as u64,
-                    "sluice_polled_events_total" => part.1,
-                    _ => part.2,
+                    "sluice_polled_events_total" => part.polled,
+                    _ => part.bytes,
                 };
                 let _ = writeln!(out, "{name}{{{},partition=\"{}\"}} {v}", labels(id), l.partition);
             }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Timestamp;
+use sluice_app::metrics::Counter;
 use sluice_server::engine::commit::Committer;
 use sluice_server::engine::event::EventSource;
 use sluice_server::engine::filter::Filter;
@@ -119,7 +120,7 @@ async fn the_payload_limit_cuts_batches_and_an_oversized_record_is_dropped_not_s
     let c = calls(&r);
     assert!(c.iter().all(|b| !b.contains(&2)), "the oversized record is never invoked: {c:?}");
     assert_eq!(c.concat(), vec![0, 1, 3]);
-    assert_eq!(r.status.dropped_records.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(r.status.total(Counter::DroppedEvents), 1);
     assert_eq!(*r.commits.0.lock().unwrap().last().unwrap(), 4);
 }
 
@@ -241,7 +242,7 @@ async fn filters_invoke_matching_records_and_commit_the_rest_too() {
     .await;
     assert_eq!(calls(&r).concat(), vec![0, 4, 8, 12, 16, 18, 19], "filters OR, fields matched as JSON");
     assert_eq!(*r.commits.0.lock().unwrap().last().unwrap(), 20, "filtered-out records are committed");
-    assert_eq!(r.status.filtered_records.load(std::sync::atomic::Ordering::Relaxed), 13);
+    assert_eq!(r.status.total(Counter::FilteredOutEvents), 13);
 }
 
 #[tokio::test]

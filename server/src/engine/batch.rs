@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::event::{encode_record, envelope_len, EncodedRecord};
 use super::pipeline::Part;
 use crate::shared::status::{LiveStatus, PartitionCounters};
+use sluice_app::metrics::Counter;
 
 /// What the batcher hands on next.
 pub enum Next {
@@ -57,7 +58,7 @@ impl Batcher {
         );
         let admitted = part.p.filter.admits(m);
         if !admitted {
-            LiveStatus::add(&part.p.status.filtered_records, 1);
+            part.p.status.count(Counter::FilteredOutEvents, 1);
         }
         admitted
     }

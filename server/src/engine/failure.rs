@@ -10,7 +10,7 @@ use super::event::EncodedRecord;
 use super::invoke::{backoff, pause};
 use super::pipeline::Part;
 use crate::problem::{FailureCondition, Problem};
-use crate::shared::status::LiveStatus;
+use sluice_app::metrics::Counter;
 
 /// What invoking the records came to before they failed.
 #[derive(Clone, Debug, Default)]
@@ -35,7 +35,7 @@ pub async fn fail(
     let (Some(first), Some(last)) = (records.first(), records.last()) else { return true };
     let span = format!("{} records of {topic}-{partition} (offsets {}..={})", records.len(), first.offset, last.offset);
     let Some(dest) = &p.destination else {
-        LiveStatus::add(&p.status.dropped_records, records.len() as u64);
+        p.status.count(Counter::DroppedEvents, records.len() as u64);
         tracing::warn!(topic, partition, first = first.offset, last = last.offset, %condition, "records dropped: {why}");
         p.status.problem(Problem::Dropped { condition, span, why: why.to_string() });
         return true;
@@ -53,7 +53,7 @@ pub async fn fail(
     loop {
         match dest.deliver(&failed).await {
             Ok(()) => {
-                LiveStatus::add(&p.status.destination_delivered, records.len() as u64);
+                p.status.count(Counter::DestinationDeliveredEvents, records.len() as u64);
                 let destination = dest.describe();
                 p.status.problem(Problem::Diverted { condition, span, destination, why: why.to_string() });
                 return true;

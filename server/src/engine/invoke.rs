@@ -13,7 +13,7 @@ use super::failure::{self, Tried};
 use super::pipeline::Part;
 use super::target::Outcome;
 use crate::problem::{FailureCondition, Problem};
-use crate::shared::status::LiveStatus;
+use sluice_app::metrics::Counter;
 
 /// Handles one batch: invoked successfully, or its records handed to the
 /// user's failure rules. With BisectBatchOnFunctionError a failing batch is
@@ -63,7 +63,7 @@ async fn attempt(part: &Part<'_>, mut records: Vec<EncodedRecord>, end: i64) -> 
         }
         let payload = build_event(&p.source, part.topic, part.partition, &records);
         if tried.attempts > 0 {
-            LiveStatus::add(&p.status.retries, 1);
+            p.status.count(Counter::Retries, 1);
         }
         let outcome = {
             let _in_flight = p.status.begin_invoke(records.len(), payload.len());
@@ -75,8 +75,8 @@ async fn attempt(part: &Part<'_>, mut records: Vec<EncodedRecord>, end: i64) -> 
         let problem = match outcome {
             Outcome::Success { body } => match failed_from(part, &body, &records) {
                 Ok(None) => {
-                    LiveStatus::add(&p.status.invoked_records, records.len() as u64);
-                    LiveStatus::add(&p.status.committed_records, records.len() as u64);
+                    p.status.count(Counter::InvokedEvents, records.len() as u64);
+                    p.status.count(Counter::CommittedEvents, records.len() as u64);
                     part.commit(end);
                     p.status.ok();
                     return Step::Done;
@@ -84,7 +84,7 @@ async fn attempt(part: &Part<'_>, mut records: Vec<EncodedRecord>, end: i64) -> 
                 Ok(Some(first_failed)) => {
                     // Everything before the lowest failed offset is done.
                     let done = records.iter().filter(|r| r.offset < first_failed).count();
-                    LiveStatus::add(&p.status.committed_records, done as u64);
+                    p.status.count(Counter::CommittedEvents, done as u64);
                     part.commit(first_failed);
                     records.retain(|r| r.offset >= first_failed);
                     tried.status_code = Some(200);
@@ -98,7 +98,7 @@ async fn attempt(part: &Part<'_>, mut records: Vec<EncodedRecord>, end: i64) -> 
                 message
             }
             Outcome::Throttled { message, retry_after } => {
-                LiveStatus::add(&p.status.throttles, 1);
+                p.status.count(Counter::Throttles, 1);
                 throttles += 1;
                 p.status.problem(Problem::Throttled(message));
                 let wait = retry_after
@@ -109,8 +109,8 @@ async fn attempt(part: &Part<'_>, mut records: Vec<EncodedRecord>, end: i64) -> 
                 continue;
             }
         };
-        LiveStatus::add(&p.status.errors, 1);
-        LiveStatus::add(&p.status.failed_invoke_records, records.len() as u64);
+        p.status.count(Counter::Errors, 1);
+        p.status.count(Counter::FailedInvokeEvents, records.len() as u64);
         tried.attempts += 1;
         if p.bisect && records.len() > 1 {
             p.status.problem(Problem::Bisecting { problem, records: records.len() });

@@ -21,6 +21,7 @@ use crate::shared::node::alive;
 use crate::shared::status::LiveStatus;
 use crate::shared::{Changes, Holds, LiveRegistry, Node, Shared};
 use crate::store::Store;
+use sluice_app::metrics::Counter;
 
 struct Running {
     version: i64,
@@ -69,7 +70,7 @@ impl Running {
         let lag = self.status.lag();
         let sum = (!lag.is_empty()).then(|| lag.iter().map(|l| l.offset_lag).sum::<i64>());
         let now = std::time::Instant::now();
-        self.scaler.observe(now, sum, self.status.throttles.load(Ordering::Relaxed));
+        self.scaler.observe(now, sum, self.status.total(Counter::Throttles));
         let p = self.template.spec.provisioned_poller_config.as_ref();
         let limits =
             scaler::Limits::new(p.and_then(|p| p.minimum_pollers), p.and_then(|p| p.maximum_pollers), lag.len());

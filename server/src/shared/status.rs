@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_app::metrics::{bucket_of, BUCKETS};
+use sluice_app::metrics::{bucket_of, Counter, BUCKETS};
 use sluice_app::model::{MappingCounters, PartitionLag};
 
 use crate::problem::{Problem, Processing};
@@ -18,18 +18,8 @@ pub struct LiveStatus {
     result: Mutex<Processing>,
     changed: AtomicBool,
     is_ok: AtomicBool,
-    pub invocations: AtomicU64,
-    pub errors: AtomicU64,
-    pub throttles: AtomicU64,
-    pub retries: AtomicU64,
-    pub invoked_records: AtomicU64,
-    pub failed_invoke_records: AtomicU64,
-    pub filtered_records: AtomicU64,
-    pub dropped_records: AtomicU64,
-    pub destination_delivered: AtomicU64,
-    pub committed_records: AtomicU64,
-    pub batch_records: AtomicU64,
-    pub batch_bytes: AtomicU64,
+    /// Every `Counter`, by its index.
+    counts: [AtomicU64; Counter::COUNT],
     /// Pollers running for the mapping (set by the engine).
     pub pollers: AtomicU64,
     in_flight: AtomicU64,
@@ -70,15 +60,32 @@ impl Default for DurationCounters {
 /// Cumulative figures at one instant; two of them make a metric point.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    pub counts: [u64; 14],
+    /// Every `Counter`, by its index.
+    pub counts: [u64; Counter::COUNT],
+    pub pollers: u64,
     pub duration_count: u64,
     pub duration_sum_us: u64,
     pub buckets: Vec<u64>,
     /// Peak invocations in flight since the last snapshot (resets it).
     pub peak: u64,
     pub max_us: u64,
-    pub parts: Vec<(i32, u64, u64, i64)>,
+    pub parts: Vec<PartSnapshot>,
     pub lag: Vec<PartitionLag>,
+}
+
+/// One partition's counters at one instant.
+#[derive(Clone, Debug, Default)]
+pub struct PartSnapshot {
+    pub partition: i32,
+    pub polled: u64,
+    pub bytes: u64,
+    pub oldest_pending_ms: i64,
+}
+
+impl Snapshot {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counts[c.index()]
+    }
 }
 
 /// Counts an invocation in flight until dropped.
@@ -131,17 +138,26 @@ impl LiveStatus {
         self.changed.swap(false, Ordering::AcqRel).then(|| self.current())
     }
 
+    /// Adds `n` to a counter.
+    pub fn count(&self, c: Counter, n: u64) {
+        self.counts[c.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A counter's value since the poller started.
+    pub fn total(&self, c: Counter) -> u64 {
+        self.counts[c.index()].load(Ordering::Relaxed)
+    }
+
     pub fn counters(&self) -> MappingCounters {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         MappingCounters {
-            invocations: g(&self.invocations),
-            errors: g(&self.errors),
-            throttles: g(&self.throttles),
-            invoked_event_count: g(&self.invoked_records),
-            filtered_out_event_count: g(&self.filtered_records),
-            dropped_event_count: g(&self.dropped_records),
-            on_failure_destination_delivered_event_count: g(&self.destination_delivered),
-            committed_event_count: g(&self.committed_records),
+            invocations: self.total(Counter::Invocations),
+            errors: self.total(Counter::Errors),
+            throttles: self.total(Counter::Throttles),
+            invoked_event_count: self.total(Counter::InvokedEvents),
+            filtered_out_event_count: self.total(Counter::FilteredOutEvents),
+            dropped_event_count: self.total(Counter::DroppedEvents),
+            on_failure_destination_delivered_event_count: self.total(Counter::DestinationDeliveredEvents),
+            committed_event_count: self.total(Counter::CommittedEvents),
             partitions: self.lag(),
         }
     }
@@ -164,9 +180,9 @@ impl LiveStatus {
     }
 
     pub fn begin_invoke(&self, records: usize, bytes: usize) -> InFlight<'_> {
-        Self::add(&self.invocations, 1);
-        Self::add(&self.batch_records, records as u64);
-        Self::add(&self.batch_bytes, bytes as u64);
+        self.count(Counter::Invocations, 1);
+        self.count(Counter::BatchRecords, records as u64);
+        self.count(Counter::BatchBytes, bytes as u64);
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak.fetch_max(now, Ordering::Relaxed);
         InFlight(self)
@@ -194,33 +210,24 @@ impl LiveStatus {
 
     fn read(&self, reset: bool) -> Snapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let counts = [
-            g(&self.invocations),
-            g(&self.errors),
-            g(&self.throttles),
-            g(&self.retries),
-            g(&self.invoked_records),
-            g(&self.failed_invoke_records),
-            g(&self.filtered_records),
-            g(&self.dropped_records),
-            g(&self.destination_delivered),
-            g(&self.committed_records),
-            g(&self.batch_records),
-            g(&self.batch_bytes),
-            g(&self.pollers),
-            0,
-        ];
+        let counts = Counter::ALL.map(|c| self.total(c));
         let d = &self.durations;
-        let mut parts: Vec<(i32, u64, u64, i64)> = self
+        let mut parts: Vec<PartSnapshot> = self
             .parts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(p, c)| (*p, g(&c.polled), g(&c.bytes), c.oldest_pending_ms.load(Ordering::Relaxed)))
+            .map(|(p, c)| PartSnapshot {
+                partition: *p,
+                polled: g(&c.polled),
+                bytes: g(&c.bytes),
+                oldest_pending_ms: c.oldest_pending_ms.load(Ordering::Relaxed),
+            })
             .collect();
-        parts.sort_by_key(|p| p.0);
+        parts.sort_by_key(|p| p.partition);
         Snapshot {
             counts,
+            pollers: g(&self.pollers),
             duration_count: g(&d.count),
             duration_sum_us: g(&d.sum_us),
             buckets: d.buckets.iter().map(g).collect(),
