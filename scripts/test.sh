@@ -33,6 +33,11 @@ if ! command -v moto_server >/dev/null; then
 fi
 export SLUICE_REQUIRE_MOTO=1
 
+# Style first: the tree is formatted (rustfmt.toml) and lint-free.
+echo "test.sh: cargo fmt --check and cargo clippy" >&2
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
 bin=$(scripts/build.sh | tail -n 1)
 
 echo "test.sh: cargo tests" >&2

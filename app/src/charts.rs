@@ -3,6 +3,9 @@
 
 use plotters::prelude::*;
 
+/// Reads one figure off a point (None: not known for it).
+type PointValue = Box<dyn Fn(&MetricPoint) -> Option<f64>>;
+
 use crate::metrics::{MetricPoint, Range};
 
 /// One line of a chart; `None` values break the line (no data there).
@@ -154,7 +157,7 @@ pub fn series(kind: Kind, points: &[MetricPoint]) -> Vec<Series> {
                     bold: false,
                 })
                 .collect();
-            let (name, total): (&str, Box<dyn Fn(&MetricPoint) -> Option<f64>>) = if lag {
+            let (name, total): (&str, PointValue) = if lag {
                 ("Total", Box::new(|p: &MetricPoint| p.total_lag().map(|l| l as f64)))
             } else {
                 ("Oldest", Box::new(|p: &MetricPoint| p.max_time_lag_s()))

@@ -1842,7 +1842,7 @@ mod value_filter_tests {
             let int = next() % 10u64.pow((next() % 19) as u32 + 1);
             let frac_len = (next() % 20) as usize;
             let frac: String = (0..frac_len).map(|_| char::from(b'0' + (next() % 10) as u8)).collect();
-            let sign = if next() % 2 == 0 { "-" } else { "" };
+            let sign = if next().is_multiple_of(2) { "-" } else { "" };
             cases.push(if frac.is_empty() { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") });
         }
         for c in &cases {

@@ -191,9 +191,12 @@ pub fn health_class(h: Health) -> &'static str {
     }
 }
 
+/// A baseline table row: its label and how to write the figure.
+type BaselineRow = (&'static str, fn(&crate::metrics::Baseline) -> String);
+
 #[component]
 fn InsightView(i: Insight) -> impl IntoView {
-    let rows: [(&str, fn(&crate::metrics::Baseline) -> String); 11] = [
+    let rows: [BaselineRow; 11] = [
         ("Records in", |b| format!("{}/s", fmt_value(b.records_per_s))),
         ("Bytes in", |b| format!("{}/s", bytes(b.bytes_per_s))),
         ("Average record size", |b| b.average_record_bytes.map(bytes).unwrap_or("—".into())),

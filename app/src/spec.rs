@@ -388,7 +388,7 @@ impl MappingSpec {
                         err(&f("Certificate"), "a PEM certificate (-----BEGIN CERTIFICATE-----) is required".into());
                     }
                     // `secret_stored` with no key: an edit in the console, the stored key kept.
-                    if !pem(&c.private_key) && !(c.secret_stored && c.private_key.is_none()) {
+                    if !pem(&c.private_key) && (!c.secret_stored || c.private_key.is_some()) {
                         err(&f("PrivateKey"), "a PEM private key (-----BEGIN ... PRIVATE KEY-----) is required".into());
                     }
                     let encrypted =

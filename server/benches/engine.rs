@@ -9,7 +9,6 @@
 //! and the peak resident memory.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};

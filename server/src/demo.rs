@@ -25,6 +25,8 @@ use crate::service::{MappingService, ServiceError};
 pub const TOPIC: &str = "demo-orders";
 pub const PARTITIONS: i32 = 6;
 /// The demo mapping keeps one UUID, so restarts update it instead of adding more.
+/// (Grouped to read "5lice demo".)
+#[allow(clippy::unusual_byte_groupings)]
 pub const MAPPING_ID: Uuid = Uuid::from_u128(0x5_1ce_de70_0000_4000_8000_0000_0000_0001);
 
 pub struct Demo {

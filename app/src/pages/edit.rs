@@ -11,7 +11,7 @@ use crate::form::MappingForm;
 
 /// The form the server was handed back, if this render answers a bad POST.
 fn posted_form() -> Option<PostedForm> {
-    SharedValue::new(|| use_context::<PostedForm>()).into_inner()
+    SharedValue::new(use_context::<PostedForm>).into_inner()
 }
 
 #[component]

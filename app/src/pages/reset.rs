@@ -12,7 +12,7 @@ use crate::reset::{time_zones, PartitionReset, PostedReset, ResetAudit, ResetFor
 use crate::spec::{format_unix, FieldError};
 
 fn posted_reset() -> Option<PostedReset> {
-    SharedValue::new(|| use_context::<PostedReset>()).into_inner()
+    SharedValue::new(use_context::<PostedReset>).into_inner()
 }
 
 #[component]

@@ -288,9 +288,8 @@ pub fn spec_diff(before: Option<&serde_json::Value>, after: Option<&serde_json::
     let empty = serde_json::Map::new();
     let (b, a) =
         (before.and_then(|v| v.as_object()).unwrap_or(&empty), after.and_then(|v| v.as_object()).unwrap_or(&empty));
-    match (before.is_some(), after.is_some()) {
-        (true, false) => return "deleted".into(),
-        _ => {}
+    if before.is_some() && after.is_none() {
+        return "deleted".into();
     }
     let show = |v: Option<&serde_json::Value>| {
         let t = v.map(|v| v.to_string()).unwrap_or_else(|| "(none)".into());
@@ -577,10 +576,13 @@ struct NewToken {
     role: String,
 }
 
+// The error is the handler's answer as it is sent: boxing it gains nothing.
+#[allow(clippy::result_large_err)]
 fn role(v: &str) -> Result<Role, Response> {
     Role::parse(v).ok_or_else(|| bad("Role", "one of viewer, operator, admin"))
 }
 
+#[allow(clippy::result_large_err)]
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| bad("", format!("the body is not a valid request: {e}")))
 }
