@@ -10,28 +10,50 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext};
 use sluice_app::spec::MappingSpec;
 
+/// Why a mapping's credentials cannot be made ready; shown as the mapping's
+/// status (EVENT_SOURCE_AUTHN_ERROR).
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(transparent)]
+    NoRegion(#[from] crate::aws::NoRegion),
+    /// AWS's code and message when it answered; the whole chain when it
+    /// could not be reached.
+    #[error("cannot read the secret {uri} from Secrets Manager: {why}")]
+    SecretUnreadable { uri: String, why: String },
+    #[error("the secret {uri} has no text value")]
+    SecretNotText { uri: String },
+    #[error("the secret {uri} is not a JSON object")]
+    SecretNotJson { uri: String },
+    #[error("the secret {uri} has no `{field}`")]
+    SecretField { uri: String, field: &'static str },
+    #[error("MSK IAM: no AWS credentials are configured to sign in with")]
+    NoAwsCredentials,
+    #[error("MSK IAM: cannot get AWS credentials: {0}")]
+    AwsCredentials(String),
+}
+
 /// Fills the secrets of every configuration given by Secrets Manager `URI`,
 /// in the JSON AWS documents for it: `username`/`password` for SASL,
 /// `certificate`/`privateKey` for mutual TLS, `certificate` for a CA.
-pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Result<(), String> {
+pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Result<(), CredentialsError> {
     for c in spec.source_access_configurations.iter_mut() {
         let Some(uri) = c.uri.clone() else { continue };
-        let sdk = crate::aws::in_region(sdk, &uri, "").map_err(|e| e.to_string())?;
+        let sdk = crate::aws::in_region(sdk, &uri, "")?;
         let out =
             aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(&uri).send().await.map_err(|e| {
                 use aws_sdk_secretsmanager::error::ProvideErrorMetadata as _;
-                // AWS's code and message when it answered; the whole chain when it could not be reached.
                 let why = match (e.code(), e.message()) {
                     (Some(code), Some(m)) => format!("{code}: {m}"),
                     _ => aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
                 };
-                format!("cannot read the secret {uri} from Secrets Manager: {why}")
+                CredentialsError::SecretUnreadable { uri: uri.clone(), why }
             })?;
-        let text = out.secret_string().ok_or_else(|| format!("the secret {uri} has no text value"))?;
+        let text = out.secret_string().ok_or_else(|| CredentialsError::SecretNotText { uri: uri.clone() })?;
         let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|_| format!("the secret {uri} is not a JSON object"))?;
-        let field = |k: &str| -> Result<String, String> {
-            v.get(k).and_then(|x| x.as_str()).map(String::from).ok_or_else(|| format!("the secret {uri} has no `{k}`"))
+            serde_json::from_str(text).map_err(|_| CredentialsError::SecretNotJson { uri: uri.clone() })?;
+        let field = |k: &'static str| -> Result<String, CredentialsError> {
+            let missing = || CredentialsError::SecretField { uri: uri.clone(), field: k };
+            v.get(k).and_then(|x| x.as_str()).map(String::from).ok_or_else(missing)
         };
         match c.kind.as_str() {
             "CLIENT_CERTIFICATE_TLS_AUTH" => {
@@ -57,7 +79,7 @@ pub fn needs_aws(spec: &MappingSpec) -> bool {
 
 /// The settings for `spec`, with `sdk` (when `needs_aws`): its Secrets
 /// Manager secrets read, its MSK IAM credentials loaded.
-pub async fn prepare(spec: &MappingSpec, sdk: Option<&aws_config::SdkConfig>) -> Result<KafkaAuth, String> {
+pub async fn prepare(spec: &MappingSpec, sdk: Option<&aws_config::SdkConfig>) -> Result<KafkaAuth, CredentialsError> {
     let Some(sdk) = sdk.filter(|_| needs_aws(spec)) else { return Ok(KafkaAuth::of(spec)) };
     let mut spec = spec.clone();
     resolve(sdk, &mut spec).await?;
@@ -117,7 +139,7 @@ impl KafkaAuth {
 
     /// With MSK IAM: reads the credentials tokens are signed with (from
     /// `sdk`: the mapping's role, or the node's). Nothing to do otherwise.
-    pub async fn load_credentials(&self, sdk: &aws_config::SdkConfig) -> Result<(), String> {
+    pub async fn load_credentials(&self, sdk: &aws_config::SdkConfig) -> Result<(), CredentialsError> {
         match &self.iam {
             Some(iam) => iam.load(sdk).await,
             None => Ok(()),
@@ -211,15 +233,11 @@ struct MskIam {
 }
 
 impl MskIam {
-    async fn load(&self, sdk: &aws_config::SdkConfig) -> Result<(), String> {
+    async fn load(&self, sdk: &aws_config::SdkConfig) -> Result<(), CredentialsError> {
         use aws_credential_types::provider::ProvideCredentials as _;
-        let provider =
-            sdk.credentials_provider().ok_or("MSK IAM: no AWS credentials are configured to sign in with")?;
+        let provider = sdk.credentials_provider().ok_or(CredentialsError::NoAwsCredentials)?;
         let c = provider.provide_credentials().await.map_err(|e| {
-            format!(
-                "MSK IAM: cannot get AWS credentials: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            )
+            CredentialsError::AwsCredentials(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
         })?;
         *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
         Ok(())

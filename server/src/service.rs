@@ -167,7 +167,11 @@ impl MappingService {
 
     /// How this node's Kafka clients authenticate for `spec`, Secrets
     /// Manager URIs resolved.
-    pub async fn kafka_auth(&self, id: Uuid, spec: &MappingSpec) -> Result<crate::kafka_auth::KafkaAuth, String> {
+    pub async fn kafka_auth(
+        &self,
+        id: Uuid,
+        spec: &MappingSpec,
+    ) -> Result<crate::kafka_auth::KafkaAuth, crate::kafka_auth::CredentialsError> {
         if !crate::kafka_auth::needs_aws(spec) {
             return Ok(crate::kafka_auth::KafkaAuth::of(spec));
         }
@@ -201,7 +205,7 @@ impl MappingService {
         let group = m.consumer_group();
         let topic = m.spec.topic().to_string();
         let start = m.spec.starting_position;
-        let auth = self.kafka_auth(id, &m.spec).await.map_err(ServiceError::Kafka)?;
+        let auth = self.kafka_auth(id, &m.spec).await.map_err(|e| ServiceError::Kafka(e.to_string()))?;
         let plan = |req: ResetRequest| {
             let (servers, group, topic, auth) = (servers.clone(), group.clone(), topic.clone(), auth.clone());
             async move {
@@ -535,7 +539,7 @@ impl Backend for MappingService {
 
     async fn sample(&self, id: Uuid, n: usize) -> Result<Vec<sluice_app::filter::Sample>, String> {
         let m = Backend::get(self, id).await?.ok_or_else(|| format!("no mapping with UUID {id}"))?;
-        let auth = self.kafka_auth(id, &m.spec).await?;
+        let auth = self.kafka_auth(id, &m.spec).await.map_err(|e| e.to_string())?;
         let (servers, topic) = (m.spec.bootstrap_servers().join(","), m.spec.topic().to_string());
         tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, &auth, n))
             .await

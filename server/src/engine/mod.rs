@@ -44,3 +44,16 @@ impl Default for EngineSettings {
         }
     }
 }
+
+/// Why a mapping's function or destination cannot be set up; shown as the
+/// mapping's status (ESM_CONFIG_NOT_VALID).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    NoRegion(#[from] crate::aws::NoRegion),
+    #[error("the AWS configuration is not loaded")]
+    NoAws,
+    /// The target or destination refused its settings (its own words).
+    #[error("{0}")]
+    Refused(String),
+}

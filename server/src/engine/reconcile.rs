@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{destination, lag, poll, scaler, target, EngineSettings};
+use super::{destination, lag, poll, scaler, target, EngineSettings, StartError};
 use crate::problem::{Problem, Processing};
 use crate::shared::node::alive;
 use crate::shared::status::LiveStatus;
@@ -348,11 +348,11 @@ impl Engine {
         // (a rotated secret takes effect with the next start).
         let auth = crate::kafka_auth::prepare(spec, aws.as_ref())
             .await
-            .map_err(|reason| NotRunning(MappingState::Enabled, Problem::Credentials(reason)))?;
+            .map_err(|reason| NotRunning(MappingState::Enabled, Problem::Credentials(reason.to_string())))?;
         let n = self.local_target(id, spec);
         let running = self
             .start_pollers(id, spec, version, aws.as_ref(), n, auth.clone())
-            .map_err(|reason| NotRunning(MappingState::Disabled, Problem::Start(reason)))?;
+            .map_err(|e| NotRunning(MappingState::Disabled, Problem::Start(e.to_string())))?;
         if let Some(sdk) = aws {
             auth.keep_credentials_fresh(sdk, running.stop.clone());
         }
@@ -367,7 +367,7 @@ impl Engine {
         aws: Option<&aws_config::SdkConfig>,
         first: usize,
         auth: crate::kafka_auth::KafkaAuth,
-    ) -> Result<Running, String> {
+    ) -> Result<Running, StartError> {
         let target = target::build(spec, aws, self.settings.http_timeout, &self.settings.reach)?;
         let destination = destination::build(id, spec, aws, &auth)?;
         let status = Arc::new(LiveStatus::default());

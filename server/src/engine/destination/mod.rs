@@ -44,21 +44,21 @@ pub fn build(
     spec: &MappingSpec,
     aws: Option<&aws_config::SdkConfig>,
     auth: &crate::kafka_auth::KafkaAuth,
-) -> Result<Option<Arc<dyn Destination>>, String> {
+) -> Result<Option<Arc<dyn Destination>>, super::StartError> {
     let Some(d) = &spec.destination_config.on_failure else { return Ok(None) };
     let source = EventSource::of(spec);
     Ok(Some(match d.destination.strip_prefix("kafka://") {
-        Some(topic) => Arc::new(kafka::KafkaDestination::new(
-            &spec.bootstrap_servers().join(","),
-            topic,
-            source,
-            &spec.function_name,
-            auth,
-        )?),
+        Some(topic) => Arc::new(
+            kafka::KafkaDestination::new(&spec.bootstrap_servers().join(","), topic, source, &spec.function_name, auth)
+                .map_err(super::StartError::Refused)?,
+        ),
         None => {
-            let aws = aws.ok_or("the AWS configuration is not loaded")?;
-            let sdk = crate::aws::in_region(aws, &d.destination, "").map_err(|e| e.to_string())?;
-            Arc::new(aws::AwsDestination::new(&sdk, &d.destination, source, &spec.function_name, id)?)
+            let aws = aws.ok_or(super::StartError::NoAws)?;
+            let sdk = crate::aws::in_region(aws, &d.destination, "")?;
+            Arc::new(
+                aws::AwsDestination::new(&sdk, &d.destination, source, &spec.function_name, id)
+                    .map_err(super::StartError::Refused)?,
+            )
         }
     }))
 }

@@ -38,17 +38,17 @@ pub fn build(
     aws: Option<&aws_config::SdkConfig>,
     timeout: Duration,
     reach: &Reach,
-) -> Result<Arc<dyn Target>, String> {
+) -> Result<Arc<dyn Target>, super::StartError> {
+    use super::StartError::Refused;
     Ok(match (target_kind(&spec.function_name), aws) {
         (TargetKind::Http, _) => {
-            Arc::new(http::HttpTarget::new(&spec.function_name, timeout, reach).map_err(|e| e.to_string())?)
+            Arc::new(http::HttpTarget::new(&spec.function_name, timeout, reach).map_err(|e| Refused(e.to_string()))?)
         }
         (TargetKind::Lambda, Some(aws)) => {
-            let sdk = crate::aws::in_region(aws, &spec.function_name, ", or give the function's full ARN")
-                .map_err(|e| e.to_string())?;
+            let sdk = crate::aws::in_region(aws, &spec.function_name, ", or give the function's full ARN")?;
             Arc::new(lambda::LambdaTarget::new(&sdk, &spec.function_name, timeout))
         }
-        (TargetKind::Lambda, None) => return Err("the AWS configuration is not loaded".into()),
+        (TargetKind::Lambda, None) => return Err(super::StartError::NoAws),
     })
 }
 
