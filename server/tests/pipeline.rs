@@ -1,6 +1,8 @@
 //! The partition pipeline with an in-memory source and a scripted target:
 //! batching (size, window, payload limit), partial batch responses, retries
-//! and throttles, and what gets committed.
+//! and throttles, and what gets committed. Every test runs on tokio's paused
+//! clock: windows, backoffs and throttle waits pass at once and exactly, so
+//! the tests are fast and a loaded machine cannot make them flaky.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -100,7 +102,7 @@ fn calls(r: &Run) -> Vec<Vec<i64>> {
     r.target.calls.lock().unwrap().clone()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn batches_follow_batch_size_and_commit_after_each() {
     let r = run(vec![], (0..25).map(|o| record(o, 10)).collect(), |_| {}).await;
     let c = calls(&r);
@@ -110,7 +112,7 @@ async fn batches_follow_batch_size_and_commit_after_each() {
     assert_eq!(r.status.get(), "OK");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_payload_limit_cuts_batches_and_an_oversized_record_is_dropped_not_skipped_silently() {
     let r = run(vec![], vec![record(0, 300), record(1, 300), record(2, 5000), record(3, 300)], |p| {
         p.max_payload = 1000;
@@ -124,7 +126,7 @@ async fn the_payload_limit_cuts_batches_and_an_oversized_record_is_dropped_not_s
     assert_eq!(*r.commits.0.lock().unwrap().last().unwrap(), 4);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_window_collects_records_that_arrive_late() {
     let target = Arc::new(Scripted::default());
     let commits = Arc::new(Commits::default());
@@ -141,7 +143,7 @@ async fn a_window_collects_records_that_arrive_late() {
     assert_eq!(*target.calls.lock().unwrap(), vec![vec![0, 1]]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn partial_batch_response_retries_from_the_lowest_failed_offset() {
     let failure = |o: i64| serde_json::json!({"itemIdentifier": {"partition": "t-0", "offset": o}});
     let body = serde_json::json!({"batchItemFailures": [failure(7), failure(5)]}).to_string().into_bytes();
@@ -153,7 +155,7 @@ async fn partial_batch_response_retries_from_the_lowest_failed_offset() {
     assert_eq!(*r.commits.0.lock().unwrap(), vec![5, 10]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_partial_batch_response_naming_an_unknown_record_fails_the_whole_batch() {
     let body = br#"{"batchItemFailures":[{"itemIdentifier":{"partition":"t-0","offset":99}}]}"#.to_vec();
     let r = run(vec![Outcome::Success { body }], (0..4).map(|o| record(o, 1)).collect(), |p| {
@@ -164,7 +166,7 @@ async fn a_partial_batch_response_naming_an_unknown_record_fails_the_whole_batch
     assert_eq!(*r.commits.0.lock().unwrap(), vec![4]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn errors_retry_until_max_retries_then_drop_and_move_on() {
     let err =
         || Outcome::FunctionError { message: "function returned 500: boom".into(), status: Some(500), version: None };
@@ -179,7 +181,7 @@ async fn errors_retry_until_max_retries_then_drop_and_move_on() {
     assert!(r.status.get().contains("boom"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn throttles_are_retried_without_counting_as_attempts() {
     let throttle = || Outcome::Throttled { message: "429".into(), retry_after: Some(Duration::from_millis(1)) };
     let r = run(vec![throttle(), throttle(), throttle()], vec![record(0, 1)], |p| p.max_retries = Some(0)).await;
@@ -188,7 +190,7 @@ async fn throttles_are_retried_without_counting_as_attempts() {
     assert_eq!(r.status.get(), "OK");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn nothing_is_committed_while_the_function_keeps_failing() {
     let target = Arc::new(Scripted {
         script: Mutex::new(
@@ -224,7 +226,7 @@ fn json_record(offset: i64, value: &str) -> OwnedMessage {
     )
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn filters_invoke_matching_records_and_commit_the_rest_too() {
     let records = (0..20)
         .map(|o| json_record(o, &format!(r#"{{"type": "{}", "n": {o}}}"#, if o % 4 == 0 { "refund" } else { "order" })))
@@ -245,7 +247,7 @@ async fn filters_invoke_matching_records_and_commit_the_rest_too() {
     assert_eq!(r.status.total(Counter::FilteredOutEvents), 13);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_partition_of_only_filtered_records_still_commits() {
     let r = run(vec![], (0..5).map(|o| json_record(o, "plain text")).collect(), |p| {
         p.filter = Filter::documents(
@@ -333,13 +335,13 @@ async fn bisect_case(n: i64, poison: i64) {
     assert_eq!(*commits.0.lock().unwrap().last().unwrap(), n);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn bisect_isolates_the_poison_record_and_the_rest_is_invoked() {
     bisect_case(100, 37).await;
     bisect_case(1000, 613).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failing_destination_holds_the_partition_until_it_delivers() {
     let dlq = Arc::new(Dlq { fail_first: Mutex::new(3), ..Default::default() });
     let target = Arc::new(Scripted { poison: Some(1), ..Default::default() });
@@ -372,7 +374,7 @@ async fn a_failing_destination_holds_the_partition_until_it_delivers() {
     assert_eq!(dlq.got.lock().unwrap().len(), 3, "the batch's records, once delivered");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn with_metadata_on_filters_can_match_key_headers_and_partition() {
     use rdkafka::message::{Header, OwnedHeaders};
     let rec = |o: i64, key: &str, tenant: &str| {
