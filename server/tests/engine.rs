@@ -331,3 +331,50 @@ async fn real_broker_poison_record_goes_to_the_dead_letter_topic() {
     let Some(b) = Broker::tansu() else { return };
     poison_to_dead_letter_topic(b).await;
 }
+
+/// A mapping whose pollers are stopping (their batch still in the function,
+/// within the grace period) does not hold up the others: a mapping created
+/// meanwhile starts and delivers, and the slow one settles as Disabled only
+/// once its batch has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_mapping_stopping_does_not_hold_up_another() {
+    use sluice_server::engine::{Engine, EngineSettings};
+    use sluice_server::service::MappingService;
+    use sluice_server::store::Store;
+    let b = Broker::mock();
+    b.create_topic("slow", 1).await;
+    b.create_topic("quick", 1).await;
+    let (slow, quick) = (Recorder::default(), Recorder::default());
+    let (slow_url, quick_url) = (slow.serve().await, quick.serve().await);
+    *slow.delay_ms.lock().unwrap() = 15_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mappings = MappingService::new(Store::open(&database_url(dir.path()).await).await.unwrap());
+    // Long enough that the slow batch, not a timeout, decides when its stop ends.
+    let settings =
+        EngineSettings { http_timeout: Duration::from_secs(60), grace: Duration::from_secs(60), ..Default::default() };
+    let engine = Engine::start(mappings.shared(), settings);
+
+    let s1 = mappings.create(spec(b.bootstrap(), "slow", &slow_url, "g-slow")).await.unwrap();
+    b.produce("slow", 1, 1, None).await;
+    let t = Instant::now();
+    while *slow.invocations.lock().unwrap() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the slow function is never called");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let disabled_at = Instant::now();
+    mappings.set_enabled(s1.uuid, false).await.unwrap();
+    let s2 = mappings.create(spec(b.bootstrap(), "quick", &quick_url, "g-quick")).await.unwrap();
+    b.produce("quick", 1, 3, None).await;
+    assert!(quick.wait_for(3, Duration::from_secs(12)).await, "the new mapping waits for the slow one's stop");
+    let slow_state = mappings.get(s1.uuid).await.unwrap().status.state;
+    assert_eq!(slow_state, MappingState::Disabling, "the slow batch is still in the function");
+    assert_eq!(mappings.get(s2.uuid).await.unwrap().status.state, MappingState::Enabled);
+    println!("quick mapping delivered {:?} after the slow one was disabled", disabled_at.elapsed());
+    let t = Instant::now();
+    while mappings.get(s1.uuid).await.unwrap().status.state != MappingState::Disabled {
+        assert!(t.elapsed() < Duration::from_secs(30), "the slow mapping never settles");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(disabled_at.elapsed() >= Duration::from_secs(10), "settled only once its batch ended");
+    engine.shutdown().await;
+}
