@@ -156,8 +156,8 @@ impl MappingForm {
 
     pub fn from_spec(s: &MappingSpec) -> Self {
         let poll = s.provisioned_poller_config.as_ref();
-        let mtls = s.source_access_configurations.iter().find(|c| c.kind == "CLIENT_CERTIFICATE_TLS_AUTH");
-        let sasl = s.source_access_configurations.iter().find(|c| SASL_KINDS.contains(&c.kind.as_str()));
+        let mtls = s.source_access_configurations.iter().find(|c| c.kind == AccessKind::ClientCertificateTls);
+        let sasl = s.source_access_configurations.iter().find(|c| c.kind.is_sasl());
         MappingForm {
             name: s.name.clone().unwrap_or_default(),
             description: s.description.clone().unwrap_or_default(),
@@ -184,7 +184,7 @@ impl MappingForm {
             max_pollers: poll.and_then(|p| p.maximum_pollers).map(|n| n.to_string()).unwrap_or_default(),
             enabled: s.enabled.then(|| "on".into()),
             filter_on_metadata: s.filter_on_record_metadata.then(|| "on".into()),
-            auth_kind: sasl.map(|c| c.kind.clone()).unwrap_or_default(),
+            auth_kind: sasl.map(|c| c.kind.to_string()).unwrap_or_default(),
             auth_username: sasl.and_then(|c| c.username.clone()).unwrap_or_default(),
             auth_password: String::new(),
             auth_uri: sasl.and_then(|c| c.uri.clone()).unwrap_or_default(),
@@ -192,7 +192,7 @@ impl MappingForm {
             ca_certificate: s
                 .source_access_configurations
                 .iter()
-                .find(|c| c.kind == "SERVER_ROOT_CA_CERTIFICATE")
+                .find(|c| c.kind == AccessKind::ServerRootCaCertificate)
                 .and_then(|c| c.certificate.clone())
                 .unwrap_or_default(),
             client_certificate: mtls.and_then(|c| c.certificate.clone()).unwrap_or_default(),
@@ -208,7 +208,7 @@ impl MappingForm {
         if let Some(kind) = opt(&self.auth_kind) {
             let uri = opt(&self.auth_uri);
             out.push(SourceAccessConfiguration {
-                kind,
+                kind: kind.into(),
                 username: if uri.is_some() { None } else { opt(&self.auth_username) },
                 password: if uri.is_some() { None } else { Some(self.auth_password.clone()).filter(|p| !p.is_empty()) },
                 uri,

@@ -224,7 +224,8 @@ pub struct SourceAccessConfiguration {
     /// BASIC_AUTH (SASL/PLAIN), SASL_SCRAM_256_AUTH, SASL_SCRAM_512_AUTH,
     /// CLIENT_CERTIFICATE_TLS_AUTH (mutual TLS), SERVER_ROOT_CA_CERTIFICATE.
     #[serde(rename = "Type")]
-    pub kind: String,
+    #[cfg_attr(feature = "ssr", schemars(with = "String"))]
+    pub kind: AccessKind,
     /// A Secrets Manager secret ARN (AWS's way).
     #[serde(rename = "URI", default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
@@ -249,14 +250,83 @@ pub struct SourceAccessConfiguration {
     pub secret_stored: bool,
 }
 
-pub const SASL_KINDS: [&str; 3] = ["BASIC_AUTH", "SASL_SCRAM_256_AUTH", "SASL_SCRAM_512_AUTH"];
-pub const ACCESS_KINDS: [&str; 5] = [
-    "BASIC_AUTH",
-    "SASL_SCRAM_256_AUTH",
-    "SASL_SCRAM_512_AUTH",
-    "CLIENT_CERTIFICATE_TLS_AUTH",
-    "SERVER_ROOT_CA_CERTIFICATE",
-];
+/// A `SourceAccessConfigurations[].Type`, by AWS's names. Read from any
+/// string, so a type Sluice does not know is `Unknown` and `validate` names
+/// it (an error on the field, not a parse failure of the whole body).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum AccessKind {
+    /// SASL/PLAIN.
+    BasicAuth,
+    SaslScram256,
+    SaslScram512,
+    /// Mutual TLS.
+    ClientCertificateTls,
+    ServerRootCaCertificate,
+    /// Anything else, as given (empty: not given).
+    Unknown(String),
+    #[default]
+    None,
+}
+
+impl AccessKind {
+    pub const KNOWN: [AccessKind; 5] = [
+        AccessKind::BasicAuth,
+        AccessKind::SaslScram256,
+        AccessKind::SaslScram512,
+        AccessKind::ClientCertificateTls,
+        AccessKind::ServerRootCaCertificate,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            AccessKind::BasicAuth => "BASIC_AUTH",
+            AccessKind::SaslScram256 => "SASL_SCRAM_256_AUTH",
+            AccessKind::SaslScram512 => "SASL_SCRAM_512_AUTH",
+            AccessKind::ClientCertificateTls => "CLIENT_CERTIFICATE_TLS_AUTH",
+            AccessKind::ServerRootCaCertificate => "SERVER_ROOT_CA_CERTIFICATE",
+            AccessKind::Unknown(s) => s,
+            AccessKind::None => "",
+        }
+    }
+
+    pub fn is_sasl(&self) -> bool {
+        matches!(self, AccessKind::BasicAuth | AccessKind::SaslScram256 | AccessKind::SaslScram512)
+    }
+
+    /// Carries a certificate (so needs TLS).
+    pub fn is_certificate(&self) -> bool {
+        matches!(self, AccessKind::ClientCertificateTls | AccessKind::ServerRootCaCertificate)
+    }
+}
+
+impl From<String> for AccessKind {
+    fn from(s: String) -> Self {
+        AccessKind::KNOWN.into_iter().find(|k| k.as_str() == s).unwrap_or(if s.is_empty() {
+            AccessKind::None
+        } else {
+            AccessKind::Unknown(s)
+        })
+    }
+}
+
+impl From<&str> for AccessKind {
+    fn from(s: &str) -> Self {
+        AccessKind::from(s.to_string())
+    }
+}
+
+impl From<AccessKind> for String {
+    fn from(k: AccessKind) -> String {
+        k.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for AccessKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Debug output (logs, panics) shows that a secret is set, never the secret.
 impl std::fmt::Debug for SourceAccessConfiguration {
@@ -322,8 +392,8 @@ impl MappingSpec {
             self.amazon_managed_kafka_event_source_config.as_ref().and_then(|c| c.security_protocol.clone())
         });
         given.map(|p| p.to_ascii_uppercase()).unwrap_or_else(|| {
-            let kinds: Vec<&str> = self.source_access_configurations.iter().map(|c| c.kind.as_str()).collect();
-            if kinds.iter().any(|k| SASL_KINDS.contains(k)) {
+            let kinds: Vec<&AccessKind> = self.source_access_configurations.iter().map(|c| &c.kind).collect();
+            if kinds.iter().any(|k| k.is_sasl()) {
                 "SASL_SSL".into()
             } else if kinds.is_empty() {
                 "PLAINTEXT".into()
@@ -345,11 +415,12 @@ impl MappingSpec {
         for (i, c) in self.source_access_configurations.iter().enumerate() {
             let f = |name: &str| format!("SourceAccessConfigurations[{i}].{name}");
             let pem = |v: &Option<String>| v.as_deref().is_some_and(|p| p.trim_start().starts_with("-----BEGIN "));
-            if !ACCESS_KINDS.contains(&c.kind.as_str()) {
-                err(&f("Type"), format!("must be one of {}, not `{}`", ACCESS_KINDS.join(", "), c.kind));
+            if matches!(c.kind, AccessKind::Unknown(_) | AccessKind::None) {
+                let known: Vec<&str> = AccessKind::KNOWN.iter().map(|k| k.as_str()).collect();
+                err(&f("Type"), format!("must be one of {}, not `{}`", known.join(", "), c.kind));
                 continue;
             }
-            if SASL_KINDS.contains(&c.kind.as_str()) {
+            if c.kind.is_sasl() {
                 sasl += 1;
             }
             if let Some(uri) = &c.uri {
@@ -367,8 +438,8 @@ impl MappingSpec {
                 }
                 continue;
             }
-            match c.kind.as_str() {
-                k if SASL_KINDS.contains(&k) => {
+            match &c.kind {
+                k if k.is_sasl() => {
                     if c.username.as_deref().unwrap_or("").is_empty() {
                         err(&f("Username"), "required for SASL".into());
                     }
@@ -383,7 +454,7 @@ impl MappingSpec {
                         );
                     }
                 }
-                "CLIENT_CERTIFICATE_TLS_AUTH" => {
+                AccessKind::ClientCertificateTls => {
                     if !pem(&c.certificate) {
                         err(&f("Certificate"), "a PEM certificate (-----BEGIN CERTIFICATE-----) is required".into());
                     }
@@ -406,10 +477,10 @@ impl MappingSpec {
                     }
                 }
             }
-            if c.private_key_password.is_some() && c.kind != "CLIENT_CERTIFICATE_TLS_AUTH" {
+            if c.private_key_password.is_some() && c.kind != AccessKind::ClientCertificateTls {
                 err(&f("PrivateKeyPassword"), "only for CLIENT_CERTIFICATE_TLS_AUTH (an encrypted client key)".into());
             }
-            if c.kind.contains("CERTIFICATE") && !protocol.ends_with("SSL") {
+            if c.kind.is_certificate() && !protocol.ends_with("SSL") {
                 err(&f("Type"), format!("certificates need the security protocol SSL or SASL_SSL, not {protocol}"));
             }
         }
@@ -429,7 +500,7 @@ impl MappingSpec {
     pub fn msk_iam(&self) -> bool {
         self.event_source_arn.is_some()
             && self.security_protocol().starts_with("SASL_")
-            && !self.source_access_configurations.iter().any(|c| SASL_KINDS.contains(&c.kind.as_str()))
+            && !self.source_access_configurations.iter().any(|c| c.kind.is_sasl())
     }
 
     /// The region of the MSK cluster's ARN (`arn:aws:kafka:REGION:...`).

@@ -8,7 +8,7 @@ use rdkafka::client::OAuthToken;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext};
-use sluice_app::spec::MappingSpec;
+use sluice_app::spec::{AccessKind, MappingSpec};
 
 /// Why a mapping's credentials cannot be made ready; shown as the mapping's
 /// status (EVENT_SOURCE_AUTHN_ERROR).
@@ -55,14 +55,14 @@ pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Res
             let missing = || CredentialsError::SecretField { uri: uri.clone(), field: k };
             v.get(k).and_then(|x| x.as_str()).map(String::from).ok_or_else(missing)
         };
-        match c.kind.as_str() {
-            "CLIENT_CERTIFICATE_TLS_AUTH" => {
+        match c.kind {
+            AccessKind::ClientCertificateTls => {
                 c.certificate = Some(field("certificate")?);
                 c.private_key = Some(field("privateKey")?);
                 c.private_key_password =
                     v.get("privateKeyPassword").and_then(|p| p.as_str()).filter(|p| !p.is_empty()).map(String::from);
             }
-            "SERVER_ROOT_CA_CERTIFICATE" => c.certificate = Some(field("certificate")?),
+            AccessKind::ServerRootCaCertificate => c.certificate = Some(field("certificate")?),
             _ => {
                 c.username = Some(field("username")?);
                 c.password = Some(field("password")?);
@@ -106,10 +106,10 @@ impl KafkaAuth {
     pub fn of(spec: &MappingSpec) -> KafkaAuth {
         let mut out = vec![("security.protocol", spec.security_protocol().to_ascii_lowercase())];
         for c in &spec.source_access_configurations {
-            let mechanism = match c.kind.as_str() {
-                "BASIC_AUTH" => Some("PLAIN"),
-                "SASL_SCRAM_256_AUTH" => Some("SCRAM-SHA-256"),
-                "SASL_SCRAM_512_AUTH" => Some("SCRAM-SHA-512"),
+            let mechanism = match c.kind {
+                AccessKind::BasicAuth => Some("PLAIN"),
+                AccessKind::SaslScram256 => Some("SCRAM-SHA-256"),
+                AccessKind::SaslScram512 => Some("SCRAM-SHA-512"),
                 _ => None,
             };
             if let Some(m) = mechanism {
@@ -117,9 +117,9 @@ impl KafkaAuth {
                 out.push(("sasl.username", c.username.clone().unwrap_or_default()));
                 out.push(("sasl.password", c.password.clone().unwrap_or_default()));
             }
-            match c.kind.as_str() {
-                "SERVER_ROOT_CA_CERTIFICATE" => out.extend(c.certificate.clone().map(|p| ("ssl.ca.pem", p))),
-                "CLIENT_CERTIFICATE_TLS_AUTH" => {
+            match c.kind {
+                AccessKind::ServerRootCaCertificate => out.extend(c.certificate.clone().map(|p| ("ssl.ca.pem", p))),
+                AccessKind::ClientCertificateTls => {
                     out.extend(c.certificate.clone().map(|p| ("ssl.certificate.pem", p)));
                     out.extend(c.private_key.clone().map(|p| ("ssl.key.pem", p)));
                     out.extend(c.private_key_password.clone().map(|p| ("ssl.key.password", p)));
