@@ -18,6 +18,7 @@ pub mod sample;
 pub mod secrets;
 pub mod service;
 pub mod shared;
+pub mod sigv4;
 pub mod store;
 pub mod throttle;
 
