@@ -461,6 +461,38 @@ async fn redirects_stay_on_the_site_and_the_sign_in_page_prints_no_given_text() 
     assert!(!html.contains("555-0100") && html.contains("Sign-in failed."), "{html}");
 }
 
+/// API errors say their kind in `x-amzn-ErrorType` (what the AWS SDKs read
+/// first) and carry a request id, from the guard and the handlers alike.
+#[tokio::test]
+async fn api_errors_carry_aws_error_headers() {
+    let s = start().await;
+    let c = client();
+    let missing = format!("{}/api/v1/mappings/{}", s.url, uuid::Uuid::new_v4());
+    let cases = [
+        (c.get(format!("{}/api/v1/mappings", s.url)), 401, "UnauthorizedException"),
+        (c.get(&missing).bearer_auth(BOOTSTRAP), 404, "ResourceNotFoundException"),
+        (
+            c.post(format!("{}/api/v1/mappings", s.url))
+                .bearer_auth(BOOTSTRAP)
+                .header("content-type", "application/json")
+                .body(r#"{"FunctionName": "http://f/", "BatchSize": 0}"#),
+            400,
+            "InvalidParameterValueException",
+        ),
+    ];
+    for (request, status, kind) in cases {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status);
+        assert_eq!(r.headers().get("x-amzn-errortype").map(|v| v.to_str().unwrap()), Some(kind));
+        assert!(r.headers().get("x-amzn-requestid").is_some_and(|v| v.len() == 36));
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["Type"], kind, "the body still says it: {body}");
+    }
+    let ok = c.get(format!("{}/api/v1/mappings", s.url)).bearer_auth(BOOTSTRAP).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert!(ok.headers().get("x-amzn-errortype").is_none(), "only errors say an error type");
+}
+
 #[tokio::test]
 async fn every_answer_has_security_headers_and_odd_paths_are_refused() {
     let s = start().await;

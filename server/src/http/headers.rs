@@ -41,3 +41,27 @@ pub async fn security_headers(mut req: Request, next: Next) -> Response {
     h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
     res
 }
+
+/// AWS's error headers on every API error: `x-amzn-ErrorType` (the body's
+/// `Type`), which the AWS SDKs read before the body, and `x-amzn-RequestId`.
+pub async fn aws_error_headers(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let res = next.run(req).await;
+    let json = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || !json || !(res.status().is_client_error() || res.status().is_server_error()) {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    // Error bodies are a few hundred bytes; a limit only guards the buffer.
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let kind = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("Type").and_then(|t| t.as_str()).map(String::from));
+    if let Some(v) = kind.and_then(|k| HeaderValue::from_str(&k).ok()) {
+        parts.headers.insert("x-amzn-errortype", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        parts.headers.insert("x-amzn-requestid", v);
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}

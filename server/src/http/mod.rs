@@ -69,6 +69,8 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         // Every route and file behind the access guard (it lets the public ones through).
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        // Outside the guard, so its refusals carry them too.
+        .layer(axum::middleware::from_fn(headers::aws_error_headers))
         // Pages, JSON and the wasm go out gzipped (live streams are left
         // alone by the default predicate).
         .layer(tower_http::compression::CompressionLayer::new())
