@@ -240,6 +240,33 @@ mod tests {
         assert_eq!(check("POST", path, query, &[], body, now), Err(SigV4Error::NotSigned));
     }
 
+    /// A request botocore (the AWS CLI's and boto3's signer) signed, as
+    /// recorded: a list call's encoded ARN filter and a JSON body.
+    #[test]
+    fn a_request_signed_by_botocore_is_accepted() {
+        let h = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let headers = [
+            h("Host", "localhost:3000"),
+            h("Content-Type", "application/json"),
+            h("User-Agent", "aws-cli/2 test"),
+            h("X-Amz-Date", "20261201T020049Z"),
+            h(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIASLUICETEST000001/20261201/us-east-1/lambda/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date, \
+                 Signature=66e8093d6945f71d6a15bb58a69a0e181400cd4ec0fbe10eaa4867fcec4189c2",
+            ),
+            h("Content-Length", "48"),
+        ];
+        let body = br#"{"FunctionName": "my-function", "BatchSize": 10}"#;
+        let path = "/2015-03-31/event-source-mappings/";
+        let query = "FunctionName=arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Amy-function&MaxItems=5";
+        let at = parse_amz_date("20261201T020049Z").unwrap();
+        let signer = check("POST", path, query, &headers, body, at + 60_000).unwrap();
+        assert_eq!((signer.region.as_str(), signer.service.as_str()), ("us-east-1", "lambda"));
+        assert_eq!(check("POST", path, "MaxItems=5", &headers, body, at), Err(SigV4Error::Mismatch));
+    }
+
     #[test]
     fn query_pairs_are_sorted_and_encoded_once_more() {
         assert_eq!(canonical_query("b=2&a=x%2Fy&a=1&c"), "a=1&a=x%2Fy&b=2&c=");
