@@ -5,6 +5,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use sluice_app::uri_encode;
 
 /// How far a request's `X-Amz-Date` may be from now, either way (AWS: 15 min).
 pub const MAX_SKEW_MS: i64 = 15 * 60_000;
@@ -103,7 +104,7 @@ pub fn verify(
     let canonical = format!(
         "{}\n{}\n{}\n{canonical_headers}\n{signed_headers}\n{payload_hash}",
         req.method,
-        encode(req.raw_path, false),
+        canonical_path(req.raw_path),
         canonical_query(req.raw_query)
     );
     let scope = format!("{date}/{region}/{service}/aws4_request");
@@ -129,19 +130,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// SigV4's encoding: every byte but the unreserved ones as %XX (upper case);
-/// `/` kept in paths. A path arrives encoded once and is encoded again, as
-/// every AWS service but S3 expects.
-fn encode(s: &str, slash_too: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            b'/' if !slash_too => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+/// A path as SigV4 canonicalizes it for every service but S3: each segment,
+/// as it arrived (encoded once), encoded again.
+fn canonical_path(raw: &str) -> String {
+    raw.split('/').map(uri_encode).collect::<Vec<_>>().join("/")
 }
 
 /// The query's pairs decoded, encoded SigV4's way, sorted.
@@ -152,7 +144,7 @@ fn canonical_query(raw: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (encode(&decode(k), true), encode(&decode(v), true))
+            (uri_encode(&decode(k)), uri_encode(&decode(v)))
         })
         .collect();
     pairs.sort();
@@ -270,6 +262,6 @@ mod tests {
     #[test]
     fn query_pairs_are_sorted_and_encoded_once_more() {
         assert_eq!(canonical_query("b=2&a=x%2Fy&a=1&c"), "a=1&a=x%2Fy&b=2&c=");
-        assert_eq!(encode("/a%3Ab/c d", false), "/a%253Ab/c%20d");
+        assert_eq!(canonical_path("/a%3Ab/c d"), "/a%253Ab/c%20d");
     }
 }
