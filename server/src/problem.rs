@@ -195,6 +195,16 @@ impl Problem {
         }
     }
 
+    /// AWS's StateTransitionReason for a mapping that could not start
+    /// because of this: its credentials (EVENT_SOURCE_AUTHN_ERROR), or its
+    /// settings (ESM_CONFIG_NOT_VALID).
+    pub fn start_refusal(&self) -> &'static str {
+        match self {
+            Problem::Credentials(_) => "EVENT_SOURCE_AUTHN_ERROR",
+            _ => "ESM_CONFIG_NOT_VALID",
+        }
+    }
+
     /// About the brokers rather than the records: over once the group
     /// assigns partitions again.
     pub fn about_the_brokers(&self) -> bool {

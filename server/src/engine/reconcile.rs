@@ -128,7 +128,7 @@ impl EngineHandle {
     }
 }
 
-/// Why a mapping cannot run now: its state, AWS's reason, and what to say.
+/// Why a mapping cannot run now: the state it settles in, and the problem.
 struct NotRunning(MappingState, Problem);
 
 impl Engine {
@@ -306,11 +306,7 @@ impl Engine {
                     self.settle(id, MappingState::Enabled, "USER_INITIATED", None).await;
                 }
                 Err(NotRunning(state, problem)) => {
-                    let reason = match problem {
-                        Problem::Credentials(_) => "EVENT_SOURCE_AUTHN_ERROR",
-                        _ => "ESM_CONFIG_NOT_VALID",
-                    };
-                    self.settle(id, state, reason, Some(problem.into())).await;
+                    self.settle(id, state, problem.start_refusal(), Some(problem.into())).await;
                 }
             }
         }
