@@ -98,7 +98,6 @@ pub struct MappingService {
     /// The node's handles (database, identity, live registry, holds,
     /// change signal, AWS configuration), shared with the engine and cluster.
     shared: Shared,
-    store: Store,
     metrics: Arc<Metrics>,
     /// What the node can do, as the console's footer says it.
     system: std::sync::Mutex<sluice_app::model::SystemInfo>,
@@ -131,7 +130,6 @@ impl MappingService {
         Arc::new(MappingService {
             auth: Arc::new(crate::auth::Auth::new(shared.store.clone())),
             reach: Default::default(),
-            store: shared.store.clone(),
             shared,
             metrics,
             system: std::sync::Mutex::new(sluice_app::model::SystemInfo {
@@ -182,7 +180,7 @@ impl MappingService {
 
     /// The cluster's nodes, this one included.
     pub async fn nodes(&self) -> Result<Vec<sluice_app::model::NodeView>, ServiceError> {
-        Ok(crate::cluster::views(self.store.nodes().await?, &self.shared.node.id))
+        Ok(crate::cluster::views(self.shared.store.nodes().await?, &self.shared.node.id))
     }
 
     /// Wakes this node's reconciler and every other node's (NOTIFY).
@@ -242,7 +240,7 @@ impl MappingService {
         // Check the request against the topic before stopping anything.
         plan(req.clone()).await?;
         // Held here and in the database, so every node stops its pollers.
-        if !self.store.hold(id, &self.shared.node.id).await? {
+        if !self.shared.store.hold(id, &self.shared.node.id).await? {
             return Err(ServiceError::Conflict(format!(
                 "a reset of mapping {} is being applied by another node; try again when it is done",
                 m.label()
@@ -282,7 +280,7 @@ impl MappingService {
             request: req.clone(),
             partitions: partitions.clone(),
         };
-        self.store.put_reset(&audit).await?;
+        self.shared.store.put_reset(&audit).await?;
         tracing::info!(mapping = %id, strategy = req.strategy.as_str(), actor, "offsets reset");
         Ok(outcome(partitions, true, Some(audit.id)))
     }
@@ -299,7 +297,7 @@ impl MappingService {
 
     pub async fn resets(&self, id: Uuid) -> Result<Vec<ResetAudit>, ServiceError> {
         self.get(id).await?;
-        Ok(self.store.resets(id).await?)
+        Ok(self.shared.store.resets(id).await?)
     }
 
     /// The metrics collector (started by the caller) and its history.
@@ -354,15 +352,15 @@ impl MappingService {
 
     /// Notified on every saved change (the engine's reconciler waits on it).
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.shared.store
     }
 
     pub async fn list(&self) -> Result<Vec<MappingView>, ServiceError> {
-        Ok(self.store.list().await?)
+        Ok(self.shared.store.list().await?)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<MappingView, ServiceError> {
-        self.store.get(id).await?.ok_or(ServiceError::NotFound(id))
+        self.shared.store.get(id).await?.ok_or(ServiceError::NotFound(id))
     }
 
     pub async fn create(&self, spec: MappingSpec) -> Result<MappingView, ServiceError> {
@@ -381,7 +379,7 @@ impl MappingService {
         }
         self.check(Some(id), &spec).await?;
         let state = if spec.enabled { MappingState::Creating } else { MappingState::Disabled };
-        self.store.insert(id, &spec, &saved_status(state, "No records processed")).await?;
+        self.shared.store.insert(id, &spec, &saved_status(state, "No records processed")).await?;
         // The answer is the change as saved: read before the engine is told
         // (it may settle the next state before a later read).
         let view = self.get(id).await?;
@@ -425,7 +423,7 @@ impl MappingService {
             (true, true) => MappingState::Updating,
             (false, false) => MappingState::Disabled,
         };
-        if !self.store.update(id, &spec, &saved_status(state, &before.status.last_processing_result)).await? {
+        if !self.shared.store.update(id, &spec, &saved_status(state, &before.status.last_processing_result)).await? {
             return Err(ServiceError::NotFound(id));
         }
         let view = self.get(id).await?;
@@ -449,7 +447,7 @@ impl MappingService {
 
     pub async fn delete(&self, id: Uuid) -> Result<MappingView, ServiceError> {
         let mut view = self.get(id).await?;
-        if !self.store.delete(id).await? {
+        if !self.shared.store.delete(id).await? {
             return Err(ServiceError::NotFound(id));
         }
         self.changed(id).await;
@@ -466,7 +464,7 @@ impl MappingService {
         let reach = self.reach.read().unwrap_or_else(|e| e.into_inner()).clone();
         errs.extend(reach.check(spec).await);
         if let Some(group) = spec.consumer_group_id() {
-            for other in self.store.list().await? {
+            for other in self.shared.store.list().await? {
                 if Some(other.uuid) == id || other.consumer_group() != group {
                     continue;
                 }
@@ -601,7 +599,7 @@ impl Drop for Unhold<'_> {
     fn drop(&mut self) {
         self.0.shared.holds.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
         self.0.shared.changes.wake();
-        let (store, id, changes) = (self.0.store.clone(), self.1, self.0.shared.changes.clone());
+        let (store, id, changes) = (self.0.shared.store.clone(), self.1, self.0.shared.changes.clone());
         tokio::spawn(async move {
             if let Err(e) = store.unhold(id).await {
                 // The hold is ignored once this node is counted out; until
