@@ -389,7 +389,6 @@ impl Poller {
 
     fn on_record(&mut self, m: OwnedMessage) {
         let p = m.partition();
-        let settled = self.commits.state() == GroupState::Settled;
         let (pipeline, topic, capacity) = (&self.pipeline, &self.topic, self.capacity);
         let w = self.workers.entry(p).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(capacity);
@@ -397,7 +396,8 @@ impl Poller {
             let task = tokio::spawn(pipeline::run(pipeline.clone(), topic.clone(), p, rx, stop.clone()));
             Worker { tx, waiting: VecDeque::new(), waiting_bytes: 0, paused: false, stop, task }
         });
-        if w.waiting.is_empty() && settled {
+        // The group's state is read only when the record could go straight in.
+        if w.waiting.is_empty() && self.commits.state() == GroupState::Settled {
             if let Err(mpsc::error::TrySendError::Full(m)) = w.tx.try_send(m) {
                 w.wait(m);
             }
