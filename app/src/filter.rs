@@ -110,10 +110,51 @@ fn combinations(o: &Obj) -> usize {
     n
 }
 
+/// A pattern key with dots names a nested field, as EventBridge flattens
+/// paths: `{"a.b": [1]}` is `{"a": {"b": [1]}}`.
+fn expand_dotted(map: &Map<String, Value>) -> Result<std::borrow::Cow<'_, Map<String, Value>>, String> {
+    let dotted = |k: &String| k.contains('.') && k.split('.').all(|seg| !seg.is_empty());
+    if !map.keys().any(dotted) {
+        return Ok(std::borrow::Cow::Borrowed(map));
+    }
+    fn put(out: &mut Map<String, Value>, path: &[&str], v: &Value, whole: &str) -> Result<(), String> {
+        let (first, rest) = path.split_first().expect("a path has a segment");
+        if rest.is_empty() {
+            return match (out.get_mut(*first), v) {
+                (None, v) => {
+                    out.insert(first.to_string(), v.clone());
+                    Ok(())
+                }
+                (Some(Value::Object(have)), Value::Object(more)) => {
+                    for (k, x) in more {
+                        put(have, &[k.as_str()], x, whole)?;
+                    }
+                    Ok(())
+                }
+                _ => Err(invalid(format!("\"{whole}\" names a field another key of the pattern names too"))),
+            };
+        }
+        match out.entry(first.to_string()).or_insert_with(|| Value::Object(Map::new())) {
+            Value::Object(inner) => put(inner, rest, v, whole),
+            _ => Err(invalid(format!("\"{whole}\" names a field another key of the pattern names too"))),
+        }
+    }
+    let mut out = Map::new();
+    for (k, v) in map {
+        if dotted(k) {
+            put(&mut out, &k.split('.').collect::<Vec<_>>(), v, k)?;
+        } else {
+            put(&mut out, &[k.as_str()], v, k)?;
+        }
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
 fn compile_obj(map: &Map<String, Value>, depth: usize) -> Result<Obj, String> {
     if depth > 32 {
         return Err(invalid("the pattern is nested too deeply"));
     }
+    let map = &*expand_dotted(map)?;
     let mut obj = Obj::default();
     for (k, v) in map {
         if k == "$or" {
@@ -217,8 +258,8 @@ fn compile_anything_but(field: &str, arg: &Value) -> Result<Matcher, String> {
         Value::Object(m) if m.len() == 1 => {
             let (op, a) = m.iter().next().expect("one key");
             match op.as_str() {
-                "prefix" => Matcher::Prefix(string_arg("anything-but prefix", a)?, false),
-                "suffix" => Matcher::Suffix(string_arg("anything-but suffix", a)?, false),
+                "prefix" => affix_list("prefix", a, |s| Matcher::Prefix(s, false))?,
+                "suffix" => affix_list("suffix", a, |s| Matcher::Suffix(s, false))?,
                 "equals-ignore-case" => match a {
                     Value::String(s) => Matcher::EqualsIgnoreCase(s.to_lowercase()),
                     Value::Array(list) if !list.is_empty() => Matcher::AnyOf(
@@ -262,6 +303,23 @@ fn compile_anything_but(field: &str, arg: &Value) -> Result<Matcher, String> {
         }
     };
     Ok(Matcher::AnythingBut(Box::new(inner)))
+}
+
+/// `anything-but`'s prefix or suffix: one string or a list of them, none
+/// empty (AWS refuses an empty one: it would exclude everything).
+fn affix_list(op: &str, a: &Value, make: impl Fn(String) -> Matcher) -> Result<Matcher, String> {
+    let one = |v: &Value| -> Result<Matcher, String> {
+        let s = string_arg(&format!("anything-but {op}"), v)?;
+        if s.is_empty() {
+            return Err(invalid(format!("Null {op} not allowed")));
+        }
+        Ok(make(s))
+    };
+    match a {
+        Value::Array(list) if !list.is_empty() => Ok(Matcher::AnyOf(list.iter().map(one).collect::<Result<_, _>>()?)),
+        Value::Array(_) => Err(invalid(format!("anything-but {op}: Empty arrays are not allowed"))),
+        v => one(v),
+    }
 }
 
 fn compile_numeric(arg: &Value) -> Result<Vec<(Op, f64)>, String> {
@@ -335,7 +393,31 @@ fn compile_wildcard(s: &str) -> Result<String, String> {
             _ => prev_star = false,
         }
     }
+    if wildcard_stars(s) > MAX_WILDCARD_STARS {
+        return Err(invalid(
+            "Rule is too complex - try using fewer wildcard characters or fewer repeating character sequences after a wildcard character",
+        ));
+    }
     Ok(s.to_string())
+}
+
+/// More wildcard characters than this in one pattern is refused as too
+/// complex. AWS measures the complexity of the whole rule's matching
+/// machine; this is the common approximation (its exact measure is not
+/// published), so a pattern AWS takes may in rare cases be refused here.
+const MAX_WILDCARD_STARS: usize = 5;
+
+/// The unescaped `*` of a wildcard pattern.
+fn wildcard_stars(s: &str) -> usize {
+    let (mut n, mut escaped) = (0, false);
+    for c in s.chars() {
+        match (escaped, c) {
+            (false, '\\') => escaped = true,
+            (false, '*') => n += 1,
+            _ => escaped = false,
+        }
+    }
+    n
 }
 
 fn wildcard_match(pattern: &str, text: &str) -> bool {
@@ -469,25 +551,41 @@ fn match_obj(o: &Obj, v: Option<&Value>) -> bool {
     if let Some(Value::Array(items)) = v {
         return items.iter().filter(|i| i.is_object()).any(|i| match_obj(o, Some(i)));
     }
-    let field = |k: &str| v.and_then(|v| v.as_object()).and_then(|m| m.get(k));
+    let field = |k: &str| lookup(v, k);
     o.fields.iter().all(|(k, r)| match r {
-        Rule::Nested(inner) => match_obj(inner, field(k)),
-        Rule::Leaf(ms) => match_leaf(ms, field(k)),
+        Rule::Nested(inner) => match_obj(inner, field(k).as_deref()),
+        Rule::Leaf(ms) => match_leaf(ms, field(k).as_deref()),
     }) && o.ors.iter().all(|alts| alts.iter().any(|a| match_obj(a, v)))
+}
+
+/// The event's field `k`; when absent, what keys with dots under it hold
+/// (`{"a.b": 1}` holds `a` → `b`, as EventBridge flattens paths).
+fn lookup<'a>(v: Option<&'a Value>, k: &str) -> Option<std::borrow::Cow<'a, Value>> {
+    let m = v?.as_object()?;
+    if let Some(x) = m.get(k) {
+        return Some(std::borrow::Cow::Borrowed(x));
+    }
+    let mut under = Map::new();
+    for (key, x) in m {
+        if let Some(rest) = key.strip_prefix(k).and_then(|r| r.strip_prefix('.')) {
+            under.insert(rest.to_string(), x.clone());
+        }
+    }
+    (!under.is_empty()).then_some(std::borrow::Cow::Owned(Value::Object(under)))
 }
 
 fn first_mismatch(o: &Obj, v: Option<&Value>, path: &str) -> Option<String> {
     if match_obj(o, v) {
         return None;
     }
-    let field = |k: &str| v.and_then(|v| v.as_object()).and_then(|m| m.get(k));
+    let field = |k: &str| lookup(v, k);
     for (k, r) in &o.fields {
         let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
         match r {
-            Rule::Nested(inner) if !match_obj(inner, field(k)) => {
-                return Some(first_mismatch(inner, field(k), &p).unwrap_or(p));
+            Rule::Nested(inner) if !match_obj(inner, field(k).as_deref()) => {
+                return Some(first_mismatch(inner, field(k).as_deref(), &p).unwrap_or(p));
             }
-            Rule::Leaf(ms) if !match_leaf(ms, field(k)) => return Some(p),
+            Rule::Leaf(ms) if !match_leaf(ms, field(k).as_deref()) => return Some(p),
             _ => {}
         }
     }
@@ -581,7 +679,20 @@ impl Projection {
     }
 
     fn get(&self, k: &str) -> Option<&Projection> {
-        self.children.iter().find(|(n, _)| n == k).map(|(_, p)| p)
+        self.children.iter().find(|(n, _)| n == k).map(|(_, p)| p).or_else(|| self.dotted(k))
+    }
+
+    /// A record key with dots (`"a.b"`) names the nested field `a` → `b`,
+    /// as EventBridge flattens paths.
+    fn dotted(&self, k: &str) -> Option<&Projection> {
+        if !k.contains('.') {
+            return None;
+        }
+        let mut p = self;
+        for seg in k.split('.') {
+            p = p.children.iter().find(|(n, _)| n == seg).map(|(_, c)| c)?;
+        }
+        Some(p)
     }
 
     /// `value_document(bytes)` with only what the patterns can look at.
@@ -605,7 +716,8 @@ impl Projection {
     /// The child named by a raw (still escaped) JSON key.
     fn get_raw(&self, raw: &[u8]) -> Option<&Projection> {
         if !raw.contains(&b'\\') {
-            return self.children.iter().find(|(n, _)| n.as_bytes() == raw).map(|(_, p)| p);
+            let direct = self.children.iter().find(|(n, _)| n.as_bytes() == raw).map(|(_, p)| p);
+            return direct.or_else(|| self.dotted(std::str::from_utf8(raw).ok()?));
         }
         self.get(&unescape(raw).ok()?)
     }
@@ -1150,10 +1262,23 @@ impl ValueFilters {
             return None;
         }
         if !escaped {
-            return children.iter().find(|(n, _)| n.as_bytes() == raw).map(|(_, c)| *c);
+            let direct = children.iter().find(|(n, _)| n.as_bytes() == raw).map(|(_, c)| *c);
+            return direct.or_else(|| self.dotted(node, std::str::from_utf8(raw).ok()?));
         }
         let key = unescape(raw).ok()?;
-        children.iter().find(|(n, _)| *n == key).map(|(_, c)| *c)
+        children.iter().find(|(n, _)| *n == key).map(|(_, c)| *c).or_else(|| self.dotted(node, &key))
+    }
+
+    /// A record key with dots names a nested field (see `Projection::dotted`).
+    fn dotted(&self, node: usize, key: &str) -> Option<usize> {
+        if !key.contains('.') {
+            return None;
+        }
+        let mut n = node;
+        for seg in key.split('.') {
+            n = self.nodes[n].children.iter().find(|(name, _)| name == seg).map(|(_, c)| *c)?;
+        }
+        Some(n)
     }
 
     /// Forgets what was noted under `node` (a repeated key: the last wins).
@@ -1437,6 +1562,14 @@ mod tests {
         assert!(!m(r#"{"a": [{"anything-but": {"equals-ignore-case": ["X", "y"]}}]}"#, json!({"a": "Y"})));
         assert!(m(r#"{"a": [{"anything-but": {"equals-ignore-case": "X"}}]}"#, json!({"a": "z"})));
         assert!(!m(r#"{"a": [{"anything-but": {"wildcard": "*.tmp"}}]}"#, json!({"a": "a.tmp"})));
+        // Lists of prefixes and suffixes: none of them.
+        let prefixes = r#"{"a": [{"anything-but": {"prefix": ["in", "pre"]}}]}"#;
+        assert!(m(prefixes, json!({"a": "out"})));
+        assert!(!m(prefixes, json!({"a": "inner"})));
+        assert!(!m(prefixes, json!({"a": "prefix"})));
+        let suffixes = r#"{"a": [{"anything-but": {"suffix": [".tmp", ".bak"]}}]}"#;
+        assert!(m(suffixes, json!({"a": "x.txt"})));
+        assert!(!m(suffixes, json!({"a": "x.bak"})));
         assert!(m(r#"{"a": [{"anything-but": {"wildcard": ["*.tmp", "x*"]}}]}"#, json!({"a": "a.png"})));
     }
 
@@ -1500,6 +1633,15 @@ mod tests {
         assert!(err(r#"{"a": [{"cidr": "10.0.0.0"}]}"#).contains("Malformed CIDR"));
         assert!(err(r#"{"a": [{"wildcard": "a**"}]}"#).contains("Consecutive wildcard"));
         assert!(err(r#"{"a": [{"wildcard": "a\\b"}]}"#).contains("Invalid escape"));
+        assert!(err(r#"{"a": [{"wildcard": "*a*b*c*d*e*"}]}"#).contains("Rule is too complex"));
+        assert!(Pattern::compile(r#"{"a": [{"wildcard": "*a*b*c*d*e"}]}"#).is_ok(), "five wildcards are fine");
+        assert!(
+            Pattern::compile(r#"{"a": [{"wildcard": "\\*\\*\\*\\*\\*\\*x"}]}"#).is_ok(),
+            "escaped stars are literal"
+        );
+        assert!(err(r#"{"a": [{"anything-but": {"prefix": ""}}]}"#).contains("Null prefix not allowed"));
+        assert!(err(r#"{"a": [{"anything-but": {"suffix": ["x", ""]}}]}"#).contains("Null suffix not allowed"));
+        assert!(err(r#"{"a": [{"anything-but": {"prefix": []}}]}"#).contains("Empty arrays"));
         assert!(err(r#"{"a": [{"anything-but": [true]}]}"#).contains("anything-but list"));
         assert!(err(r#"{"$or": [{"a": [1]}]}"#).contains("at least 2"));
         assert!(err("{not json").starts_with("Event pattern is not valid. Reason: "));
@@ -1771,6 +1913,33 @@ mod value_filter_tests {
     fn both(p: &[Pattern], r: Option<&[u8]>) -> (bool, bool) {
         let doc = value_document(r);
         (ValueFilters::new(p).admits(r), p.iter().any(|p| p.matches(&doc)))
+    }
+
+    /// Dotted keys, in a pattern or in a record, name nested fields (as
+    /// EventBridge flattens paths), on every matching path alike.
+    #[test]
+    fn dotted_keys_name_nested_fields() {
+        let dotted = Pattern::compile(r#"{"value": {"order.kind": ["book"]}}"#).unwrap();
+        let nested = Pattern::compile(r#"{"value": {"order": {"kind": ["book"]}}}"#).unwrap();
+        for p in [&dotted, &nested] {
+            for (record, want) in [
+                (&br#"{"order": {"kind": "book"}}"#[..], true),
+                (&br#"{"order.kind": "book"}"#[..], true),
+                (&br#"{"order": {"kind": "pen"}}"#[..], false),
+                (&br#"{"order.kind": "pen"}"#[..], false),
+                (&br#"{"orderXkind": "book"}"#[..], false),
+            ] {
+                let ps = std::slice::from_ref(p);
+                assert_eq!(both(ps, Some(record)), (want, want), "{}", String::from_utf8_lossy(record));
+                let projected = Projection::of(ps).value_document(Some(record));
+                assert_eq!(p.matches(&projected), want, "projected: {projected}");
+            }
+        }
+        let merged = Pattern::compile(r#"{"value": {"a.b": [1], "a": {"c": [2]}}}"#).unwrap();
+        assert!(merged.matches(&serde_json::json!({"value": {"a": {"b": 1, "c": 2}}})));
+        assert!(!merged.matches(&serde_json::json!({"value": {"a": {"b": 1}}})));
+        let conflict = Pattern::compile(r#"{"a.b": [1], "a": [2]}"#).unwrap_err();
+        assert!(conflict.contains("names a field another key"), "{conflict}");
     }
 
     /// Matching off the bytes answers as matching the parsed document does,
