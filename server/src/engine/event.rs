@@ -91,11 +91,14 @@ pub fn encode_record(m: &OwnedMessage) -> EncodedRecord {
         B64.encode_string(k, &mut out);
         out.push('"');
     }
-    out.push_str(",\"value\":\"");
+    // A tombstone (no value at all) leaves `value` out, as AWS sends it; an
+    // empty value is `""`.
     if let Some(v) = m.payload() {
+        out.push_str(",\"value\":\"");
         B64.encode_string(v, &mut out);
+        out.push('"');
     }
-    out.push_str("\",\"headers\":[");
+    out.push_str(",\"headers\":[");
     if let Some(hs) = m.headers() {
         for (i, h) in hs.iter().enumerate() {
             if i > 0 {
@@ -193,6 +196,17 @@ mod tests {
                 }]}
             })
         );
+    }
+
+    #[test]
+    fn a_tombstone_has_no_value_field_and_an_empty_value_is_empty() {
+        let tombstone =
+            OwnedMessage::new(None, Some(b"order-1".to_vec()), "orders".into(), Timestamp::CreateTime(1), 0, 16, None);
+        let v: serde_json::Value = serde_json::from_str(&encode_record(&tombstone).json).unwrap();
+        assert!(v.get("value").is_none(), "{v}");
+        assert_eq!(v["key"], "b3JkZXItMQ==");
+        let empty: serde_json::Value = serde_json::from_str(&encode_record(&msg(None, b"", None)).json).unwrap();
+        assert_eq!(empty["value"], "");
     }
 
     #[test]

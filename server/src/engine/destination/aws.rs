@@ -102,17 +102,7 @@ impl Destination for AwsDestination {
                 client.publish().topic_arn(&self.arn).message(body).send().await.map_err(|e| err(&e))?;
             }
             Kind::S3 { client, bucket } => {
-                let now = time::OffsetDateTime::now_utc();
-                let key = format!(
-                    "aws/lambda/{}/{}-{}/{:04}/{:02}/{:02}/{}-{request_id}.json",
-                    self.mapping,
-                    f.topic,
-                    f.partition,
-                    now.year(),
-                    u8::from(now.month()),
-                    now.day(),
-                    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                );
+                let key = s3_key(self.mapping, f.topic, f.partition, time::OffsetDateTime::now_utc(), &request_id);
                 client
                     .put_object()
                     .bucket(bucket)
@@ -129,5 +119,31 @@ impl Destination for AwsDestination {
 
     fn describe(&self) -> String {
         self.arn.clone()
+    }
+}
+
+/// AWS's object key for a failure record:
+/// `aws/lambda/<ESM-UUID>/<topic>-<partition>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<request id>`
+/// (the partition stands where streams put the shard id).
+fn s3_key(mapping: uuid::Uuid, topic: &str, partition: i32, at: time::OffsetDateTime, request_id: &str) -> String {
+    let (y, m, d) = (at.year(), u8::from(at.month()), at.day());
+    format!(
+        "aws/lambda/{mapping}/{topic}-{partition}/{y:04}/{m:02}/{d:02}/{y:04}-{m:02}-{d:02}T{:02}.{:02}.{:02}-{request_id}",
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn s3_keys_follow_aws_pattern() {
+        let at = time::OffsetDateTime::from_unix_timestamp(1772600767).unwrap(); // 2026-03-04 05:06:07 UTC
+        let id = uuid::Uuid::nil();
+        assert_eq!(
+            super::s3_key(id, "orders", 3, at, "req-1"),
+            "aws/lambda/00000000-0000-0000-0000-000000000000/orders-3/2026/03/04/2026-03-04T05.06.07-req-1"
+        );
     }
 }

@@ -47,16 +47,18 @@ pub fn build(
 ) -> Result<Option<Arc<dyn Destination>>, super::StartError> {
     let Some(d) = &spec.destination_config.on_failure else { return Ok(None) };
     let source = EventSource::of(spec);
+    // Failure records name the function by its full ARN, as AWS's do.
+    let function = crate::aws::ArnScope::node().function_arn(&spec.function_name);
     Ok(Some(match d.destination.strip_prefix("kafka://") {
         Some(topic) => Arc::new(
-            kafka::KafkaDestination::new(&spec.bootstrap_servers().join(","), topic, source, &spec.function_name, auth)
+            kafka::KafkaDestination::new(&spec.bootstrap_servers().join(","), topic, source, &function, auth)
                 .map_err(super::StartError::Refused)?,
         ),
         None => {
             let aws = aws.ok_or(super::StartError::NoAws)?;
             let sdk = crate::aws::in_region(aws, &d.destination, "")?;
             Arc::new(
-                aws::AwsDestination::new(&sdk, &d.destination, source, &spec.function_name, id)
+                aws::AwsDestination::new(&sdk, &d.destination, source, &function, id)
                     .map_err(super::StartError::Refused)?,
             )
         }
@@ -98,7 +100,7 @@ fn envelope(f: &Failed<'_>, function: &str, request_id: &str) -> Value {
 }
 
 /// AWS's failure record for one record (the Kafka-topic form: `batchSize`
-/// 1, `recordInfo`, the single-record event as `payload`). A record too
+/// 1, `recordInfo`, the single-record event as the object `payload`). A record too
 /// large to invoke carries no payload: it would not fit a destination
 /// either, and it stays readable in the source topic at its offset.
 pub fn failure_record(f: &Failed<'_>, r: &EncodedRecord, source: &EventSource, function: &str) -> Value {
@@ -112,8 +114,9 @@ pub fn failure_record(f: &Failed<'_>, r: &EncodedRecord, source: &EventSource, f
         "payloadSize": payload.as_ref().map_or(r.json.len(), String::len),
         "recordInfo": {"offset": r.offset.to_string(), "timestamp": iso(r.timestamp_ms)},
     });
+    // An object, as AWS documents the Kafka-topic form (S3's is a string).
     if let Some(p) = payload {
-        v["payload"] = Value::String(p);
+        v["payload"] = serde_json::from_str(&p).unwrap_or(Value::String(p));
     }
     v
 }

@@ -2,6 +2,11 @@
 //! synchronous (RequestResponse) Invoke. `FunctionName` goes to the API as
 //! the user wrote it: a name, a full or partial ARN, with or without a
 //! `:version` or `:alias` qualifier (Invoke takes all of them).
+//!
+//! An invocation may run as long as the function's own timeout (up to 900
+//! s): Lambda ends it there and answers, so Sluice waits that long plus
+//! the HTTP timeout as a margin for the network, instead of cutting a long
+//! function at the HTTP timeout and invoking it again while it still runs.
 
 use std::time::Duration;
 
@@ -13,31 +18,69 @@ use aws_sdk_lambda::types::InvocationType;
 
 use super::{excerpt, Outcome, Target};
 
+/// Lambda's longest function timeout.
+pub const LAMBDA_MAX_TIMEOUT: Duration = Duration::from_secs(900);
+
 pub struct LambdaTarget {
     client: aws_sdk_lambda::Client,
     function: String,
+    /// The HTTP timeout: for calls other than Invoke, and the margin over
+    /// the function's timeout.
+    margin: Duration,
+    /// How long an Invoke may take: the function's timeout (read once with
+    /// GetFunctionConfiguration; Lambda's maximum when it cannot be read)
+    /// plus the margin.
+    limit: tokio::sync::OnceCell<Duration>,
+}
+
+fn timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(attempt).build()
 }
 
 impl LambdaTarget {
     pub fn new(sdk: &aws_config::SdkConfig, function: &str, timeout: Duration) -> Self {
         let conf = aws_sdk_lambda::config::Builder::from(sdk)
-            .timeout_config(aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(timeout).build())
+            .timeout_config(timeouts(timeout))
             // Sluice retries with its own backoff (and counts attempts).
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
-        LambdaTarget { client: aws_sdk_lambda::Client::from_conf(conf), function: function.to_string() }
+        LambdaTarget {
+            client: aws_sdk_lambda::Client::from_conf(conf),
+            function: function.to_string(),
+            margin: timeout,
+            limit: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn limit(&self) -> Duration {
+        *self
+            .limit
+            .get_or_init(|| async {
+                let own = match self.client.get_function_configuration().function_name(&self.function).send().await {
+                    Ok(c) => c.timeout().map(|s| Duration::from_secs(s.max(1) as u64)),
+                    Err(e) => {
+                        tracing::debug!(function = %self.function, "no function timeout read ({e}); waiting up to Lambda's maximum");
+                        None
+                    }
+                };
+                own.unwrap_or(LAMBDA_MAX_TIMEOUT).min(LAMBDA_MAX_TIMEOUT) + self.margin
+            })
+            .await
     }
 }
 
 #[async_trait]
 impl Target for LambdaTarget {
     async fn invoke(&self, payload: String) -> Outcome {
+        let limit = self.limit().await;
         let sent = self
             .client
             .invoke()
             .function_name(&self.function)
             .invocation_type(InvocationType::RequestResponse)
             .payload(Blob::new(payload))
+            .customize()
+            .config_override(aws_sdk_lambda::config::Builder::default().timeout_config(timeouts(limit)))
             .send()
             .await;
         match sent {
@@ -58,12 +101,12 @@ impl Target for LambdaTarget {
                     None => Outcome::Success { body },
                 }
             }
-            Err(e) => describe(&self.function, e),
+            Err(e) => describe(&self.function, e, limit),
         }
     }
 }
 
-fn describe(function: &str, e: SdkError<InvokeError>) -> Outcome {
+fn describe(function: &str, e: SdkError<InvokeError>, limit: Duration) -> Outcome {
     match &e {
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
@@ -80,7 +123,7 @@ fn describe(function: &str, e: SdkError<InvokeError>) -> Outcome {
             }
         }
         SdkError::TimeoutError(_) => Outcome::FunctionError {
-            message: format!("{function}: the invocation timed out"),
+            message: format!("{function}: the invocation timed out after {} s", limit.as_secs()),
             status: None,
             version: None,
         },
