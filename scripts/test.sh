@@ -33,6 +33,12 @@ if ! command -v moto_server >/dev/null; then
 fi
 export SLUICE_REQUIRE_MOTO=1
 
+# The real AWS clients for the AWS API tests (end2end/aws): the AWS CLI and boto3.
+if ! command -v aws >/dev/null || ! python3 -c 'import boto3' 2>/dev/null; then
+  echo "test.sh: installing the AWS CLI and boto3 from PyPI" >&2
+  python3 -m pip install --quiet awscli boto3
+fi
+
 # Style first: the tree is formatted (rustfmt.toml) and lint-free.
 echo "test.sh: cargo fmt --check and cargo clippy" >&2
 cargo fmt --all --check

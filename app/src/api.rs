@@ -47,6 +47,8 @@ pub mod backend {
         async fn sample(&self, id: uuid::Uuid, n: usize) -> Result<Vec<crate::filter::Sample>, String>;
         /// The newest `n` entries of the audit log.
         async fn audit(&self, n: usize) -> Result<Vec<crate::model::AuditEntry>, String>;
+        /// The API tokens (never their secrets).
+        async fn tokens(&self) -> Result<Vec<crate::model::TokenView>, String>;
     }
 
     /// Who the request being served is from (the server's access guard
@@ -198,6 +200,13 @@ pub async fn get_session() -> Result<Option<crate::model::Session>, ServerFnErro
 }
 
 /// The newest changes, for operators and admins.
+/// The API tokens, for admins.
+#[server(endpoint = "get_tokens")]
+pub async fn get_tokens() -> Result<Vec<crate::model::TokenView>, ServerFnError> {
+    backend::require(crate::model::Role::Admin)?;
+    backend::backend()?.0.tokens().await.map_err(ServerFnError::new)
+}
+
 #[server(endpoint = "get_audit")]
 pub async fn get_audit() -> Result<Vec<crate::model::AuditEntry>, ServerFnError> {
     backend::require(crate::model::Role::Operator)?;

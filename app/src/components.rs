@@ -62,17 +62,29 @@ pub struct CurrentSession(pub Resource<Result<Option<Session>, ServerFnError>>);
 /// actions, so the console does not offer them.
 #[component]
 pub fn ForOperators(children: ChildrenFn) -> impl IntoView {
+    ForRole(ForRoleProps { role: Role::Operator, children })
+}
+
+/// Shown only to admins (users and tokens).
+#[component]
+pub fn ForAdmins(children: ChildrenFn) -> impl IntoView {
+    ForRole(ForRoleProps { role: Role::Admin, children })
+}
+
+/// Shown only to a signed-in caller with at least `role`.
+#[component]
+pub fn ForRole(role: Role, children: ChildrenFn) -> impl IntoView {
     let session = use_context::<CurrentSession>();
     view! {
         <Suspense fallback=|| ()>
             {move || {
                 let children = children.clone();
                 Suspend::new(async move {
-                    let role = match session {
+                    let have = match session {
                         Some(s) => s.0.await.ok().flatten().map(|s| s.role),
                         None => None,
                     };
-                    (role >= Some(Role::Operator)).then(|| children())
+                    (have >= Some(role)).then(|| children())
                 })
             }}
         </Suspense>

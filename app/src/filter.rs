@@ -717,9 +717,18 @@ impl Projection {
     fn get_raw(&self, raw: &[u8]) -> Option<&Projection> {
         if !raw.contains(&b'\\') {
             let direct = self.children.iter().find(|(n, _)| n.as_bytes() == raw).map(|(_, p)| p);
-            return direct.or_else(|| self.dotted(std::str::from_utf8(raw).ok()?));
+            return direct.or_else(|| self.dotted(dotted_key(raw)?));
         }
         self.get(&unescape(raw).ok()?)
+    }
+}
+
+/// A raw key with a dot, as text (the rest are not looked at again).
+fn dotted_key(raw: &[u8]) -> Option<&str> {
+    if raw.contains(&b'.') {
+        std::str::from_utf8(raw).ok()
+    } else {
+        None
     }
 }
 
@@ -1263,7 +1272,8 @@ impl ValueFilters {
         }
         if !escaped {
             let direct = children.iter().find(|(n, _)| n.as_bytes() == raw).map(|(_, c)| *c);
-            return direct.or_else(|| self.dotted(node, std::str::from_utf8(raw).ok()?));
+            // Most keys are nobody's: only one with a dot is looked at again.
+            return direct.or_else(|| self.dotted(node, dotted_key(raw)?));
         }
         let key = unescape(raw).ok()?;
         children.iter().find(|(n, _)| *n == key).map(|(_, c)| *c).or_else(|| self.dotted(node, &key))

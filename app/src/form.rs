@@ -308,8 +308,11 @@ impl MappingForm {
             } else {
                 vec![]
             },
-            provisioned_poller_config: (min_p.is_some() || max_p.is_some())
-                .then_some(ProvisionedPollerConfig { minimum_pollers: min_p, maximum_pollers: max_p }),
+            provisioned_poller_config: (min_p.is_some() || max_p.is_some()).then_some(ProvisionedPollerConfig {
+                minimum_pollers: min_p,
+                maximum_pollers: max_p,
+                poller_group_name: None,
+            }),
             enabled: self.enabled.is_some(),
             filter_on_record_metadata: self.filter_on_metadata.is_some(),
             event_source_arn: opt(&self.event_source_arn),
@@ -318,6 +321,9 @@ impl MappingForm {
             // SASL and a CA here; client certificates (API only) are kept
             // by the update handler.
             source_access_configurations: self.access_configurations(),
+            kms_key_arn: None,
+            metrics_config: None,
+            logging_config: None,
         };
         // A number that did not parse must not also be reported as out of
         // range with a made-up value: drop validation errors for those fields.
@@ -401,7 +407,7 @@ mod tests {
                 "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]",
             ),
             (MappingForm { topic: "my topic".into(), ..good() }, "Topics[0]"),
-            (MappingForm { filters: "{\"value\": [1]}\n".repeat(6), ..good() }, "FilterCriteria.Filters"),
+            (MappingForm { filters: "{\"value\": [1]}\n".repeat(MAX_FILTERS + 1), ..good() }, "FilterCriteria.Filters"),
             (MappingForm { filters: "{\"value\": [1]}\n[1]".into(), ..good() }, "FilterCriteria.Filters[1].Pattern"),
             (MappingForm { starting_position: "AT_TIMESTAMP".into(), ..good() }, F_TIMESTAMP),
             (

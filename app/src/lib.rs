@@ -13,7 +13,7 @@ pub mod spec;
 
 mod components;
 mod live;
-mod pages;
+pub mod pages;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet};
@@ -72,6 +72,7 @@ pub fn App() -> impl IntoView {
                     <A href="/">"Mappings"</A>
                     <A href="/nodes">"Nodes"</A>
                     <A href="/audit">"Audit log"</A>
+                    <components::ForAdmins><A href="/tokens">"API tokens"</A></components::ForAdmins>
                     <a href="/api/v1/openapi.json" rel="external">"API"</a>
                 </nav>
                 <Suspense fallback=|| ()>
@@ -98,6 +99,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/mappings/:id/filters") view=pages::FilterTester ssr=ssr.clone()/>
                     <Route path=path!("/nodes") view=pages::Nodes ssr=ssr.clone()/>
                     <Route path=path!("/audit") view=pages::Audit ssr=ssr.clone()/>
+                    <Route path=path!("/tokens") view=pages::Tokens ssr=ssr.clone()/>
                     <Route path=path!("/login") view=pages::Login ssr=ssr/>
                 </Routes>
             </main>

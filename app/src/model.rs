@@ -74,6 +74,9 @@ pub struct MappingView {
     pub status: MappingStatus,
     /// Unix seconds (with a fraction), as AWS returns it.
     pub last_modified: f64,
+    /// AWS's tags (TagResource); changed through the tags API, not the spec.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl MappingView {
@@ -196,6 +199,32 @@ pub struct Session {
     pub user: String,
     pub role: Role,
     pub csrf: String,
+}
+
+/// An API token as listed: never its secrets (they are shown once, when
+/// it is made).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TokenView {
+    pub name: String,
+    pub role: Role,
+    pub created_by: String,
+    pub created: i64,
+    pub last_used: Option<i64>,
+    /// Its SigV4 key id (tokens made before key pairs existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+}
+
+/// A token just made, with its secrets: the one time they are shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MadeToken {
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 /// One change, as the audit log keeps it.

@@ -10,7 +10,9 @@ use schemars::JsonSchema;
 pub const DEFAULT_BATCH_SIZE: i64 = 100;
 pub const MAX_BATCH_SIZE: i64 = 10_000;
 pub const MAX_BATCHING_WINDOW_S: i64 = 300;
-pub const MAX_FILTERS: usize = 5;
+/// AWS allows 5 a mapping by default and up to 10 with a quota increase;
+/// Sluice has no quota to raise, so its limit is AWS's highest.
+pub const MAX_FILTERS: usize = 10;
 pub const MAX_PATTERN_CHARS: usize = 4096;
 pub const MAX_BOOTSTRAP_SERVERS: usize = 10;
 
@@ -138,6 +140,10 @@ pub struct ProvisionedPollerConfig {
     pub minimum_pollers: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maximum_pollers: Option<i64>,
+    /// AWS's name for pollers shared by several mappings; kept and shown
+    /// (Sluice's pollers are per mapping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poller_group_name: Option<String>,
 }
 
 fn default_batch_size() -> i64 {
@@ -164,6 +170,8 @@ pub struct MappingSpec {
     /// A Lambda function name or ARN, or an `http(s)://` URL.
     pub function_name: String,
     pub topics: Vec<String>,
+    /// Absent for an MSK mapping given only its EventSourceArn.
+    #[serde(default)]
     pub self_managed_event_source: SelfManagedEventSource,
     #[serde(default)]
     pub self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig,
@@ -213,6 +221,37 @@ pub struct MappingSpec {
     /// store keeps them apart, encrypted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_access_configurations: Vec<SourceAccessConfiguration>,
+    /// AWS's key for encrypting the filter criteria: kept and answered so
+    /// definitions carry over; Sluice's database holds them as it holds
+    /// the rest of the spec.
+    #[serde(rename = "KMSKeyArn", default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_arn: Option<String>,
+    /// AWS's opt-in metric groups; Sluice publishes all of them always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_config: Option<MetricsConfig>,
+    /// The least severe of this mapping's log lines that are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging_config: Option<LoggingConfig>,
+}
+
+/// AWS's `MetricsConfig`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// EventCount, ErrorCount, KafkaMetrics.
+    #[serde(default)]
+    pub metrics: Vec<String>,
+}
+
+/// AWS's `LoggingConfig`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// DEBUG, INFO or WARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_log_level: Option<String>,
 }
 
 /// One way of reaching the brokers. AWS's shape is `{"Type", "URI"}` with
@@ -263,6 +302,11 @@ pub enum AccessKind {
     /// Mutual TLS.
     ClientCertificateTls,
     ServerRootCaCertificate,
+    /// AWS's VPC placement (`subnet:ID`, `security_group:ID`): accepted so
+    /// AWS definitions carry over, and shown as not applicable (Sluice
+    /// reaches brokers from its own network).
+    VpcSubnet,
+    VpcSecurityGroup,
     /// Anything else, as given (empty: not given).
     Unknown(String),
     #[default]
@@ -270,12 +314,14 @@ pub enum AccessKind {
 }
 
 impl AccessKind {
-    pub const KNOWN: [AccessKind; 5] = [
+    pub const KNOWN: [AccessKind; 7] = [
         AccessKind::BasicAuth,
         AccessKind::SaslScram256,
         AccessKind::SaslScram512,
         AccessKind::ClientCertificateTls,
         AccessKind::ServerRootCaCertificate,
+        AccessKind::VpcSubnet,
+        AccessKind::VpcSecurityGroup,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -285,6 +331,8 @@ impl AccessKind {
             AccessKind::SaslScram512 => "SASL_SCRAM_512_AUTH",
             AccessKind::ClientCertificateTls => "CLIENT_CERTIFICATE_TLS_AUTH",
             AccessKind::ServerRootCaCertificate => "SERVER_ROOT_CA_CERTIFICATE",
+            AccessKind::VpcSubnet => "VPC_SUBNET",
+            AccessKind::VpcSecurityGroup => "VPC_SECURITY_GROUP",
             AccessKind::Unknown(s) => s,
             AccessKind::None => "",
         }
@@ -292,6 +340,11 @@ impl AccessKind {
 
     pub fn is_sasl(&self) -> bool {
         matches!(self, AccessKind::BasicAuth | AccessKind::SaslScram256 | AccessKind::SaslScram512)
+    }
+
+    /// AWS's VPC placement: no secret, nothing for the Kafka clients.
+    pub fn is_network(&self) -> bool {
+        matches!(self, AccessKind::VpcSubnet | AccessKind::VpcSecurityGroup)
     }
 
     /// Carries a certificate (so needs TLS).
@@ -392,7 +445,8 @@ impl MappingSpec {
             self.amazon_managed_kafka_event_source_config.as_ref().and_then(|c| c.security_protocol.clone())
         });
         given.map(|p| p.to_ascii_uppercase()).unwrap_or_else(|| {
-            let kinds: Vec<&AccessKind> = self.source_access_configurations.iter().map(|c| &c.kind).collect();
+            let kinds: Vec<&AccessKind> =
+                self.source_access_configurations.iter().map(|c| &c.kind).filter(|k| !k.is_network()).collect();
             if kinds.iter().any(|k| k.is_sasl()) {
                 "SASL_SSL".into()
             } else if kinds.is_empty() {
@@ -418,6 +472,13 @@ impl MappingSpec {
             if matches!(c.kind, AccessKind::Unknown(_) | AccessKind::None) {
                 let known: Vec<&str> = AccessKind::KNOWN.iter().map(|k| k.as_str()).collect();
                 err(&f("Type"), format!("must be one of {}, not `{}`", known.join(", "), c.kind));
+                continue;
+            }
+            if c.kind.is_network() {
+                let prefix = if c.kind == AccessKind::VpcSubnet { "subnet:" } else { "security_group:" };
+                if !c.uri.as_deref().is_some_and(|u| u.starts_with(prefix) && u.len() > prefix.len()) {
+                    err(&f("URI"), format!("{} takes a URI of the form {prefix}ID", c.kind));
+                }
                 continue;
             }
             if c.kind.is_sasl() {
@@ -508,6 +569,27 @@ impl MappingSpec {
         self.event_source_arn.as_deref()?.split(':').nth(3).filter(|r| !r.is_empty())
     }
 
+    /// Settings the console's form does not show, kept from `old` when the
+    /// form saves (AWS's KMS key, metric groups, log level, poller group,
+    /// MSK group block and VPC placement), so an edit in the console does
+    /// not drop what the AWS API set.
+    pub fn keep_api_only(&mut self, old: &MappingSpec) {
+        self.kms_key_arn.clone_from(&old.kms_key_arn);
+        self.metrics_config.clone_from(&old.metrics_config);
+        self.logging_config.clone_from(&old.logging_config);
+        if self.amazon_managed_kafka_event_source_config.is_none() {
+            self.amazon_managed_kafka_event_source_config.clone_from(&old.amazon_managed_kafka_event_source_config);
+        }
+        let group = old.provisioned_poller_config.as_ref().and_then(|p| p.poller_group_name.clone());
+        if let (Some(p), Some(g)) = (self.provisioned_poller_config.as_mut(), group) {
+            p.poller_group_name.get_or_insert(g);
+        }
+        if !self.source_access_configurations.iter().any(|c| c.kind.is_network()) {
+            let network = old.source_access_configurations.iter().filter(|c| c.kind.is_network()).cloned();
+            self.source_access_configurations.extend(network);
+        }
+    }
+
     pub fn topic(&self) -> &str {
         self.topics.first().map(String::as_str).unwrap_or("")
     }
@@ -587,10 +669,11 @@ impl MappingSpec {
             _ => err("Topics", "must hold exactly one topic".into()),
         }
         let servers = self.bootstrap_servers();
-        if servers.is_empty() {
+        // An MSK mapping may give only its ARN: MSK names the brokers.
+        if servers.is_empty() && self.event_source_arn.is_none() {
             err(
                 "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS",
-                "is required: give at least one host:port".into(),
+                "is required: give at least one host:port (or, for an MSK cluster, its EventSourceArn)".into(),
             );
         } else if servers.len() > MAX_BOOTSTRAP_SERVERS {
             err(
@@ -673,10 +756,36 @@ impl MappingSpec {
                     err("ProvisionedPollerConfig.MaximumPollers", format!("must be between 1 and 2000, not {max}"));
                 }
             }
+            if let Some(g) = &p.poller_group_name {
+                if g.len() > 128 || !g.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    err("ProvisionedPollerConfig.PollerGroupName", "at most 128 letters, digits, - or _".into());
+                }
+            }
             if let (Some(min), Some(max)) = (p.minimum_pollers, p.maximum_pollers) {
                 if min > max {
                     err("ProvisionedPollerConfig.MaximumPollers", format!("must not be below MinimumPollers ({min})"));
                 }
+            }
+        }
+        if let Some(k) = &self.kms_key_arn {
+            let parts: Vec<&str> = k.splitn(6, ':').collect();
+            if !k.is_empty() && !matches!(parts.as_slice(), ["arn", p, "kms", _, _, _] if p.starts_with("aws")) {
+                err("KMSKeyArn", format!("`{k}` is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"));
+            }
+        }
+        if let Some(m) = &self.metrics_config {
+            for (i, name) in m.metrics.iter().enumerate() {
+                if !["EventCount", "ErrorCount", "KafkaMetrics"].contains(&name.as_str()) {
+                    err(
+                        &format!("MetricsConfig.Metrics[{i}]"),
+                        format!("must be EventCount, ErrorCount or KafkaMetrics, not `{name}`"),
+                    );
+                }
+            }
+        }
+        if let Some(level) = self.logging_config.as_ref().and_then(|l| l.system_log_level.as_deref()) {
+            if !["DEBUG", "INFO", "WARN"].contains(&level) {
+                err("LoggingConfig.SystemLogLevel", format!("must be DEBUG, INFO or WARN, not `{level}`"));
             }
         }
         errs
@@ -723,13 +832,14 @@ fn check_function_name(f: &str) -> Result<(), String> {
         None => (name_part, None),
     };
     let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !ok(&name) || name.len() > 64 {
+    // AWS's pattern allows dots in the name.
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         return Err(format!(
-            "`{name}` is not a valid function name: use 1-64 letters, digits, - or _ (or give an http(s):// URL)"
+            "`{name}` is not a valid function name: use 1-64 letters, digits, -, _ or . (or give an http(s):// URL)"
         ));
     }
     if let Some(q) = qualifier {
-        if q != "$LATEST" && !ok(&q) {
+        if q != "$LATEST" && q != "$LATEST.PUBLISHED" && !ok(&q) {
             return Err(format!("`{q}` is not a valid version or alias"));
         }
     }
@@ -856,4 +966,28 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         return Ok(d.unix_timestamp());
     }
     Err(format!("`{s}` is not a time: use 2026-11-25T12:00:00Z, an offset like +01:00, or Unix seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_function_name;
+
+    #[test]
+    fn function_names_take_what_aws_takes() {
+        for ok in [
+            "orders",
+            "orders.v2",
+            "orders:live",
+            "orders:$LATEST",
+            "orders:$LATEST.PUBLISHED",
+            "123456789012:function:orders.v2:7",
+            "arn:aws:lambda:eu-west-1:123456789012:function:orders.v2:live",
+            "https://fn.example/handle",
+        ] {
+            assert!(check_function_name(ok).is_ok(), "{ok}: {:?}", check_function_name(ok));
+        }
+        for bad in ["", "orders fn", "orders:live.x", "12:function:x", &"a".repeat(65)] {
+            assert!(check_function_name(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -39,7 +39,7 @@ const BAD = [
   ["a window of 301 s", "MaximumBatchingWindowInSeconds", async (p) => p.fill(byName("MaximumBatchingWindowInSeconds"), "301"), /0 and 300/],
   ["a malformed host:port", SERVERS, async (p) => p.fill(byName(SERVERS), "broker-1"), /not host:port/],
   ["a topic with a space", "Topics", async (p) => p.fill(byName("Topics"), "my orders"), /not a valid topic name/],
-  ["six filters", "FilterCriteria", async (p) => p.fill(byName("FilterCriteria"), Array(6).fill('{"value":{"a":[1]}}').join("\n")), /at most 5 filters/],
+  ["eleven filters", "FilterCriteria", async (p) => p.fill(byName("FilterCriteria"), Array(11).fill('{"value":{"a":[1]}}').join("\n")), /at most 10 filters/],
   ["AT_TIMESTAMP without a timestamp", "StartingPositionTimestamp", async (p) => p.selectOption(byName("StartingPosition"), "AT_TIMESTAMP"), /required when StartingPosition is AT_TIMESTAMP/],
   ["AT_TIMESTAMP in the future", "StartingPositionTimestamp", async (p) => {
     await p.selectOption(byName("StartingPosition"), "AT_TIMESTAMP");

@@ -20,7 +20,7 @@ function psql(sql) {
 /** Starts `sluice serve` (or `demo`); resolves once /healthz answers. The
  * result can `restart()` on the same port and data (a server restart seen
  * by open pages) and `stop()`. */
-export async function startSluice(command = "serve", extraArgs = []) {
+export async function startSluice(command = "serve", extraArgs = [], extraEnv = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), "sluice-e2e-"));
   let db = null;
   if (PG) {
@@ -36,7 +36,7 @@ export async function startSluice(command = "serve", extraArgs = []) {
   const spawnIt = async (listen) => {
     child = spawn(BIN, [command, "--listen", listen, "--data-dir", dataDir, ...extraArgs], {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, SLUICE_LOG: "warn", SLUICE_ADMIN_PASSWORD: ADMIN_PASSWORD, SLUICE_BOOTSTRAP_TOKEN: token },
+      env: { ...process.env, SLUICE_LOG: "warn", SLUICE_ADMIN_PASSWORD: ADMIN_PASSWORD, SLUICE_BOOTSTRAP_TOKEN: token, ...extraEnv },
     });
     const started = output.length;
     const url = await new Promise((resolve, reject) => {

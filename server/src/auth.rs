@@ -13,7 +13,7 @@ use base64::Engine as _;
 use rand::RngCore;
 use serde::Serialize;
 use sha2::Digest;
-use sluice_app::model::{AuditEntry, Role, Session};
+use sluice_app::model::{AuditEntry, Role, Session, TokenView};
 use sqlx::Row;
 
 use crate::clock::now_ms;
@@ -65,15 +65,24 @@ pub struct UserView {
     pub created: i64,
 }
 
-/// An API token as listed (the secret is shown once, at creation).
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TokenView {
-    pub name: String,
-    pub role: Role,
-    pub created_by: String,
-    pub created: i64,
-    pub last_used: Option<i64>,
+/// A token as made: its secrets, shown this once.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    /// For `Authorization: Bearer`.
+    pub token: String,
+    /// For SigV4 (the AWS CLI, SDKs and Terraform).
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// `AKSL` and 16 characters of base32, the shape of AWS's key ids (20
+/// characters, upper case), so tools that check it accept it.
+fn new_access_key_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    let tail: String = b.iter().map(|x| ALPHABET[(*x & 31) as usize] as char).collect();
+    format!("AKSL{tail}")
 }
 
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -380,11 +389,18 @@ impl Auth {
     /// made it, and so on up), and not at all once a maker is gone; the
     /// bootstrap token has no maker.
     pub async fn token(&self, secret: &str) -> Result<Option<Session>> {
-        let h = digest(secret);
-        let row = sqlx::query("SELECT name, role, created_by FROM api_tokens WHERE token_hash = $1")
-            .bind(&h)
-            .fetch_optional(self.store.pool())
-            .await?;
+        let Some((hash, who)) = self.token_where("token_hash", &digest(secret)).await? else { return Ok(None) };
+        self.touch(&hash).await;
+        Ok(Some(who))
+    }
+
+    /// The token whose `column` is `value`, and who it acts as.
+    async fn token_where(&self, column: &str, value: &str) -> Result<Option<(String, Session)>> {
+        let row =
+            sqlx::query(&format!("SELECT token_hash, name, role, created_by FROM api_tokens WHERE {column} = $1"))
+                .bind(value)
+                .fetch_optional(self.store.pool())
+                .await?;
         let Some(r) = row else { return Ok(None) };
         let name: String = r.try_get("name")?;
         let Some(role) = self
@@ -393,12 +409,16 @@ impl Auth {
         else {
             return Ok(None);
         };
+        Ok(Some((r.try_get("token_hash")?, Session { user: format!("token:{name}"), role, csrf: String::new() })))
+    }
+
+    /// Notes that a token was used (shown on the tokens page).
+    async fn touch(&self, token_hash: &str) {
         let _ = sqlx::query("UPDATE api_tokens SET last_used_ms = $1 WHERE token_hash = $2")
             .bind(now_ms())
-            .bind(&h)
+            .bind(token_hash)
             .execute(self.store.pool())
             .await;
-        Ok(Some(Session { user: format!("token:{name}"), role, csrf: String::new() }))
     }
 
     /// `role` capped by its maker's chain; None: a maker is gone.
@@ -426,27 +446,56 @@ impl Auth {
         Ok(None)
     }
 
-    /// A new API token; its secret is returned here and never again.
-    pub async fn create_token(&self, name: &str, role: Role, by: &str) -> Result<String> {
+    /// A new API token and its AWS-style key pair; the secrets are
+    /// returned here and never again.
+    pub async fn create_token(&self, name: &str, role: Role, by: &str) -> Result<NewToken> {
         let secret = format!("{TOKEN_PREFIX}{}", random_token(32));
+        let hash = digest(&secret);
+        let access_key_id = new_access_key_id();
         sqlx::query(
-            "INSERT INTO api_tokens (token_hash, name, role, created_by, created_ms) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_tokens (token_hash, name, role, created_by, created_ms, access_key_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(digest(&secret))
+        .bind(&hash)
         .bind(name)
         .bind(role.as_str())
         .bind(by)
         .bind(now_ms())
+        .bind(&access_key_id)
         .execute(self.store.pool())
         .await
         .with_context(|| format!("cannot create token {name} (is the name taken?)"))?;
-        Ok(secret)
+        let secret_access_key = self.secret_access_key(&access_key_id, &hash);
+        Ok(NewToken { token: secret, access_key_id, secret_access_key })
+    }
+
+    /// A key id's secret: derived from the node key, so it is never stored
+    /// and every node of a cluster (same key) derives the same one.
+    fn secret_access_key(&self, access_key_id: &str, token_hash: &str) -> String {
+        let mac = self.store.sealer().mac(format!("sigv4-secret|{access_key_id}|{token_hash}").as_bytes());
+        // 40 characters, as AWS's secret access keys are.
+        base64::engine::general_purpose::STANDARD.encode(mac)[..40].to_string()
+    }
+
+    /// The token a SigV4 access key id belongs to: its secret access key
+    /// (to check the signature), who it acts as (capped as `token`), and a
+    /// handle for `signed_in` once the signature holds.
+    pub async fn key_pair(&self, access_key_id: &str) -> Result<Option<(String, Session, String)>> {
+        let Some((hash, who)) = self.token_where("access_key_id", access_key_id).await? else { return Ok(None) };
+        Ok(Some((self.secret_access_key(access_key_id, &hash), who, hash)))
+    }
+
+    /// A signed request by a key pair was verified: the token counts as used.
+    pub async fn signed_in(&self, handle: &str) {
+        self.touch(handle).await;
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenView>> {
-        let rows = sqlx::query("SELECT name, role, created_by, created_ms, last_used_ms FROM api_tokens ORDER BY name")
-            .fetch_all(self.store.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT name, role, created_by, created_ms, last_used_ms, access_key_id FROM api_tokens ORDER BY name",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(TokenView {
@@ -455,6 +504,7 @@ impl Auth {
                     created_by: r.try_get("created_by")?,
                     created: r.try_get("created_ms")?,
                     last_used: r.try_get("last_used_ms")?,
+                    access_key_id: r.try_get("access_key_id")?,
                 })
             })
             .collect()

@@ -71,3 +71,57 @@ pub fn in_region(
 pub fn arn_region(arn: &str) -> Option<&str> {
     arn.strip_prefix("arn:")?.split(':').nth(2).filter(|r| !r.is_empty())
 }
+
+/// The account and region Sluice names in the ARNs it answers with
+/// (`EventSourceMappingArn`, a function's `FunctionArn`):
+/// `SLUICE_AWS_ACCOUNT_ID` (default 000000000000) and `SLUICE_AWS_REGION`
+/// (else `AWS_REGION`, else us-east-1). Read once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArnScope {
+    pub account: String,
+    pub region: String,
+}
+
+impl ArnScope {
+    pub fn node() -> &'static ArnScope {
+        static SCOPE: std::sync::OnceLock<ArnScope> = std::sync::OnceLock::new();
+        SCOPE.get_or_init(|| {
+            let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+            ArnScope {
+                account: var("SLUICE_AWS_ACCOUNT_ID").unwrap_or_else(|| "000000000000".into()),
+                region: var("SLUICE_AWS_REGION").or_else(|| var("AWS_REGION")).unwrap_or_else(|| "us-east-1".into()),
+            }
+        })
+    }
+
+    /// `arn:aws:lambda:REGION:ACCOUNT:event-source-mapping:UUID`.
+    pub fn mapping_arn(&self, id: Uuid) -> String {
+        format!("arn:aws:lambda:{}:{}:event-source-mapping:{id}", self.region, self.account)
+    }
+
+    /// A mapping's UUID from its ARN (any region or account: the UUID names it).
+    pub fn mapping_of(arn: &str) -> Option<Uuid> {
+        let rest = arn.strip_prefix("arn:")?;
+        let parts: Vec<&str> = rest.split(':').collect();
+        match parts.as_slice() {
+            [p, "lambda", _, _, "event-source-mapping", id] if p.starts_with("aws") => Uuid::parse_str(id).ok(),
+            _ => None,
+        }
+    }
+
+    /// A function's full ARN as AWS answers it (qualifier kept): a full
+    /// ARN as given, a partial one (`ACCOUNT:function:NAME`) or a name in
+    /// this scope; an HTTP target is its URL.
+    pub fn function_arn(&self, function_name: &str) -> String {
+        if function_name.starts_with("arn:")
+            || function_name.starts_with("http://")
+            || function_name.starts_with("https://")
+        {
+            return function_name.to_string();
+        }
+        if let Some((account, rest)) = function_name.split_once(":function:") {
+            return format!("arn:aws:lambda:{}:{account}:function:{rest}", self.region);
+        }
+        format!("arn:aws:lambda:{}:{}:function:{function_name}", self.region, self.account)
+    }
+}

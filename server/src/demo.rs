@@ -159,6 +159,9 @@ async fn upsert_mapping(mappings: &MappingService, bootstrap: &str, function: &s
                 amazon_managed_kafka_event_source_config: None,
                 invocation_role_arn: None,
                 source_access_configurations: vec![],
+                kms_key_arn: None,
+                metrics_config: None,
+                logging_config: None,
             };
             mappings.create_with_id(MAPPING_ID, spec).await?;
         }

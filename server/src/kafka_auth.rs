@@ -30,6 +30,8 @@ pub enum CredentialsError {
     NoAwsCredentials,
     #[error("MSK IAM: cannot get AWS credentials: {0}")]
     AwsCredentials(String),
+    #[error("cannot look up the brokers of MSK cluster {arn} (GetBootstrapBrokers): {why}")]
+    Brokers { arn: String, why: String },
 }
 
 /// Fills the secrets of every configuration given by Secrets Manager `URI`,
@@ -37,7 +39,7 @@ pub enum CredentialsError {
 /// `certificate`/`privateKey` for mutual TLS, `certificate` for a CA.
 pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Result<(), CredentialsError> {
     for c in spec.source_access_configurations.iter_mut() {
-        let Some(uri) = c.uri.clone() else { continue };
+        let Some(uri) = c.uri.clone().filter(|_| !c.kind.is_network()) else { continue };
         let sdk = crate::aws::in_region(sdk, &uri, "")?;
         let out =
             aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(&uri).send().await.map_err(|e| {
@@ -72,9 +74,104 @@ pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Res
     Ok(())
 }
 
-/// Whether signing in for `spec` needs AWS: a Secrets Manager URI, or MSK IAM.
+/// Whether signing in for `spec` needs AWS: a Secrets Manager URI, MSK
+/// IAM, or an MSK cluster's brokers to look up.
 pub fn needs_aws(spec: &MappingSpec) -> bool {
-    spec.msk_iam() || spec.source_access_configurations.iter().any(|c| c.uri.is_some())
+    spec.msk_iam()
+        || needs_brokers(spec)
+        || spec.source_access_configurations.iter().any(|c| c.uri.is_some() && !c.kind.is_network())
+}
+
+/// An MSK mapping given only its cluster's ARN (as AWS definitions are):
+/// its brokers come from MSK's GetBootstrapBrokers. A broker list given
+/// with the ARN wins.
+pub fn needs_brokers(spec: &MappingSpec) -> bool {
+    spec.event_source_arn.is_some() && spec.bootstrap_servers().is_empty()
+}
+
+/// Which of GetBootstrapBrokers' strings a mapping connects with, chosen
+/// by its authentication as AWS's event source mappings choose it.
+fn broker_string(spec: &MappingSpec) -> &'static str {
+    if spec.msk_iam() {
+        "BootstrapBrokerStringSaslIam"
+    } else if spec.source_access_configurations.iter().any(|c| c.kind.is_sasl()) {
+        "BootstrapBrokerStringSaslScram"
+    } else if spec.security_protocol().ends_with("SSL") {
+        "BootstrapBrokerStringTls"
+    } else {
+        "BootstrapBrokerString"
+    }
+}
+
+/// Fills the brokers of an MSK mapping given only its ARN (`needs_brokers`)
+/// from MSK's GetBootstrapBrokers, signed with the mapping's AWS
+/// credentials. MSK's endpoint: `AWS_ENDPOINT_URL_KAFKA`, else
+/// `AWS_ENDPOINT_URL`, else AWS's own for the cluster's region.
+pub async fn look_up_brokers(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Result<(), CredentialsError> {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    if !needs_brokers(spec) {
+        return Ok(());
+    }
+    let arn = spec.event_source_arn.clone().unwrap_or_default();
+    let fail = |why: String| CredentialsError::Brokers { arn: arn.clone(), why };
+    let region = spec.msk_region().unwrap_or_default().to_string();
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let endpoint = var("AWS_ENDPOINT_URL_KAFKA")
+        .or_else(|| var("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|| format!("https://kafka.{region}.amazonaws.com"));
+    let url =
+        format!("{}/v1/clusters/{}/bootstrap-brokers", endpoint.trim_end_matches('/'), sluice_app::uri_encode(&arn));
+    let provider = sdk.credentials_provider().ok_or(CredentialsError::NoAwsCredentials)?;
+    let creds = provider.provide_credentials().await.map_err(|e| {
+        CredentialsError::AwsCredentials(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+    })?;
+    let identity = aws_smithy_runtime_api::client::identity::Identity::from(creds);
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&region)
+        .name("kafka")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| fail(e.to_string()))?
+        .into();
+    let parsed = reqwest::Url::parse(&url).map_err(|e| fail(format!("{url}: {e}")))?;
+    let host = match (parsed.host_str(), parsed.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => return Err(fail(format!("{url} has no host"))),
+    };
+    let request = SignableRequest::new("GET", &url, std::iter::once(("host", host.as_str())), SignableBody::Bytes(&[]))
+        .map_err(|e| fail(e.to_string()))?;
+    let (instructions, _) = sign(request, &params).map_err(|e| fail(e.to_string()))?.into_parts();
+    let mut req = reqwest::Client::new().get(parsed).timeout(std::time::Duration::from_secs(10));
+    for (k, v) in instructions.headers() {
+        req = req.header(k, v);
+    }
+    let res = req.send().await.map_err(|e| fail(e.to_string()))?;
+    let status = res.status();
+    let bytes = res.bytes().await.map_err(|e| fail(e.to_string()))?;
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if !status.is_success() {
+        let message = body.get("message").or_else(|| body.get("Message")).and_then(|m| m.as_str()).unwrap_or("");
+        return Err(fail(format!("MSK answered {status} {message}")));
+    }
+    let which = broker_string(spec);
+    let brokers: Vec<String> = body
+        .get(which)
+        .and_then(|b| b.as_str())
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(String::from)
+        .collect();
+    if brokers.is_empty() {
+        return Err(fail(format!("the cluster has no {which} (the brokers for this mapping's authentication)")));
+    }
+    spec.self_managed_event_source.endpoints.kafka_bootstrap_servers = brokers;
+    Ok(())
 }
 
 /// The settings for `spec`, with `sdk` (when `needs_aws`): its Secrets
@@ -293,6 +390,32 @@ mod tests {
 
     fn get(a: &KafkaAuth, k: &str) -> Option<String> {
         a.settings.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn an_msk_mapping_connects_with_the_broker_string_of_its_authentication() {
+        let arn = "arn:aws:kafka:eu-west-1:123456789012:cluster/c/1";
+        let msk = |configs: Vec<SourceAccessConfiguration>, protocol: Option<&str>| {
+            let mut s = spec(configs, protocol);
+            s.event_source_arn = Some(arn.into());
+            s.self_managed_event_source.endpoints.kafka_bootstrap_servers.clear();
+            s
+        };
+        let scram = SourceAccessConfiguration {
+            kind: AccessKind::SaslScram512,
+            uri: Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:s".into()),
+            ..Default::default()
+        };
+        assert_eq!(broker_string(&msk(vec![], None)), "BootstrapBrokerString");
+        assert_eq!(broker_string(&msk(vec![], Some("SSL"))), "BootstrapBrokerStringTls");
+        assert_eq!(broker_string(&msk(vec![], Some("SASL_SSL"))), "BootstrapBrokerStringSaslIam");
+        assert_eq!(broker_string(&msk(vec![scram], None)), "BootstrapBrokerStringSaslScram");
+        let given = spec(vec![], None);
+        assert!(!needs_brokers(&given), "a self-managed mapping names its brokers");
+        let mut both = msk(vec![], None);
+        both.self_managed_event_source.endpoints.kafka_bootstrap_servers = vec!["b:9092".into()];
+        assert!(!needs_brokers(&both), "an explicit broker list wins");
+        assert!(needs_brokers(&msk(vec![], None)) && needs_aws(&msk(vec![], None)));
     }
 
     #[test]

@@ -84,13 +84,18 @@ struct DemoArgs {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn,aws_config=error".into()),
-        )
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        use tracing_subscriber::Layer as _;
+        let env = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+            .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn,aws_config=error".into());
+        // SLUICE_LOG, except for the lines of mappings with their own level.
+        let filter = sluice_server::logs::MappingLevels::new(env);
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
+            .init();
+    }
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(a, "sluice-data", None).await,

@@ -2,6 +2,7 @@
 //! REST API, the console's forms and its server functions all go through it,
 //! so they accept and refuse exactly the same things.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -26,6 +27,10 @@ pub enum ServiceError {
     NotFound(Uuid),
     #[error("{}", describe(.0))]
     Invalid(Vec<FieldError>),
+    /// A field names what another mapping holds (its consumer group): AWS's
+    /// ResourceConflictException, shown on the field like `Invalid`.
+    #[error("{}", describe(.0))]
+    Taken(Vec<FieldError>),
     /// Another change is in progress (a second reset of the same mapping).
     #[error("{0}")]
     Conflict(String),
@@ -42,7 +47,7 @@ fn describe(errs: &[FieldError]) -> String {
 
 /// Fields of a `MappingView` that a client may send back unchanged (say,
 /// from a `GET`): read-only, so they are ignored rather than refused.
-const READ_ONLY: [&str; 7] = [
+const READ_ONLY: [&str; 8] = [
     "UUID",
     "State",
     "StateTransitionReason",
@@ -50,6 +55,7 @@ const READ_ONLY: [&str; 7] = [
     "LastModified",
     "EventSourceMappingArn",
     "FunctionArn",
+    "Tags",
 ];
 
 /// Reads a spec from JSON, naming the field of the first problem.
@@ -91,6 +97,34 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             }
         }
         (t, p) => *t = p.clone(),
+    }
+}
+
+/// AWS's limits on a resource's tags.
+pub const MAX_TAGS: usize = 50;
+
+/// Tags as AWS takes them: keys of 1 to 128 characters not starting with
+/// `aws:`, values of at most 256, at most 50.
+pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ServiceError> {
+    let mut errs = Vec::new();
+    if tags.len() > MAX_TAGS {
+        errs.push(FieldError::new("Tags", format!("at most {MAX_TAGS} tags, not {}", tags.len())));
+    }
+    for (k, v) in tags {
+        let n = k.chars().count();
+        if n == 0 || n > 128 {
+            errs.push(FieldError::new(format!("Tags.{k}"), "a tag key has 1 to 128 characters"));
+        } else if k.to_ascii_lowercase().starts_with("aws:") {
+            errs.push(FieldError::new(format!("Tags.{k}"), "tag keys starting with aws: are AWS's own"));
+        }
+        if v.chars().count() > 256 {
+            errs.push(FieldError::new(format!("Tags.{k}"), "a tag value has at most 256 characters"));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(errs))
     }
 }
 
@@ -163,19 +197,23 @@ impl MappingService {
         &self.auth
     }
 
-    /// How this node's Kafka clients authenticate for `spec`, Secrets
-    /// Manager URIs resolved.
+    /// How this node's Kafka clients reach the brokers for `spec`: the
+    /// broker list (an MSK cluster's looked up) and the authentication,
+    /// Secrets Manager URIs resolved.
     pub async fn kafka_auth(
         &self,
         id: Uuid,
         spec: &MappingSpec,
-    ) -> Result<crate::kafka_auth::KafkaAuth, crate::kafka_auth::CredentialsError> {
+    ) -> Result<(String, crate::kafka_auth::KafkaAuth), crate::kafka_auth::CredentialsError> {
         if !crate::kafka_auth::needs_aws(spec) {
-            return Ok(crate::kafka_auth::KafkaAuth::of(spec));
+            return Ok((spec.bootstrap_servers().join(","), crate::kafka_auth::KafkaAuth::of(spec)));
         }
         // The mapping's role, as its pollers use it.
         let sdk = self.shared.aws.for_mapping(id, spec).await;
-        crate::kafka_auth::prepare(spec, Some(&sdk)).await
+        let mut spec = spec.clone();
+        crate::kafka_auth::look_up_brokers(&sdk, &mut spec).await?;
+        let auth = crate::kafka_auth::prepare(&spec, Some(&sdk)).await?;
+        Ok((spec.bootstrap_servers().join(","), auth))
     }
 
     /// The cluster's nodes, this one included.
@@ -199,11 +237,10 @@ impl MappingService {
         if !errs.is_empty() {
             return Err(ServiceError::Invalid(errs));
         }
-        let servers = m.spec.bootstrap_servers().join(",");
         let group = m.consumer_group();
         let topic = m.spec.topic().to_string();
         let start = m.spec.starting_position;
-        let auth = self.kafka_auth(id, &m.spec).await.map_err(|e| ServiceError::Kafka(e.to_string()))?;
+        let (servers, auth) = self.kafka_auth(id, &m.spec).await.map_err(|e| ServiceError::Kafka(e.to_string()))?;
         let plan = |req: ResetRequest| {
             let (servers, group, topic, auth) = (servers.clone(), group.clone(), topic.clone(), auth.clone());
             async move {
@@ -370,9 +407,9 @@ impl MappingService {
     pub async fn create_with_id(&self, id: Uuid, mut spec: MappingSpec) -> Result<MappingView, ServiceError> {
         // As in AWS, the group defaults to the mapping's UUID; stored, so it
         // shows and stays put when the spec is edited.
-        let group = &mut spec.self_managed_kafka_event_source_config.consumer_group_id;
-        if group.is_none() {
-            *group = Some(id.to_string());
+        // An MSK definition's AmazonManagedKafkaEventSourceConfig group counts too.
+        if spec.consumer_group_id().is_none() {
+            spec.self_managed_kafka_event_source_config.consumer_group_id = Some(id.to_string());
         }
         for c in &mut spec.source_access_configurations {
             c.secret_stored = false;
@@ -439,6 +476,26 @@ impl MappingService {
         self.replace(id, spec_from_json(v)?).await
     }
 
+    /// Adds or overwrites tags (AWS TagResource), within AWS's limits.
+    pub async fn tag(&self, id: Uuid, tags: &BTreeMap<String, String>) -> Result<(), ServiceError> {
+        let current = self.get(id).await?.tags;
+        check_tags(tags)?;
+        let total = current.keys().chain(tags.keys()).collect::<std::collections::BTreeSet<_>>().len();
+        if total > MAX_TAGS {
+            return Err(ServiceError::Invalid(vec![FieldError::new(
+                "Tags",
+                format!("a mapping has at most {MAX_TAGS} tags; this would make {total}"),
+            )]));
+        }
+        Ok(self.shared.store.change_tags(id, tags, &[]).await?)
+    }
+
+    /// Removes tags by key (AWS UntagResource); absent keys are no error.
+    pub async fn untag(&self, id: Uuid, keys: &[String]) -> Result<(), ServiceError> {
+        self.get(id).await?;
+        Ok(self.shared.store.change_tags(id, &BTreeMap::new(), keys).await?)
+    }
+
     pub async fn set_enabled(&self, id: Uuid, enabled: bool) -> Result<MappingView, ServiceError> {
         let mut spec = self.get(id).await?.spec;
         spec.enabled = enabled;
@@ -463,6 +520,7 @@ impl MappingService {
         let mut errs = spec.validate(sluice_app::api::now_s());
         let reach = self.reach.read().unwrap_or_else(|e| e.into_inner()).clone();
         errs.extend(reach.check(spec).await);
+        let mut taken = Vec::new();
         if let Some(group) = spec.consumer_group_id() {
             for other in self.shared.store.list().await? {
                 if Some(other.uuid) == id || other.consumer_group() != group {
@@ -470,7 +528,7 @@ impl MappingService {
                 }
                 let shared = other.spec.bootstrap_servers().iter().any(|s| spec.bootstrap_servers().contains(s));
                 if shared {
-                    errs.push(FieldError::new(
+                    taken.push(FieldError::new(
                         "SelfManagedKafkaEventSourceConfig.ConsumerGroupId",
                         format!(
                             "`{group}` is already the consumer group of mapping {} on the same cluster; two mappings in one group would split the partitions between them",
@@ -480,10 +538,10 @@ impl MappingService {
                 }
             }
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(ServiceError::Invalid(errs))
+        match (errs.is_empty(), taken.is_empty()) {
+            (true, true) => Ok(()),
+            (true, false) => Err(ServiceError::Taken(taken)),
+            _ => Err(ServiceError::Invalid(errs.into_iter().chain(taken).collect())),
         }
     }
 }
@@ -537,8 +595,8 @@ impl Backend for MappingService {
 
     async fn sample(&self, id: Uuid, n: usize) -> Result<Vec<sluice_app::filter::Sample>, String> {
         let m = Backend::get(self, id).await?.ok_or_else(|| format!("no mapping with UUID {id}"))?;
-        let auth = self.kafka_auth(id, &m.spec).await.map_err(|e| e.to_string())?;
-        let (servers, topic) = (m.spec.bootstrap_servers().join(","), m.spec.topic().to_string());
+        let (servers, auth) = self.kafka_auth(id, &m.spec).await.map_err(|e| e.to_string())?;
+        let topic = m.spec.topic().to_string();
         tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, &auth, n))
             .await
             .map_err(|e| e.to_string())?
@@ -546,6 +604,10 @@ impl Backend for MappingService {
 
     async fn audit(&self, n: usize) -> Result<Vec<sluice_app::model::AuditEntry>, String> {
         self.auth.audit_log(n).await.map_err(|e| format!("{e:#}"))
+    }
+
+    async fn tokens(&self) -> Result<Vec<sluice_app::model::TokenView>, String> {
+        self.auth.tokens().await.map_err(|e| format!("{e:#}"))
     }
 
     fn system(&self) -> sluice_app::model::SystemInfo {

@@ -48,6 +48,13 @@ pub enum SigV4Error {
     Mismatch,
 }
 
+/// The access key id an `Authorization: AWS4-HMAC-SHA256 Credential=...`
+/// header names (to look its secret up before `verify`).
+pub fn access_key_id(authorization: &str) -> Option<&str> {
+    let rest = authorization.strip_prefix("AWS4-HMAC-SHA256 ")?;
+    rest.split(',').find_map(|p| p.trim().strip_prefix("Credential="))?.split('/').next().filter(|k| !k.is_empty())
+}
+
 /// Checks the request's signature; `secret_for` gives the secret access key
 /// of an access key id (None: unknown).
 pub fn verify(
@@ -257,6 +264,15 @@ mod tests {
         let signer = check("POST", path, query, &headers, body, at + 60_000).unwrap();
         assert_eq!((signer.region.as_str(), signer.service.as_str()), ("us-east-1", "lambda"));
         assert_eq!(check("POST", path, "MaxItems=5", &headers, body, at), Err(SigV4Error::Mismatch));
+    }
+
+    #[test]
+    fn the_key_id_is_read_from_the_credential() {
+        let h = "AWS4-HMAC-SHA256 Credential=AKSLABC/20261201/eu-west-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature=00";
+        assert_eq!(access_key_id(h), Some("AKSLABC"));
+        assert_eq!(access_key_id("Bearer slc_x"), None);
+        assert_eq!(access_key_id("AWS4-HMAC-SHA256 SignedHeaders=host"), None);
+        assert_eq!(access_key_id("AWS4-HMAC-SHA256 Credential=/20261201/r/s/aws4_request"), None);
     }
 
     #[test]

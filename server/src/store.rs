@@ -94,13 +94,58 @@ impl Store {
 
     pub async fn list(&self) -> Result<Vec<MappingView>> {
         let rows = sqlx::query(&format!("{SELECT} ORDER BY m.created_ms, m.uuid")).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| self.row_to_view(r)).collect()
+        let mut views: Vec<MappingView> = rows.iter().map(|r| self.row_to_view(r)).collect::<Result<_>>()?;
+        let mut tags = std::collections::HashMap::<String, std::collections::BTreeMap<String, String>>::new();
+        for r in sqlx::query("SELECT uuid, tag_key, tag_value FROM mapping_tags").fetch_all(&self.pool).await? {
+            tags.entry(r.try_get("uuid")?).or_default().insert(r.try_get("tag_key")?, r.try_get("tag_value")?);
+        }
+        for v in &mut views {
+            v.tags = tags.remove(&v.uuid.to_string()).unwrap_or_default();
+        }
+        Ok(views)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<MappingView>> {
         let row =
             sqlx::query(&format!("{SELECT} WHERE m.uuid = $1")).bind(id.to_string()).fetch_optional(&self.pool).await?;
-        row.as_ref().map(|r| self.row_to_view(r)).transpose()
+        let Some(mut view) = row.as_ref().map(|r| self.row_to_view(r)).transpose()? else { return Ok(None) };
+        view.tags = self.tags(id).await?;
+        Ok(Some(view))
+    }
+
+    pub async fn tags(&self, id: Uuid) -> Result<std::collections::BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT tag_key, tag_value FROM mapping_tags WHERE uuid = $1")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("tag_key")?, r.try_get("tag_value")?))).collect()
+    }
+
+    /// Adds or overwrites `tags` and removes `remove`, in one transaction.
+    pub async fn change_tags(
+        &self,
+        id: Uuid,
+        tags: &std::collections::BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for k in remove.iter().chain(tags.keys()) {
+            sqlx::query("DELETE FROM mapping_tags WHERE uuid = $1 AND tag_key = $2")
+                .bind(id.to_string())
+                .bind(k)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (k, v) in tags {
+            sqlx::query("INSERT INTO mapping_tags (uuid, tag_key, tag_value) VALUES ($1, $2, $3)")
+                .bind(id.to_string())
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The row as a view, its secrets put back (they never serialize).
@@ -228,7 +273,7 @@ impl Store {
     pub async fn delete(&self, id: Uuid) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM mapping_status WHERE uuid = $1").bind(id.to_string()).execute(&mut *tx).await?;
-        for table in ["metric_points", "mapping_holds", "mapping_pollers", "mapping_secrets"] {
+        for table in ["metric_points", "mapping_holds", "mapping_pollers", "mapping_secrets", "mapping_tags"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE uuid = $1")).bind(id.to_string()).execute(&mut *tx).await?;
         }
         let n = sqlx::query("DELETE FROM mappings WHERE uuid = $1")
@@ -508,5 +553,6 @@ fn row_to_view(row: &AnyRow) -> Result<MappingView> {
             last_processing_result: row.try_get::<Option<String>, _>("last_processing_result")?.unwrap_or_default(),
         },
         last_modified: updated_ms as f64 / 1000.0,
+        tags: Default::default(),
     })
 }

@@ -155,8 +155,11 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     s.batch_size = BATCH;
     // One poller per node: the autoscaler (tested in scaling.rs) would add
     // rebalances of its own, and the duplicates bound below counts them.
-    s.provisioned_poller_config =
-        Some(sluice_app::spec::ProvisionedPollerConfig { minimum_pollers: Some(3), maximum_pollers: Some(3) });
+    s.provisioned_poller_config = Some(sluice_app::spec::ProvisionedPollerConfig {
+        minimum_pollers: Some(3),
+        maximum_pollers: Some(3),
+        poller_group_name: None,
+    });
     let client = api_client();
     let r = client
         .post(format!("{}/api/v1/mappings", ns[0].url))

@@ -28,7 +28,8 @@ async fn lag_adds_pollers(b: Broker) {
     let mut s = Sluice::start().await;
     let mut sp = spec(b.bootstrap(), topic, &url, "g-scale");
     sp.batch_size = 20;
-    sp.provisioned_poller_config = Some(ProvisionedPollerConfig { minimum_pollers: None, maximum_pollers: Some(3) });
+    sp.provisioned_poller_config =
+        Some(ProvisionedPollerConfig { minimum_pollers: None, maximum_pollers: Some(3), poller_group_name: None });
     let t = Instant::now();
     let id = s.mappings.create(sp).await.unwrap().uuid;
     let mut most = 0;

@@ -171,6 +171,20 @@ fn Detail(m: MappingView) -> impl IntoView {
             p.maximum_pollers.map(|n| n.to_string()).unwrap_or("—".into())
         )
     });
+    // What AWS definitions set that Sluice keeps and answers but does not act on.
+    let mut aws_kept = Vec::new();
+    if let Some(k) = &s.kms_key_arn {
+        aws_kept.push(format!("KMS key {k} (not applicable: the database holds the spec)"));
+    }
+    if let Some(m) = &s.metrics_config {
+        aws_kept.push(format!("metrics {} (Sluice publishes all of them)", m.metrics.join(", ")));
+    }
+    if let Some(l) = s.logging_config.as_ref().and_then(|l| l.system_log_level.clone()) {
+        aws_kept.push(format!("system log level {l}"));
+    }
+    if let Some(g) = s.provisioned_poller_config.as_ref().and_then(|p| p.poller_group_name.clone()) {
+        aws_kept.push(format!("poller group {g} (Sluice's pollers are per mapping)"));
+    }
     let toggle = if s.enabled { "disable" } else { "enable" };
     let toggle_label = if s.enabled { "Disable" } else { "Enable" };
     let (actions_base, label) = (base.clone(), m.label());
@@ -226,6 +240,10 @@ fn Detail(m: MappingView) -> impl IntoView {
                     {s.source_access_configurations.iter().map(|c| {
                         let who = c.username.clone().map(|u| format!(" as {u}")).unwrap_or_default();
                         let secret = if c.secret_stored { " (secret stored, never shown)" } else { "" };
+                        if c.kind.is_network() {
+                            let uri = c.uri.clone().unwrap_or_default();
+                            return format!("; {} {uri} (not applicable: Sluice reaches the brokers from its own network)", c.kind);
+                        }
                         format!("; {}{who}{secret}", c.kind)
                     }).collect::<String>()}
                 </dd>
@@ -252,6 +270,18 @@ fn Detail(m: MappingView) -> impl IntoView {
                 <dt>"Report batch item failures"</dt><dd data-field="FunctionResponseTypes">{if s.function_response_types.is_empty() { "no" } else { "yes" }}</dd>
                 <dt>"Pollers"</dt><dd data-field="ProvisionedPollerConfig">{pollers.unwrap_or_else(|| "on demand (follows the lag)".into())}</dd>
                 <dt>"Enabled"</dt><dd data-field="Enabled">{if s.enabled { "yes" } else { "no" }}</dd>
+                {(!aws_kept.is_empty()).then(|| view! {
+                    <dt>"AWS settings kept"</dt>
+                    <dd data-field="AwsKept">{aws_kept.join("; ")}</dd>
+                })}
+                <dt>"Tags"</dt>
+                <dd data-field="Tags">
+                    {if m.tags.is_empty() {
+                        view! { "none" }.into_any()
+                    } else {
+                        view! { <ul class="tags">{m.tags.iter().map(|(k, v)| view! { <li><code>{k.clone()}</code>" = "<code>{v.clone()}</code></li> }).collect_view()}</ul> }.into_any()
+                    }}
+                </dd>
             </dl>
         </section>
     }

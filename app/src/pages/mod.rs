@@ -8,6 +8,7 @@ mod list;
 mod login;
 mod nodes;
 mod reset;
+mod tokens;
 
 pub use audit::Audit;
 pub use detail::MappingDetail;
@@ -17,6 +18,7 @@ pub use list::MappingList;
 pub use login::Login;
 pub use nodes::Nodes;
 pub use reset::{AuditLog, ResetMapping};
+pub use tokens::{PostedToken, Tokens};
 
 use leptos::prelude::*;
 

@@ -161,7 +161,9 @@ impl GroupCommits {
             return None;
         }
         let (c, me) = (consumer.clone(), self.clone());
+        let span = tracing::Span::current();
         Some(tokio::task::spawn_blocking(move || {
+            let _mapping = span.enter();
             let generation = me.lock().generation;
             let Err(e) = c.commit(&tpl, CommitMode::Sync) else { return };
             use rdkafka::types::RDKafkaErrorCode as E;

@@ -393,7 +393,8 @@ impl Poller {
         let w = self.workers.entry(p).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(capacity);
             let stop = CancellationToken::new();
-            let task = tokio::spawn(pipeline::run(pipeline.clone(), topic.clone(), p, rx, stop.clone()));
+            let run = pipeline::run(pipeline.clone(), topic.clone(), p, rx, stop.clone());
+            let task = tokio::spawn(tracing::Instrument::in_current_span(run));
             Worker { tx, waiting: VecDeque::new(), waiting_bytes: 0, paused: false, stop, task }
         });
         // The group's state is read only when the record could go straight in.

@@ -13,6 +13,7 @@ use sluice_app::model::{MappingState, MappingStatus};
 use sluice_app::spec::MappingSpec;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{destination, lag, poll, scaler, target, EngineSettings, StartError};
@@ -44,7 +45,8 @@ impl Running {
         let mut cfg = self.template.clone();
         cfg.index = self.started;
         self.started += 1;
-        self.pollers.push((stop.clone(), tokio::spawn(poll::run(cfg, stop))));
+        let span = crate::mapping_span!(cfg.id);
+        self.pollers.push((stop.clone(), tokio::spawn(poll::run(cfg, stop).instrument(span))));
         self.status.pollers.store(self.pollers.len() as u64, Ordering::Relaxed);
     }
 
@@ -330,6 +332,9 @@ impl Engine {
 
     /// Checks and prepares what a mapping runs with, then starts its pollers.
     async fn start_mapping(&self, id: Uuid, spec: &MappingSpec, version: i64) -> Result<Running, NotRunning> {
+        // The mapping's own log level (AWS's LoggingConfig), from this start on.
+        let level = spec.logging_config.as_ref().and_then(|l| l.system_log_level.as_deref());
+        crate::logs::set_level(id, level.and_then(crate::logs::parse_level));
         // Checked at every start too: the allow-list may have changed
         // since the mapping was saved, and names may resolve elsewhere now.
         if let Some(e) = self.settings.reach.check(spec).await.into_iter().next() {
@@ -340,6 +345,14 @@ impl Engine {
         // the function, the destination, Secrets Manager and MSK IAM.
         let needs_aws = target::needs_aws(spec) || destination::needs_aws(spec) || crate::kafka_auth::needs_aws(spec);
         let aws = if needs_aws { Some(self.aws.for_mapping(id, spec).await) } else { None };
+        // An MSK mapping given only its ARN runs with the brokers MSK names now.
+        let mut spec = spec.clone();
+        if let Some(sdk) = &aws {
+            crate::kafka_auth::look_up_brokers(sdk, &mut spec)
+                .await
+                .map_err(|reason| NotRunning(MappingState::Enabled, Problem::Credentials(reason.to_string())))?;
+        }
+        let spec = &spec;
         // Secrets named by a Secrets Manager URI are read at every start
         // (a rotated secret takes effect with the next start).
         let auth = crate::kafka_auth::prepare(spec, aws.as_ref())
@@ -390,14 +403,17 @@ impl Engine {
             started: 0,
         };
         running.resize(first.max(1));
-        tokio::spawn(lag::run(
-            spec.bootstrap_servers().join(","),
-            spec.group_for(id),
-            spec.topic().to_string(),
-            auth,
-            status,
-            stop,
-        ));
+        tokio::spawn(
+            lag::run(
+                spec.bootstrap_servers().join(","),
+                spec.group_for(id),
+                spec.topic().to_string(),
+                auth,
+                status,
+                stop,
+            )
+            .instrument(crate::mapping_span!(id)),
+        );
         tracing::info!(mapping = %id, version, pollers = first, "pollers started");
         Ok(running)
     }

@@ -51,6 +51,10 @@ impl From<ServiceError> for ApiError {
                 StatusCode::BAD_REQUEST,
                 json!({"Type": "InvalidParameterValueException", "Message": e.to_string(), "Errors": errs}),
             ),
+            ServiceError::Taken(errs) => ApiError(
+                StatusCode::CONFLICT,
+                json!({"Type": "ResourceConflictException", "Message": e.to_string(), "Errors": errs}),
+            ),
             ServiceError::Conflict(_) => {
                 ApiError(StatusCode::CONFLICT, json!({"Type": "ResourceConflictException", "Message": e.to_string()}))
             }

@@ -9,10 +9,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use leptos::prelude::provide_context;
 use sluice_app::api::PostedForm;
 use sluice_app::form::MappingForm;
+use sluice_app::model::{MadeToken, Role, Session};
+use sluice_app::pages::PostedToken;
 use sluice_app::reset::{PostedReset, ResetForm};
 use sluice_app::spec::FieldError;
 use uuid::Uuid;
 
+use super::guard::{AuditDetail, AuditTarget};
 use super::AppState;
 use crate::service::ServiceError;
 
@@ -42,7 +45,12 @@ pub async fn update(State(s): State<AppState>, Path(id): Path<String>, req: Requ
     let current = s.mappings.get(id).await.ok();
     let before = current.as_ref().map(|m| (m.spec.starting_position, m.spec.starting_position_timestamp));
     let saved = match form.to_spec(sluice_app::api::now_s()) {
-        Ok(spec) => s.mappings.replace(id, spec).await,
+        Ok(mut spec) => {
+            if let Some(c) = &current {
+                spec.keep_api_only(&c.spec);
+            }
+            s.mappings.replace(id, spec).await
+        }
         Err(errs) => Err(ServiceError::Invalid(errs)),
     };
     match saved {
@@ -98,7 +106,7 @@ pub async fn reset(State(s): State<AppState>, Path(id): Path<String>, req: Reque
         Err(e) => (e, None),
         Ok(r) => match s.mappings.reset(id, r, &actor).await {
             Ok(o) => (vec![], Some(o)),
-            Err(ServiceError::Invalid(e)) => (e, None),
+            Err(ServiceError::Invalid(e) | ServiceError::Taken(e)) => (e, None),
             Err(ServiceError::NotFound(_)) => return not_found(),
             Err(other) => (vec![FieldError::new("", other.to_string())], None),
         },
@@ -142,7 +150,7 @@ async fn read_form(req: Request<Body>) -> Result<(axum::http::request::Parts, Ma
 
 async fn answer_error(s: &AppState, parts: axum::http::request::Parts, form: MappingForm, e: ServiceError) -> Response {
     let errors = match e {
-        ServiceError::Invalid(errs) => errs,
+        ServiceError::Invalid(errs) | ServiceError::Taken(errs) => errs,
         other => return plain_error(other),
     };
     render_with(s, parts, PostedForm { values: form, errors }).await
@@ -190,4 +198,64 @@ fn plain_error(e: ServiceError) -> Response {
 
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[derive(serde::Deserialize, Default)]
+struct TokenForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+}
+
+/// The console's "Make token" form: the tokens page again, with the new
+/// token's secrets shown this once (never cached), or why it was not made.
+pub async fn create_token(State(s): State<AppState>, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "the form is too large").into_response();
+    };
+    let form: TokenForm = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+    let who = parts.extensions.get::<Session>().map(|w| w.user.clone()).unwrap_or_default();
+    let mut posted = PostedToken { name: form.name.clone(), role: form.role.clone(), ..Default::default() };
+    if let Err(m) = crate::auth::check_username(&form.name) {
+        posted.errors.push(FieldError::new("Name", m));
+    }
+    let role = Role::parse(&form.role);
+    if role.is_none() {
+        posted.errors.push(FieldError::new("Role", "one of viewer, operator, admin"));
+    }
+    if let (true, Some(role)) = (posted.errors.is_empty(), role) {
+        match s.mappings.auth().create_token(&form.name, role, &who).await {
+            Ok(t) => {
+                posted.made = Some(MadeToken {
+                    name: form.name.clone(),
+                    role,
+                    token: t.token,
+                    access_key_id: t.access_key_id,
+                    secret_access_key: t.secret_access_key,
+                });
+                posted.name.clear();
+            }
+            Err(e) => posted.errors.push(FieldError::new("Name", format!("{e:#}"))),
+        }
+    }
+    let made = posted.made.as_ref().map(|m| m.role);
+    let mut res = render_with(&s, parts, posted).await;
+    res.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    if let Some(role) = made {
+        res.extensions_mut().insert(AuditTarget(format!("token:{}", form.name)));
+        res.extensions_mut().insert(AuditDetail(format!("created with role {}", role.as_str())));
+    } else {
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    res
+}
+
+/// The console's "Revoke" button.
+pub async fn delete_token(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match s.mappings.auth().delete_token(&name).await {
+        Ok(_) => Redirect::to("/tokens").into_response(),
+        Err(e) => plain_error(ServiceError::Internal(e)),
+    }
 }

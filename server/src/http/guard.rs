@@ -35,7 +35,11 @@ pub fn need(method: &Method, path: &str) -> Need {
     if matches!(path, "/healthz" | "/readyz" | "/login" | "/demo/function") || path.starts_with("/pkg/") {
         return Need::Public;
     }
-    if path.starts_with("/api/v1/users") || path.starts_with("/api/v1/tokens") {
+    if path.starts_with("/api/v1/users")
+        || path.starts_with("/api/v1/tokens")
+        || path == "/tokens"
+        || path.starts_with("/tokens/")
+    {
         return Need::Role(Role::Admin);
     }
     if path == "/logout" {
@@ -83,10 +87,92 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 use crate::secrets::constant_time_eq as equal;
 
 fn api_like(path: &str) -> bool {
-    path.starts_with("/api/") || path == "/metrics"
+    path.starts_with("/api/") || path == "/metrics" || aws_path(path)
+}
+
+/// AWS Lambda's own REST paths (the AWS CLI, SDKs and Terraform).
+pub fn aws_path(path: &str) -> bool {
+    path.starts_with("/2015-03-31/") || path.starts_with("/2017-03-31/")
+}
+
+fn signed(headers: &HeaderMap) -> bool {
+    headers.get(header::AUTHORIZATION).is_some_and(|v| v.as_bytes().starts_with(b"AWS4-HMAC-SHA256 "))
+}
+
+/// Who signed a SigV4 request (a token's key pair), and the request with
+/// its body put back (the signature covers the body, so it is read first).
+/// Refused: AWS's error, and who it was when the key was known.
+async fn sigv4_session(s: &AppState, req: Request) -> Result<(Session, Request), (Response, Option<String>)> {
+    use crate::sigv4::{self, SigV4Error};
+    let path = req.uri().path().to_string();
+    let deny = |kind: &str, m: String| refuse(StatusCode::FORBIDDEN, &path, kind, m);
+    let (parts, body) = req.into_parts();
+    // Mapping definitions are a few kB (certificates included).
+    let Ok(bytes) = to_bytes(body, 4 << 20).await else {
+        return Err((
+            refuse(StatusCode::PAYLOAD_TOO_LARGE, &path, "RequestTooLargeException", "the body is over 4 MB".into()),
+            None,
+        ));
+    };
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 carries the host in the URI's authority.
+        if let Some(a) = parts.uri.authority() {
+            headers.push(("host".into(), a.to_string()));
+        }
+    }
+    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let key = sigv4::access_key_id(authorization).unwrap_or("");
+    let found = match s.mappings.auth().key_pair(key).await {
+        Ok(f) => f,
+        Err(e) => {
+            return Err((refuse(StatusCode::SERVICE_UNAVAILABLE, &path, "ServiceException", format!("{e:#}")), None))
+        }
+    };
+    let (secret, who, handle) = match found {
+        Some((secret, who, handle)) => (Some(secret), Some(who), handle),
+        None => (None, None, String::new()),
+    };
+    let checked = sigv4::verify(
+        &sigv4::Request {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query().unwrap_or(""),
+            headers: &headers,
+            body: &bytes,
+        },
+        crate::clock::now_ms(),
+        |_| secret,
+    );
+    let actor = who.as_ref().map(|w| w.user.clone());
+    let signer = match checked {
+        Ok(signer) => signer,
+        Err(e) => {
+            let kind = match e {
+                SigV4Error::NotSigned | SigV4Error::Malformed(_) => "IncompleteSignatureException",
+                SigV4Error::UnknownKey => "UnrecognizedClientException",
+                SigV4Error::Skewed | SigV4Error::Mismatch => "InvalidSignatureException",
+            };
+            return Err((deny(kind, e.to_string()), actor));
+        }
+    };
+    if signer.service != "lambda" {
+        let m = format!("Credential should be scoped to correct service: 'lambda', not '{}'", signer.service);
+        return Err((deny("InvalidSignatureException", m), actor));
+    }
+    let who = who.expect("a verified signature has a known key");
+    s.mappings.auth().signed_in(&handle).await;
+    Ok((who, Request::from_parts(parts, Body::from(bytes))))
 }
 
 fn refuse(status: StatusCode, path: &str, kind: &str, message: String) -> Response {
+    if aws_path(path) {
+        return super::aws_api::error(status, kind, message);
+    }
     let mut r = if api_like(path) {
         (status, Json(json!({"Type": kind, "Message": message}))).into_response()
     } else {
@@ -184,7 +270,16 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     };
     let auth = s.mappings.auth();
-    let who = if let Some(t) = bearer(req.headers()) {
+    let mut req = req;
+    let who = if signed(req.headers()) {
+        match sigv4_session(&s, req).await {
+            Ok((w, r)) => {
+                req = r;
+                Some(w)
+            }
+            Err((r, actor)) => return refused(&s, actor.as_deref(), &method, &path, r).await,
+        }
+    } else if let Some(t) = bearer(req.headers()) {
         match auth.token(t).await {
             Ok(Some(w)) => Some(w),
             Ok(None) => {
@@ -208,12 +303,21 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
             let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
             return Redirect::to(&format!("/login?next={}", urlencode(next))).into_response();
         }
-        let r = refuse(
-            StatusCode::UNAUTHORIZED,
-            &path,
-            "UnauthorizedException",
-            "sign in, or send Authorization: Bearer <API token>".into(),
-        );
+        let r = if aws_path(&path) {
+            refuse(
+                StatusCode::FORBIDDEN,
+                &path,
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token: sign the request with a Sluice API token's key pair (SigV4)".into(),
+            )
+        } else {
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                &path,
+                "UnauthorizedException",
+                "sign in, or send Authorization: Bearer <API token>".into(),
+            )
+        };
         if changes(&method, &path) {
             return refused(&s, None, &method, &path, r).await;
         }
@@ -229,7 +333,6 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
         return refused(&s, Some(&who.user), &method, &path, r).await;
     }
     let changing = changes(&method, &path);
-    let mut req = req;
     if changing && !who.csrf.is_empty() {
         let (ok, r) = csrf_ok(req, &who.csrf).await;
         req = r;
@@ -326,7 +429,9 @@ fn target_of(path: &str) -> String {
     match parts.as_slice() {
         ["mappings", id, ..] | ["api", "v1", "mappings", id, ..] if *id != "new" => id.to_string(),
         ["api", "v1", "users", name, ..] => format!("user:{name}"),
-        ["api", "v1", "tokens", name, ..] => format!("token:{name}"),
+        ["api", "v1", "tokens", name, ..] | ["tokens", name, ..] => format!("token:{name}"),
+        ["2015-03-31", "event-source-mappings", id] => id.to_string(),
+        ["2017-03-31", "tags", arn] => crate::aws::ArnScope::mapping_of(arn).map(|u| u.to_string()).unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -678,15 +783,15 @@ async fn create_token(
         let t: NewToken = parse(&body)?;
         check_username(&t.name).map_err(|e| bad("Name", e))?;
         let r = role(&t.role)?;
-        let secret = s.mappings.auth().create_token(&t.name, r, &who.user).await.map_err(|e| {
+        let made = s.mappings.auth().create_token(&t.name, r, &who.user).await.map_err(|e| {
             (StatusCode::CONFLICT, Json(json!({"Type": "ResourceConflictException", "Message": format!("{e:#}")})))
                 .into_response()
         })?;
-        // The only time the secret is shown.
-        let mut res = with_detail(
-            (StatusCode::CREATED, Json(json!({"Name": t.name, "Role": r, "Token": secret}))).into_response(),
-            format!("created with role {}", r.as_str()),
-        );
+        // The only time the secrets are shown.
+        let body = json!({"Name": t.name, "Role": r, "Token": made.token,
+            "AccessKeyId": made.access_key_id, "SecretAccessKey": made.secret_access_key});
+        let mut res =
+            with_detail((StatusCode::CREATED, Json(body)).into_response(), format!("created with role {}", r.as_str()));
         res.extensions_mut().insert(AuditTarget(format!("token:{}", t.name)));
         Ok(res)
     };

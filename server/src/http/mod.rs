@@ -2,6 +2,7 @@
 //! API, health, and static files, on one axum router.
 
 pub mod api;
+pub mod aws_api;
 pub mod forms;
 pub mod guard;
 pub mod headers;
@@ -49,6 +50,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let options = state.leptos_options.clone();
     Router::new()
         .merge(api::routes())
+        .merge(aws_api::routes())
         .merge(guard::routes())
         .merge(extra)
         .route("/healthz", get(healthz))
@@ -60,6 +62,8 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/mappings/{id}/disable", post(forms::disable))
         .route("/mappings/{id}/delete", post(forms::delete))
         .route("/mappings/{id}/reset", post(forms::reset))
+        .route("/tokens", post(forms::create_token))
+        .route("/tokens/{name}/delete", post(forms::delete_token))
         .leptos_routes_with_context(
             &state,
             pages,

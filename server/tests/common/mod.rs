@@ -360,6 +360,9 @@ pub fn spec(bootstrap: &str, topic: &str, function: &str, group: &str) -> Mappin
         amazon_managed_kafka_event_source_config: None,
         invocation_role_arn: None,
         source_access_configurations: vec![],
+        kms_key_arn: None,
+        metrics_config: None,
+        logging_config: None,
     }
 }
 
