@@ -63,7 +63,7 @@ const bad = [
     "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"],
   ["a topic with a space", { Topics: ["my orders"] }, "Topics[0]"],
   ["two topics", { Topics: ["a", "b"] }, "Topics"],
-  ["six filters", { FilterCriteria: { Filters: Array(6).fill({ Pattern: "{}" }) } }, "FilterCriteria.Filters"],
+  ["eleven filters", { FilterCriteria: { Filters: Array(11).fill({ Pattern: "{}" }) } }, "FilterCriteria.Filters"],
   ["a filter that is not JSON", { FilterCriteria: { Filters: [{ Pattern: "{value" }] } }, "FilterCriteria.Filters[0].Pattern"],
   ["AT_TIMESTAMP without a timestamp", { StartingPosition: "AT_TIMESTAMP" }, "StartingPositionTimestamp"],
   ["AT_TIMESTAMP in the future", { StartingPosition: "AT_TIMESTAMP", StartingPositionTimestamp: Math.floor(Date.now() / 1000) + 86400 },
@@ -142,8 +142,26 @@ test("a consumer group already used on the same cluster is refused", async () =>
   const group = { SelfManagedKafkaEventSourceConfig: { ConsumerGroupId: "shared-group" } };
   assert.equal((await api(s.url, "POST", "/api/v1/mappings", validMapping(group))).status, 201);
   const r = await api(s.url, "POST", "/api/v1/mappings", validMapping(group));
-  assert.equal(r.status, 400);
+  // AWS's answer to a second mapping of the same group: a conflict, on the field.
+  assert.equal(r.status, 409);
+  assert.equal(r.body.Type, "ResourceConflictException");
+  assert.equal(r.headers.get("x-amzn-errortype"), "ResourceConflictException");
   assert.equal(r.body.Errors[0].Field, "SelfManagedKafkaEventSourceConfig.ConsumerGroupId");
+});
+
+test("tags come along on create, are answered, and are checked as AWS checks them", async () => {
+  const made = await api(s.url, "POST", "/api/v1/mappings", validMapping({ Tags: { team: "payments" } }));
+  assert.equal(made.status, 201, JSON.stringify(made.body));
+  assert.deepEqual(made.body.Tags, { team: "payments" });
+  const id = made.body.UUID;
+  assert.deepEqual((await api(s.url, "GET", `/api/v1/mappings/${id}`)).body.Tags, { team: "payments" });
+  // PATCH leaves tags alone (they change through the tags API).
+  const patched = await api(s.url, "PATCH", `/api/v1/mappings/${id}`, { BatchSize: 7, Tags: { other: "x" } });
+  assert.equal(patched.status, 200, JSON.stringify(patched.body));
+  assert.deepEqual(patched.body.Tags, { team: "payments" });
+  const bad = await api(s.url, "POST", "/api/v1/mappings", validMapping({ Tags: { "aws:owner": "me" } }));
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.Errors[0].Field, "Tags.aws:owner");
 });
 
 test("unknown UUIDs are 404 with a JSON error", async () => {
@@ -169,10 +187,12 @@ test("the OpenAPI document describes every route and every AWS field", async () 
   for (const f of ["FunctionName", "Topics", "SelfManagedEventSource", "SelfManagedKafkaEventSourceConfig", "BatchSize",
     "MaximumBatchingWindowInSeconds", "StartingPosition", "StartingPositionTimestamp", "FilterCriteria",
     "DestinationConfig", "MaximumRetryAttempts", "MaximumRecordAgeInSeconds", "BisectBatchOnFunctionError",
-    "FunctionResponseTypes", "ProvisionedPollerConfig", "Enabled", "Name", "Description"]) {
+    "FunctionResponseTypes", "ProvisionedPollerConfig", "Enabled", "Name", "Description", "KMSKeyArn", "MetricsConfig",
+    "LoggingConfig"]) {
     assert.ok(spec.properties[f], `MappingSpec.${f}`);
   }
-  assert.deepEqual(spec.required.sort(), ["FunctionName", "SelfManagedEventSource", "StartingPosition", "Topics"]);
+  // SelfManagedEventSource is optional: an MSK mapping may give only its EventSourceArn.
+  assert.deepEqual(spec.required.sort(), ["FunctionName", "StartingPosition", "Topics"]);
 });
 
 test("an enabled mapping whose broker is unreachable says so in LastProcessingResult", async () => {
