@@ -79,7 +79,11 @@ pub fn Tokens() -> impl IntoView {
                                         <td>{t.created_by.clone()}</td>
                                         <td>{format_unix(t.created / 1000)}</td>
                                         <td>{t.last_used.map(|u| format_unix(u / 1000)).unwrap_or_else(|| "never".into())}</td>
-                                        <td class="mono">{t.access_key_id.clone().unwrap_or_else(|| "none (made before key pairs)".into())}</td>
+                                        <td class="mono">{t.access_key_id.clone().unwrap_or_else(|| if t.created_by == "SLUICE_BOOTSTRAP_TOKEN" {
+                                            "none (the bootstrap token: make one here for a key pair)".into()
+                                        } else {
+                                            "none (made before key pairs)".into()
+                                        })}</td>
                                         <td>
                                             <form method="post" action=format!("/tokens/{}/delete", t.name)>
                                                 <Csrf/>
