@@ -104,7 +104,7 @@ fn set_status_500() {
 /// Every input name, in form order: the browser reads these back to
 /// validate as the user types.
 #[cfg(feature = "hydrate")]
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 21] = [
     F_NAME,
     F_DESCRIPTION,
     F_FUNCTION,
@@ -121,6 +121,7 @@ const FIELDS: [&str; 20] = [
     F_AGE,
     F_MIN_POLLERS,
     F_MAX_POLLERS,
+    F_PARALLEL,
     F_BISECT,
     F_PARTIAL,
     F_ENABLED,
@@ -256,7 +257,7 @@ pub fn MappingFormView(
                     help="0 to 300. 0 invokes as soon as records arrive."/>
                 <label for=F_FILTERS>"Filters"</label>
                 <textarea id=F_FILTERS name=F_FILTERS rows="4" placeholder=r#"{"value": {"type": ["order"]}}"# aria-invalid=f.invalid(F_FILTERS)>{rcdata(v.filters)}</textarea>
-                <p class="help">"Up to 5 EventBridge patterns, one per line. A record is invoked if any matches; empty: every record."</p>
+                <p class="help">"Up to 10 EventBridge patterns, one per line. A record is invoked if any matches; empty: every record."</p>
                 {f.errors_for(F_FILTERS)}
                 <Check name=F_FILTER_META on=v.filter_on_metadata.is_some()
                     label=" Beyond AWS: let filters also match the record's key, headers, topic, partition and timestamp"/>
@@ -274,6 +275,8 @@ pub fn MappingFormView(
                 <legend>"Pollers"</legend>
                 <Field name=F_MIN_POLLERS label="Minimum pollers" value=v.min_pollers numeric=true placeholder="empty: on demand"/>
                 <Field name=F_MAX_POLLERS label="Maximum pollers" value=v.max_pollers numeric=true placeholder="empty: up to one per partition"/>
+                <Field name=F_PARALLEL label="Batches in flight per partition (ParallelizationFactor)" value=v.parallel numeric=true placeholder="empty: 1"
+                    help="1 to 100. Above 1, records are spread over that many lanes by key: one key stays in order, different keys run concurrently."/>
             </fieldset>
             <div class="form-actions">
                 <button type="submit" class="button primary">{submit}</button>

@@ -24,6 +24,7 @@ pub const F_BISECT: &str = "BisectBatchOnFunctionError";
 pub const F_PARTIAL: &str = "FunctionResponseTypes";
 pub const F_MIN_POLLERS: &str = "ProvisionedPollerConfig.MinimumPollers";
 pub const F_MAX_POLLERS: &str = "ProvisionedPollerConfig.MaximumPollers";
+pub const F_PARALLEL: &str = "ParallelizationFactor";
 pub const F_ENABLED: &str = "Enabled";
 pub const F_FILTER_META: &str = "FilterOnRecordMetadata";
 pub const F_MSK: &str = "EventSourceArn";
@@ -88,6 +89,8 @@ pub struct MappingForm {
     pub min_pollers: String,
     #[serde(rename = "ProvisionedPollerConfig.MaximumPollers", default)]
     pub max_pollers: String,
+    #[serde(rename = "ParallelizationFactor", default)]
+    pub parallel: String,
     #[serde(rename = "Enabled", default)]
     pub enabled: Option<String>,
     #[serde(rename = "FilterOnRecordMetadata", default)]
@@ -181,6 +184,7 @@ impl MappingForm {
                 .contains(&FunctionResponseType::ReportBatchItemFailures)
                 .then(|| "on".into()),
             min_pollers: poll.and_then(|p| p.minimum_pollers).map(|n| n.to_string()).unwrap_or_default(),
+            parallel: s.parallelization_factor.map(|n| n.to_string()).unwrap_or_default(),
             max_pollers: poll.and_then(|p| p.maximum_pollers).map(|n| n.to_string()).unwrap_or_default(),
             enabled: s.enabled.then(|| "on".into()),
             filter_on_metadata: s.filter_on_record_metadata.then(|| "on".into()),
@@ -272,6 +276,7 @@ impl MappingForm {
         let age = int(F_AGE, &self.record_age, &mut errs);
         let min_p = int(F_MIN_POLLERS, &self.min_pollers, &mut errs);
         let max_p = int(F_MAX_POLLERS, &self.max_pollers, &mut errs);
+        let parallel = int(F_PARALLEL, &self.parallel, &mut errs);
         let spec = MappingSpec {
             name: opt(&self.name),
             description: opt(&self.description),
@@ -308,6 +313,7 @@ impl MappingForm {
             } else {
                 vec![]
             },
+            parallelization_factor: parallel,
             provisioned_poller_config: (min_p.is_some() || max_p.is_some()).then_some(ProvisionedPollerConfig {
                 minimum_pollers: min_p,
                 maximum_pollers: max_p,
@@ -425,6 +431,7 @@ mod tests {
             (MappingForm { on_failure: "kafka://orders".into(), ..good() }, F_DESTINATION),
             (MappingForm { consumer_group_id: "a group".into(), ..good() }, F_GROUP),
             (MappingForm { min_pollers: "5".into(), max_pollers: "2".into(), ..good() }, F_MAX_POLLERS),
+            (MappingForm { parallel: "101".into(), ..good() }, F_PARALLEL),
         ];
         for (form, field) in cases {
             assert_eq!(fields(&form), vec![field.to_string()], "form {form:?}");

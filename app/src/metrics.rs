@@ -215,6 +215,13 @@ pub struct PartitionPoint {
     pub polled_event_count: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub polled_bytes: u64,
+    /// Most of the partition's batches at the function at once in the
+    /// interval (above 1 only with ParallelizationFactor).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub concurrent_executions: u64,
+    /// Its lanes (ParallelizationFactor; 0: not reported, read as 1).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lanes: u64,
 }
 
 /// Invocation durations: count, sum, max and a log-bucket histogram (buckets
@@ -310,6 +317,7 @@ impl MetricPoint {
                 if let Some(old) = self.partitions.iter().find(|x| x.partition == p.partition) {
                     p.polled_event_count += old.polled_event_count;
                     p.polled_bytes += old.polled_bytes;
+                    p.concurrent_executions = p.concurrent_executions.max(old.concurrent_executions);
                 }
             }
             self.partitions = parts;
@@ -661,6 +669,8 @@ pub struct AdvisorInput<'a> {
     pub batch_size: i64,
     pub window_s: Option<i64>,
     pub max_pollers: Option<i64>,
+    /// ParallelizationFactor: batches a partition may have in flight.
+    pub lanes: usize,
     pub window: &'a [MetricPoint],
 }
 
@@ -714,9 +724,20 @@ pub fn advise(a: &AdvisorInput) -> Vec<Advice> {
         let growing = lags[mid..].iter().min() > lags[..mid].iter().max();
         let pollers = t.pollers.max(1) as usize;
         if growing && (pollers >= n || a.max_pollers.is_some_and(|m| m as usize >= n)) {
-            add("add-partitions", format!(
-                "Lag keeps growing (from {} to {} records) with {pollers} poller(s) for {n} partition(s): a partition is read by one poller at a time, so only more partitions let Sluice run more batches at once.",
-                lags[0], lags[lags.len() - 1]));
+            let (from, to) = (lags[0], lags[lags.len() - 1]);
+            let busiest = parts.iter().map(|p| p.concurrent_executions).max().unwrap_or(0) as usize;
+            if a.lanes <= 1 {
+                add("parallelize", format!(
+                    "Lag keeps growing (from {from} to {to} records) with {pollers} poller(s) for {n} partition(s), one batch per partition at a time: set ParallelizationFactor (say 10) to run up to that many batches per partition, each key still in order, or add partitions."));
+            } else if busiest < a.lanes {
+                add("skewed-keys", format!(
+                    "Lag keeps growing (from {from} to {to} records) though at most {busiest} of the {} lanes of a partition were busy at once: a few keys hold most records, and one key runs one batch at a time, so more lanes will not help. Spread the key.",
+                    a.lanes));
+            } else {
+                add("add-partitions", format!(
+                    "Lag keeps growing (from {from} to {to} records) with all {} lanes of every partition busy and {pollers} poller(s) for {n} partition(s): raise ParallelizationFactor, or add partitions.",
+                    a.lanes));
+            }
         }
     }
     let fetched = t.polled_event_count;
@@ -819,6 +840,32 @@ mod tests {
         assert_eq!(judge(true, "OK", &[]).0, Health::Starting);
     }
 
+    /// A lag that grows with a poller per partition: lanes are suggested,
+    /// or (lanes idle) the keys are said to be skewed, or (all busy) more.
+    #[test]
+    fn advisor_suggests_lanes_and_says_when_keys_are_too_skewed_for_them() {
+        let growing = |busy: u64| -> Vec<MetricPoint> {
+            (1..=8)
+                .map(|i| {
+                    let mut p = point(i * 1000, 1, 0, &[i * 100]);
+                    p.pollers = 1;
+                    p.partitions[0].concurrent_executions = busy;
+                    p
+                })
+                .collect()
+        };
+        let rules = |lanes: usize, busy: u64| -> Vec<String> {
+            let w = growing(busy);
+            advise(&AdvisorInput { batch_size: 100, window_s: Some(1), max_pollers: None, lanes, window: &w })
+                .into_iter()
+                .map(|a| a.rule)
+                .collect()
+        };
+        assert!(rules(1, 1).contains(&"parallelize".to_string()));
+        assert!(rules(10, 1).contains(&"skewed-keys".to_string()), "one key busy of ten lanes");
+        assert!(rules(10, 10).contains(&"add-partitions".to_string()), "every lane busy");
+    }
+
     #[test]
     fn advisor_names_the_hot_partition() {
         let w: Vec<_> = (1..=30)
@@ -832,7 +879,8 @@ mod tests {
                 p
             })
             .collect();
-        let advice = advise(&AdvisorInput { batch_size: 100, window_s: Some(1), max_pollers: None, window: &w });
+        let advice =
+            advise(&AdvisorInput { batch_size: 100, window_s: Some(1), max_pollers: None, lanes: 1, window: &w });
         let skew = advice.iter().find(|a| a.rule == "skewed-records").expect("skew advice");
         assert!(skew.text.starts_with("Partition 2 carries 87%"), "{}", skew.text);
     }

@@ -15,6 +15,7 @@ pub const MAX_BATCHING_WINDOW_S: i64 = 300;
 pub const MAX_FILTERS: usize = 10;
 pub const MAX_PATTERN_CHARS: usize = 4096;
 pub const MAX_BOOTSTRAP_SERVERS: usize = 10;
+pub const MAX_PARALLELIZATION_FACTOR: i64 = 100;
 
 /// One problem with one field. `field` is the AWS path of the field
 /// (`BatchSize`, `FilterCriteria.Filters[2].Pattern`), shared by the API's
@@ -198,6 +199,12 @@ pub struct MappingSpec {
     pub function_response_types: Vec<FunctionResponseType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioned_poller_config: Option<ProvisionedPollerConfig>,
+    /// Batches in flight per partition, 1 to 100 (absent: 1, one batch at
+    /// a time). Above 1, a partition's records go to that many lanes by a
+    /// hash of their key: one key's records stay in order, different keys
+    /// run concurrently. AWS offers this for Kinesis and DynamoDB streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelization_factor: Option<i64>,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Sluice's own, opt-in: filters also see the record's `key`, `headers`,
@@ -569,6 +576,11 @@ impl MappingSpec {
         self.event_source_arn.as_deref()?.split(':').nth(3).filter(|r| !r.is_empty())
     }
 
+    /// Batches in flight per partition (`ParallelizationFactor`, 1 when unset).
+    pub fn lanes(&self) -> usize {
+        self.parallelization_factor.unwrap_or(1).clamp(1, MAX_PARALLELIZATION_FACTOR) as usize
+    }
+
     /// Settings the console's form does not show, kept from `old` when the
     /// form saves (AWS's KMS key, metric groups, log level, poller group,
     /// MSK group block and VPC placement), so an edit in the console does
@@ -765,6 +777,11 @@ impl MappingSpec {
                 if min > max {
                     err("ProvisionedPollerConfig.MaximumPollers", format!("must not be below MinimumPollers ({min})"));
                 }
+            }
+        }
+        if let Some(n) = self.parallelization_factor {
+            if !(1..=MAX_PARALLELIZATION_FACTOR).contains(&n) {
+                err("ParallelizationFactor", format!("must be between 1 and {MAX_PARALLELIZATION_FACTOR}, not {n}"));
             }
         }
         if let Some(k) = &self.kms_key_arn {

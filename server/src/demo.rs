@@ -152,6 +152,7 @@ async fn upsert_mapping(mappings: &MappingService, bootstrap: &str, function: &s
                 maximum_record_age_in_seconds: -1,
                 bisect_batch_on_function_error: true,
                 function_response_types: vec![FunctionResponseType::ReportBatchItemFailures],
+                parallelization_factor: None,
                 provisioned_poller_config: None,
                 enabled: true,
                 filter_on_record_metadata: false,

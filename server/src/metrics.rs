@@ -379,6 +379,8 @@ fn diff(a: &Snapshot, b: &Snapshot, from: i64, now: i64) -> MetricPoint {
                 },
                 polled_event_count: cur.polled.saturating_sub(prev.polled),
                 polled_bytes: cur.bytes.saturating_sub(prev.bytes),
+                concurrent_executions: cur.peak_in_flight,
+                lanes: cur.lanes,
             }
         })
         .collect::<Vec<_>>();
@@ -433,7 +435,7 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
     for (id, s) in &snaps {
         let _ = writeln!(out, "sluice_pollers{{{}}} {}", labels(id), s.pollers);
     }
-    let per_part: [(&str, &str, &str); 4] = [
+    let per_part: [(&str, &str, &str); 6] = [
         (
             "sluice_offset_lag",
             "gauge",
@@ -442,6 +444,8 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
         ("sluice_end_offset", "gauge", "The partition's end offset (high watermark)"),
         ("sluice_polled_events_total", "counter", "Records polled from the partition (PolledEventCount)"),
         ("sluice_polled_bytes_total", "counter", "Key and value bytes polled from the partition"),
+        ("sluice_partition_lanes", "gauge", "Batches the partition may have in flight (ParallelizationFactor)"),
+        ("sluice_partition_in_flight", "gauge", "The partition's batches at the function now"),
     ];
     for (name, kind, help) in per_part {
         let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
@@ -452,6 +456,8 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
                     "sluice_offset_lag" => l.offset_lag as u64,
                     "sluice_end_offset" => l.end_offset.max(0) as u64,
                     "sluice_polled_events_total" => part.polled,
+                    "sluice_partition_lanes" => part.lanes.max(1),
+                    "sluice_partition_in_flight" => part.in_flight,
                     _ => part.bytes,
                 };
                 let _ = writeln!(out, "{name}{{{},partition=\"{}\"}} {v}", labels(id), l.partition);

@@ -356,6 +356,7 @@ impl MappingService {
             batch_size: m.spec.batch_size,
             window_s: m.spec.maximum_batching_window_in_seconds,
             max_pollers: m.spec.provisioned_poller_config.as_ref().and_then(|p| p.maximum_pollers),
+            lanes: m.spec.lanes(),
             window: &recent,
         });
         let day = self.metrics.history(id, Range::H24).await.map_err(ServiceError::Internal)?;

@@ -269,6 +269,11 @@ fn Detail(m: MappingView) -> impl IntoView {
                 <dt>"Bisect batch on function error"</dt><dd data-field="BisectBatchOnFunctionError">{if s.bisect_batch_on_function_error { "yes" } else { "no" }}</dd>
                 <dt>"Report batch item failures"</dt><dd data-field="FunctionResponseTypes">{if s.function_response_types.is_empty() { "no" } else { "yes" }}</dd>
                 <dt>"Pollers"</dt><dd data-field="ProvisionedPollerConfig">{pollers.unwrap_or_else(|| "on demand (follows the lag)".into())}</dd>
+                <dt>"Batches in flight per partition"</dt>
+                <dd data-field="ParallelizationFactor">{match s.lanes() {
+                    1 => "1 (one batch at a time, in offset order)".to_string(),
+                    n => format!("up to {n} (records spread over {n} lanes by key; one key stays in order)"),
+                }}</dd>
                 <dt>"Enabled"</dt><dd data-field="Enabled">{if s.enabled { "yes" } else { "no" }}</dd>
                 {(!aws_kept.is_empty()).then(|| view! {
                     <dt>"AWS settings kept"</dt>

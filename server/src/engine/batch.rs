@@ -3,7 +3,6 @@
 //! limit. Records the filter turns away are counted here and committed
 //! with the records around them (or alone, once the partition is idle).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rdkafka::message::{Message, OwnedMessage};
@@ -75,7 +74,7 @@ impl Batcher {
                 if let Some(end) = self.seen_to.take() {
                     part.commit(end);
                 }
-                self.counters.oldest_pending_ms.store(0, Ordering::Relaxed);
+                part.pending_since(0);
             }
             let m = tokio::select! {
                 m = self.rx.recv() => m?,
@@ -91,7 +90,7 @@ impl Batcher {
         let p = part.p;
         let Some(first) = self.first(part).await else { return Next::Closed };
         // Until this batch is done, its first record is the oldest not done.
-        self.counters.oldest_pending_ms.store(first.timestamp_ms.max(1), Ordering::Relaxed);
+        part.pending_since(first.timestamp_ms.max(1));
         if self.envelope + first.json.len() > p.max_payload {
             self.seen_to = None;
             return Next::TooLarge { end: first.offset + 1, record: first };

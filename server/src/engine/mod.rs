@@ -15,6 +15,7 @@ pub mod failure;
 pub mod filter;
 pub mod invoke;
 pub mod lag;
+pub mod lanes;
 pub mod pipeline;
 pub mod poll;
 pub mod reconcile;

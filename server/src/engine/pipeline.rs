@@ -1,14 +1,17 @@
 //! One partition's pipeline: filter → batch → invoke → commit, strictly in
-//! offset order with at most one batch in flight. Records come from a
+//! offset order with at most one batch in flight, or (ParallelizationFactor
+//! above 1) one such pipeline per lane, records spread by key (`lanes`),
+//! the partition committed as far as every lane is done. Records come from a
 //! channel (the poller's, or an in-memory source in tests and benchmarks);
 //! offsets leave through a `Committer`. Each stage is its own module:
 //! `filter`, `batch`, `invoke` (retries, throttles, bisect, partial batch
 //! responses, record age) and `failure` (the on-failure destination).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Message, OwnedMessage};
 use sluice_app::spec::{FunctionResponseType, MappingSpec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +23,7 @@ use super::event::{EventSource, MAX_PAYLOAD_BYTES};
 use super::failure::{self, Tried};
 use super::filter::Filter;
 use super::invoke;
+use super::lanes::{lane_of, Lanes};
 use super::target::Target;
 use crate::problem::FailureCondition;
 use crate::shared::status::LiveStatus;
@@ -40,6 +44,8 @@ pub struct Pipeline {
     pub filter: Filter,
     pub bisect: bool,
     pub destination: Option<Arc<dyn Destination>>,
+    /// Batches in flight per partition (ParallelizationFactor).
+    pub lanes: usize,
 }
 
 impl Pipeline {
@@ -60,6 +66,7 @@ impl Pipeline {
             filter: Filter::default(),
             bisect: false,
             destination: None,
+            lanes: 1,
         }
     }
 
@@ -88,6 +95,7 @@ impl Pipeline {
             report_item_failures: spec.function_response_types.contains(&FunctionResponseType::ReportBatchItemFailures),
             filter: Filter::from_spec(spec),
             bisect: spec.bisect_batch_on_function_error,
+            lanes: spec.lanes(),
             ..Pipeline::new(target, committer, EventSource::of(spec))
         }
     }
@@ -101,11 +109,31 @@ pub struct Part<'a> {
     /// Fired when the poller stops: a stage waiting (backoff, throttle,
     /// destination retry) gives up, and nothing more is committed.
     pub stop: &'a CancellationToken,
+    /// The partition's lanes and this one's number, when there are several.
+    pub lane: Option<(&'a Lanes, usize)>,
 }
 
 impl Part<'_> {
+    /// This pipeline's records before `next_offset` are done: the partition
+    /// commits that far, or (lanes) as far as every lane is done.
     pub fn commit(&self, next_offset: i64) {
-        self.p.committer.commit(self.topic, self.partition, next_offset);
+        let next = match self.lane {
+            None => Some(next_offset),
+            Some((lanes, i)) => lanes.done(i, next_offset),
+        };
+        if let Some(n) = next {
+            self.p.committer.commit(self.topic, self.partition, n);
+        }
+    }
+
+    /// The timestamp of this pipeline's oldest record not done (0: none),
+    /// for the partition's time lag: with lanes, the oldest over them all.
+    pub fn pending_since(&self, ms: i64) {
+        let oldest = match self.lane {
+            None => ms,
+            Some((lanes, i)) => lanes.oldest(i, ms),
+        };
+        self.p.status.partition(self.partition).oldest_pending_ms.store(oldest, Ordering::Relaxed);
     }
 }
 
@@ -119,7 +147,76 @@ pub async fn run(
     rx: mpsc::Receiver<OwnedMessage>,
     stop: CancellationToken,
 ) {
-    let part = Part { p: &p, topic: &topic, partition, stop: &stop };
+    if p.lanes > 1 {
+        return run_lanes(p, topic, partition, rx, stop).await;
+    }
+    run_one(&p, &topic, partition, rx, &stop, None).await;
+}
+
+/// Hands each record to its key's lane; one pipeline per lane. A lane that
+/// ends (the poller stopped, or its failure could not be handled) ends
+/// them all: nothing past its records may be committed.
+async fn run_lanes(
+    p: Arc<Pipeline>,
+    topic: String,
+    partition: i32,
+    mut rx: mpsc::Receiver<OwnedMessage>,
+    stop: CancellationToken,
+) {
+    let lanes = Arc::new(Lanes::new(p.lanes));
+    let counters = p.status.partition(partition);
+    counters.lanes.store(p.lanes as u64, Ordering::Relaxed);
+    let end = stop.child_token();
+    // Each lane buffers a few batches, so a slow key does not stall the
+    // other lanes at once; bounded overall (a stuck lane stalls the
+    // partition once its buffer is full, and the poller pauses it).
+    let capacity = (p.batch_size * 2).max(256).min((200_000 / p.lanes).max(p.batch_size));
+    let mut senders = Vec::with_capacity(p.lanes);
+    let mut tasks = Vec::with_capacity(p.lanes);
+    for i in 0..p.lanes {
+        let (tx, lane_rx) = mpsc::channel(capacity);
+        senders.push(tx);
+        let (p, topic, lanes, end) = (p.clone(), topic.clone(), lanes.clone(), end.clone());
+        let lane = async move {
+            run_one(&p, &topic, partition, lane_rx, &end, Some((&lanes, i))).await;
+            end.cancel();
+        };
+        tasks.push(tokio::spawn(tracing::Instrument::in_current_span(lane)));
+    }
+    loop {
+        let m = tokio::select! {
+            m = rx.recv() => m,
+            _ = end.cancelled() => None,
+        };
+        let Some(m) = m else { break };
+        let i = lane_of(&m, p.lanes);
+        lanes.handed(i, m.offset());
+        // A full lane waits for its key's batch; the others go on.
+        let sent = tokio::select! {
+            r = senders[i].send(m) => r.is_ok(),
+            _ = end.cancelled() => false,
+        };
+        if !sent {
+            break;
+        }
+    }
+    // Closing the lanes' channels lets them finish what they hold.
+    drop(senders);
+    for t in tasks {
+        let _ = t.await;
+    }
+    counters.lanes.store(1, Ordering::Relaxed);
+}
+
+async fn run_one(
+    p: &Pipeline,
+    topic: &str,
+    partition: i32,
+    rx: mpsc::Receiver<OwnedMessage>,
+    stop: &CancellationToken,
+    lane: Option<(&Lanes, usize)>,
+) {
+    let part = Part { p, topic, partition, stop, lane };
     let mut batcher = Batcher::new(&part, rx);
     loop {
         let handled = match batcher.next(&part).await {

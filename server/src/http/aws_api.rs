@@ -133,14 +133,6 @@ fn from_aws(mut m: Map<String, Value>, creating: bool) -> Result<Value, AwsError
         }
         m.remove(field);
     }
-    match m.remove("ParallelizationFactor") {
-        None | Some(Value::Null) => {}
-        Some(v) if v.as_i64() == Some(1) => {}
-        Some(v) => errs.push(FieldError::new(
-            "ParallelizationFactor",
-            format!("Kafka mappings run one batch per partition (1), not {v}"),
-        )),
-    }
     if let Some(Value::Object(d)) = m.get_mut("DestinationConfig") {
         let set = |v: Option<&Value>| {
             v.and_then(|o| o.get("Destination")).and_then(Value::as_str).is_some_and(|s| !s.is_empty())

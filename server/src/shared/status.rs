@@ -37,6 +37,29 @@ pub struct PartitionCounters {
     pub bytes: AtomicU64,
     /// Timestamp (ms) of the oldest record not done; 0 when caught up.
     pub oldest_pending_ms: AtomicI64,
+    /// Batches this partition may have in flight (its lanes; 0 read as 1).
+    pub lanes: AtomicU64,
+    /// Batches of this partition at the function now, and the most since
+    /// the last snapshot.
+    pub in_flight: AtomicU64,
+    pub peak_in_flight: AtomicU64,
+}
+
+impl PartitionCounters {
+    /// Counts one of the partition's batches at the function until dropped.
+    pub fn begin(&self) -> PartInFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        PartInFlight(self)
+    }
+}
+
+pub struct PartInFlight<'a>(&'a PartitionCounters);
+
+impl Drop for PartInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct DurationCounters {
@@ -80,6 +103,10 @@ pub struct PartSnapshot {
     pub polled: u64,
     pub bytes: u64,
     pub oldest_pending_ms: i64,
+    pub lanes: u64,
+    pub in_flight: u64,
+    /// Most batches in flight since the last snapshot.
+    pub peak_in_flight: u64,
 }
 
 impl Snapshot {
@@ -222,6 +249,13 @@ impl LiveStatus {
                 polled: g(&c.polled),
                 bytes: g(&c.bytes),
                 oldest_pending_ms: c.oldest_pending_ms.load(Ordering::Relaxed),
+                lanes: g(&c.lanes).max(1),
+                in_flight: g(&c.in_flight),
+                peak_in_flight: if reset {
+                    c.peak_in_flight.swap(g(&c.in_flight), Ordering::Relaxed)
+                } else {
+                    g(&c.peak_in_flight)
+                },
             })
             .collect();
         parts.sort_by_key(|p| p.partition);

@@ -106,12 +106,7 @@ impl Broker {
     }
 
     pub fn producer(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "1000000")
-            .create()
-            .unwrap()
+        bulk_producer(self.bootstrap())
     }
 
     /// Produces `n` records per partition with values `p-i`; waits for every ack.
@@ -353,6 +348,7 @@ pub fn spec(bootstrap: &str, topic: &str, function: &str, group: &str) -> Mappin
         maximum_record_age_in_seconds: -1,
         bisect_batch_on_function_error: false,
         function_response_types: vec![],
+        parallelization_factor: None,
         provisioned_poller_config: None,
         enabled: true,
         filter_on_record_metadata: false,
@@ -390,13 +386,50 @@ pub fn assert_complete_and_ordered(
 }
 
 /// `Broker::produce` on any bootstrap address (from a task of its own).
-pub async fn produce_on(bootstrap: &str, topic: &str, partitions: i32, n: usize, timestamp_ms: Option<i64>) {
-    let producer: FutureProducer = ClientConfig::new()
+/// `n` records on partition 0 of `topic`, keyed `k0` to `k{keys-1}` in
+/// turn, each valued `KEY:SEQUENCE` (so a function can check order per key).
+pub async fn produce_keyed(bootstrap: &str, topic: &str, n: usize, keys: usize) {
+    let producer = bulk_producer(bootstrap);
+    let mut acks = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = format!("k{}", i % keys);
+        let value = format!("{key}:{i}");
+        let rec = FutureRecord::to(topic).partition(0).payload(&value).key(&key);
+        acks.push(producer.send_result(rec).map_err(|(e, _)| e).unwrap());
+    }
+    for a in acks {
+        a.await.unwrap().unwrap();
+    }
+}
+
+/// Per key (the value's part before `:`), the sequence numbers in the
+/// order the function first saw them; each must rise.
+pub fn sequences_by_key(seen: &[(i32, i64, String)]) -> BTreeMap<String, Vec<u64>> {
+    let mut m: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut first = std::collections::HashSet::new();
+    for (_, offset, v) in seen {
+        if !first.insert(*offset) {
+            continue;
+        }
+        if let Some((k, i)) = v.split_once(':') {
+            m.entry(k.to_string()).or_default().push(i.parse().unwrap_or(0));
+        }
+    }
+    m
+}
+
+/// A producer for many records at once (a deep queue, short linger).
+pub fn bulk_producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+pub async fn produce_on(bootstrap: &str, topic: &str, partitions: i32, n: usize, timestamp_ms: Option<i64>) {
+    let producer = bulk_producer(bootstrap);
 
     let mut acks = Vec::with_capacity(n * partitions as usize);
     for i in 0..n {
