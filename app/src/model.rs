@@ -119,6 +119,12 @@ pub struct PartitionLag {
     pub end_offset: i64,
     /// Records between the committed offset (or the start) and the end.
     pub offset_lag: i64,
+    /// The partition's batches at the function now, and its lanes
+    /// (ParallelizationFactor); live counters only.
+    #[serde(default)]
+    pub in_flight: u64,
+    #[serde(default)]
+    pub lanes: u64,
 }
 
 /// What this node can and cannot do, said in words (the console's footer).

@@ -93,6 +93,7 @@ async fn traffic(statuses: Vec<Arc<LiveStatus>>, batches_per_s: u64, stop: tokio
                                 committed_offset: Some(end - 5),
                                 end_offset: end,
                                 offset_lag: 5,
+                                ..Default::default()
                             }
                         })
                         .collect(),

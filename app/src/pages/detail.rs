@@ -122,7 +122,7 @@ fn Counters(c: MappingCounters) -> impl IntoView {
             } else {
                 view! {
                     <table class="lag">
-                        <thead><tr><th>"Partition"</th><th>"Committed offset"</th><th>"End offset"</th><th>"Lag (records)"</th></tr></thead>
+                        <thead><tr><th>"Partition"</th><th>"Committed offset"</th><th>"End offset"</th><th>"Lag (records)"</th><th>"Batches in flight"</th></tr></thead>
                         <tbody>
                             {partitions.into_iter().map(|p| view! {
                                 <tr data-partition=p.partition>
@@ -130,9 +130,10 @@ fn Counters(c: MappingCounters) -> impl IntoView {
                                     <td>{p.committed_offset.map(|o| o.to_string()).unwrap_or_else(|| "none yet".into())}</td>
                                     <td>{p.end_offset}</td>
                                     <td data-lag=p.partition>{p.offset_lag}</td>
+                                    <td data-in-flight=p.partition>{format!("{} of {}", p.in_flight, p.lanes.max(1))}</td>
                                 </tr>
                             }).collect_view()}
-                            <tr class="total"><td>"Total"</td><td></td><td></td><td data-lag="total">{total}</td></tr>
+                            <tr class="total"><td>"Total"</td><td></td><td></td><td data-lag="total">{total}</td><td></td></tr>
                         </tbody>
                     </table>
                 }.into_any()

@@ -78,6 +78,7 @@ fn read(c: &BaseConsumer<AuthContext>, topic: &str) -> rdkafka::error::KafkaResu
             committed_offset: committed,
             end_offset: high,
             offset_lag: lag,
+            ..Default::default()
         });
     }
     out.sort_by_key(|l| l.partition);

@@ -185,7 +185,17 @@ impl LiveStatus {
             dropped_event_count: self.total(Counter::DroppedEvents),
             on_failure_destination_delivered_event_count: self.total(Counter::DestinationDeliveredEvents),
             committed_event_count: self.total(Counter::CommittedEvents),
-            partitions: self.lag(),
+            partitions: {
+                let parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+                let mut lag = self.lag();
+                for l in &mut lag {
+                    if let Some(c) = parts.get(&l.partition) {
+                        l.in_flight = c.in_flight.load(Ordering::Relaxed);
+                        l.lanes = c.lanes.load(Ordering::Relaxed).max(1);
+                    }
+                }
+                lag
+            },
         }
     }
 
