@@ -412,8 +412,9 @@ impl Auth {
         Ok(Some((r.try_get("token_hash")?, Session { user: format!("token:{name}"), role, csrf: String::new() })))
     }
 
-    /// Notes that a token was used (shown on the tokens page).
-    async fn touch(&self, token_hash: &str) {
+    /// Notes that a token was used (shown on the tokens page); a key
+    /// pair's use, once its signature holds (`key_pair`'s handle).
+    pub async fn touch(&self, token_hash: &str) {
         let _ = sqlx::query("UPDATE api_tokens SET last_used_ms = $1 WHERE token_hash = $2")
             .bind(now_ms())
             .bind(token_hash)
@@ -479,15 +480,10 @@ impl Auth {
 
     /// The token a SigV4 access key id belongs to: its secret access key
     /// (to check the signature), who it acts as (capped as `token`), and a
-    /// handle for `signed_in` once the signature holds.
+    /// handle for `touch` once the signature holds.
     pub async fn key_pair(&self, access_key_id: &str) -> Result<Option<(String, Session, String)>> {
         let Some((hash, who)) = self.token_where("access_key_id", access_key_id).await? else { return Ok(None) };
         Ok(Some((self.secret_access_key(access_key_id, &hash), who, hash)))
-    }
-
-    /// A signed request by a key pair was verified: the token counts as used.
-    pub async fn signed_in(&self, handle: &str) {
-        self.touch(handle).await;
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenView>> {

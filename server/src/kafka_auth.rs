@@ -107,8 +107,7 @@ fn broker_string(spec: &MappingSpec) -> &'static str {
 /// from MSK's GetBootstrapBrokers, signed with the mapping's AWS
 /// credentials. MSK's endpoint: `AWS_ENDPOINT_URL_KAFKA`, else
 /// `AWS_ENDPOINT_URL`, else AWS's own for the cluster's region.
-pub async fn look_up_brokers(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Result<(), CredentialsError> {
-    use aws_credential_types::provider::ProvideCredentials as _;
+async fn look_up_brokers(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Result<(), CredentialsError> {
     use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
     if !needs_brokers(spec) {
         return Ok(());
@@ -122,11 +121,7 @@ pub async fn look_up_brokers(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec
         .unwrap_or_else(|| format!("https://kafka.{region}.amazonaws.com"));
     let url =
         format!("{}/v1/clusters/{}/bootstrap-brokers", endpoint.trim_end_matches('/'), sluice_app::uri_encode(&arn));
-    let provider = sdk.credentials_provider().ok_or(CredentialsError::NoAwsCredentials)?;
-    let creds = provider.provide_credentials().await.map_err(|e| {
-        CredentialsError::AwsCredentials(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
-    })?;
-    let identity = aws_smithy_runtime_api::client::identity::Identity::from(creds);
+    let identity = aws_smithy_runtime_api::client::identity::Identity::from(credentials(sdk).await?);
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region(&region)
@@ -174,15 +169,34 @@ pub async fn look_up_brokers(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec
     Ok(())
 }
 
-/// The settings for `spec`, with `sdk` (when `needs_aws`): its Secrets
-/// Manager secrets read, its MSK IAM credentials loaded.
-pub async fn prepare(spec: &MappingSpec, sdk: Option<&aws_config::SdkConfig>) -> Result<KafkaAuth, CredentialsError> {
-    let Some(sdk) = sdk.filter(|_| needs_aws(spec)) else { return Ok(KafkaAuth::of(spec)) };
+/// What `spec`'s Kafka clients connect with, given `sdk` (when
+/// `needs_aws`): the spec with an MSK cluster's brokers looked up (its
+/// secrets stay out of it), and the settings, its Secrets Manager secrets
+/// read and its MSK IAM credentials loaded.
+pub async fn prepare(
+    spec: &MappingSpec,
+    sdk: Option<&aws_config::SdkConfig>,
+) -> Result<(MappingSpec, KafkaAuth), CredentialsError> {
     let mut spec = spec.clone();
-    resolve(sdk, &mut spec).await?;
-    let auth = KafkaAuth::of(&spec);
+    let Some(sdk) = sdk.filter(|_| needs_aws(&spec)) else {
+        let auth = KafkaAuth::of(&spec);
+        return Ok((spec, auth));
+    };
+    look_up_brokers(sdk, &mut spec).await?;
+    let mut with_secrets = spec.clone();
+    resolve(sdk, &mut with_secrets).await?;
+    let auth = KafkaAuth::of(&with_secrets);
     auth.load_credentials(sdk).await?;
-    Ok(auth)
+    Ok((spec, auth))
+}
+
+/// The AWS credentials `sdk` provides now.
+async fn credentials(sdk: &aws_config::SdkConfig) -> Result<aws_credential_types::Credentials, CredentialsError> {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    let provider = sdk.credentials_provider().ok_or(CredentialsError::NoAwsCredentials)?;
+    provider.provide_credentials().await.map_err(|e| {
+        CredentialsError::AwsCredentials(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+    })
 }
 
 /// The settings, secrets included: never printed (Debug shows the keys).
@@ -331,11 +345,7 @@ struct MskIam {
 
 impl MskIam {
     async fn load(&self, sdk: &aws_config::SdkConfig) -> Result<(), CredentialsError> {
-        use aws_credential_types::provider::ProvideCredentials as _;
-        let provider = sdk.credentials_provider().ok_or(CredentialsError::NoAwsCredentials)?;
-        let c = provider.provide_credentials().await.map_err(|e| {
-            CredentialsError::AwsCredentials(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
-        })?;
+        let c = credentials(sdk).await?;
         *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
         Ok(())
     }

@@ -128,6 +128,17 @@ pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ServiceError> {
     }
 }
 
+/// The `Tags` of a create request (AWS's, or `/api/v1`'s), taken out of it
+/// and checked before anything is made.
+pub fn take_tags(m: &mut serde_json::Map<String, Value>) -> Result<Option<BTreeMap<String, String>>, ServiceError> {
+    let Some(v) = m.remove("Tags").filter(|v| !v.is_null()) else { return Ok(None) };
+    let tags: BTreeMap<String, String> = serde_json::from_value(v).map_err(|_| {
+        ServiceError::Invalid(vec![FieldError::new("Tags", "must be an object of string keys and values")])
+    })?;
+    check_tags(&tags)?;
+    Ok(Some(tags))
+}
+
 pub struct MappingService {
     /// The node's handles (database, identity, live registry, holds,
     /// change signal, AWS configuration), shared with the engine and cluster.
@@ -205,14 +216,12 @@ impl MappingService {
         id: Uuid,
         spec: &MappingSpec,
     ) -> Result<(String, crate::kafka_auth::KafkaAuth), crate::kafka_auth::CredentialsError> {
-        if !crate::kafka_auth::needs_aws(spec) {
-            return Ok((spec.bootstrap_servers().join(","), crate::kafka_auth::KafkaAuth::of(spec)));
-        }
         // The mapping's role, as its pollers use it.
-        let sdk = self.shared.aws.for_mapping(id, spec).await;
-        let mut spec = spec.clone();
-        crate::kafka_auth::look_up_brokers(&sdk, &mut spec).await?;
-        let auth = crate::kafka_auth::prepare(&spec, Some(&sdk)).await?;
+        let sdk = match crate::kafka_auth::needs_aws(spec) {
+            true => Some(self.shared.aws.for_mapping(id, spec).await),
+            false => None,
+        };
+        let (spec, auth) = crate::kafka_auth::prepare(spec, sdk.as_ref()).await?;
         Ok((spec.bootstrap_servers().join(","), auth))
     }
 
@@ -393,12 +402,21 @@ impl MappingService {
         &self.shared.store
     }
 
+    /// Every mapping, with its tags.
     pub async fn list(&self) -> Result<Vec<MappingView>, ServiceError> {
-        Ok(self.shared.store.list().await?)
+        let mut views = self.shared.store.list().await?;
+        let mut tags = self.shared.store.tags(None).await?;
+        for v in &mut views {
+            v.tags = tags.remove(&v.uuid).unwrap_or_default();
+        }
+        Ok(views)
     }
 
+    /// One mapping, with its tags.
     pub async fn get(&self, id: Uuid) -> Result<MappingView, ServiceError> {
-        self.shared.store.get(id).await?.ok_or(ServiceError::NotFound(id))
+        let mut view = self.shared.store.get(id).await?.ok_or(ServiceError::NotFound(id))?;
+        view.tags = self.shared.store.tags(Some(id)).await?.remove(&id).unwrap_or_default();
+        Ok(view)
     }
 
     pub async fn create(&self, spec: MappingSpec) -> Result<MappingView, ServiceError> {
@@ -475,6 +493,20 @@ impl MappingService {
         let mut v = serde_json::to_value(&current.spec).map_err(anyhow::Error::from)?;
         merge_patch(&mut v, patch);
         self.replace(id, spec_from_json(v)?).await
+    }
+
+    /// Creates a mapping with its first tags (AWS's `Tags` on create).
+    pub async fn create_tagged(
+        &self,
+        spec: MappingSpec,
+        tags: Option<BTreeMap<String, String>>,
+    ) -> Result<MappingView, ServiceError> {
+        let mut view = self.create(spec).await?;
+        if let Some(tags) = tags {
+            self.tag(view.uuid, &tags).await?;
+            view.tags = tags;
+        }
+        Ok(view)
     }
 
     /// Adds or overwrites tags (AWS TagResource), within AWS's limits.

@@ -94,31 +94,38 @@ impl Store {
 
     pub async fn list(&self) -> Result<Vec<MappingView>> {
         let rows = sqlx::query(&format!("{SELECT} ORDER BY m.created_ms, m.uuid")).fetch_all(&self.pool).await?;
-        let mut views: Vec<MappingView> = rows.iter().map(|r| self.row_to_view(r)).collect::<Result<_>>()?;
-        let mut tags = std::collections::HashMap::<String, std::collections::BTreeMap<String, String>>::new();
-        for r in sqlx::query("SELECT uuid, tag_key, tag_value FROM mapping_tags").fetch_all(&self.pool).await? {
-            tags.entry(r.try_get("uuid")?).or_default().insert(r.try_get("tag_key")?, r.try_get("tag_value")?);
-        }
-        for v in &mut views {
-            v.tags = tags.remove(&v.uuid.to_string()).unwrap_or_default();
-        }
-        Ok(views)
+        rows.iter().map(|r| self.row_to_view(r)).collect()
     }
 
+    /// Without tags (see `tags`): the engine and the exporters read
+    /// mappings often and never need them.
     pub async fn get(&self, id: Uuid) -> Result<Option<MappingView>> {
         let row =
             sqlx::query(&format!("{SELECT} WHERE m.uuid = $1")).bind(id.to_string()).fetch_optional(&self.pool).await?;
-        let Some(mut view) = row.as_ref().map(|r| self.row_to_view(r)).transpose()? else { return Ok(None) };
-        view.tags = self.tags(id).await?;
-        Ok(Some(view))
+        row.as_ref().map(|r| self.row_to_view(r)).transpose()
     }
 
-    pub async fn tags(&self, id: Uuid) -> Result<std::collections::BTreeMap<String, String>> {
-        let rows = sqlx::query("SELECT tag_key, tag_value FROM mapping_tags WHERE uuid = $1")
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("tag_key")?, r.try_get("tag_value")?))).collect()
+    /// Mappings' tags by UUID: one mapping's, or (None) every mapping's.
+    pub async fn tags(
+        &self,
+        id: Option<Uuid>,
+    ) -> Result<std::collections::HashMap<Uuid, std::collections::BTreeMap<String, String>>> {
+        let rows = match id {
+            Some(id) => {
+                sqlx::query("SELECT uuid, tag_key, tag_value FROM mapping_tags WHERE uuid = $1")
+                    .bind(id.to_string())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => sqlx::query("SELECT uuid, tag_key, tag_value FROM mapping_tags").fetch_all(&self.pool).await?,
+        };
+        let mut out = std::collections::HashMap::<Uuid, std::collections::BTreeMap<String, String>>::new();
+        for r in rows {
+            let uuid: String = r.try_get("uuid")?;
+            let id = Uuid::parse_str(&uuid).context("a stored tag has a malformed UUID")?;
+            out.entry(id).or_default().insert(r.try_get("tag_key")?, r.try_get("tag_value")?);
+        }
+        Ok(out)
     }
 
     /// Adds or overwrites `tags` and removes `remove`, in one transaction.

@@ -41,7 +41,7 @@ impl Batcher {
         Batcher {
             rx,
             envelope: envelope_len(&part.p.source, part.topic, part.partition),
-            counters: part.p.status.partition(part.partition),
+            counters: part.counters.clone(),
             held: None,
             seen_to: None,
         }

@@ -67,8 +67,7 @@ async fn attempt(part: &Part<'_>, mut records: Vec<EncodedRecord>, end: i64) -> 
         }
         let outcome = {
             let _in_flight = p.status.begin_invoke(records.len(), payload.len());
-            let counters = p.status.partition(part.partition);
-            let _partition_in_flight = counters.begin();
+            let _partition_in_flight = part.counters.begin();
             let started = std::time::Instant::now();
             let outcome = p.target.invoke(payload).await;
             p.status.record_duration(started.elapsed());

@@ -26,7 +26,7 @@ use super::invoke;
 use super::lanes::{lane_of, Lanes};
 use super::target::Target;
 use crate::problem::FailureCondition;
-use crate::shared::status::LiveStatus;
+use crate::shared::status::{LiveStatus, PartitionCounters};
 
 /// The settings of one mapping that a pipeline runs with.
 pub struct Pipeline {
@@ -111,6 +111,8 @@ pub struct Part<'a> {
     pub stop: &'a CancellationToken,
     /// The partition's lanes and this one's number, when there are several.
     pub lane: Option<(&'a Lanes, usize)>,
+    /// The partition's counters, taken once (not per batch).
+    pub counters: Arc<PartitionCounters>,
 }
 
 impl Part<'_> {
@@ -133,7 +135,7 @@ impl Part<'_> {
             None => ms,
             Some((lanes, i)) => lanes.oldest(i, ms),
         };
-        self.p.status.partition(self.partition).oldest_pending_ms.store(oldest, Ordering::Relaxed);
+        self.counters.oldest_pending_ms.store(oldest, Ordering::Relaxed);
     }
 }
 
@@ -216,7 +218,7 @@ async fn run_one(
     stop: &CancellationToken,
     lane: Option<(&Lanes, usize)>,
 ) {
-    let part = Part { p, topic, partition, stop, lane };
+    let part = Part { p, topic, partition, stop, lane, counters: p.status.partition(partition) };
     let mut batcher = Batcher::new(&part, rx);
     loop {
         let handled = match batcher.next(&part).await {

@@ -345,19 +345,13 @@ impl Engine {
         // the function, the destination, Secrets Manager and MSK IAM.
         let needs_aws = target::needs_aws(spec) || destination::needs_aws(spec) || crate::kafka_auth::needs_aws(spec);
         let aws = if needs_aws { Some(self.aws.for_mapping(id, spec).await) } else { None };
-        // An MSK mapping given only its ARN runs with the brokers MSK names now.
-        let mut spec = spec.clone();
-        if let Some(sdk) = &aws {
-            crate::kafka_auth::look_up_brokers(sdk, &mut spec)
-                .await
-                .map_err(|reason| NotRunning(MappingState::Enabled, Problem::Credentials(reason.to_string())))?;
-        }
-        let spec = &spec;
-        // Secrets named by a Secrets Manager URI are read at every start
-        // (a rotated secret takes effect with the next start).
-        let auth = crate::kafka_auth::prepare(spec, aws.as_ref())
+        // Secrets named by a Secrets Manager URI are read at every start (a
+        // rotated secret takes effect with the next start), and an MSK
+        // mapping given only its ARN runs with the brokers MSK names now.
+        let (spec, auth) = crate::kafka_auth::prepare(spec, aws.as_ref())
             .await
             .map_err(|reason| NotRunning(MappingState::Enabled, Problem::Credentials(reason.to_string())))?;
+        let spec = &spec;
         let n = self.local_target(id, spec);
         let running = self
             .start_pollers(id, spec, version, aws.as_ref(), n, auth.clone())

@@ -101,22 +101,11 @@ async fn list(State(s): State<AppState>) -> ApiResult {
 async fn create(State(s): State<AppState>, body: Bytes) -> ApiResult {
     let mut v = body_json(&body)?;
     // Tags on create, as AWS takes them (later changes: the tags API).
-    let tags = match v.as_object_mut().and_then(|m| m.remove("Tags")).filter(|t| !t.is_null()) {
+    let tags = match v.as_object_mut() {
+        Some(m) => crate::service::take_tags(m)?,
         None => None,
-        Some(t) => {
-            let tags: std::collections::BTreeMap<String, String> = serde_json::from_value(t).map_err(|_| {
-                ServiceError::Invalid(vec![FieldError::new("Tags", "must be an object of string keys and values")])
-            })?;
-            crate::service::check_tags(&tags)?;
-            Some(tags)
-        }
     };
-    let spec = spec_from_json(v)?;
-    let mut view = s.mappings.create(spec).await?;
-    if let Some(tags) = tags {
-        s.mappings.tag(view.uuid, &tags).await?;
-        view.tags = tags;
-    }
+    let view = s.mappings.create_tagged(spec_from_json(v)?, tags).await?;
     let location = format!("/api/v1/mappings/{}", view.uuid);
     Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, location)], Json(view)).into_response())
 }

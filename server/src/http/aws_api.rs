@@ -4,8 +4,6 @@
 //! paths, status codes, update semantics, paging, answers and errors
 //! (botocore's `lambda/2015-03-31/service-2.json` is the model followed).
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -20,7 +18,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::aws::ArnScope;
-use crate::service::{check_tags, spec_from_json, ServiceError};
+use crate::service::{spec_from_json, take_tags, ServiceError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -206,24 +204,11 @@ fn answer(status: StatusCode, view: &MappingView) -> Response {
     (status, Json(to_aws(view))).into_response()
 }
 
-/// The `Tags` of a create request, checked before anything is made.
-fn take_tags(m: &mut Map<String, Value>) -> Result<Option<BTreeMap<String, String>>, AwsError> {
-    let Some(v) = m.remove("Tags").filter(|v| !v.is_null()) else { return Ok(None) };
-    let tags: BTreeMap<String, String> =
-        serde_json::from_value(v).map_err(|_| invalid("Tags", "must be an object of string keys and values"))?;
-    check_tags(&tags)?;
-    Ok(Some(tags))
-}
-
 async fn create(State(s): State<AppState>, body: Bytes) -> AwsResult {
     let mut m = body_object(&body)?;
     let tags = take_tags(&mut m)?;
     let spec = spec_from_json(from_aws(m, true)?)?;
-    let mut view = s.mappings.create(spec).await?;
-    if let Some(tags) = tags {
-        s.mappings.tag(view.uuid, &tags).await?;
-        view.tags = tags;
-    }
+    let view = s.mappings.create_tagged(spec, tags).await?;
     let mut r = answer(StatusCode::ACCEPTED, &view);
     if let Ok(v) = HeaderValue::from_str(&format!("/2015-03-31/event-source-mappings/{}", view.uuid)) {
         r.headers_mut().insert(header::LOCATION, v);

@@ -165,7 +165,7 @@ async fn sigv4_session(s: &AppState, req: Request) -> Result<(Session, Request),
         return Err((deny("InvalidSignatureException", m), actor));
     }
     let who = who.expect("a verified signature has a known key");
-    s.mappings.auth().signed_in(&handle).await;
+    s.mappings.auth().touch(&handle).await;
     Ok((who, Request::from_parts(parts, Body::from(bytes))))
 }
 
