@@ -69,8 +69,13 @@ fn contiguous(seen: &BTreeMap<i32, Vec<i64>>) -> BTreeMap<i32, i64> {
         .collect()
 }
 
+/// One crash test at a time: each runs Sluice and a broker as processes and
+/// kills them, and two at once on two cores starve each other's restarts.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_repeatedly_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let broker = Broker::tansu().unwrap_or_else(Broker::mock);
     let total_per_partition = 2_000;
     broker.create_topic("crash", PARTITIONS).await;
@@ -139,6 +144,7 @@ async fn kill_9_repeatedly_loses_nothing() {
 /// committed offset; every record arrives, each key's in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_ten_lanes_redelivers_only_after_the_committed_offset() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let broker = Broker::tansu().unwrap_or_else(Broker::mock);
     let total = 2_000usize;
     broker.create_topic("crash-lanes", 1).await;
