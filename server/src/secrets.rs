@@ -173,18 +173,19 @@ pub(crate) mod tests {
             kind: "CLIENT_CERTIFICATE_TLS_AUTH".into(),
             certificate: Some("-----BEGIN CERTIFICATE-----c".into()),
             private_key: Some("-----BEGIN ENCRYPTED PRIVATE KEY-----k".into()),
-            private_key_password: Some("kp".into()),
+            private_key_password: Some("key-password-never-in-clear".into()),
             ..Default::default()
         };
         let sasl = SourceAccessConfiguration {
             kind: "SASL_SCRAM_512_AUTH".into(),
             username: Some("u".into()),
-            password: Some("pw".into()),
+            password: Some("sasl-password-never-in-clear".into()),
             ..Default::default()
         };
         let stored = spec(vec![sasl.clone(), full.clone()], None);
         let sealed = sealer.seal_spec(&stored).unwrap().unwrap();
-        for secret in ["pw", "kp", "ENCRYPTED"] {
+        // Secrets long enough that random ciphertext cannot hold them by chance.
+        for secret in ["sasl-password-never-in-clear", "key-password-never-in-clear", "ENCRYPTED"] {
             assert!(!sealed.contains(secret));
         }
         let mut bare = spec(
