@@ -63,6 +63,7 @@ pub fn App() -> impl IntoView {
     let ssr = SsrMode::Async;
     let session = Resource::new(|| (), |_| api::get_session());
     provide_context(components::CurrentSession(session));
+    let info = Resource::new(|| (), |_| api::get_system());
     view! {
         <Stylesheet id="sluice" href="/pkg/sluice.css"/>
         <Router>
@@ -88,6 +89,14 @@ pub fn App() -> impl IntoView {
                     })}
                 </Suspense>
             </header>
+            // Every page says so while the database refuses writes.
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    info.await.ok().and_then(|i| i.database_problem).map(|p| view! {
+                        <p class="error-banner" role="alert" data-system="database">{p}</p>
+                    })
+                })}
+            </Suspense>
             <main>
                 <Routes fallback=pages::NotFound>
                     <Route path=path!("/") view=pages::MappingList ssr=ssr.clone()/>
@@ -103,15 +112,14 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/login") view=pages::Login ssr=ssr/>
                 </Routes>
             </main>
-            <Footer/>
+            <Footer info/>
         </Router>
     }
 }
 
 /// The node's version and what it can do on AWS (or why not).
 #[component]
-fn Footer() -> impl IntoView {
-    let info = Resource::new(|| (), |_| api::get_system());
+fn Footer(info: Resource<Result<model::SystemInfo, ServerFnError>>) -> impl IntoView {
     view! {
         <footer class="system">
             <Suspense fallback=|| ()>

@@ -514,6 +514,23 @@ pub fn judge(enabled: bool, last_result: &str, window: &[MetricPoint]) -> (Healt
         }
     }
     let failing_now = crate::model::is_problem(last_result);
+    // A problem that stopped everything (the brokers away): nothing invoked
+    // or committed for the last seconds while records wait or the lag
+    // cannot be read. Said now, not once the whole window is quiet.
+    if let (true, Some(last)) = (failing_now && span_s >= RECENT_MS as f64 / 1000.0, window.last()) {
+        let recent: Vec<MetricPoint> = window.iter().filter(|p| p.time > last.time - RECENT_MS).cloned().collect();
+        let r = total(&recent);
+        let waiting = recent.iter().any(|p| p.total_lag().is_none_or(|l| l > 0));
+        if r.invocations == 0 && r.committed_event_count == 0 && waiting {
+            return (
+                Health::Stalled,
+                format!(
+                    "nothing invoked or committed in the last {}: {last_result}",
+                    format_span(RECENT_MS as f64 / 1000.0)
+                ),
+            );
+        }
+    }
     let stuck = t.committed_event_count == 0 && t.invocations == t.errors;
     if failing_now && stuck && (t.errors > 0 || lags.is_empty() || lags.iter().any(|(_, l)| *l > 0)) {
         return (Health::Failing, format!("nothing processed in the last {span}: {last_result}"));
@@ -838,6 +855,22 @@ mod tests {
         assert_eq!(judge(true, "PROBLEM: Function call failed", &failing).0, Health::Failing);
         assert_eq!(judge(false, "OK", &ok).0, Health::Disabled);
         assert_eq!(judge(true, "OK", &[]).0, Health::Starting);
+    }
+
+    /// Brokers gone mid-window: busy before, then 15 s of nothing and no
+    /// lag readable. Stalled at once, in the status's words; an idle
+    /// mapping caught up with an old problem text is not.
+    #[test]
+    fn health_says_an_outage_at_once() {
+        let mut w: Vec<_> = (1..=45).map(|i| point(i * 1000, 5, 0, &[3])).collect();
+        w.extend((46..=61).map(|i| point(i * 1000, 0, 0, &[])));
+        let down = "PROBLEM: Connection error: cannot reach the Kafka brokers (b:9092): no answer within 5 s";
+        let (h, why) = judge(true, down, &w);
+        assert_eq!(h, Health::Stalled, "{why}");
+        assert!(why.contains("nothing invoked or committed in the last 15 s") && why.contains(down), "{why}");
+        assert_eq!(judge(true, "OK", &w).0, Health::Ok, "no problem said: figures alone decide");
+        let idle: Vec<_> = (1..=60).map(|i| point(i * 1000, u64::from(i < 30), 0, &[0])).collect();
+        assert_eq!(judge(true, "PROBLEM: RetryAttemptsExhausted: dropped offset 4", &idle).0, Health::Ok);
     }
 
     /// A lag that grows with a poller per partition: lanes are suggested,

@@ -138,6 +138,9 @@ pub struct SystemInfo {
     pub node: String,
     /// One line per AWS feature: available, or why not.
     pub aws: Vec<String>,
+    /// Why the database refuses this node's writes, while it does.
+    #[serde(default)]
+    pub database_problem: Option<String>,
 }
 
 /// One Sluice process sharing the database, as its heartbeat last said.

@@ -103,22 +103,18 @@ async fn heartbeat(shared: Shared, address: String, stop: CancellationToken) {
             leader: node.is_leader(),
             running: running(&shared.live),
         };
+        // The heartbeat is the node's probe of database writes: a failure
+        // makes it not ready and shows on every console page until one
+        // succeeds (a full disk, a read-only file, a dropped connection).
         match beat(store, &row).await {
             Ok(alive) => {
+                node.set_db_error(None);
                 if node.set_members(alive) {
                     tracing::info!(node = %node.id, members = ?node.members(), "cluster membership changed");
                     shared.changes.wake();
                 }
-                if !store.is_postgres() {
-                    node.set_ready(true);
-                }
             }
-            Err(e) => {
-                tracing::warn!("heartbeat failed: {e:#}");
-                if !store.is_postgres() {
-                    node.set_ready(false);
-                }
-            }
+            Err(e) => node.set_db_error(Some(format!("{e:#}"))),
         }
         if node.is_leader() {
             let _ = store.remove_nodes(now_ms() - FORGET_AFTER_MS, None).await;
@@ -200,8 +196,14 @@ async fn listen(shared: Shared, metrics: Arc<Metrics>, stop: CancellationToken) 
             match msg {
                 Ok(Some(n)) if n.channel() == CHANGES => shared.changes.wake(),
                 Ok(Some(n)) => metrics.take_remote(&node.id, n.payload()),
-                // The connection dropped: try_recv reconnects on the next call.
-                Ok(None) => shared.changes.wake(),
+                // The connection dropped: not ready until listening again
+                // (changes sent meanwhile are caught by the wake's full
+                // reconcile once it is back).
+                Ok(None) => {
+                    tracing::warn!("the connection listening for changes dropped; reconnecting");
+                    node.set_ready(false);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!("listening for changes failed: {e:#}");
                     node.set_ready(false);

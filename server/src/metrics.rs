@@ -28,6 +28,8 @@ const MAX_PAYLOAD: usize = 7_900;
 
 pub const MINUTE: i64 = 60_000;
 pub const QUARTER: i64 = 15 * 60_000;
+/// Minute points kept while the database refuses them: a day of 70 mappings.
+const MAX_UNSAVED: usize = 100_000;
 /// How much of the 1-second points stays in memory.
 pub const LIVE_WINDOW: i64 = 15 * 60_000;
 
@@ -123,6 +125,7 @@ impl Metrics {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_quarter = 0;
         let mut last_purge = 0;
+        let mut unsaved: Vec<(Uuid, MetricPoint)> = Vec::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -140,8 +143,21 @@ impl Metrics {
                     }
                 }
             }
-            if let Err(e) = self.store.put_points(MINUTE, &self.node.id, &minutes).await {
-                tracing::warn!("cannot store metric points: {e:#}");
+            // Minutes the database refused are kept and sent again with
+            // the next (a dropped connection, a full disk lose no minute).
+            let failing = !unsaved.is_empty();
+            unsaved.extend(minutes);
+            if !unsaved.is_empty() {
+                match self.store.put_points(MINUTE, &self.node.id, &unsaved).await {
+                    Ok(()) => unsaved.clear(),
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!("cannot store metric points (kept to retry): {e:#}");
+                        }
+                        let over = unsaved.len().saturating_sub(MAX_UNSAVED);
+                        unsaved.drain(..over);
+                    }
+                }
             }
             // Rollups and purges are the cluster's, done once by the leader.
             if !self.node.is_leader() {
@@ -159,11 +175,13 @@ impl Metrics {
             self.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         // What the current minute gathered is kept across a restart.
-        let rest: Vec<(Uuid, MetricPoint)> = {
+        {
             let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
-            tracks.iter_mut().filter_map(|(id, t)| t.minute.take().map(|(k, p)| (*id, align(p, k, MINUTE)))).collect()
-        };
-        let _ = self.store.put_points(MINUTE, &self.node.id, &rest).await;
+            unsaved.extend(
+                tracks.iter_mut().filter_map(|(id, t)| t.minute.take().map(|(k, p)| (*id, align(p, k, MINUTE)))),
+            );
+        }
+        let _ = self.store.put_points(MINUTE, &self.node.id, &unsaved).await;
     }
 
     /// Another node's point for a mapping: merged into this node's next

@@ -181,6 +181,7 @@ impl MappingService {
                 version: env!("CARGO_PKG_VERSION").into(),
                 node: String::new(),
                 aws: vec!["AWS: reading the configuration…".into()],
+                database_problem: None,
             }),
             resetting: Default::default(),
         })
@@ -646,6 +647,14 @@ impl Backend for MappingService {
     fn system(&self) -> sluice_app::model::SystemInfo {
         let mut info = self.system.lock().unwrap_or_else(|e| e.into_inner()).clone();
         info.node = self.shared.node.id.clone();
+        info.database_problem = self.shared.node.db_error().map(|(e, since)| {
+            format!(
+                "Sluice cannot write to its database (for {} s): {e}. Saving changes fails until it can; \
+                 pollers keep processing and committing offsets to Kafka, and statuses and metrics are \
+                 written once it can.",
+                (crate::clock::now_ms() - since) / 1000
+            )
+        });
         info
     }
 

@@ -7,8 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -21,39 +19,24 @@ const PER_BURST: usize = 20;
 
 struct Node {
     name: &'static str,
-    child: Child,
-    url: String,
+    process: SluiceProcess,
 }
 
-/// A failing test must not leave nodes running (they hold connections).
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Node {
+    type Target = SluiceProcess;
+    fn deref(&self) -> &SluiceProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut SluiceProcess {
+        &mut self.process
     }
 }
 
 fn start(name: &'static str, db: &str, dir: &std::path::Path) -> Node {
-    let log = std::env::var("CLUSTER_LOG").ok();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db, "--data-dir"])
-        .arg(dir)
-        .env("SLUICE_NODE_ID", name)
-        .env("SLUICE_BOOTSTRAP_TOKEN", TOKEN)
-        .env("SLUICE_LOG", log.clone().unwrap_or_else(|| "warn".into()))
-        .stdout(Stdio::piped())
-        .stderr(if log.is_some() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("sluice printed its address").unwrap();
-        if let Some(rest) = line.split("console: ").nth(1) {
-            break rest.trim_end_matches('/').to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Node { name, child, url }
+    Node { name, process: SluiceProcess::start(dir, db, &[("SLUICE_NODE_ID", name)]) }
 }
 
 async fn get(url: &str) -> Option<Value> {
@@ -369,4 +352,172 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     assert_eq!(invoked as usize, redelivered, "the survivor's history sums every node's invocations");
 
     drop(ns);
+}
+
+/// What a PostgreSQL failover or restart does to clients: for `for_`, the
+/// database refuses new connections and every open one is terminated
+/// (every 100 ms); then it takes connections again.
+async fn drop_connections(db: &str, for_: Duration) -> usize {
+    use sqlx::Connection;
+    let (server, name) = db.rsplit_once('/').unwrap();
+    let mut c = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.unwrap();
+    let allow = |yes: bool| format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {yes}");
+    sqlx::query(&allow(false)).execute(&mut c).await.unwrap();
+    let t = Instant::now();
+    let mut dropped = 0;
+    while t.elapsed() < for_ {
+        let n: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(name)
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        dropped += n.len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sqlx::query(&allow(true)).execute(&mut c).await.unwrap();
+    dropped
+}
+
+/// The stored minute points per node of a mapping.
+async fn stored_minutes(db: &str, id: &str) -> BTreeMap<String, Vec<i64>> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(db).await.unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT node, time_ms FROM metric_points WHERE uuid = $1 AND resolution_ms = 60000 ORDER BY node, time_ms",
+    )
+    .bind(id)
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let mut m: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (node, t) in rows {
+        m.entry(node).or_default().push(t);
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_dropped_twice_the_nodes_reconnect_and_lose_nothing() {
+    if std::env::var("SLUICE_TEST_POSTGRES").is_err() {
+        println!("PostgreSQL fault test skipped: it needs SLUICE_TEST_POSTGRES (scripts/test.sh sets it)");
+        return;
+    }
+    let broker = Broker::mock();
+    broker.create_topic("pgdrop", PARTITIONS).await;
+    let f = Recorder::default();
+    let fn_url = f.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = database_url(dir.path()).await;
+    let ns = [start("a", &db, dir.path()), start("b", &db, dir.path()), start("c", &db, dir.path())];
+    let all_ready = || async {
+        let mut n = 0;
+        for node in &ns {
+            n += usize::from(get(&format!("{}/readyz", node.url)).await.is_some_and(|v| v["Ready"] == true));
+        }
+        n == 3
+    };
+    wait_until("three ready nodes", Duration::from_secs(20), all_ready).await;
+    let mut s = spec(broker.bootstrap(), "pgdrop", &fn_url, "g-pgdrop");
+    s.provisioned_poller_config = Some(sluice_app::spec::ProvisionedPollerConfig {
+        minimum_pollers: Some(3),
+        maximum_pollers: Some(3),
+        poller_group_name: None,
+    });
+    let id = create_via(&ns[0], &s).await;
+    let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let producer = {
+        let (bootstrap, producing) = (broker.bootstrap().to_string(), producing.clone());
+        tokio::spawn(async move {
+            while producing.load(std::sync::atomic::Ordering::Relaxed) {
+                produce_on(&bootstrap, "pgdrop", PARTITIONS, 5, None).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    assert!(f.wait_for(300, Duration::from_secs(60)).await, "stalled at {}", f.count());
+
+    let mut last_drop = Instant::now();
+    for round in 1..=2 {
+        // The database away for 3 s; meanwhile every node's /readyz is
+        // read: the gap must show.
+        let dropping = tokio::spawn({
+            let db = db.clone();
+            async move { drop_connections(&db, Duration::from_secs(3)).await }
+        });
+        let mut gaps = std::collections::BTreeSet::new();
+        let mut said = String::new();
+        while !dropping.is_finished() {
+            for n in &ns {
+                let r = api_client().get(format!("{}/readyz", n.url)).timeout(Duration::from_secs(2)).send().await;
+                if let Ok(r) = r {
+                    if r.status() == 503 {
+                        gaps.insert(n.name);
+                        said = r.text().await.unwrap_or_default();
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let dropped = dropping.await.unwrap();
+        last_drop = Instant::now();
+        let back = wait_until("every node ready again", Duration::from_secs(15), all_ready).await;
+        let led = wait_until("one leader", Duration::from_secs(15), || async {
+            let v = nodes(&ns[1], "").await;
+            v.len() == 3 && v.values().filter(|n| n.0 && n.1).count() == 1
+        })
+        .await;
+        // A change made after the drop reaches every node through LISTEN
+        // (without it, only the 5 s full pass would find it).
+        let t = Instant::now();
+        let mut next = spec(broker.bootstrap(), "pgdrop", &fn_url, &format!("g-after-{round}"));
+        next.enabled = true;
+        let other = create_via(&ns[round], &next).await;
+        let (via, oc) = (&ns[0], other.clone());
+        wait_until("the new mapping runs on every node", Duration::from_secs(10), || async {
+            let v = nodes(via, &oc).await;
+            v.len() == 3 && v.values().all(|n| n.0 && n.2 >= 1)
+        })
+        .await;
+        let reach = t.elapsed();
+        println!(
+            "drop {round}: database away 3 s, {dropped} connections terminated; /readyz said 503 on {gaps:?} ({said:?}); all ready {back:?} after, one leader {led:?} after; a change made then ran on every node in {reach:?}"
+        );
+        assert_eq!(gaps.len(), 3, "every node reports the gap while it lasts");
+        assert!(reach < Duration::from_secs(2), "the change took {reach:?}");
+    }
+    producing.store(false, std::sync::atomic::Ordering::Relaxed);
+    producer.await.unwrap();
+    let ends = broker.end_offsets("pgdrop", PARTITIONS);
+    let t = Instant::now();
+    while !(0..PARTITIONS).all(|p| f.by_partition().get(&p).is_some_and(|v| v.contains(&(ends[&p] - 1)))) {
+        assert!(t.elapsed() < Duration::from_secs(60), "not all delivered: {:?}", max_delivered(&f.by_partition()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_committed(&broker, "g-pgdrop", "pgdrop", &ends, Duration::from_secs(30)).await;
+    assert_complete_and_ordered(&f.by_partition(), &ends, &BTreeMap::new());
+
+    // Minute points: every node stored one for each minute it ran the
+    // mapping, including the minutes of the drops (kept and sent again).
+    let minute = 60_000i64;
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let drop_minute = (now_ms() - last_drop.elapsed().as_millis() as i64) / minute;
+    while now_ms() < (drop_minute + 1) * minute + 5_000 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stored = stored_minutes(&db, &id).await;
+    for n in &ns {
+        // A minute's point ends at its last second: (time - 1) / 60 s is its minute.
+        let keys: Vec<i64> = stored.get(n.name).into_iter().flatten().map(|t| (t - 1) / minute).collect();
+        assert!(keys.contains(&drop_minute), "node {}: no point for the minute of the last drop: {keys:?}", n.name);
+        assert!(keys.windows(2).all(|w| w[1] - w[0] == 1), "node {}: a minute missing: {keys:?}", n.name);
+    }
+    println!("minute points after two drops: {stored:?} (none missing)");
+}
+
+async fn create_via(n: &Node, s: &sluice_app::spec::MappingSpec) -> String {
+    let r = post_json(&format!("{}/api/v1/mappings", n.url), &serde_json::to_value(s).unwrap()).await;
+    assert_eq!(r.status(), 201);
+    serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap()["UUID"].as_str().unwrap().to_string()
 }

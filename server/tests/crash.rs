@@ -7,54 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const PARTITIONS: i32 = 6;
 const BATCH: i64 = 100;
-
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-fn start_sluice(data_dir: &std::path::Path, db: &str) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db, "--data-dir"])
-        .arg(data_dir)
-        .env("SLUICE_BOOTSTRAP_TOKEN", TOKEN)
-        .env("SLUICE_LOG", std::env::var("CRASH_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("CRASH_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().expect("sluice printed its address").unwrap();
-        if let Some(rest) = line.split("console: ").nth(1) {
-            break rest.trim_end_matches('/').to_string();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Proc { child, url }
-}
-
-/// Creates the mapping through the API of the Sluice process.
-async fn create(p: &Proc, spec: &sluice_app::spec::MappingSpec) {
-    let r = api_client()
-        .post(format!("{}/api/v1/mappings", p.url))
-        .header("content-type", "application/json")
-        .body(serde_json::to_string(spec).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-}
 
 /// Highest offset below which every record of the partition was delivered.
 fn contiguous(seen: &BTreeMap<i32, Vec<i64>>) -> BTreeMap<i32, i64> {
@@ -86,10 +44,10 @@ async fn kill_9_repeatedly_loses_nothing() {
 
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(dir.path()).await;
-    let mut p = start_sluice(dir.path(), &db);
+    let mut p = SluiceProcess::start(dir.path(), &db, &[]);
     let mut spec = spec(broker.bootstrap(), "crash", &url, "g-crash");
     spec.batch_size = BATCH;
-    create(&p, &spec).await;
+    p.create(&spec).await;
 
     let total = (total_per_partition as i64 * PARTITIONS as i64) as usize;
     let kills = 4;
@@ -106,7 +64,7 @@ async fn kill_9_repeatedly_loses_nothing() {
             assert!(*c <= delivered[part], "partition {part}: committed {c} but only {} delivered", delivered[part]);
         }
         println!("kill {k}: {} deliveries so far, committed {committed:?}", f.count());
-        p = start_sluice(dir.path(), &db);
+        p = SluiceProcess::start(dir.path(), &db, &[]);
     }
     let t = Instant::now();
     let ends = broker.end_offsets("crash", PARTITIONS);
@@ -155,11 +113,11 @@ async fn kill_9_during_ten_lanes_redelivers_only_after_the_committed_offset() {
 
     let dir = tempfile::tempdir().unwrap();
     let db = database_url(dir.path()).await;
-    let mut p = start_sluice(dir.path(), &db);
+    let mut p = SluiceProcess::start(dir.path(), &db, &[]);
     let mut spec = spec(broker.bootstrap(), "crash-lanes", &url, "g-crash-lanes");
     spec.batch_size = 10;
     spec.parallelization_factor = Some(10);
-    create(&p, &spec).await;
+    p.create(&spec).await;
 
     let first_seen = |f: &Recorder| {
         let mut got: Vec<i64> = f.by_partition().get(&0).cloned().unwrap_or_default();
@@ -176,7 +134,7 @@ async fn kill_9_during_ten_lanes_redelivers_only_after_the_committed_offset() {
         let delivered = first_seen(&f);
         assert!(committed <= delivered, "committed {committed} but only {delivered} delivered without a gap");
         println!("ten lanes, kill {k}: {} deliveries so far, committed {committed}", f.count());
-        p = start_sluice(dir.path(), &db);
+        p = SluiceProcess::start(dir.path(), &db, &[]);
     }
     let t = Instant::now();
     while first_seen(&f) < total as i64 {

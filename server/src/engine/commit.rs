@@ -15,6 +15,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// How long after a failed commit the next is tried.
+const COMMIT_RETRY: Duration = Duration::from_secs(1);
+
 /// Where finished offsets go: the consumer group in Kafka, or a test's memory.
 pub trait Committer: Send + Sync {
     /// Records before `next_offset` are done.
@@ -45,6 +48,9 @@ struct Group {
     /// them speaks of a rebalance that is already over.
     generation: u64,
     state: GroupState,
+    /// After a failed commit, the next waits until then (and only the
+    /// first failure of a streak is logged as a warning).
+    retry_at: Option<Instant>,
 }
 
 pub struct GroupCommits(Mutex<Group>);
@@ -56,6 +62,7 @@ impl Default for GroupCommits {
             owned: HashSet::new(),
             generation: 0,
             state: GroupState::Settled,
+            retry_at: None,
         }))
     }
 }
@@ -119,15 +126,17 @@ impl GroupCommits {
         tpl
     }
 
-    /// A commit of `tpl` started at `generation` was refused because the
-    /// group is rebalancing: keep the offsets of partitions still owned for
-    /// the revocation, and start no new batch until the group settles.
-    fn refused(&self, generation: u64, tpl: &TopicPartitionList) {
+    /// A commit of `tpl` started at `generation` failed: keep the offsets
+    /// of partitions still owned for the next commit or the revocation (a
+    /// broker away loses no finished offset, so fewer records come again
+    /// after it returns). If the group is rebalancing, start no new batch
+    /// until it settles.
+    fn refused(&self, generation: u64, tpl: &TopicPartitionList, rebalancing: bool) {
         let mut g = self.lock();
         if g.generation != generation {
             return;
         }
-        if g.state == GroupState::Settled {
+        if rebalancing && g.state == GroupState::Settled {
             g.state = GroupState::Rebalancing { since: Instant::now() };
         }
         for el in tpl.elements() {
@@ -156,6 +165,9 @@ impl GroupCommits {
         C: ConsumerContext + 'static,
         K: Consumer<C> + Send + Sync + 'static,
     {
+        if self.lock().retry_at.is_some_and(|t| Instant::now() < t) {
+            return None;
+        }
         let tpl = self.take(None);
         if tpl.count() == 0 {
             return None;
@@ -165,13 +177,19 @@ impl GroupCommits {
         Some(tokio::task::spawn_blocking(move || {
             let _mapping = span.enter();
             let generation = me.lock().generation;
-            let Err(e) = c.commit(&tpl, CommitMode::Sync) else { return };
+            let Err(e) = c.commit(&tpl, CommitMode::Sync) else {
+                me.lock().retry_at = None;
+                return;
+            };
             use rdkafka::types::RDKafkaErrorCode as E;
-            if matches!(e.rdkafka_error_code(), Some(E::RebalanceInProgress) | Some(E::IllegalGeneration)) {
-                me.refused(generation, &tpl);
-                tracing::debug!("commit deferred, the group is rebalancing: {e}");
+            let rebalancing =
+                matches!(e.rdkafka_error_code(), Some(E::RebalanceInProgress) | Some(E::IllegalGeneration));
+            me.refused(generation, &tpl, rebalancing);
+            let first = me.lock().retry_at.replace(Instant::now() + COMMIT_RETRY).is_none();
+            if rebalancing || !first {
+                tracing::debug!("commit deferred: {e}");
             } else {
-                tracing::warn!("commit of {:?} failed: {e}", tpl.to_topic_map());
+                tracing::warn!("commit of {:?} failed, kept to retry every second: {e}", tpl.to_topic_map());
             }
         }))
     }

@@ -12,11 +12,24 @@ use sluice_app::model::PartitionLag;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka_auth::AuthContext;
+use crate::problem::Problem;
 
 use crate::shared::status::LiveStatus;
 
 pub const EVERY: Duration = Duration::from_secs(3);
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Reads in a row that found no broker answering before the status says so
+/// (one slow answer is not an outage).
+const SILENT_AFTER: u32 = 2;
+
+/// A failure that means the brokers did not answer (not a refusal).
+fn unreachable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::OperationTimedOut | C::RequestTimedOut | C::BrokerTransportFailure | C::AllBrokersDown | C::Resolve)
+    )
+}
 
 pub async fn run(
     servers: String,
@@ -39,11 +52,32 @@ pub async fn run(
         }
     };
     let client = Arc::new(client);
+    let mut failures = 0u32;
     loop {
         let c = client.clone();
         let t = topic.clone();
-        if let Ok(Ok(lags)) = tokio::task::spawn_blocking(move || read(&c, &t)).await {
-            status.set_lag(lags);
+        match tokio::task::spawn_blocking(move || read(&c, &t)).await {
+            Ok(Ok(lags)) => {
+                failures = 0;
+                status.set_lag(lags);
+                status.brokers_answer();
+            }
+            // This reader is the mapping's probe of the brokers: the poll
+            // loop's own requests wait up to a minute before librdkafka
+            // says anything of a broker that stopped answering.
+            Ok(Err(e)) if unreachable(&e) => {
+                failures += 1;
+                if failures == SILENT_AFTER {
+                    tracing::warn!("the brokers of {topic} do not answer: {e}");
+                    // A lag from before the outage would look current.
+                    status.set_lag(vec![]);
+                    status.brokers_silent(Problem::Unreachable {
+                        servers: auth.redact(&servers),
+                        reason: format!("no answer within {} s ({e})", TIMEOUT.as_secs()),
+                    });
+                }
+            }
+            _ => {}
         }
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}

@@ -44,7 +44,14 @@ pub struct PollerConfig {
 enum GroupEvent {
     Assigned(Vec<i32>),
     Revoked(Vec<i32>),
+    /// The assigned partitions' starting positions could not be looked up
+    /// (the brokers did not answer in time): none were taken.
+    Unresolved,
 }
+
+/// How long after an unresolved assignment the poller rejoins the group to
+/// try again.
+const REJOIN_AFTER: Duration = Duration::from_secs(2);
 
 /// The consumer's callbacks: errors become the mapping's status; on
 /// assignment, partitions without a committed offset start where the spec
@@ -113,8 +120,15 @@ impl Context {
                 let pinned = match self.resolve_starts(c, tpl) {
                     Ok(p) => p,
                     Err(e) => {
+                        // Taking them now would start partitions without a
+                        // commit at `auto.offset.reset`, not where the
+                        // mapping says: take none and rejoin to try again.
+                        tracing::warn!(?parts, "cannot look up the starting positions, rejoining: {e}");
                         self.status.problem(Problem::CommittedOffsets(e.to_string()));
-                        TopicPartitionList::new()
+                        let _ = c.assign(&TopicPartitionList::new());
+                        self.commits.assigned(&[]);
+                        let _ = self.events.send(GroupEvent::Unresolved);
+                        return;
                     }
                 };
                 if let Err(e) = c.assign(tpl) {
@@ -263,6 +277,8 @@ struct Poller {
     workers: HashMap<i32, Worker>,
     /// The one commit in flight; what finishes meanwhile merges into the next.
     committing: Option<JoinHandle<()>>,
+    /// When to rejoin the group after an unresolved assignment.
+    rejoin_at: Option<tokio::time::Instant>,
 }
 
 /// Runs the poller until `stop`. Returns once every pipeline has finished or
@@ -346,6 +362,7 @@ impl Poller {
             capacity,
             workers: HashMap::new(),
             committing: None,
+            rejoin_at: None,
         })
     }
 
@@ -357,6 +374,7 @@ impl Poller {
                     self.cfg.status.ok();
                 }
             }
+            GroupEvent::Unresolved => self.rejoin_at = Some(tokio::time::Instant::now() + REJOIN_AFTER),
             GroupEvent::Revoked(parts) => {
                 tracing::info!(mapping = %self.cfg.id, ?parts, "partitions revoked");
                 // The new owner re-reads from the committed offset.
@@ -375,6 +393,18 @@ impl Poller {
     /// on and commit what finished.
     fn on_tick(&mut self) {
         let now = tokio::time::Instant::now();
+        if self.rejoin_at.is_some_and(|t| now >= t) {
+            self.rejoin_at = None;
+            // Leaving and joining again makes the group assign anew (and
+            // the rebalance callback look the positions up again).
+            let (c, topic) = (&self.consumer, &self.topic);
+            off_the_runtime(|| {
+                c.unsubscribe();
+                if let Err(e) = c.subscribe(&[topic]) {
+                    self.cfg.status.problem(Problem::Subscribe { topic: topic.clone(), error: e.to_string() });
+                }
+            });
+        }
         if let GroupState::Rebalancing { .. } = self.commits.state() {
             self.commits.give_up_waiting(now, SESSION_TIMEOUT);
             return;

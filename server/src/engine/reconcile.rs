@@ -435,7 +435,12 @@ impl Engine {
         for (id, r) in &self.running {
             if let Some(result) = r.status.take_change() {
                 if let Err(e) = self.store.set_result(*id, &result).await {
-                    tracing::warn!(mapping = %id, "cannot write status: {e:#}");
+                    // Said once by the heartbeat while the database refuses writes.
+                    if self.node.db_error().is_none() {
+                        tracing::warn!(mapping = %id, "cannot write status: {e:#}");
+                    }
+                    // Written on a later pass, once the database takes it.
+                    r.status.mark_changed();
                 }
             }
         }

@@ -91,17 +91,23 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// Whether a load balancer should send this node traffic: the database
-/// answers, on PostgreSQL the node listens for the others' changes, and it
-/// is not shutting down (503 from the first moment of a shutdown).
+/// answers and took the last heartbeat's write, on PostgreSQL the node
+/// listens for the others' changes, and it is not shutting down (503 from
+/// the first moment of a shutdown).
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let node = s.mappings.node();
     let db = s.mappings.store().ping().await;
     let ready = db.is_ok() && node.is_ready();
+    let database = match (&db, node.db_error()) {
+        (Err(e), _) => format!("{e:#}"),
+        (Ok(()), Some((e, since))) => format!("writes failing for {} s: {e}", (crate::clock::now_ms() - since) / 1000),
+        (Ok(()), None) => "ok".to_string(),
+    };
     let body = serde_json::json!({
         "Ready": ready,
         "Node": node.id,
         "Leader": node.is_leader(),
-        "Database": db.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| format!("{e:#}")),
+        "Database": database,
         "Members": node.members().len(),
     });
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body))

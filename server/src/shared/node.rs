@@ -26,6 +26,9 @@ pub struct Node {
     members: Mutex<Vec<String>>,
     /// Wakes the heartbeat early (this node's pollers changed).
     poke: Notify,
+    /// Why the database refuses this node's writes, and since when (ms);
+    /// set and cleared by the heartbeat, which writes every 2 s.
+    db_error: Mutex<Option<(String, i64)>>,
 }
 
 impl Node {
@@ -44,17 +47,41 @@ impl Node {
             ready: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             poke: Notify::new(),
+            db_error: Mutex::new(None),
         }
+    }
+
+    /// Records whether the last write reached the database: None, it did.
+    /// Logged once when writes start failing and once when they recover.
+    pub fn set_db_error(&self, error: Option<String>) {
+        let mut cur = self.db_error.lock().unwrap_or_else(|e| e.into_inner());
+        match (cur.as_ref(), error) {
+            (None, Some(e)) => {
+                tracing::error!(node = %self.id, "the database refuses writes: {e}");
+                *cur = Some((e, now_ms()));
+            }
+            (Some((_, since)), Some(e)) => *cur = Some((e, *since)),
+            (Some((_, since)), None) => {
+                tracing::warn!(node = %self.id, "the database takes writes again after {} s", (now_ms() - since) / 1000);
+                *cur = None;
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Why the database refuses writes, and since when (ms).
+    pub fn db_error(&self) -> Option<(String, i64)> {
+        self.db_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Relaxed)
     }
 
-    /// Can take traffic: the database answered the last heartbeat and, on
-    /// PostgreSQL, this node listens for changes. False while stopping.
+    /// Can take traffic: the database took the last heartbeat's write and,
+    /// on PostgreSQL, this node listens for changes. False while stopping.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed) && self.db_error().is_none()
     }
 
     /// Shutting down: not ready from now on.

@@ -151,6 +151,24 @@ impl LiveStatus {
         }
     }
 
+    /// The brokers stopped answering: said unless they refused the mapping
+    /// (a refusal names the cause; this would hide it).
+    pub fn brokers_silent(&self, problem: Problem) {
+        if self.current().refusal().is_none() {
+            self.problem(problem);
+        }
+    }
+
+    /// The brokers answer again: a connection error is over (the next batch
+    /// says how processing goes).
+    pub fn brokers_answer(&self) {
+        if !self.is_ok.load(Ordering::Acquire)
+            && matches!(self.current(), Processing::Problem(Problem::Unreachable { .. }))
+        {
+            self.set(Processing::Ok);
+        }
+    }
+
     pub fn current(&self) -> Processing {
         self.result.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -94,15 +94,7 @@ impl Broker {
             wait.recv().unwrap();
             return;
         }
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().unwrap();
-        let r = admin
-            .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
-            .await
-            .unwrap();
-        for x in r {
-            x.unwrap();
-        }
+        create_topic_on(self.bootstrap(), topic, partitions).await
     }
 
     pub fn producer(&self) -> FutureProducer {
@@ -116,20 +108,41 @@ impl Broker {
 
     /// The group's committed offset per partition (-1: none).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-        let c: BaseConsumer =
-            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).set("group.id", group).create().unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let r = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        r.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 })).collect()
+        committed_on(self.bootstrap(), group, topic, partitions)
     }
 
     pub fn end_offsets(&self, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().unwrap();
-        (0..partitions).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1)).collect()
+        end_offsets_on(self.bootstrap(), topic, partitions)
     }
+}
+
+pub async fn create_topic_on(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let r = admin
+        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .unwrap();
+    for x in r {
+        x.unwrap();
+    }
+}
+
+/// The group's committed offset per partition (-1: none).
+pub fn committed_on(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let r = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    r.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 })).collect()
+}
+
+pub fn end_offsets_on(bootstrap: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    (0..partitions).map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1)).collect()
 }
 
 /// The mapping once `done` holds for its status (30 s at most).
@@ -493,4 +506,166 @@ pub fn api_client() -> reqwest::Client {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {TOKEN}").parse().unwrap());
     reqwest::Client::builder().default_headers(h).build().unwrap()
+}
+
+/// A Sluice server in a process of its own (the `sluice` binary), killed
+/// when dropped. Its log goes to stderr when `SLUICE_TEST_LOG` is set.
+pub struct SluiceProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl SluiceProcess {
+    pub fn start(data_dir: &std::path::Path, db: &str, env: &[(&str, &str)]) -> SluiceProcess {
+        use std::io::{BufRead, BufReader};
+        let log = std::env::var("SLUICE_TEST_LOG").ok();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db, "--data-dir"])
+            .arg(data_dir)
+            .env("SLUICE_BOOTSTRAP_TOKEN", TOKEN)
+            .env("SLUICE_LOG", log.clone().unwrap_or_else(|| "warn".into()))
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(if log.is_some() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("sluice printed its address").unwrap();
+            if let Some(rest) = line.split("console: ").nth(1) {
+                break rest.trim_end_matches('/').to_string();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        SluiceProcess { child, url }
+    }
+
+    /// Creates a mapping through the API; its UUID.
+    pub async fn create(&self, spec: &MappingSpec) -> String {
+        let r = post_json(&format!("{}/api/v1/mappings", self.url), &serde_json::to_value(spec).unwrap()).await;
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        v["UUID"].as_str().unwrap().to_string()
+    }
+
+    /// GET on an API path: the status and the JSON body (Null if none);
+    /// Err when no answer came within `within`.
+    pub async fn get(&self, path: &str, within: Duration) -> Result<(u16, serde_json::Value), String> {
+        let r = api_client()
+            .get(format!("{}{path}", self.url))
+            .timeout(within)
+            .send()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = r.status().as_u16();
+        let body = r.bytes().await.map_err(|e| e.to_string())?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// The mapping's LastProcessingResult.
+    pub async fn last_result(&self, id: &str) -> String {
+        match self.get(&format!("/api/v1/mappings/{id}"), Duration::from_secs(5)).await {
+            Ok((_, v)) => v["LastProcessingResult"].as_str().unwrap_or("").to_string(),
+            Err(e) => e,
+        }
+    }
+}
+
+impl Drop for SluiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal to a process (`STOP`, `CONT`, `KILL`).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([format!("-{sig}"), pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// A TCP relay in front of a broker, counting the connections it accepts
+/// (each client's reconnect attempts while the broker is down show up
+/// here). Frozen, it moves no byte either way: to its clients, a broker
+/// that accepts connections and never answers. A connection that carried
+/// bytes into the freeze is closed when it ends, those bytes undelivered.
+pub struct Relay {
+    pub addr: String,
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    pub async fn start(addr: &str, upstream: String) -> Relay {
+        let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, ice) = (accepted.clone(), frozen.clone());
+        tokio::spawn(async move {
+            while let Ok((down, _)) = l.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (upstream, ice) = (upstream.clone(), ice.clone());
+                tokio::spawn(async move {
+                    if let Ok(up) = tokio::net::TcpStream::connect(&upstream).await {
+                        let (dr, dw) = down.into_split();
+                        let (ur, uw) = up.into_split();
+                        tokio::spawn(pump(dr, uw, ice.clone()));
+                        tokio::spawn(pump(ur, dw, ice));
+                    }
+                });
+            }
+        });
+        Relay { addr: addr.to_string(), accepted, frozen }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Copies one direction of a relayed connection, holding bytes while frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut held = false;
+        while frozen.load(std::sync::atomic::Ordering::Relaxed) {
+            held = true;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if held || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// A free loopback address (`127.0.0.1:port`).
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// POSTs JSON as the admin token.
+pub async fn post_json(url: &str, body: &serde_json::Value) -> reqwest::Response {
+    api_client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap()
 }
