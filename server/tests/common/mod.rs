@@ -594,6 +594,8 @@ pub struct Relay {
     pub addr: String,
     pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     frozen: Arc<std::sync::atomic::AtomicBool>,
+    /// A Kafka API key whose requests are swallowed (never answered); -1: none.
+    swallow: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl Relay {
@@ -601,22 +603,29 @@ impl Relay {
         let l = tokio::net::TcpListener::bind(addr).await.unwrap();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (count, ice) = (accepted.clone(), frozen.clone());
+        let swallow = Arc::new(std::sync::atomic::AtomicI32::new(-1));
+        let (count, ice, gulp) = (accepted.clone(), frozen.clone(), swallow.clone());
         tokio::spawn(async move {
             while let Ok((down, _)) = l.accept().await {
                 count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let (upstream, ice) = (upstream.clone(), ice.clone());
+                let (upstream, ice, gulp) = (upstream.clone(), ice.clone(), gulp.clone());
                 tokio::spawn(async move {
                     if let Ok(up) = tokio::net::TcpStream::connect(&upstream).await {
                         let (dr, dw) = down.into_split();
                         let (ur, uw) = up.into_split();
-                        tokio::spawn(pump(dr, uw, ice.clone()));
-                        tokio::spawn(pump(ur, dw, ice));
+                        tokio::spawn(pump(dr, uw, ice.clone(), Some(gulp)));
+                        tokio::spawn(pump(ur, dw, ice, None));
                     }
                 });
             }
         });
-        Relay { addr: addr.to_string(), accepted, frozen }
+        Relay { addr: addr.to_string(), accepted, frozen, swallow }
+    }
+
+    /// Swallows every request of one Kafka API (e.g. 9, OffsetFetch): the
+    /// broker answers everything else. None: stop.
+    pub fn swallow(&self, api_key: Option<i16>) {
+        self.swallow.store(api_key.map_or(-1, i32::from), std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn accepted(&self) -> usize {
@@ -628,19 +637,46 @@ impl Relay {
     }
 }
 
-/// Copies one direction of a relayed connection, holding bytes while frozen.
+/// Copies one direction of a relayed connection, holding bytes while
+/// frozen. Client to broker (`swallow` given), it reads Kafka's frames
+/// (a 4-byte length, then the API key) to drop the swallowed API's.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     frozen: Arc<std::sync::atomic::AtomicBool>,
+    swallow: Option<Arc<std::sync::atomic::AtomicI32>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 << 10];
+    let mut pending: Vec<u8> = Vec::new();
     loop {
-        let n = match from.read(&mut buf).await {
+        let mut n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(api) = &swallow {
+            pending.extend_from_slice(&buf[..n]);
+            let mut out = Vec::new();
+            while pending.len() >= 6 {
+                let len = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
+                if pending.len() < 4 + len {
+                    break;
+                }
+                let frame: Vec<u8> = pending.drain(..4 + len).collect();
+                if i32::from(i16::from_be_bytes([frame[4], frame[5]])) != api.load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    out.extend_from_slice(&frame);
+                }
+            }
+            if out.len() > buf.len() {
+                buf.resize(out.len(), 0);
+            }
+            buf[..out.len()].copy_from_slice(&out);
+            n = out.len();
+            if n == 0 {
+                continue;
+            }
+        }
         let mut held = false;
         while frozen.load(std::sync::atomic::Ordering::Relaxed) {
             held = true;
