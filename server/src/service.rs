@@ -647,12 +647,11 @@ impl Backend for MappingService {
     fn system(&self) -> sluice_app::model::SystemInfo {
         let mut info = self.system.lock().unwrap_or_else(|e| e.into_inner()).clone();
         info.node = self.shared.node.id.clone();
-        info.database_problem = self.shared.node.db_error().map(|(e, since)| {
+        info.database_problem = self.shared.node.db_error().map(|(e, secs)| {
             format!(
-                "Sluice cannot write to its database (for {} s): {e}. Saving changes fails until it can; \
+                "Sluice cannot write to its database (for {secs} s): {e}. Saving changes fails until it can; \
                  pollers keep processing and committing offsets to Kafka, and statuses and metrics are \
-                 written once it can.",
-                (crate::clock::now_ms() - since) / 1000
+                 written once it can."
             )
         });
         info

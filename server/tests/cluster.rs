@@ -138,28 +138,11 @@ async fn three_nodes_share_the_work_and_survive_kill_9() {
     s.batch_size = BATCH;
     // One poller per node: the autoscaler (tested in scaling.rs) would add
     // rebalances of its own, and the duplicates bound below counts them.
-    s.provisioned_poller_config = Some(sluice_app::spec::ProvisionedPollerConfig {
-        minimum_pollers: Some(3),
-        maximum_pollers: Some(3),
-        poller_group_name: None,
-    });
+    one_poller_per_node(&mut s);
     let client = api_client();
-    let r = client
-        .post(format!("{}/api/v1/mappings", ns[0].url))
-        .header("content-type", "application/json")
-        .body(serde_json::to_string(&s).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let id = create_via(&ns[0], &s).await;
     let t_create = Instant::now();
-    let id = serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap()["UUID"].as_str().unwrap().to_string();
-    let (via, idc) = (&ns[2], id.clone());
-    wait_until("the mapping runs on all three nodes", Duration::from_secs(10), || async {
-        let v = nodes(via, &idc).await;
-        v.len() == 3 && v.values().all(|n| n.0 && n.2 >= 1)
-    })
-    .await;
+    runs_on_every_node(&ns[2], &id).await;
     let create_reach = t_create.elapsed();
 
     // Disable on node b, enable on node c: each reaches every node.
@@ -420,11 +403,7 @@ async fn postgres_connections_dropped_twice_the_nodes_reconnect_and_lose_nothing
     };
     wait_until("three ready nodes", Duration::from_secs(20), all_ready).await;
     let mut s = spec(broker.bootstrap(), "pgdrop", &fn_url, "g-pgdrop");
-    s.provisioned_poller_config = Some(sluice_app::spec::ProvisionedPollerConfig {
-        minimum_pollers: Some(3),
-        maximum_pollers: Some(3),
-        poller_group_name: None,
-    });
+    one_poller_per_node(&mut s);
     let id = create_via(&ns[0], &s).await;
     let producing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let producer = {
@@ -474,12 +453,7 @@ async fn postgres_connections_dropped_twice_the_nodes_reconnect_and_lose_nothing
         let mut next = spec(broker.bootstrap(), "pgdrop", &fn_url, &format!("g-after-{round}"));
         next.enabled = true;
         let other = create_via(&ns[round], &next).await;
-        let (via, oc) = (&ns[0], other.clone());
-        wait_until("the new mapping runs on every node", Duration::from_secs(10), || async {
-            let v = nodes(via, &oc).await;
-            v.len() == 3 && v.values().all(|n| n.0 && n.2 >= 1)
-        })
-        .await;
+        runs_on_every_node(&ns[0], &other).await;
         let reach = t.elapsed();
         println!(
             "drop {round}: database away 3 s, {dropped} connections terminated; /readyz said 503 on {gaps:?} ({said:?}); all ready {back:?} after, one leader {led:?} after; a change made then ran on every node in {reach:?}"
@@ -520,4 +494,23 @@ async fn create_via(n: &Node, s: &sluice_app::spec::MappingSpec) -> String {
     let r = post_json(&format!("{}/api/v1/mappings", n.url), &serde_json::to_value(s).unwrap()).await;
     assert_eq!(r.status(), 201);
     serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap()["UUID"].as_str().unwrap().to_string()
+}
+
+/// One poller of the mapping on each of the three nodes.
+fn one_poller_per_node(s: &mut sluice_app::spec::MappingSpec) {
+    s.provisioned_poller_config = Some(sluice_app::spec::ProvisionedPollerConfig {
+        minimum_pollers: Some(3),
+        maximum_pollers: Some(3),
+        poller_group_name: None,
+    });
+}
+
+/// Waits (10 s at most) until all three nodes, as `via` sees them, are
+/// alive and run a poller of mapping `id`.
+async fn runs_on_every_node(via: &Node, id: &str) {
+    wait_until("the mapping runs on every node", Duration::from_secs(10), || async {
+        let v = nodes(via, id).await;
+        v.len() == 3 && v.values().all(|n| n.0 && n.2 >= 1)
+    })
+    .await;
 }

@@ -175,18 +175,37 @@ async fn health(s: &SluiceProcess, id: &str) -> (String, String) {
     (m["Health"].as_str().unwrap_or("").into(), m["Reason"].as_str().unwrap_or("").into())
 }
 
+/// What most tests here begin with: tansu behind a relay, `topic` with
+/// `partitions` holding `n` records each, a recording function and a
+/// Sluice process.
+struct Rig {
+    broker: Faulty,
+    f: Recorder,
+    url: String,
+    s: SluiceProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn new(topic: &str, partitions: i32, n: usize) -> Option<Rig> {
+        let broker = Faulty::start().await?;
+        create_topic_on(broker.bootstrap(), topic, partitions).await;
+        produce_on(broker.bootstrap(), topic, partitions, n, None).await;
+        let f = Recorder::default();
+        let url = f.serve().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = database_url(dir.path()).await;
+        let s = SluiceProcess::start(dir.path(), &db, &[]);
+        Some(Rig { broker, f, url, s, _dir: dir })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_twice_mid_stream_loses_nothing_and_says_so() {
-    let Some(mut broker) = Faulty::start().await else { return };
-    let _turn = ONE_AT_A_TIME.lock().await;
     const PARTITIONS: i32 = 3;
-    create_topic_on(broker.bootstrap(), "kill", PARTITIONS).await;
-    let f = Recorder::default();
-    let url = f.serve().await;
+    let Some(Rig { mut broker, f, url, s, _dir }) = Rig::new("kill", PARTITIONS, 0).await else { return };
+    let _turn = ONE_AT_A_TIME.lock().await;
     *f.delay_ms.lock().unwrap() = 2;
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let s = SluiceProcess::start(dir.path(), &db, &[]);
     let mut spec = spec(broker.bootstrap(), "kill", &url, "g-kill");
     spec.batch_size = 100;
     let id = s.create(&spec).await;
@@ -246,20 +265,11 @@ async fn broker_killed_twice_mid_stream_loses_nothing_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_hung_for_30_s_then_everything_arrives_and_nothing_hangs_a_page() {
-    let Some(broker) = Faulty::start().await else { return };
-    let _turn = ONE_AT_A_TIME.lock().await;
     const PARTITIONS: i32 = 2;
-    create_topic_on(broker.bootstrap(), "hang", PARTITIONS).await;
-    let f = Recorder::default();
-    let url = f.serve().await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = database_url(dir.path()).await;
-    let s = SluiceProcess::start(dir.path(), &db, &[]);
+    let Some(Rig { broker, f, url, s, _dir }) = Rig::new("hang", PARTITIONS, 0).await else { return };
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut spec = spec(broker.bootstrap(), "hang", &url, "g-hang");
     spec.batch_size = 50;
-    if std::env::var_os("HANG_DEBUG").is_some() {
-        spec.logging_config = Some(sluice_app::spec::LoggingConfig { system_log_level: Some("DEBUG".into()) });
-    }
     let id = s.create(&spec).await;
     let (stop, producing) = keep_producing(broker.bootstrap(), "hang", PARTITIONS, 2);
     wait_count(&f, 200, Duration::from_secs(60), "before the hang").await;
@@ -331,31 +341,8 @@ async fn broker_hung_for_30_s_then_everything_arrives_and_nothing_hangs_a_page()
     assert!(slowest < Duration::from_secs(2), "a page took {slowest:?} while the broker hung");
 }
 
-/// What the late-start tests begin with: `n` records on each of the
-/// partitions of `topic`, a recording function and a Sluice process.
-struct LateStart {
-    broker: Faulty,
-    f: Recorder,
-    url: String,
-    s: SluiceProcess,
-    _dir: tempfile::TempDir,
-}
-
+/// The late-start tests' topics.
 const LATE_PARTITIONS: i32 = 2;
-
-impl LateStart {
-    async fn new(topic: &str, n: usize) -> Option<LateStart> {
-        let broker = Faulty::start().await?;
-        create_topic_on(broker.bootstrap(), topic, LATE_PARTITIONS).await;
-        produce_on(broker.bootstrap(), topic, LATE_PARTITIONS, n, None).await;
-        let f = Recorder::default();
-        let url = f.serve().await;
-        let dir = tempfile::tempdir().unwrap();
-        let db = database_url(dir.path()).await;
-        let s = SluiceProcess::start(dir.path(), &db, &[]);
-        Some(LateStart { broker, f, url, s, _dir: dir })
-    }
-}
 
 /// A LATEST mapping (group `g-TOPIC`) that could not start at once: its
 /// starting positions (the `n` records there before it) are committed
@@ -379,7 +366,7 @@ async fn starts_at_latest(broker: &Faulty, topic: &str, n: i64, f: &Recorder) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poller_whose_first_lookups_time_out_recovers_without_a_restart() {
-    let Some(LateStart { broker, f, url, s, _dir }) = LateStart::new("late", 300).await else { return };
+    let Some(Rig { broker, f, url, s, _dir }) = Rig::new("late", LATE_PARTITIONS, 300).await else { return };
     let _turn = ONE_AT_A_TIME.lock().await;
     // The broker stops answering before the poller's first look-ups (group
     // coordinator, committed offsets, watermarks), past every timeout.
@@ -406,7 +393,7 @@ async fn a_poller_whose_first_lookups_time_out_recovers_without_a_restart() {
 /// must say why, and must take them by itself once look-ups work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offset_lookups_that_time_out_at_assignment_are_retried() {
-    let Some(LateStart { broker, f, url, s, _dir }) = LateStart::new("fetch", 200).await else { return };
+    let Some(Rig { broker, f, url, s, _dir }) = Rig::new("fetch", LATE_PARTITIONS, 200).await else { return };
     let _turn = ONE_AT_A_TIME.lock().await;
     broker.relay.swallow(Some(9)); // OffsetFetch
     let mut spec = spec(broker.bootstrap(), "fetch", &url, "g-fetch");

@@ -69,9 +69,10 @@ impl Node {
         }
     }
 
-    /// Why the database refuses writes, and since when (ms).
+    /// Why the database refuses writes, and for how many seconds it has.
     pub fn db_error(&self) -> Option<(String, i64)> {
-        self.db_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let cur = self.db_error.lock().unwrap_or_else(|e| e.into_inner());
+        cur.as_ref().map(|(e, since)| (e.clone(), (now_ms() - since) / 1000))
     }
 
     pub fn is_leader(&self) -> bool {
@@ -81,7 +82,9 @@ impl Node {
     /// Can take traffic: the database took the last heartbeat's write and,
     /// on PostgreSQL, this node listens for changes. False while stopping.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed) && self.db_error().is_none()
+        self.ready.load(Ordering::Relaxed)
+            && !self.stopping.load(Ordering::Relaxed)
+            && self.db_error.lock().unwrap_or_else(|e| e.into_inner()).is_none()
     }
 
     /// Shutting down: not ready from now on.
