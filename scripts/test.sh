@@ -39,6 +39,13 @@ if ! command -v aws >/dev/null || ! python3 -c 'import boto3' 2>/dev/null; then
   python3 -m pip install --quiet awscli boto3
 fi
 
+# Powertools for AWS Lambda: the schema registry tests' function decodes
+# every event with its kafka_consumer (Avro and Protobuf extras).
+if ! python3 -c 'import aws_lambda_powertools.utilities.kafka, avro, google.protobuf' 2>/dev/null; then
+  echo "test.sh: installing Powertools for AWS Lambda (kafka consumer) from PyPI" >&2
+  python3 -m pip install --quiet 'aws-lambda-powertools[kafka-consumer-avro,kafka-consumer-protobuf]'
+fi
+
 # Style first: the tree is formatted (rustfmt.toml) and lint-free.
 echo "test.sh: cargo fmt --check and cargo clippy" >&2
 cargo fmt --all --check

@@ -45,6 +45,15 @@ pub mod backend {
         async fn nodes(&self) -> Result<Vec<crate::model::NodeView>, String>;
         /// Up to `n` of the newest records of the mapping's topic.
         async fn sample(&self, id: uuid::Uuid, n: usize) -> Result<Vec<crate::filter::Sample>, String>;
+        /// "Test connection" for a schema registry: reaches it and reads one
+        /// schema. `id`: the mapping being edited (its stored secrets are used
+        /// for the same registry).
+        async fn test_registry(
+            &self,
+            id: Option<uuid::Uuid>,
+            registry: crate::spec::SchemaRegistryConfig,
+            schema_id: Option<String>,
+        ) -> Result<String, String>;
         /// The newest `n` entries of the audit log.
         async fn audit(&self, n: usize) -> Result<Vec<crate::model::AuditEntry>, String>;
         /// The API tokens (never their secrets).
@@ -191,6 +200,19 @@ pub async fn sample_records(id: String, n: usize) -> Result<Vec<crate::filter::S
     };
     backend::require(crate::model::Role::Operator)?;
     backend::backend()?.0.sample(id, n.clamp(1, 100)).await.map_err(ServerFnError::new)
+}
+
+/// The form's "Test connection" for its schema registry: what was read,
+/// or why not.
+#[server(endpoint = "test_schema_registry")]
+pub async fn test_schema_registry(
+    id: Option<String>,
+    registry: crate::spec::SchemaRegistryConfig,
+    schema_id: Option<String>,
+) -> Result<String, ServerFnError> {
+    backend::require(crate::model::Role::Operator)?;
+    let id = id.and_then(|i| uuid::Uuid::parse_str(&i).ok());
+    backend::backend()?.0.test_registry(id, registry, schema_id).await.map_err(ServerFnError::new)
 }
 
 /// Who is signed in (None on the sign-in page).

@@ -104,7 +104,7 @@ fn set_status_500() {
 /// Every input name, in form order: the browser reads these back to
 /// validate as the user types.
 #[cfg(feature = "hydrate")]
-const FIELDS: [&str; 21] = [
+const FIELDS: [&str; 29] = [
     F_NAME,
     F_DESCRIPTION,
     F_FUNCTION,
@@ -126,6 +126,14 @@ const FIELDS: [&str; 21] = [
     F_PARTIAL,
     F_ENABLED,
     F_FILTER_META,
+    F_SR_URI,
+    F_SR_FORMAT,
+    F_SR_KEY,
+    F_SR_VALUE,
+    F_SR_USER,
+    F_SR_SECRET,
+    F_SR_STORED,
+    F_SR_CA,
 ];
 
 /// The create/edit form. Without JavaScript it is a plain POST form and the
@@ -139,6 +147,10 @@ pub fn MappingFormView(
     errors: Vec<FieldError>,
     submit: &'static str,
     cancel: String,
+    /// The mapping being edited (its stored registry secrets count in
+    /// "Test connection").
+    #[prop(optional)]
+    mapping_id: Option<String>,
 ) -> impl IntoView {
     let touched: RwSignal<HashSet<String>> = RwSignal::new(errors.iter().map(|e| e.field.clone()).collect());
     let show_all = RwSignal::new(!errors.is_empty());
@@ -170,6 +182,33 @@ pub fn MappingFormView(
         if !errors.get_untracked().is_empty() {
             ev.prevent_default();
         }
+    };
+
+    // "Test connection": the registry as the form describes it now.
+    let registry_test = RwSignal::new(None::<Result<String, String>>);
+    let schema_id = RwSignal::new(String::new());
+    let test_registry = move |_ev: leptos::ev::MouseEvent| {
+        #[cfg(feature = "hydrate")]
+        if let Some(form) = form_ref.get_untracked() {
+            let mut current = read_form(&form);
+            if let Ok(data) = web_sys::FormData::new_with_form(&form) {
+                current.sr_password = data.get(F_SR_PASSWORD).as_string().unwrap_or_default();
+            }
+            let Some(registry) = current.schema_registry() else {
+                registry_test.set(Some(Err("Enter the registry's URI first.".into())));
+                return;
+            };
+            let (id, which) = (mapping_id.clone(), Some(schema_id.get_untracked()).filter(|s| !s.trim().is_empty()));
+            registry_test.set(Some(Ok("Connecting…".into())));
+            leptos::task::spawn_local(async move {
+                let answer = crate::api::test_schema_registry(id, registry, which)
+                    .await
+                    .map_err(|e| e.to_string().trim_start_matches("error running server function: ").to_string());
+                registry_test.set(Some(answer));
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = &mapping_id;
     };
 
     let f = FormState { errors, touched, show_all };
@@ -245,6 +284,43 @@ pub fn MappingFormView(
                 <input id=F_CLIENT_KEY_PASSWORD name=F_CLIENT_KEY_PASSWORD type="password" autocomplete="new-password"/>
                 {v.client_stored.is_some().then(|| view! { <input type="hidden" name=F_CLIENT_STORED value="on"/> })}
                 <p class="help">"PEM. The key and its password are never shown again; left empty while the certificate stays the same, the stored ones are kept."</p>
+            </fieldset>
+            <fieldset>
+                <legend>"Schema registry (optional)"</legend>
+                <p class="help">"Records framed by a schema registry (Avro, Protobuf or JSON Schema) are decoded and validated before filters and the function see them. A record whose schema the registry does not have goes to the on-failure destination as SCHEMA_NOT_FOUND, one that does not decode as DESERIALIZATION_ERROR (dropped without a destination)."</p>
+                <Field name=F_SR_URI label="Registry" value=v.sr_uri.clone() placeholder="https://registry:8081 or arn:aws:glue:us-east-1:123456789012:registry/orders"
+                    help="A Confluent-compatible registry's URL, or an AWS Glue Schema Registry ARN (read with the mapping's AWS credentials)."/>
+                <label for=F_SR_FORMAT>"What the function receives"</label>
+                <select id=F_SR_FORMAT name=F_SR_FORMAT aria-invalid=f.invalid(F_SR_FORMAT)>
+                    {options(&[("", "Choose…"), ("JSON", "JSON: the decoded record as JSON"), ("SOURCE", "SOURCE: the original bytes, without the registry's header")], &v.sr_format)}
+                </select>
+                {f.errors_for(F_SR_FORMAT)}
+                <Check name=F_SR_KEY on=v.sr_key.is_some() label=" Decode and validate the key"/>
+                <Check name=F_SR_VALUE on=v.sr_value.is_some() label=" Decode and validate the value"/>
+                {f.errors_for(F_SR_VALIDATE)}
+                {v.sr_stored.is_some().then(|| view! {
+                    <p class="notice" data-notice="registry-secret">"A registry password is stored. Changing the registry's URI clears it unless you enter it again."</p>
+                })}
+                <Field name=F_SR_USER label="Basic auth user name" value=v.sr_username.clone()/>
+                <label for=F_SR_PASSWORD>"Basic auth password"</label>
+                <input id=F_SR_PASSWORD name=F_SR_PASSWORD type="password" autocomplete="new-password"
+                    placeholder=v.sr_stored.is_some().then_some("stored (never shown): leave empty to keep it")/>
+                {v.sr_stored.is_some().then(|| view! { <input type="hidden" name=F_SR_STORED value="on"/> })}
+                <Field name=F_SR_SECRET label="Or the user name and password from Secrets Manager" value=v.sr_secret_uri.clone()
+                    placeholder="arn:aws:secretsmanager:us-east-1:123456789012:secret:registry-…"/>
+                <label for=F_SR_CA>"Registry CA certificate (optional)"</label>
+                <textarea id=F_SR_CA name=F_SR_CA rows="3" placeholder="-----BEGIN CERTIFICATE-----">{rcdata(v.sr_ca.clone())}</textarea>
+                {f.errors_for(F_SR_ACCESS)}
+                <div class="registry-test">
+                    <label for="schema-id">"Schema id to read (optional)"</label>
+                    <input id="schema-id" type="text" placeholder="a Confluent id or a Glue version UUID; empty: the first the registry lists"
+                        prop:value=move || schema_id.get() on:input:target=move |ev| schema_id.set(ev.target().value())/>
+                    <button type="button" class="button" data-action="test-registry" on:click=test_registry>"Test connection"</button>
+                    {move || registry_test.get().map(|r| match r {
+                        Ok(text) => view! { <p class="notice" data-registry-test="ok" role="status">{text}</p> }.into_any(),
+                        Err(text) => view! { <p class="error" data-registry-test="error" role="alert">{text}</p> }.into_any(),
+                    })}
+                </div>
             </fieldset>
             <fieldset>
                 <legend>"Target"</legend>

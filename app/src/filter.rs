@@ -1688,6 +1688,10 @@ pub struct Sample {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// With a schema registry: how the key and value were decoded (they are
+    /// then the decoded JSON text), or why the record would fail.
+    #[serde(default)]
+    pub schema: Option<String>,
 }
 
 impl Sample {

@@ -42,6 +42,21 @@ pub const F_CLIENT_KEY: &str = "SourceAccessConfigurations.PrivateKey";
 pub const F_CLIENT_KEY_PASSWORD: &str = "SourceAccessConfigurations.PrivateKeyPassword";
 pub const F_CLIENT_STORED: &str = "SourceAccessConfigurations.ClientKeyStored";
 pub const F_PROTOCOL: &str = "SelfManagedKafkaEventSourceConfig.SecurityProtocol";
+/// The schema registry (AWS's SchemaRegistryConfig).
+pub const F_SR: &str = "SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig";
+pub const F_SR_URI: &str = "SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig.SchemaRegistryURI";
+pub const F_SR_FORMAT: &str = "SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig.EventRecordFormat";
+/// Errors of both validation checkboxes show here.
+pub const F_SR_VALIDATE: &str = "SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig.SchemaValidationConfigs";
+pub const F_SR_KEY: &str = "SchemaRegistryValidateKey";
+pub const F_SR_VALUE: &str = "SchemaRegistryValidateValue";
+/// Errors of every access configuration show here.
+pub const F_SR_ACCESS: &str = "SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig.AccessConfigs";
+pub const F_SR_USER: &str = "SchemaRegistryUsername";
+pub const F_SR_PASSWORD: &str = "SchemaRegistryPassword";
+pub const F_SR_SECRET: &str = "SchemaRegistrySecretURI";
+pub const F_SR_STORED: &str = "SchemaRegistrySecretStored";
+pub const F_SR_CA: &str = "SchemaRegistryCaCertificate";
 
 /// Every input of the form as typed. Checkboxes are `Some` when ticked (an
 /// unticked box is not posted at all).
@@ -123,6 +138,27 @@ pub struct MappingForm {
     pub client_stored: Option<String>,
     #[serde(rename = "SelfManagedKafkaEventSourceConfig.SecurityProtocol", default)]
     pub security_protocol: String,
+    #[serde(rename = "SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig.SchemaRegistryURI", default)]
+    pub sr_uri: String,
+    #[serde(rename = "SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig.EventRecordFormat", default)]
+    pub sr_format: String,
+    #[serde(rename = "SchemaRegistryValidateKey", default)]
+    pub sr_key: Option<String>,
+    #[serde(rename = "SchemaRegistryValidateValue", default)]
+    pub sr_value: Option<String>,
+    /// BASIC_AUTH's user name (inline).
+    #[serde(rename = "SchemaRegistryUsername", default)]
+    pub sr_username: String,
+    /// Never filled from a stored mapping; empty keeps the stored one.
+    #[serde(rename = "SchemaRegistryPassword", default, skip_serializing)]
+    pub sr_password: String,
+    /// BASIC_AUTH from Secrets Manager instead.
+    #[serde(rename = "SchemaRegistrySecretURI", default)]
+    pub sr_secret_uri: String,
+    #[serde(rename = "SchemaRegistrySecretStored", default)]
+    pub sr_stored: Option<String>,
+    #[serde(rename = "SchemaRegistryCaCertificate", default)]
+    pub sr_ca: String,
 }
 
 fn opt(s: &str) -> Option<String> {
@@ -204,7 +240,77 @@ impl MappingForm {
             client_key_password: String::new(),
             client_stored: mtls.filter(|c| c.secret_stored).map(|_| "on".into()),
             security_protocol: s.self_managed_kafka_event_source_config.security_protocol.clone().unwrap_or_default(),
+            ..MappingForm::registry_of(s)
         }
+    }
+
+    /// The schema registry's inputs of `s`.
+    fn registry_of(s: &MappingSpec) -> MappingForm {
+        let Some(r) = s.schema_registry() else { return MappingForm::default() };
+        let basic = r.access_configs.iter().find(|c| c.kind == AccessKind::BasicAuth);
+        let ca = r.access_configs.iter().find(|c| c.kind == AccessKind::ServerRootCaCertificate);
+        let on = |b: bool| b.then(|| "on".to_string());
+        MappingForm {
+            sr_uri: r.schema_registry_uri.clone().unwrap_or_default(),
+            sr_format: r.event_record_format.clone().unwrap_or_default(),
+            sr_key: on(r.validates("KEY")),
+            sr_value: on(r.validates("VALUE")),
+            sr_username: basic.and_then(|c| c.username.clone()).unwrap_or_default(),
+            sr_secret_uri: basic.and_then(|c| c.uri.clone()).unwrap_or_default(),
+            sr_stored: on(basic.is_some_and(|c| c.secret_stored)),
+            sr_ca: ca.and_then(|c| c.certificate.clone()).unwrap_or_default(),
+            ..MappingForm::default()
+        }
+    }
+
+    /// The schema registry these inputs describe (None: no registry).
+    pub fn schema_registry(&self) -> Option<SchemaRegistryConfig> {
+        let uri = opt(&self.sr_uri);
+        let format = opt(&self.sr_format);
+        let touched = uri.is_some()
+            || self.sr_key.is_some()
+            || self.sr_value.is_some()
+            || opt(&self.sr_username).is_some()
+            || opt(&self.sr_secret_uri).is_some()
+            || opt(&self.sr_ca).is_some();
+        if !touched {
+            return None;
+        }
+        let mut validations = Vec::new();
+        for (on, attribute) in [(&self.sr_key, "KEY"), (&self.sr_value, "VALUE")] {
+            if on.is_some() {
+                validations.push(SchemaValidationConfig { attribute: attribute.into() });
+            }
+        }
+        let mut access = Vec::new();
+        if let Some(secret) = opt(&self.sr_secret_uri) {
+            access.push(SourceAccessConfiguration {
+                kind: AccessKind::BasicAuth,
+                uri: Some(secret),
+                ..Default::default()
+            });
+        } else if let Some(user) = opt(&self.sr_username) {
+            access.push(SourceAccessConfiguration {
+                kind: AccessKind::BasicAuth,
+                username: Some(user),
+                password: Some(self.sr_password.clone()).filter(|p| !p.is_empty()),
+                secret_stored: self.sr_stored.is_some(),
+                ..Default::default()
+            });
+        }
+        if let Some(ca) = opt(&self.sr_ca) {
+            access.push(SourceAccessConfiguration {
+                kind: AccessKind::ServerRootCaCertificate,
+                certificate: Some(ca.replace("\r\n", "\n")),
+                ..Default::default()
+            });
+        }
+        Some(SchemaRegistryConfig {
+            schema_registry_uri: uri,
+            event_record_format: format,
+            schema_validation_configs: validations,
+            access_configs: access,
+        })
     }
 
     fn access_configurations(&self) -> Vec<SourceAccessConfiguration> {
@@ -288,6 +394,7 @@ impl MappingForm {
             self_managed_kafka_event_source_config: SelfManagedKafkaEventSourceConfig {
                 consumer_group_id: opt(&self.consumer_group_id),
                 security_protocol: opt(&self.security_protocol),
+                schema_registry_config: self.schema_registry(),
             },
             batch_size: batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
             maximum_batching_window_in_seconds: window,

@@ -99,6 +99,172 @@ pub struct SelfManagedKafkaEventSourceConfig {
     /// PLAINTEXT with none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_protocol: Option<String>,
+    /// AWS's `KafkaSchemaRegistryConfig`: records are decoded and validated
+    /// with this registry's schemas before filters and the function see them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_config: Option<SchemaRegistryConfig>,
+}
+
+/// AWS's `KafkaSchemaRegistryConfig`. Strings rather than enums, so a bad
+/// value is an error on its field, not a parse failure of the whole body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// A Confluent-compatible registry's URL, or an AWS Glue Schema Registry ARN.
+    #[serde(rename = "SchemaRegistryURI", default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_uri: Option<String>,
+    /// JSON (the decoded record as JSON text) or SOURCE (the original bytes,
+    /// the registry's framing removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_record_format: Option<String>,
+    /// Which of the record's attributes are decoded: KEY and/or VALUE.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_validation_configs: Vec<SchemaValidationConfig>,
+    /// How Sluice authenticates to a Confluent registry: BASIC_AUTH,
+    /// CLIENT_CERTIFICATE_TLS_AUTH, SERVER_ROOT_CA_CERTIFICATE, each a
+    /// Secrets Manager ARN (`URI`) or inline as in SourceAccessConfigurations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_configs: Vec<SourceAccessConfiguration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(JsonSchema))]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SchemaValidationConfig {
+    /// KEY or VALUE.
+    pub attribute: String,
+}
+
+impl SchemaRegistryConfig {
+    /// An AWS Glue Schema Registry (by ARN) rather than a Confluent one.
+    pub fn is_glue(&self) -> bool {
+        self.schema_registry_uri.as_deref().is_some_and(|u| u.starts_with("arn:"))
+    }
+
+    /// The records are delivered as JSON (not SOURCE).
+    pub fn as_json(&self) -> bool {
+        self.event_record_format.as_deref() != Some("SOURCE")
+    }
+
+    pub fn validates(&self, attribute: &str) -> bool {
+        self.schema_validation_configs.iter().any(|c| c.attribute == attribute)
+    }
+
+    fn validate(&self, block: &str, err: &mut impl FnMut(&str, String)) {
+        let f = |name: &str| format!("{block}.SchemaRegistryConfig.{name}");
+        match self.schema_registry_uri.as_deref().map(str::trim) {
+            None | Some("") => err(
+                &f("SchemaRegistryURI"),
+                "is required: a registry URL (https://...) or an AWS Glue registry ARN".into(),
+            ),
+            Some(u) if u.starts_with("arn:") => {
+                let parts: Vec<&str> = u.splitn(6, ':').collect();
+                let ok = matches!(parts.as_slice(), ["arn", p, "glue", r, a, res] if p.starts_with("aws") && !r.is_empty() && a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && res.strip_prefix("registry/").is_some_and(|n| !n.is_empty() && !n.contains('/')));
+                if !ok {
+                    err(
+                        &f("SchemaRegistryURI"),
+                        format!("`{u}` is not a Glue registry ARN (arn:aws:glue:REGION:ACCOUNT:registry/NAME)"),
+                    );
+                }
+                if !self.access_configs.is_empty() {
+                    err(
+                        &f("AccessConfigs"),
+                        "a Glue registry is reached with the mapping's AWS credentials: no access configurations"
+                            .into(),
+                    );
+                }
+            }
+            Some(u) => {
+                let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+                if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace)) {
+                    err(&f("SchemaRegistryURI"), format!("`{u}` is neither an http(s):// URL nor a Glue registry ARN"));
+                }
+            }
+        }
+        match self.event_record_format.as_deref() {
+            Some("JSON" | "SOURCE") => {}
+            None | Some("") => err(&f("EventRecordFormat"), "is required: JSON or SOURCE".into()),
+            Some(o) => err(&f("EventRecordFormat"), format!("must be JSON or SOURCE, not `{o}`")),
+        }
+        if self.schema_validation_configs.is_empty() {
+            err(&f("SchemaValidationConfigs"), "name at least one attribute to validate: KEY or VALUE".into());
+        }
+        for (i, c) in self.schema_validation_configs.iter().enumerate() {
+            if c.attribute != "KEY" && c.attribute != "VALUE" {
+                err(
+                    &f(&format!("SchemaValidationConfigs[{i}].Attribute")),
+                    format!("must be KEY or VALUE, not `{}`", c.attribute),
+                );
+            } else if self.schema_validation_configs[..i].iter().any(|o| o.attribute == c.attribute) {
+                err(&f(&format!("SchemaValidationConfigs[{i}].Attribute")), format!("{} is named twice", c.attribute));
+            }
+        }
+        if self.access_configs.len() > 2 {
+            err(&f("AccessConfigs"), "at most 2 (one way to sign in and a CA certificate)".into());
+        }
+        for (i, c) in self.access_configs.iter().enumerate() {
+            let f = |name: &str| f(&format!("AccessConfigs[{i}].{name}"));
+            let pem = |v: &Option<String>| v.as_deref().is_some_and(|p| p.trim_start().starts_with("-----BEGIN "));
+            if !matches!(
+                c.kind,
+                AccessKind::BasicAuth | AccessKind::ClientCertificateTls | AccessKind::ServerRootCaCertificate
+            ) {
+                err(
+                    &f("Type"),
+                    format!(
+                        "must be BASIC_AUTH, CLIENT_CERTIFICATE_TLS_AUTH or SERVER_ROOT_CA_CERTIFICATE, not `{}`",
+                        c.kind
+                    ),
+                );
+                continue;
+            }
+            if self.access_configs[..i].iter().any(|o| o.kind == c.kind) {
+                err(&f("Type"), format!("{} is given twice", c.kind));
+            }
+            if let Some(uri) = &c.uri {
+                if !is_secret_arn(uri) {
+                    err(&f("URI"), format!("`{uri}` is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"));
+                }
+                if c.password.is_some() || c.private_key.is_some() || c.username.is_some() {
+                    err(&f("URI"), "give the secret either by URI or inline, not both".into());
+                }
+                continue;
+            }
+            match c.kind {
+                AccessKind::BasicAuth => {
+                    if c.username.as_deref().unwrap_or("").is_empty() {
+                        err(&f("Username"), "required for BASIC_AUTH".into());
+                    }
+                    if c.password.as_deref().unwrap_or("").is_empty() && !c.secret_stored {
+                        err(&f("Password"), "required for BASIC_AUTH".into());
+                    }
+                }
+                AccessKind::ClientCertificateTls => {
+                    if !pem(&c.certificate) {
+                        err(&f("Certificate"), "a PEM certificate (-----BEGIN CERTIFICATE-----) is required".into());
+                    }
+                    if !pem(&c.private_key) && (!c.secret_stored || c.private_key.is_some()) {
+                        err(&f("PrivateKey"), "a PEM private key (-----BEGIN ... PRIVATE KEY-----) is required".into());
+                    }
+                }
+                _ => {
+                    if !pem(&c.certificate) {
+                        err(
+                            &f("Certificate"),
+                            "the CA's PEM certificate (-----BEGIN CERTIFICATE-----) is required".into(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME`.
+pub fn is_secret_arn(uri: &str) -> bool {
+    let parts: Vec<&str> = uri.splitn(7, ':').collect();
+    matches!(parts.as_slice(), ["arn", p, "secretsmanager", r, a, "secret", name] if p.starts_with("aws") && !r.is_empty() && a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -492,9 +658,7 @@ impl MappingSpec {
                 sasl += 1;
             }
             if let Some(uri) = &c.uri {
-                let parts: Vec<&str> = uri.splitn(7, ':').collect();
-                let arn = matches!(parts.as_slice(), ["arn", p, "secretsmanager", r, a, "secret", name] if p.starts_with("aws") && !r.is_empty() && a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty());
-                if !arn {
+                if !is_secret_arn(uri) {
                     err(&f("URI"), format!("`{uri}` is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"));
                 }
                 if c.password.is_some()
@@ -591,6 +755,24 @@ impl MappingSpec {
         self.logging_config.clone_from(&old.logging_config);
         if self.amazon_managed_kafka_event_source_config.is_none() {
             self.amazon_managed_kafka_event_source_config.clone_from(&old.amazon_managed_kafka_event_source_config);
+            // The form shows the registry from either block and saves it in
+            // the self-managed one: the MSK block's copy goes.
+            if let Some(c) = self.amazon_managed_kafka_event_source_config.as_mut() {
+                c.schema_registry_config = None;
+            }
+        }
+        // A registry's client certificate is set through the API only: kept
+        // while the form keeps the same registry.
+        let old_mtls = old
+            .schema_registry()
+            .filter(|o| self.schema_registry().is_some_and(|n| n.schema_registry_uri == o.schema_registry_uri));
+        let kept: Vec<SourceAccessConfiguration> = old_mtls
+            .map(|o| o.access_configs.iter().filter(|c| c.kind == AccessKind::ClientCertificateTls).cloned().collect())
+            .unwrap_or_default();
+        if let Some(r) = self.schema_registry_mut() {
+            if !r.access_configs.iter().any(|c| c.kind == AccessKind::ClientCertificateTls) {
+                r.access_configs.extend(kept);
+            }
         }
         let group = old.provisioned_poller_config.as_ref().and_then(|p| p.poller_group_name.clone());
         if let (Some(p), Some(g)) = (self.provisioned_poller_config.as_mut(), group) {
@@ -600,6 +782,38 @@ impl MappingSpec {
             let network = old.source_access_configurations.iter().filter(|c| c.kind.is_network()).cloned();
             self.source_access_configurations.extend(network);
         }
+    }
+
+    /// The schema registry records are decoded with (AWS takes it in either
+    /// Kafka config block).
+    pub fn schema_registry(&self) -> Option<&SchemaRegistryConfig> {
+        self.self_managed_kafka_event_source_config.schema_registry_config.as_ref().or_else(|| {
+            self.amazon_managed_kafka_event_source_config.as_ref().and_then(|c| c.schema_registry_config.as_ref())
+        })
+    }
+
+    pub fn schema_registry_mut(&mut self) -> Option<&mut SchemaRegistryConfig> {
+        if self.self_managed_kafka_event_source_config.schema_registry_config.is_some() {
+            return self.self_managed_kafka_event_source_config.schema_registry_config.as_mut();
+        }
+        self.amazon_managed_kafka_event_source_config.as_mut().and_then(|c| c.schema_registry_config.as_mut())
+    }
+
+    pub fn access_configs(&self) -> impl Iterator<Item = &SourceAccessConfiguration> {
+        let registry = self.schema_registry().map(|r| r.access_configs.iter());
+        self.source_access_configurations.iter().chain(registry.into_iter().flatten())
+    }
+
+    /// Every access configuration that may hold a secret: the brokers'
+    /// first, then the schema registry's (the order secrets are sealed in).
+    pub fn access_configs_mut(&mut self) -> impl Iterator<Item = &mut SourceAccessConfiguration> {
+        let (brokers, registry) = (&mut self.source_access_configurations, {
+            let own = self.self_managed_kafka_event_source_config.schema_registry_config.as_mut();
+            let msk =
+                self.amazon_managed_kafka_event_source_config.as_mut().and_then(|c| c.schema_registry_config.as_mut());
+            own.or(msk)
+        });
+        brokers.iter_mut().chain(registry.into_iter().flat_map(|r| r.access_configs.iter_mut()))
     }
 
     pub fn topic(&self) -> &str {
@@ -661,6 +875,17 @@ impl MappingSpec {
             }
         }
         self.validate_access(&mut err);
+        let managed =
+            self.amazon_managed_kafka_event_source_config.as_ref().and_then(|c| c.schema_registry_config.as_ref());
+        match (&self.self_managed_kafka_event_source_config.schema_registry_config, managed) {
+            (Some(_), Some(_)) => err(
+                "AmazonManagedKafkaEventSourceConfig.SchemaRegistryConfig",
+                "one schema registry per mapping: set it in SelfManagedKafkaEventSourceConfig or here, not both".into(),
+            ),
+            (Some(r), None) => r.validate("SelfManagedKafkaEventSourceConfig", &mut err),
+            (None, Some(r)) => r.validate("AmazonManagedKafkaEventSourceConfig", &mut err),
+            (None, None) => {}
+        }
         if let Some(arn) = &self.event_source_arn {
             let parts: Vec<&str> = arn.splitn(6, ':').collect();
             let ok = matches!(parts.as_slice(), ["arn", p, "kafka", r, a, res] if p.starts_with("aws") && !r.is_empty() && a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && res.starts_with("cluster/"));

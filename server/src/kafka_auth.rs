@@ -38,7 +38,16 @@ pub enum CredentialsError {
 /// in the JSON AWS documents for it: `username`/`password` for SASL,
 /// `certificate`/`privateKey` for mutual TLS, `certificate` for a CA.
 pub async fn resolve(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Result<(), CredentialsError> {
-    for c in spec.source_access_configurations.iter_mut() {
+    resolve_configs(sdk, spec.source_access_configurations.iter_mut()).await
+}
+
+/// Reads each configuration's Secrets Manager secret (`URI`) into its
+/// inline fields (the brokers' or the schema registry's).
+pub async fn resolve_configs(
+    sdk: &aws_config::SdkConfig,
+    configs: impl Iterator<Item = &mut sluice_app::spec::SourceAccessConfiguration>,
+) -> Result<(), CredentialsError> {
+    for c in configs {
         let Some(uri) = c.uri.clone().filter(|_| !c.kind.is_network()) else { continue };
         let sdk = crate::aws::in_region(sdk, &uri, "")?;
         let out =
@@ -132,11 +141,7 @@ async fn look_up_brokers(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) ->
         .map_err(|e| fail(e.to_string()))?
         .into();
     let parsed = reqwest::Url::parse(&url).map_err(|e| fail(format!("{url}: {e}")))?;
-    let host = match (parsed.host_str(), parsed.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => return Err(fail(format!("{url} has no host"))),
-    };
+    let host = host_header(&parsed).ok_or_else(|| fail(format!("{url} has no host")))?;
     let request = SignableRequest::new("GET", &url, std::iter::once(("host", host.as_str())), SignableBody::Bytes(&[]))
         .map_err(|e| fail(e.to_string()))?;
     let (instructions, _) = sign(request, &params).map_err(|e| fail(e.to_string()))?.into_parts();
@@ -188,6 +193,15 @@ pub async fn prepare(
     let auth = KafkaAuth::of(&with_secrets);
     auth.load_credentials(sdk).await?;
     Ok((spec, auth))
+}
+
+/// The `host` a SigV4 signature covers: the URL's host, and its port when given.
+pub fn host_header(url: &reqwest::Url) -> Option<String> {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => Some(format!("{h}:{p}")),
+        (Some(h), None) => Some(h.to_string()),
+        _ => None,
+    }
 }
 
 /// The AWS credentials `sdk` provides now.

@@ -16,6 +16,7 @@ pub mod problem;
 pub mod reach;
 pub mod reset;
 pub mod sample;
+pub mod schema;
 pub mod secrets;
 pub mod service;
 pub mod shared;

@@ -54,6 +54,11 @@ pub enum FailureCondition {
     RetryAttemptsExhausted,
     RecordAgeExceeded,
     MaximumPayloadSizeExceeded,
+    /// AWS's schema registry reason codes.
+    #[serde(rename = "SCHEMA_NOT_FOUND")]
+    SchemaNotFound,
+    #[serde(rename = "DESERIALIZATION_ERROR")]
+    DeserializationError,
 }
 
 impl FailureCondition {
@@ -62,6 +67,8 @@ impl FailureCondition {
             FailureCondition::RetryAttemptsExhausted => "RetryAttemptsExhausted",
             FailureCondition::RecordAgeExceeded => "RecordAgeExceeded",
             FailureCondition::MaximumPayloadSizeExceeded => "MaximumPayloadSizeExceeded",
+            FailureCondition::SchemaNotFound => "SCHEMA_NOT_FOUND",
+            FailureCondition::DeserializationError => "DESERIALIZATION_ERROR",
         }
     }
 }
@@ -133,6 +140,11 @@ pub enum Problem {
         destination: String,
         error: String,
     },
+    /// A record names a schema not seen yet and the registry cannot be read.
+    RegistryDown {
+        span: String,
+        error: String,
+    },
     /// A setting the engine cannot run with (AWS: ESM_CONFIG_NOT_VALID).
     Config {
         field: String,
@@ -172,6 +184,7 @@ impl fmt::Display for Problem {
             }
             Dropped { condition, span, why } => write!(f, "{condition}: dropped {span}: {why}"),
             Diverted { condition, span, destination, why } => write!(f, "{condition}: sent {span} to {destination}: {why}"),
+            RegistryDown { span, error } => write!(f, "{error}; {span} waits, retrying (records naming schemas already read go on)"),
             DestinationDown { span, destination, error } => write!(
                 f,
                 "cannot deliver {span} to the on-failure destination {destination}: {error}; retrying, the partition waits"

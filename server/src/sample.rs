@@ -68,9 +68,34 @@ pub fn latest(
                 .headers()
                 .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
                 .unwrap_or_default(),
+            schema: None,
         });
     }
     out.sort_by_key(|s| (s.partition, s.offset));
     out.truncate(n.max(1) * 2);
     Ok(out)
+}
+
+/// With a schema registry, each sample's key and value as the mapping's
+/// filters see them (the decoded JSON text), and a note of the schema, or
+/// of the reason code the record would fail with.
+pub async fn decode(decoder: &crate::schema::Decoder, samples: &mut [Sample]) {
+    use crate::schema::Failure;
+    for s in samples {
+        match decoder.decode(s.key.as_deref(), s.value.as_deref(), true).await {
+            Ok(d) => {
+                let mut notes = Vec::new();
+                for (name, part, slot) in [("key", d.key, &mut s.key), ("value", d.value, &mut s.value)] {
+                    if let Some(p) = part {
+                        notes.push(format!("{name}: {} schema {}", p.format, p.schema_id));
+                        *slot = Some(p.json);
+                    }
+                }
+                s.schema = Some(notes.join(", "));
+            }
+            Err(Failure::SchemaNotFound(why)) => s.schema = Some(format!("SCHEMA_NOT_FOUND: {why}")),
+            Err(Failure::Deserialization(why)) => s.schema = Some(format!("DESERIALIZATION_ERROR: {why}")),
+            Err(Failure::Unavailable(why)) => s.schema = Some(format!("not decoded: {why}")),
+        }
+    }
 }

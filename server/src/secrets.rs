@@ -121,7 +121,7 @@ impl Sealer {
 
     /// The spec's secrets, sealed (None when it has none).
     pub fn seal_spec(&self, spec: &MappingSpec) -> Result<Option<String>> {
-        let parts: Vec<[Option<&String>; 3]> = spec.source_access_configurations.iter().map(|c| c.secrets()).collect();
+        let parts: Vec<[Option<&String>; 3]> = spec.access_configs().map(|c| c.secrets()).collect();
         if parts.iter().all(|p| p.iter().all(Option::is_none)) {
             return Ok(None);
         }
@@ -130,9 +130,10 @@ impl Sealer {
 
     /// Puts sealed secrets back into the spec they were taken from.
     pub fn unseal_into(&self, sealed: &str, spec: &mut MappingSpec) -> Result<()> {
-        // Password, key, key password (sealed before key passwords existed: two).
+        // Password, key, key password (sealed before key passwords existed:
+        // two), per access configuration, the schema registry's last.
         let parts: Vec<Vec<Option<String>>> = serde_json::from_slice(&self.open(sealed)?)?;
-        for (c, part) in spec.source_access_configurations.iter_mut().zip(parts) {
+        for (c, part) in spec.access_configs_mut().zip(parts) {
             let mut part = part.into_iter();
             c.password = part.next().flatten();
             c.private_key = part.next().flatten();

@@ -226,6 +226,24 @@ impl MappingService {
         Ok((spec.bootstrap_servers().join(","), auth))
     }
 
+    /// The schema registry decoder `spec` runs with (None without one), its
+    /// secrets read with the mapping's role as its pollers read them.
+    pub async fn decoder(&self, id: Uuid, spec: &MappingSpec) -> Result<Option<crate::schema::Decoder>, String> {
+        let sdk = match crate::schema::needs_aws(spec) {
+            true => Some(self.shared.aws.for_mapping(id, spec).await),
+            false => None,
+        };
+        let reach = self.reach.read().unwrap_or_else(|e| e.into_inner()).clone();
+        crate::schema::Decoder::prepare(spec, sdk.as_ref(), &reach).await
+    }
+
+    /// The form's "Test connection": reaches `spec`'s schema registry and
+    /// reads one schema (`schema_id`, or the first it lists).
+    pub async fn test_registry(&self, spec: &MappingSpec, schema_id: Option<&str>) -> Result<String, String> {
+        let decoder = self.decoder(Uuid::nil(), spec).await?.ok_or("no schema registry is set")?;
+        decoder.registry().probe(schema_id).await
+    }
+
     /// The cluster's nodes, this one included.
     pub async fn nodes(&self) -> Result<Vec<sluice_app::model::NodeView>, ServiceError> {
         Ok(crate::cluster::views(self.shared.store.nodes().await?, &self.shared.node.id))
@@ -431,7 +449,7 @@ impl MappingService {
         if spec.consumer_group_id().is_none() {
             spec.self_managed_kafka_event_source_config.consumer_group_id = Some(id.to_string());
         }
-        for c in &mut spec.source_access_configurations {
+        for c in spec.access_configs_mut() {
             c.secret_stored = false;
         }
         self.check(Some(id), &spec).await?;
@@ -470,6 +488,7 @@ impl MappingService {
                 }
             }
         }
+        keep_registry_secrets(&before.spec, &mut spec, &mut dropped);
         if !dropped.is_empty() {
             return Err(ServiceError::Invalid(dropped));
         }
@@ -631,9 +650,47 @@ impl Backend for MappingService {
         let m = Backend::get(self, id).await?.ok_or_else(|| format!("no mapping with UUID {id}"))?;
         let (servers, auth) = self.kafka_auth(id, &m.spec).await.map_err(|e| e.to_string())?;
         let topic = m.spec.topic().to_string();
-        tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, &auth, n))
+        let mut samples = tokio::task::spawn_blocking(move || crate::sample::latest(&servers, &topic, &auth, n))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())??;
+        if let Some(decoder) = self.decoder(id, &m.spec).await? {
+            crate::sample::decode(&decoder, &mut samples).await;
+        }
+        Ok(samples)
+    }
+
+    async fn test_registry(
+        &self,
+        id: Option<Uuid>,
+        mut registry: sluice_app::spec::SchemaRegistryConfig,
+        schema_id: Option<String>,
+    ) -> Result<String, String> {
+        // Editing: the stored secrets (never shown) count, for the same registry.
+        let stored = match id {
+            Some(id) => Backend::get(self, id).await?.map(|m| m.spec),
+            None => None,
+        };
+        let blank = || -> Result<MappingSpec, String> {
+            let v =
+                serde_json::json!({"FunctionName": "http://localhost/", "Topics": ["t"], "StartingPosition": "LATEST"});
+            serde_json::from_value(v).map_err(|e| e.to_string())
+        };
+        let mut spec = match stored.clone() {
+            Some(s) => s,
+            None => blank()?,
+        };
+        if let Some(old) = stored.as_ref().and_then(|s| s.schema_registry()) {
+            if old.schema_registry_uri == registry.schema_registry_uri {
+                for c in &mut registry.access_configs {
+                    if let Some(o) = old.access_configs.iter().find(|o| o.kind == c.kind) {
+                        c.keep_secrets_from(o);
+                    }
+                }
+            }
+        }
+        spec.amazon_managed_kafka_event_source_config = None;
+        spec.self_managed_kafka_event_source_config.schema_registry_config = Some(registry);
+        MappingService::test_registry(self, &spec, schema_id.as_deref()).await
     }
 
     async fn audit(&self, n: usize) -> Result<Vec<sluice_app::model::AuditEntry>, String> {
@@ -733,5 +790,32 @@ fn overview_of(m: &MappingView, recent: &[sluice_app::metrics::MetricPoint], now
         end: now,
         records_per_s: if last_minute.period_ms > 0 { last_minute.rate(last_minute.polled_event_count) } else { 0.0 },
         error_rate: (t.invocations > 0).then(|| t.errors as f64 / t.invocations as f64),
+    }
+}
+
+/// The schema registry's stored secrets (never shown, so an edit sends them
+/// back absent) are kept for the same type, as long as the registry is the
+/// same: a changed URI must be given its secrets again.
+fn keep_registry_secrets(before: &MappingSpec, spec: &mut MappingSpec, dropped: &mut Vec<FieldError>) {
+    let Some(old) = before.schema_registry() else { return };
+    let block = if spec.self_managed_kafka_event_source_config.schema_registry_config.is_some() {
+        "SelfManagedKafkaEventSourceConfig"
+    } else {
+        "AmazonManagedKafkaEventSourceConfig"
+    };
+    let Some(new) = spec.schema_registry_mut() else { return };
+    let same_place = new.schema_registry_uri == old.schema_registry_uri;
+    for (i, c) in new.access_configs.iter_mut().enumerate() {
+        c.secret_stored = false;
+        let Some(o) = old.access_configs.iter().find(|o| o.kind == c.kind) else { continue };
+        if same_place {
+            c.keep_secrets_from(o);
+        } else if (c.password.is_none() && o.password.is_some()) || (c.private_key.is_none() && o.private_key.is_some())
+        {
+            dropped.push(FieldError::new(
+                format!("{block}.SchemaRegistryConfig.AccessConfigs[{i}]"),
+                "the stored secret is only sent to the registry it was given for: the SchemaRegistryURI changed, so give it again",
+            ));
+        }
     }
 }

@@ -22,7 +22,7 @@ pub struct Store {
 /// configurations have one is recorded, for the console and the API.
 fn stored(spec: &MappingSpec) -> MappingSpec {
     let mut s = spec.clone();
-    for c in &mut s.source_access_configurations {
+    for c in s.access_configs_mut() {
         c.secret_stored = c.secrets().iter().any(Option::is_some);
     }
     s

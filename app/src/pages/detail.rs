@@ -248,6 +248,27 @@ fn Detail(m: MappingView) -> impl IntoView {
                         format!("; {}{who}{secret}", c.kind)
                     }).collect::<String>()}
                 </dd>
+                <dt>"Schema registry"</dt>
+                <dd data-field="SchemaRegistryConfig">
+                    {match s.schema_registry() {
+                        None => "none: records reach filters and the function as they are".to_string(),
+                        Some(r) => {
+                            let what: Vec<&str> = r.schema_validation_configs.iter().map(|c| c.attribute.as_str()).collect();
+                            let access: String = r.access_configs.iter().map(|c| {
+                                let who = c.username.clone().map(|u| format!(" as {u}")).unwrap_or_default();
+                                let from = c.uri.clone().map(|u| format!(" from {u}")).unwrap_or_default();
+                                let secret = if c.secret_stored { " (secret stored, never shown)" } else { "" };
+                                format!("; {}{who}{from}{secret}", c.kind)
+                            }).collect();
+                            format!(
+                                "{}; decodes the {}; delivers {}{access}",
+                                r.schema_registry_uri.clone().unwrap_or_default(),
+                                what.join(" and ").to_lowercase(),
+                                r.event_record_format.clone().unwrap_or_default(),
+                            )
+                        }
+                    }}
+                </dd>
                 <dt>"Batch size"</dt><dd data-field="BatchSize">{s.batch_size}</dd>
                 <dt>"Batching window"</dt><dd data-field="MaximumBatchingWindowInSeconds">{window}</dd>
                 <dt>"Starting position"</dt><dd data-field="StartingPosition">{position}</dd>

@@ -60,7 +60,7 @@ pub fn EditMapping() -> impl IntoView {
                                 <PageTitle text=format!("Edit {} · Sluice", m.label())/>
                                 <h1>"Edit " {m.label()}</h1>
                                 <p class="hint">"Every setting can change. The starting position applies to partitions the group has not committed an offset for; after saving a new one, the mapping's page offers to move the group there too. A new topic or consumer group starts at the starting position; the old group's committed offsets stay in Kafka untouched, so switching back continues where it stopped."</p>
-                                <MappingFormView action=format!("{base}/edit") values errors submit="Save changes" cancel=base/>
+                                <MappingFormView action=format!("{base}/edit") values errors submit="Save changes" cancel=base mapping_id=m.uuid.to_string()/>
                             }.into_any()
                         }
                     }

@@ -134,6 +134,7 @@ fn Tester(
             .collect_view()
             .into_any()
     };
+    let has_registry = m.spec.schema_registry().is_some();
     let sample_rows = {
         let topic = topic.clone();
         let samples = samples.clone().unwrap_or_default();
@@ -150,6 +151,7 @@ fn Tester(
                             <td>{format!("{}-{}", s.partition, s.offset)}</td>
                             <td class="mono">{excerpt(s.key.as_deref())}</td>
                             <td class="mono">{excerpt(s.value.as_deref())}</td>
+                            {has_registry.then(|| view! { <td data-schema="">{s.schema.clone().unwrap_or_default()}</td> })}
                             {verdict_view(&v, &ps)}
                         </tr>
                     }
@@ -203,7 +205,9 @@ fn Tester(
                     Ok(_) => ().into_any(),
                 }}
                 <table class="lag" data-results="records">
-                    <thead><tr><th>"Partition-offset"</th><th>"Key"</th><th>"Value"</th><th>"Verdict"</th><th>"Decided by"</th></tr></thead>
+                    <thead><tr><th>"Partition-offset"</th><th>"Key"</th><th>"Value"</th>
+                        {has_registry.then(|| view! { <th>"Schema (decoded with the mapping's registry)"</th> })}
+                        <th>"Verdict"</th><th>"Decided by"</th></tr></thead>
                     <tbody>{sample_rows.clone()}</tbody>
                 </table>
             })}

@@ -2,15 +2,21 @@
 //! order, up to `BatchSize`, the batching window and the 6 MB payload
 //! limit. Records the filter turns away are counted here and committed
 //! with the records around them (or alone, once the partition is idle).
+//! With a schema registry, each record is decoded first: filters read the
+//! decoded record, and one the registry cannot vouch for is handed on alone.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::event::{encode_record, envelope_len, EncodedRecord};
+use super::event::{encode_decoded, encode_record, envelope_len, EncodedRecord};
+use super::invoke::{backoff, pause};
 use super::pipeline::Part;
+use crate::problem::{FailureCondition, Problem};
+use crate::schema::Failure;
 use crate::shared::status::{LiveStatus, PartitionCounters};
 use sluice_app::metrics::Counter;
 
@@ -20,8 +26,31 @@ pub enum Next {
     Batch { records: Vec<EncodedRecord>, end: i64 },
     /// A record too large to invoke even alone.
     TooLarge { record: EncodedRecord, end: i64 },
+    /// A record the schema registry cannot vouch for (no such schema, or it
+    /// does not decode): handed to the failure rules, never invoked.
+    Invalid { record: EncodedRecord, end: i64, condition: FailureCondition, why: String },
     /// The channel closed or the poller stopped.
     Closed,
+}
+
+/// A record taken from the channel, ready for a batch or for the failure rules.
+enum Held {
+    Record(EncodedRecord),
+    Invalid(EncodedRecord, FailureCondition, String),
+}
+
+impl Held {
+    fn offset(&self) -> i64 {
+        match self {
+            Held::Record(r) | Held::Invalid(r, ..) => r.offset,
+        }
+    }
+}
+
+enum Taken {
+    Held(Held),
+    Filtered,
+    Stopped,
 }
 
 pub struct Batcher {
@@ -29,8 +58,9 @@ pub struct Batcher {
     /// The event's size without records.
     envelope: usize,
     counters: Arc<PartitionCounters>,
-    /// A record that did not fit the last batch: it starts the next.
-    held: Option<EncodedRecord>,
+    /// A record that did not fit the last batch (or that failed decoding
+    /// after it began): it comes next.
+    held: Option<Held>,
     /// The offset after the last record taken from the channel: filtered-out
     /// records up to it are done once the records around them are.
     seen_to: Option<i64>,
@@ -47,26 +77,65 @@ impl Batcher {
         }
     }
 
-    /// Counts a record taken from the channel; true if the filter admits it.
-    fn take(&mut self, part: &Part<'_>, m: &OwnedMessage) -> bool {
+    /// Counts a record taken from the channel, decodes it (schema registry)
+    /// and filters it.
+    async fn take(&mut self, part: &Part<'_>, m: &OwnedMessage) -> Taken {
         self.seen_to = Some(m.offset() + 1);
         LiveStatus::add(&self.counters.polled, 1);
         LiveStatus::add(
             &self.counters.bytes,
             (m.payload().map_or(0, |v| v.len()) + m.key().map_or(0, |k| k.len())) as u64,
         );
-        let admitted = part.p.filter.admits(m);
-        if !admitted {
-            part.p.status.count(Counter::FilteredOutEvents, 1);
+        let p = part.p;
+        let Some(decoder) = &p.decoder else {
+            if p.filter.admits(m) {
+                return Taken::Held(Held::Record(encode_record(m)));
+            }
+            p.status.count(Counter::FilteredOutEvents, 1);
+            return Taken::Filtered;
+        };
+        let want_json = !p.filter.patterns.is_empty();
+        let mut tries = 0;
+        let decoded = loop {
+            match decoder.decode(m.key(), m.payload(), want_json).await {
+                Ok(d) => break d,
+                Err(Failure::SchemaNotFound(why)) => {
+                    return Taken::Held(Held::Invalid(encode_record(m), FailureCondition::SchemaNotFound, why))
+                }
+                Err(Failure::Deserialization(why)) => {
+                    return Taken::Held(Held::Invalid(encode_record(m), FailureCondition::DeserializationError, why))
+                }
+                Err(Failure::Unavailable(error)) => {
+                    // Not the record's fault: it waits for the registry, in order.
+                    tries += 1;
+                    let span = format!("{}-{} at offset {}", part.topic, part.partition, m.offset());
+                    p.status.problem(Problem::RegistryDown { span, error });
+                    if !pause(backoff(tries, Duration::from_millis(500), Duration::from_secs(30)), part).await {
+                        return Taken::Stopped;
+                    }
+                }
+            }
+        };
+        let key = match &decoded.key {
+            Some(k) => Some(&k.json[..]),
+            None => m.key(),
+        };
+        let value = match &decoded.value {
+            Some(v) => Some(&v.json[..]),
+            None => m.payload(),
+        };
+        if !p.filter.admits_as(m, key, value) {
+            p.status.count(Counter::FilteredOutEvents, 1);
+            return Taken::Filtered;
         }
-        admitted
+        Taken::Held(Held::Record(encode_decoded(m, Some((&decoded, decoder.json)))))
     }
 
     /// The first record of the next batch: the held one, or the next the
     /// filter admits (committing filtered-out records whenever idle).
-    async fn first(&mut self, part: &Part<'_>) -> Option<EncodedRecord> {
-        if let Some(r) = self.held.take() {
-            return Some(r);
+    async fn first(&mut self, part: &Part<'_>) -> Option<Held> {
+        if let Some(h) = self.held.take() {
+            return Some(h);
         }
         loop {
             if self.rx.is_empty() {
@@ -80,15 +149,25 @@ impl Batcher {
                 m = self.rx.recv() => m?,
                 _ = part.stop.cancelled() => return None,
             };
-            if self.take(part, &m) {
-                return Some(encode_record(&m));
+            match self.take(part, &m).await {
+                Taken::Held(h) => return Some(h),
+                Taken::Filtered => {}
+                Taken::Stopped => return None,
             }
         }
     }
 
     pub async fn next(&mut self, part: &Part<'_>) -> Next {
         let p = part.p;
-        let Some(first) = self.first(part).await else { return Next::Closed };
+        let first = match self.first(part).await {
+            None => return Next::Closed,
+            Some(Held::Record(r)) => r,
+            Some(Held::Invalid(record, condition, why)) => {
+                part.pending_since(record.timestamp_ms.max(1));
+                self.seen_to = None;
+                return Next::Invalid { end: record.offset + 1, record, condition, why };
+            }
+        };
         // Until this batch is done, its first record is the oldest not done.
         part.pending_since(first.timestamp_ms.max(1));
         if self.envelope + first.json.len() > p.max_payload {
@@ -111,12 +190,18 @@ impl Batcher {
                     _ = part.stop.cancelled() => return Next::Closed,
                 }
             };
-            if !self.take(part, &next) {
-                continue;
-            }
-            let r = encode_record(&next);
+            let r = match self.take(part, &next).await {
+                Taken::Held(Held::Record(r)) => r,
+                Taken::Filtered => continue,
+                Taken::Stopped => return Next::Closed,
+                Taken::Held(invalid) => {
+                    // The batch ends before it; it is handled next.
+                    self.held = Some(invalid);
+                    break;
+                }
+            };
             if size + r.json.len() + 1 > p.max_payload {
-                self.held = Some(r);
+                self.held = Some(Held::Record(r));
                 break;
             }
             size += r.json.len() + 1;
@@ -125,7 +210,7 @@ impl Batcher {
         // Done once the batch is: everything before the held record, or
         // everything taken so far.
         let end = match &self.held {
-            Some(h) => h.offset,
+            Some(h) => h.offset(),
             None => self.seen_to.take().unwrap_or(0),
         };
         Next::Batch { records: batch, end }

@@ -68,6 +68,25 @@ pub struct EncodedRecord {
 }
 
 pub fn encode_record(m: &OwnedMessage) -> EncodedRecord {
+    encode_decoded(m, None)
+}
+
+/// The record's event JSON; with `decoded` (a schema registry), its key and
+/// value as the mapping's EventRecordFormat gives them (JSON text, or the
+/// bytes without the registry's framing) and `keySchemaMetadata` /
+/// `valueSchemaMetadata` (`dataFormat`: JSON when delivered as JSON).
+pub fn encode_decoded(m: &OwnedMessage, decoded: Option<(&crate::schema::Decoded, bool)>) -> EncodedRecord {
+    let part = |which: fn(&crate::schema::Decoded) -> &Option<crate::schema::Part>| {
+        decoded.and_then(|(d, json)| which(d).as_ref().map(|p| (p, json)))
+    };
+    let (key_part, value_part) = (part(|d| &d.key), part(|d| &d.value));
+    fn bytes_of((p, json): (&crate::schema::Part, bool)) -> &[u8] {
+        if json {
+            &p.json
+        } else {
+            &p.source
+        }
+    }
     let mut out = String::with_capacity(m.payload().map_or(0, |p| p.len()) * 4 / 3 + 160);
     let (ts, ts_type) = match m.timestamp() {
         Timestamp::CreateTime(t) => (t, "CREATE_TIME"),
@@ -86,14 +105,14 @@ pub fn encode_record(m: &OwnedMessage) -> EncodedRecord {
         ts_type
     );
     // AWS leaves `key` out when the record has none.
-    if let Some(k) = m.key() {
+    if let Some(k) = key_part.map(bytes_of).or(m.key()) {
         out.push_str(",\"key\":\"");
         B64.encode_string(k, &mut out);
         out.push('"');
     }
     // A tombstone (no value at all) leaves `value` out, as AWS sends it; an
     // empty value is `""`.
-    if let Some(v) = m.payload() {
+    if let Some(v) = value_part.map(bytes_of).or(m.payload()) {
         out.push_str(",\"value\":\"");
         B64.encode_string(v, &mut out);
         out.push('"');
@@ -117,7 +136,16 @@ pub fn encode_record(m: &OwnedMessage) -> EncodedRecord {
             out.push_str("]}");
         }
     }
-    out.push_str("]}");
+    out.push(']');
+    for (name, p) in [("keySchemaMetadata", key_part), ("valueSchemaMetadata", value_part)] {
+        if let Some((p, json)) = p {
+            let format = if json { "JSON" } else { p.format };
+            let _ = write!(out, ",\"{name}\":{{\"dataFormat\":\"{format}\",\"schemaId\":");
+            push_json_str(&mut out, &p.schema_id);
+            out.push('}');
+        }
+    }
+    out.push('}');
     EncodedRecord { offset: m.offset(), key: m.key().map(<[u8]>::to_vec), timestamp_ms: ts, json: out }
 }
 

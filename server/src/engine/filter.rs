@@ -36,26 +36,32 @@ impl Filter {
 
     /// Whether the record passes.
     pub fn admits(&self, m: &OwnedMessage) -> bool {
+        self.admits_as(m, m.key(), m.payload())
+    }
+
+    /// Whether the record passes with this key and value: its own, or
+    /// (schema registry) their decoded JSON text.
+    pub fn admits_as(&self, m: &OwnedMessage, key: Option<&[u8]>, value: Option<&[u8]>) -> bool {
         if self.patterns.is_empty() {
             return true;
         }
         if !self.on_metadata {
             if let Some(f) = &self.value_filters {
-                return f.admits(m.payload());
+                return f.admits(value);
             }
         }
         let doc = if self.on_metadata {
             let headers = m.headers().map(|h| h.iter().map(|h| (h.key, h.value)).collect()).unwrap_or_default();
             let meta = RecordMeta {
-                key: m.key(),
+                key,
                 headers,
                 topic: m.topic(),
                 partition: m.partition(),
                 timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
             };
-            record_document(m.payload(), &meta)
+            record_document(value, &meta)
         } else {
-            value_document(m.payload())
+            value_document(value)
         };
         self.patterns.iter().any(|f| f.matches(&doc))
     }

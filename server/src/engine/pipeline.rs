@@ -46,6 +46,8 @@ pub struct Pipeline {
     pub destination: Option<Arc<dyn Destination>>,
     /// Batches in flight per partition (ParallelizationFactor).
     pub lanes: usize,
+    /// The schema registry's decoder, when the mapping has one.
+    pub decoder: Option<Arc<crate::schema::Decoder>>,
 }
 
 impl Pipeline {
@@ -67,6 +69,7 @@ impl Pipeline {
             bisect: false,
             destination: None,
             lanes: 1,
+            decoder: None,
         }
     }
 
@@ -224,6 +227,15 @@ async fn run_one(
         let handled = match batcher.next(&part).await {
             Next::Closed => return,
             Next::Batch { records, end } => invoke::process(&part, records, end).await,
+            Next::Invalid { record, end, condition, why } => {
+                // A schema the registry does not have, or a record its
+                // schema cannot decode: never invoked, never blocking.
+                let handled = failure::fail(&part, vec![record], &why, condition, Tried::default()).await;
+                if handled {
+                    part.commit(end);
+                }
+                handled
+            }
             Next::TooLarge { record, end } => {
                 // Too large to invoke on its own: the user's failure rules decide.
                 let why = format!(

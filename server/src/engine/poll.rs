@@ -39,6 +39,9 @@ pub struct PollerConfig {
     pub index: u32,
     /// How its consumers sign in (secrets resolved, MSK IAM credentials loaded).
     pub auth: KafkaAuth,
+    /// The schema registry's decoder (one per mapping start: its pollers
+    /// share the schemas read).
+    pub decoder: Option<Arc<crate::schema::Decoder>>,
 }
 
 enum GroupEvent {
@@ -351,6 +354,7 @@ impl Poller {
         }
         let mut pipeline = Pipeline::from_spec(spec, cfg.target.clone(), commits.clone(), cfg.status.clone());
         pipeline.destination = cfg.destination.clone();
+        pipeline.decoder = cfg.decoder.clone();
         let capacity = pipeline.batch_size.max(64);
         Some(Poller {
             cfg,

@@ -133,6 +133,12 @@ impl EngineHandle {
 /// Why a mapping cannot run now: the state it settles in, and the problem.
 struct NotRunning(MappingState, Problem);
 
+/// How a start's clients read: the Kafka sign-in and the schema registry.
+struct Clients {
+    auth: crate::kafka_auth::KafkaAuth,
+    decoder: Option<Arc<crate::schema::Decoder>>,
+}
+
 impl Engine {
     /// Starts the reconciler. `shared.changes` wakes it on every change
     /// saved here or (through LISTEN) on another node; a periodic pass every
@@ -343,18 +349,25 @@ impl Engine {
         }
         // One AWS configuration per start (the role assumed once), for
         // the function, the destination, Secrets Manager and MSK IAM.
-        let needs_aws = target::needs_aws(spec) || destination::needs_aws(spec) || crate::kafka_auth::needs_aws(spec);
+        let needs_aws = target::needs_aws(spec)
+            || destination::needs_aws(spec)
+            || crate::kafka_auth::needs_aws(spec)
+            || crate::schema::needs_aws(spec);
         let aws = if needs_aws { Some(self.aws.for_mapping(id, spec).await) } else { None };
         // Secrets named by a Secrets Manager URI are read at every start (a
         // rotated secret takes effect with the next start), and an MSK
         // mapping given only its ARN runs with the brokers MSK names now.
+        let decoder = crate::schema::Decoder::prepare(spec, aws.as_ref(), &self.settings.reach)
+            .await
+            .map_err(|why| NotRunning(MappingState::Enabled, Problem::Credentials(format!("schema registry: {why}"))))?
+            .map(Arc::new);
         let (spec, auth) = crate::kafka_auth::prepare(spec, aws.as_ref())
             .await
             .map_err(|reason| NotRunning(MappingState::Enabled, Problem::Credentials(reason.to_string())))?;
         let spec = &spec;
         let n = self.local_target(id, spec);
         let running = self
-            .start_pollers(id, spec, version, aws.as_ref(), n, auth.clone())
+            .start_pollers(id, spec, version, aws.as_ref(), n, Clients { auth: auth.clone(), decoder })
             .map_err(|e| NotRunning(MappingState::Disabled, Problem::Start(e.to_string())))?;
         if let Some(sdk) = aws {
             auth.keep_credentials_fresh(sdk, running.stop.clone());
@@ -369,8 +382,9 @@ impl Engine {
         version: i64,
         aws: Option<&aws_config::SdkConfig>,
         first: usize,
-        auth: crate::kafka_auth::KafkaAuth,
+        clients: Clients,
     ) -> Result<Running, StartError> {
+        let Clients { auth, decoder } = clients;
         let target = target::build(spec, aws, self.settings.http_timeout, &self.settings.reach)?;
         let destination = destination::build(id, spec, aws, &auth)?;
         let status = Arc::new(LiveStatus::default());
@@ -385,6 +399,7 @@ impl Engine {
             grace: self.settings.grace,
             index: 0,
             auth: auth.clone(),
+            decoder,
         };
         let mut running = Running {
             version,

@@ -190,7 +190,11 @@ pub fn to_aws(view: &MappingView) -> Value {
     if spec.event_source_arn.is_some() {
         o.remove("SelfManagedEventSource");
         o.remove("SelfManagedKafkaEventSourceConfig");
-        o.insert("AmazonManagedKafkaEventSourceConfig".into(), json!({"ConsumerGroupId": group}));
+        let mut msk = json!({"ConsumerGroupId": group});
+        if let Some(r) = spec.schema_registry() {
+            msk["SchemaRegistryConfig"] = json!(r);
+        }
+        o.insert("AmazonManagedKafkaEventSourceConfig".into(), msk);
     } else {
         o.remove("AmazonManagedKafkaEventSourceConfig");
         if let Some(Value::Object(c)) = o.get_mut("SelfManagedKafkaEventSourceConfig") {

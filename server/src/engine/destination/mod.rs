@@ -80,8 +80,11 @@ fn iso(ms: i64) -> String {
 /// What every failure record starts with: the request, the function's
 /// last answer (none for a record too large to send), version and time.
 fn envelope(f: &Failed<'_>, function: &str, request_id: &str) -> Value {
+    // No answer to report: the function was never called with the record.
     let response = match f.condition {
-        FailureCondition::MaximumPayloadSizeExceeded => Value::Null,
+        FailureCondition::MaximumPayloadSizeExceeded
+        | FailureCondition::SchemaNotFound
+        | FailureCondition::DeserializationError => Value::Null,
         _ => {
             json!({"statusCode": f.status_code.unwrap_or(200), "executedVersion": f.executed_version, "functionError": "Unhandled"})
         }
