@@ -208,10 +208,16 @@ pub async fn sample_records(id: String, n: usize) -> Result<Vec<crate::filter::S
 pub async fn test_schema_registry(
     id: Option<String>,
     registry: crate::spec::SchemaRegistryConfig,
+    // Apart: secrets never serialize inside a spec.
+    password: Option<String>,
     schema_id: Option<String>,
 ) -> Result<String, ServerFnError> {
     backend::require(crate::model::Role::Operator)?;
     let id = id.and_then(|i| uuid::Uuid::parse_str(&i).ok());
+    let mut registry = registry;
+    if let Some(basic) = registry.access_configs.iter_mut().find(|c| c.kind == crate::spec::AccessKind::BasicAuth) {
+        basic.password = password.filter(|p| !p.is_empty());
+    }
     backend::backend()?.0.test_registry(id, registry, schema_id).await.map_err(ServerFnError::new)
 }
 

@@ -104,7 +104,7 @@ fn set_status_500() {
 /// Every input name, in form order: the browser reads these back to
 /// validate as the user types.
 #[cfg(feature = "hydrate")]
-const FIELDS: [&str; 29] = [
+const FIELDS: [&str; 30] = [
     F_NAME,
     F_DESCRIPTION,
     F_FUNCTION,
@@ -131,6 +131,7 @@ const FIELDS: [&str; 29] = [
     F_SR_KEY,
     F_SR_VALUE,
     F_SR_USER,
+    F_SR_PASSWORD,
     F_SR_SECRET,
     F_SR_STORED,
     F_SR_CA,
@@ -186,22 +187,23 @@ pub fn MappingFormView(
 
     // "Test connection": the registry as the form describes it now.
     let registry_test = RwSignal::new(None::<Result<String, String>>);
+    // Which press of the button the answer shown belongs to.
+    let attempt = RwSignal::new(0u32);
     let schema_id = RwSignal::new(String::new());
     let test_registry = move |_ev: leptos::ev::MouseEvent| {
         #[cfg(feature = "hydrate")]
         if let Some(form) = form_ref.get_untracked() {
-            let mut current = read_form(&form);
-            if let Ok(data) = web_sys::FormData::new_with_form(&form) {
-                current.sr_password = data.get(F_SR_PASSWORD).as_string().unwrap_or_default();
-            }
+            let current = read_form(&form);
             let Some(registry) = current.schema_registry() else {
                 registry_test.set(Some(Err("Enter the registry's URI first.".into())));
                 return;
             };
             let (id, which) = (mapping_id.clone(), Some(schema_id.get_untracked()).filter(|s| !s.trim().is_empty()));
+            let password = Some(current.sr_password.clone());
             registry_test.set(Some(Ok("Connecting…".into())));
+            attempt.update(|n| *n += 1);
             leptos::task::spawn_local(async move {
-                let answer = crate::api::test_schema_registry(id, registry, which)
+                let answer = crate::api::test_schema_registry(id, registry, password, which)
                     .await
                     .map_err(|e| e.to_string().trim_start_matches("error running server function: ").to_string());
                 registry_test.set(Some(answer));
@@ -317,8 +319,8 @@ pub fn MappingFormView(
                         prop:value=move || schema_id.get() on:input:target=move |ev| schema_id.set(ev.target().value())/>
                     <button type="button" class="button" data-action="test-registry" on:click=test_registry>"Test connection"</button>
                     {move || registry_test.get().map(|r| match r {
-                        Ok(text) => view! { <p class="notice" data-registry-test="ok" role="status">{text}</p> }.into_any(),
-                        Err(text) => view! { <p class="error" data-registry-test="error" role="alert">{text}</p> }.into_any(),
+                        Ok(text) => view! { <p class="notice" data-registry-test="ok" data-attempt=attempt.get() role="status">{text}</p> }.into_any(),
+                        Err(text) => view! { <p class="error" data-registry-test="error" data-attempt=attempt.get() role="alert">{text}</p> }.into_any(),
                     })}
                 </div>
             </fieldset>

@@ -588,6 +588,44 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_registry_round_trips_and_each_mistake_is_named() {
+        let mut f = MappingForm { sr_uri: "ftp://registry".into(), ..good() };
+        let errs = f.to_spec(NOW).unwrap_err();
+        let on = |field: &str| errs.iter().filter(|e| e.is_for(field)).map(|e| e.message.clone()).collect::<Vec<_>>();
+        assert!(on(F_SR_URI)[0].contains("neither an http(s):// URL nor a Glue registry ARN"), "{errs:?}");
+        assert!(on(F_SR_FORMAT)[0].contains("JSON or SOURCE"));
+        assert!(on(F_SR_VALIDATE)[0].contains("KEY or VALUE"));
+
+        f.sr_uri = "arn:aws:glue:eu-west-1:123456789012:registry/orders".into();
+        f.sr_username = "sr".into();
+        f.sr_format = "SOURCE".into();
+        f.sr_value = Some("on".into());
+        let errs = f.to_spec(NOW).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.is_for(F_SR_ACCESS) && e.message.contains("mapping's AWS credentials")),
+            "{errs:?}"
+        );
+
+        f.sr_uri = "https://registry:8081".into();
+        f.sr_password = "pw".into();
+        f.sr_key = Some("on".into());
+        let mut spec = f.to_spec(NOW).unwrap();
+        let r = spec.schema_registry().unwrap();
+        assert!(r.validates("KEY") && r.validates("VALUE") && !r.as_json() && !r.is_glue());
+        assert_eq!(r.access_configs[0].password.as_deref(), Some("pw"));
+        // As stored: the password apart; shown back, it is not in the form.
+        let basic = &mut spec.schema_registry_mut().unwrap().access_configs[0];
+        basic.password = None;
+        basic.secret_stored = true;
+        let back = MappingForm::from_spec(&spec);
+        assert_eq!((back.sr_username.as_str(), back.sr_password.as_str()), ("sr", ""));
+        assert!(back.sr_stored.is_some() && back.sr_key.is_some() && back.sr_value.is_some());
+        assert_eq!(back.to_spec(NOW).unwrap().schema_registry(), spec.schema_registry());
+        // No registry inputs: no registry.
+        assert!(good().to_spec(NOW).unwrap().schema_registry().is_none());
+    }
+
+    #[test]
     fn a_client_certificate_round_trips_without_its_key() {
         let cert = "-----BEGIN CERTIFICATE-----\nc\n-----END CERTIFICATE-----";
         let mut f = MappingForm { client_certificate: cert.replace('\n', "\r\n"), ..good() };

@@ -163,6 +163,62 @@ class EventSourceMappings(unittest.TestCase):
         finally:
             self.aws.delete_event_source_mapping(UUID=first["UUID"])
 
+    def test_schema_registry_config_round_trips_and_bad_values_name_their_field(self):
+        registry = {
+            "SchemaRegistryURI": "https://registry.example:8081",
+            "EventRecordFormat": "SOURCE",
+            "SchemaValidationConfigs": [{"Attribute": "VALUE"}, {"Attribute": "KEY"}],
+            "AccessConfigs": [
+                {"Type": "BASIC_AUTH", "URI": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:registry-AbCdEf"}
+            ],
+        }
+        made = self.aws.create_event_source_mapping(
+            **definition(SelfManagedKafkaEventSourceConfig={"SchemaRegistryConfig": registry})
+        )
+        try:
+            got = self.aws.get_event_source_mapping(UUID=made["UUID"])
+            self.assertEqual(got["SelfManagedKafkaEventSourceConfig"]["SchemaRegistryConfig"], registry)
+            # An update of the block's group keeps the registry (only the fields sent change).
+            glue = dict(registry, SchemaRegistryURI=f"arn:aws:glue:eu-west-1:{ACCOUNT}:registry/orders", AccessConfigs=[])
+            self.aws.update_event_source_mapping(
+                UUID=made["UUID"], SelfManagedKafkaEventSourceConfig={"SchemaRegistryConfig": glue}
+            )
+            got = self.aws.get_event_source_mapping(UUID=made["UUID"])["SelfManagedKafkaEventSourceConfig"]
+            self.assertEqual(got["SchemaRegistryConfig"]["SchemaRegistryURI"], glue["SchemaRegistryURI"])
+            self.assertNotIn("AccessConfigs", got["SchemaRegistryConfig"])
+        finally:
+            self.aws.delete_event_source_mapping(UUID=made["UUID"])
+
+        bad = dict(registry, EventRecordFormat="XML")
+        with self.assertRaises(self.aws.exceptions.InvalidParameterValueException) as e:
+            self.aws.create_event_source_mapping(**definition(SelfManagedKafkaEventSourceConfig={"SchemaRegistryConfig": bad}))
+        self.assertIn("SchemaRegistryConfig.EventRecordFormat", str(e.exception))
+        glue_with_password = dict(
+            registry,
+            SchemaRegistryURI=f"arn:aws:glue:eu-west-1:{ACCOUNT}:registry/orders",
+        )
+        with self.assertRaises(self.aws.exceptions.InvalidParameterValueException) as e:
+            self.aws.create_event_source_mapping(
+                **definition(SelfManagedKafkaEventSourceConfig={"SchemaRegistryConfig": glue_with_password})
+            )
+        self.assertIn("AccessConfigs", str(e.exception), "a Glue registry takes the mapping's AWS credentials")
+
+        # MSK: the registry is answered in MSK's block, as AWS answers it.
+        cluster = f"arn:aws:kafka:eu-west-1:{ACCOUNT}:cluster/orders/abcd1234-ab12-cd34-ef56-abcdef123456-9"
+        msk = self.aws.create_event_source_mapping(
+            FunctionName="orders-handler",
+            Topics=["orders"],
+            EventSourceArn=cluster,
+            Enabled=False,
+            AmazonManagedKafkaEventSourceConfig={"ConsumerGroupId": f"msk-{uuid.uuid4().hex[:8]}", "SchemaRegistryConfig": registry},
+        )
+        try:
+            got = self.aws.get_event_source_mapping(UUID=msk["UUID"])
+            self.assertEqual(got["AmazonManagedKafkaEventSourceConfig"]["SchemaRegistryConfig"], registry)
+            self.assertNotIn("SelfManagedKafkaEventSourceConfig", got)
+        finally:
+            self.aws.delete_event_source_mapping(UUID=msk["UUID"])
+
     def test_msk_definitions_keep_their_consumer_group_and_shape(self):
         cluster = f"arn:aws:kafka:eu-west-1:{ACCOUNT}:cluster/orders/abcd1234-ab12-cd34-ef56-abcdef123456-2"
         group = f"migrated-{uuid.uuid4().hex[:8]}"

@@ -209,7 +209,40 @@ pub(crate) mod tests {
         );
         sealer.unseal_into(&old, &mut bare).unwrap();
         assert_eq!(bare.source_access_configurations[0].password.as_deref(), Some("pw"));
+        assert!(bare.schema_registry().is_none());
         assert_eq!(bare.source_access_configurations[1].private_key.as_deref(), Some("-----BEGIN PRIVATE KEY-----k"));
         assert_eq!(bare.source_access_configurations[1].private_key_password, None);
+    }
+
+    /// The schema registry's secrets are sealed after the brokers' and come
+    /// back to the registry's access configurations.
+    #[test]
+    fn registry_secrets_are_sealed_with_the_rest() {
+        let sealer = Sealer::ephemeral();
+        let sasl = SourceAccessConfiguration {
+            kind: "BASIC_AUTH".into(),
+            username: Some("k".into()),
+            password: Some("kafka-password-never-in-clear".into()),
+            ..Default::default()
+        };
+        let mut stored = spec(vec![sasl.clone()], Some("SASL_SSL"));
+        let basic = SourceAccessConfiguration {
+            kind: "BASIC_AUTH".into(),
+            username: Some("r".into()),
+            password: Some("registry-password-never-in-clear".into()),
+            ..Default::default()
+        };
+        stored.self_managed_kafka_event_source_config.schema_registry_config =
+            Some(sluice_app::spec::SchemaRegistryConfig { access_configs: vec![basic.clone()], ..Default::default() });
+        let sealed = sealer.seal_spec(&stored).unwrap().unwrap();
+        assert!(!sealed.contains("registry-password"));
+        let mut bare = stored.clone();
+        for c in bare.access_configs_mut() {
+            c.password = None;
+        }
+        assert!(!serde_json::to_string(&stored).unwrap().contains("never-in-clear"), "never serialized");
+        sealer.unseal_into(&sealed, &mut bare).unwrap();
+        assert_eq!(bare.source_access_configurations, vec![sasl]);
+        assert_eq!(bare.schema_registry().unwrap().access_configs, vec![basic]);
     }
 }

@@ -411,6 +411,19 @@ print(r["SchemaVersionId"])
     assert_eq!((registry.lookups(1), registry.lookups(2), registry.lookups(999)), (1, 1, 1));
     assert_eq!(registry.refused.load(Ordering::SeqCst), 0);
 
+    // The filter tester: the topic's records decoded with the mapping's
+    // registry, judged on their fields, the failing ones named.
+    let samples = sluice_app::api::backend::Backend::sample(&*s.mappings, avro_id, 50).await.unwrap();
+    let at = |o: i64| samples.iter().find(|x| x.offset == o).unwrap_or_else(|| panic!("no sample at {o}"));
+    let first: Value = serde_json::from_slice(at(0).value.as_deref().unwrap()).unwrap();
+    assert_eq!(first, json!({"id": 0, "kind": "order", "note": "note 0"}));
+    assert_eq!(at(0).schema.as_deref(), Some("value: AVRO schema 1"));
+    assert!(at(20).schema.as_deref().unwrap().starts_with("SCHEMA_NOT_FOUND"), "{:?}", at(20).schema);
+    assert!(at(21).schema.as_deref().unwrap().starts_with("DESERIALIZATION_ERROR"), "{:?}", at(21).schema);
+    let kind = sluice_app::filter::Pattern::compile(r#"{"value": {"kind": ["order"]}}"#).unwrap();
+    assert!(kind.matches(&at(0).document("orders-avro", false)));
+    assert!(!kind.matches(&at(1).document("orders-avro", false)));
+
     // 4. The registry goes down: records naming a schema already read go on;
     // one naming a new schema waits, the status says why, and goes once it is back.
     registry.down.store(true, Ordering::SeqCst);

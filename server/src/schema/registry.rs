@@ -291,7 +291,7 @@ impl Registry {
         };
         super::formats::Compiled::compile(&fetched)
             .map_err(|e| format!("read {label} ({}), but it does not compile: {e}", fetched.format))?;
-        Ok(format!("Reached {}: read {label}, a {} schema, and compiled it.", self.describe(), fetched.format))
+        Ok(format!("Reached {}: read {label} ({}) and compiled it.", self.describe(), fetched.format))
     }
 }
 
