@@ -158,10 +158,12 @@ fn confluent(id: u32, body: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn produce_all(bootstrap: &str, topic: &str, values: &[Vec<u8>]) {
+/// Produces `values` keyed `k0`, `k1`, ... (framed by `key`, when given).
+async fn produce_all(bootstrap: &str, topic: &str, values: &[Vec<u8>], key: Option<&dyn Fn(&str) -> Vec<u8>>) {
     let p = bulk_producer(bootstrap);
     for (i, v) in values.iter().enumerate() {
-        let key = format!("k{i}");
+        let plain = format!("k{i}");
+        let key = key.map_or(plain.clone().into_bytes(), |f| f(&plain));
         p.send(FutureRecord::to(topic).key(&key).payload(v), Duration::from_secs(10)).await.unwrap();
     }
 }
@@ -253,6 +255,7 @@ async fn registries_decode_validate_filter_and_divert() {
     let registry = Registry::default();
     registry.schemas.lock().unwrap().insert(1, json!({"schema": ORDER_AVRO}));
     registry.schemas.lock().unwrap().insert(2, json!({"schema": ORDER_PROTO, "schemaType": "PROTOBUF"}));
+    registry.schemas.lock().unwrap().insert(4, json!({"schema": r#""string""#}));
     let registry_url = registry.serve().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("order.proto"), ORDER_PROTO).unwrap();
@@ -285,10 +288,16 @@ async fn registries_decode_validate_filter_and_divert() {
         (0..20).map(|i| confluent(1, &avro_record(&avro, i, if i % 2 == 0 { "order" } else { "refund" }))).collect();
     values.push(confluent(999, &avro_record(&avro, 20, "order")));
     values.push(confluent(1, &[0x02]));
-    produce_all(b.bootstrap(), "orders-avro", &values).await;
+    // Keys too: an Avro string (schema 4), validated and delivered as JSON.
+    let string_schema = apache_avro::Schema::parse_str(r#""string""#).unwrap();
+    let avro_key = move |k: &str| confluent(4, &apache_avro::to_avro_datum(&string_schema, k).unwrap());
+    produce_all(b.bootstrap(), "orders-avro", &values, Some(&avro_key)).await;
     let mut sp = spec(b.bootstrap(), "orders-avro", &function("/json"), "g-avro");
     sp.self_managed_kafka_event_source_config.schema_registry_config =
         Some(registry_config(&registry_url, "JSON", Some(("sr-user", "sr-secret"))));
+    if let Some(r) = sp.self_managed_kafka_event_source_config.schema_registry_config.as_mut() {
+        r.schema_validation_configs.push(SchemaValidationConfig { attribute: "KEY".into() });
+    }
     sp.filter_criteria.filters = vec![sluice_app::spec::Filter { pattern: r#"{"value": {"kind": ["order"]}}"#.into() }];
     sp.destination_config.on_failure = Some(sluice_app::spec::OnFailure { destination: "kafka://schema-dlq".into() });
     let avro_id = s.mappings.create(sp).await.unwrap().uuid;
@@ -304,7 +313,7 @@ async fn registries_decode_validate_filter_and_divert() {
             confluent(2, &body)
         })
         .collect();
-    produce_all(b.bootstrap(), "orders-proto", &proto_values).await;
+    produce_all(b.bootstrap(), "orders-proto", &proto_values, None).await;
     let mut sp = spec(b.bootstrap(), "orders-proto", &function("/protobuf"), "g-proto");
     sp.self_managed_kafka_event_source_config.schema_registry_config =
         Some(registry_config(&registry_url, "SOURCE", Some(("sr-user", "sr-secret"))));
@@ -341,7 +350,7 @@ print(r["SchemaVersionId"])
                 out
             })
             .collect();
-        produce_all(b.bootstrap(), "orders-glue", &glue_values).await;
+        produce_all(b.bootstrap(), "orders-glue", &glue_values, None).await;
         let mut sp = spec(b.bootstrap(), "orders-glue", &function("/avro"), "g-glue");
         sp.self_managed_kafka_event_source_config.schema_registry_config =
             Some(registry_config("arn:aws:glue:us-east-1:123456789012:registry/shop", "SOURCE", None));
@@ -361,7 +370,9 @@ print(r["SchemaVersionId"])
     for (r, id) in json_records.iter().zip((0..20).step_by(2)) {
         assert_eq!(r["value"], json!({"id": id, "kind": "order", "note": format!("note {id}")}));
         assert_eq!(r["valueSchemaMetadata"], json!({"dataFormat": "JSON", "schemaId": "1"}));
-        assert_eq!(r["key"], format!("k{id}"), "the key, not validated, passes as it is");
+        // The key's JSON text (Powertools' default deserializer gives it as a string).
+        assert_eq!(r["key"], format!("\"k{id}\""));
+        assert_eq!(r["keySchemaMetadata"], json!({"dataFormat": "JSON", "schemaId": "4"}));
     }
     // SOURCE Protobuf: Powertools' Protobuf deserializer with the message class.
     let proto_records = of("/protobuf");
@@ -371,6 +382,11 @@ print(r["SchemaVersionId"])
             if i == 0 { json!({"kind": "kind-0"}) } else { json!({"id": i.to_string(), "kind": format!("kind-{i}")}) };
         assert_eq!(r["value"], want, "proto3 leaves the default id out; int64 is a string in JSON");
         assert_eq!(r["valueSchemaMetadata"], json!({"dataFormat": "PROTOBUF", "schemaId": "2"}));
+        assert_eq!(
+            (&r["key"], &r["keySchemaMetadata"]),
+            (&json!(format!("k{i}")), &Value::Null),
+            "not validated: as it is"
+        );
     }
     // SOURCE Glue Avro: Powertools' Avro deserializer on the bytes without Glue's header.
     if let Some(version) = glue_version {
@@ -408,7 +424,7 @@ print(r["SchemaVersionId"])
     assert!(dlq[0]["responseContext"].is_null(), "never invoked: no response");
     assert_eq!(dlq[1]["payload"]["records"]["orders-avro-0"][0]["offset"], 21, "the original record travels");
     // Each schema read once however many records name it.
-    assert_eq!((registry.lookups(1), registry.lookups(2), registry.lookups(999)), (1, 1, 1));
+    assert_eq!((registry.lookups(1), registry.lookups(2), registry.lookups(4), registry.lookups(999)), (1, 1, 1, 1));
     assert_eq!(registry.refused.load(Ordering::SeqCst), 0);
 
     // The filter tester: the topic's records decoded with the mapping's
@@ -417,7 +433,8 @@ print(r["SchemaVersionId"])
     let at = |o: i64| samples.iter().find(|x| x.offset == o).unwrap_or_else(|| panic!("no sample at {o}"));
     let first: Value = serde_json::from_slice(at(0).value.as_deref().unwrap()).unwrap();
     assert_eq!(first, json!({"id": 0, "kind": "order", "note": "note 0"}));
-    assert_eq!(at(0).schema.as_deref(), Some("value: AVRO schema 1"));
+    assert_eq!(at(0).schema.as_deref(), Some("key: AVRO schema 4, value: AVRO schema 1"));
+    assert_eq!(at(0).key.as_deref(), Some(&b"\"k0\""[..]), "the key decoded too");
     assert!(at(20).schema.as_deref().unwrap().starts_with("SCHEMA_NOT_FOUND"), "{:?}", at(20).schema);
     assert!(at(21).schema.as_deref().unwrap().starts_with("DESERIALIZATION_ERROR"), "{:?}", at(21).schema);
     let kind = sluice_app::filter::Pattern::compile(r#"{"value": {"kind": ["order"]}}"#).unwrap();
@@ -433,7 +450,7 @@ print(r["SchemaVersionId"])
         confluent(3, &avro_record(&avro, 31, "order")),
         confluent(1, &avro_record(&avro, 32, "order")),
     ];
-    produce_all(b.bootstrap(), "orders-avro", &more).await;
+    produce_all(b.bootstrap(), "orders-avro", &more, Some(&avro_key)).await;
     until("the record with a cached schema", Duration::from_secs(30), || of_len(&out, "/json") >= 11).await;
     let status = wait_result(&s, avro_id, "cannot read schema 3", Duration::from_secs(30)).await;
     assert!(status.contains("503"), "{status}");

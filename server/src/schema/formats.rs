@@ -66,7 +66,14 @@ impl Compiled {
             "JSON" => {
                 let schema: serde_json::Value =
                     serde_json::from_str(&f.text).map_err(|e| format!("the JSON Schema is not JSON: {e}"))?;
-                let v = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+                let mut refs = Vec::new();
+                for (name, text) in &f.references {
+                    let v =
+                        serde_json::from_str(text).map_err(|e| format!("the reference `{name}` is not JSON: {e}"))?;
+                    refs.push((name.clone(), v));
+                }
+                let v =
+                    jsonschema::options().with_retriever(References(refs)).build(&schema).map_err(|e| e.to_string())?;
                 Ok(Compiled::Json(Box::new(v)))
             }
             other => Err(format!("unknown schema type `{other}` (AVRO, PROTOBUF or JSON)")),
@@ -135,6 +142,24 @@ impl Compiled {
                 Ok(())
             }
         }
+    }
+}
+
+/// A JSON Schema's `$ref`s to other subjects, by the name the registry
+/// gave them (the end of the reference's URI); nothing is fetched.
+struct References(Vec<(String, serde_json::Value)>);
+
+impl jsonschema::Retrieve for References {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+        let uri = uri.as_str();
+        self.0
+            .iter()
+            .find(|(name, _)| uri == name || uri.ends_with(&format!("/{name}")))
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| format!("`{uri}` is not among the schema's references").into())
     }
 }
 
@@ -311,6 +336,47 @@ pub(crate) mod tests {
         refund.extend_from_slice(&bytes);
         assert!(json_of(&c, &refund, false).is_err());
         assert!(json_of(&c, &[0, 0xff, 0xff], false).is_err());
+    }
+
+    #[test]
+    fn references_resolve_in_every_format() {
+        let with = |format: &str, text: &str, refs: &[(&str, &str)]| Fetched {
+            format: format.into(),
+            text: text.into(),
+            references: refs.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect(),
+        };
+        let money = r#"{"type":"record","name":"Money","namespace":"shop","fields":[{"name":"cents","type":"long"}]}"#;
+        let c = Compiled::compile(&with(
+            "AVRO",
+            r#"{"type":"record","name":"Line","namespace":"shop","fields":[{"name":"price","type":"shop.Money"}]}"#,
+            &[("shop.Money", money)],
+        ))
+        .unwrap();
+        assert_eq!(json_of(&c, &[0x0a], false).unwrap(), serde_json::json!({"price": {"cents": 5}}));
+
+        let c = Compiled::compile(&with(
+            "PROTOBUF",
+            "syntax = \"proto3\"; package shop; import \"money.proto\"; message Line { Money price = 1; }",
+            &[("money.proto", "syntax = \"proto3\"; package shop; message Money { int64 cents = 1; }")],
+        ))
+        .unwrap();
+        // [0]: Line; field 1 (length 2): Money { cents = 5 }.
+        assert_eq!(json_of(&c, &[0, 0x0a, 2, 0x08, 5], false).unwrap(), serde_json::json!({"price": {"cents": "5"}}));
+
+        let c = Compiled::compile(&with(
+            "JSON",
+            r#"{"type":"object","properties":{"price":{"$ref":"money.json"}}}"#,
+            &[("money.json", r#"{"type":"object","properties":{"cents":{"type":"integer"}},"required":["cents"]}"#)],
+        ))
+        .unwrap();
+        assert!(json_of(&c, br#"{"price":{"cents":5}}"#, false).is_ok());
+        assert!(json_of(&c, br#"{"price":{"cents":"5"}}"#, false).unwrap_err().contains("/price/cents"));
+        assert!(Compiled::compile(&with(
+            "AVRO",
+            r#"{"type":"record","name":"L","fields":[{"name":"p","type":"shop.Gone"}]}"#,
+            &[]
+        ))
+        .is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@ HTTP target. Each path is one handler configuration:
                     built from the FileDescriptorSet in argv[4] (hex), message argv[5]>)
 
 Every record it decodes is appended to argv[2] as a JSON line
-{"path", "partition", "offset", "key", "value", "valueSchemaMetadata"};
+{"path", "partition", "offset", "key", "value", "valueSchemaMetadata",
+"keySchemaMetadata"};
 a record Powertools cannot decode fails the invocation (HTTP 500).
 """
 import json
@@ -42,7 +43,7 @@ def handler_for(path):
     def handler(event, context):
         lines = []
         for r in event.records:
-            meta = r.value_schema_metadata
+            meta, key_meta = r.value_schema_metadata, r.key_schema_metadata
             lines.append(json.dumps({
                 "path": path,
                 "partition": r.partition,
@@ -50,6 +51,7 @@ def handler_for(path):
                 "key": r.key if isinstance(r.key, (str, type(None))) else repr(r.key),
                 "value": r.value,
                 "valueSchemaMetadata": None if meta is None else {"dataFormat": meta.data_format, "schemaId": meta.schema_id},
+                "keySchemaMetadata": None if key_meta is None else {"dataFormat": key_meta.data_format, "schemaId": key_meta.schema_id},
             }, default=str))
         with open(out_path, "a") as f:
             f.write("".join(l + "\n" for l in lines))
