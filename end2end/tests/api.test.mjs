@@ -191,6 +191,13 @@ test("the OpenAPI document describes every route and every AWS field", async () 
     "LoggingConfig"]) {
     assert.ok(spec.properties[f], `MappingSpec.${f}`);
   }
+  // The schema registry, in both Kafka config blocks (AWS's KafkaSchemaRegistryConfig).
+  const kafkaConfig = doc.components.schemas.SelfManagedKafkaEventSourceConfig;
+  assert.ok(kafkaConfig.properties.SchemaRegistryConfig, "SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig");
+  const registry = doc.components.schemas.SchemaRegistryConfig;
+  for (const f of ["SchemaRegistryURI", "EventRecordFormat", "SchemaValidationConfigs", "AccessConfigs"]) {
+    assert.ok(registry.properties[f], `SchemaRegistryConfig.${f}`);
+  }
   // SelfManagedEventSource is optional: an MSK mapping may give only its EventSourceArn.
   assert.deepEqual(spec.required.sort(), ["FunctionName", "StartingPosition", "Topics"]);
 });

@@ -25,7 +25,7 @@ use wire::SchemaRef;
 /// Schemas kept per mapping; past it the oldest answers are forgotten
 /// (fetched again when named), so memory stays bounded however many
 /// schema versions a topic carries.
-const MAX_SCHEMAS: usize = 4096;
+const MAX_SCHEMAS: usize = 1024;
 /// How long "no such schema" is believed before the registry is asked again.
 const NOT_FOUND_FOR: Duration = Duration::from_secs(30);
 
