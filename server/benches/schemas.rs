@@ -105,12 +105,12 @@ fn run(name: &str, n: usize, mut f: impl FnMut(usize) -> bool) -> (f64, usize) {
 
 /// The batcher's work for one record with a registry: decode (the schema
 /// already kept), filter on the decoded JSON, the event's JSON.
-fn decoded_path(rt: &tokio::runtime::Runtime, d: &Decoder, filter: &Filter, m: &OwnedMessage) -> bool {
+fn decoded_path(rt: &tokio::runtime::Runtime, d: &Decoder, filter: &Filter, m: &OwnedMessage, event: bool) -> bool {
     rt.block_on(async {
         let dec = d.decode(rdkafka::Message::key(m), rdkafka::Message::payload(m), true).await.unwrap();
         let value = dec.value.as_ref().map(|p| &p.json[..]);
         let ok = filter.admits_as(m, rdkafka::Message::key(m), value);
-        if ok {
+        if ok && event {
             std::hint::black_box(encode_decoded(m, Some((&dec, true))));
         }
         ok
@@ -154,24 +154,41 @@ fn main() {
     let d = decoder();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 
-    let (json_rate, json_admitted) = run("JSON: filter + event", n, |i| {
-        let m = &json_msgs[i % distinct];
-        let ok = filter.admits(m);
-        if ok {
-            std::hint::black_box(encode_record(m));
-        }
-        ok
-    });
-    let (avro_rate, avro_admitted) =
-        run("Avro: decode + filter + event", n, |i| decoded_path(&rt, &d, &filter, &avro_msgs[i % distinct]));
-    let (proto_rate, proto_admitted) =
-        run("Protobuf: decode + filter + event", n, |i| decoded_path(&rt, &d, &filter, &proto_msgs[i % distinct]));
-    assert_eq!((avro_admitted, proto_admitted), (json_admitted, json_admitted), "every path admits the same records");
+    // What the issue measures: decode + filter. Then the whole per-record
+    // work of the batcher, the event's JSON included.
+    let mut rates = Vec::new();
+    for with_event in [false, true] {
+        let tail = if with_event { " + event" } else { "" };
+        let (json_rate, json_admitted) = run(&format!("JSON: filter{tail}"), n, |i| {
+            let m = &json_msgs[i % distinct];
+            let ok = filter.admits(m);
+            if ok && with_event {
+                std::hint::black_box(encode_record(m));
+            }
+            ok
+        });
+        let (avro_rate, avro_admitted) = run(&format!("Avro: decode + filter{tail}"), n, |i| {
+            decoded_path(&rt, &d, &filter, &avro_msgs[i % distinct], with_event)
+        });
+        let (proto_rate, proto_admitted) = run(&format!("Protobuf: decode + filter{tail}"), n, |i| {
+            decoded_path(&rt, &d, &filter, &proto_msgs[i % distinct], with_event)
+        });
+        assert_eq!(
+            (avro_admitted, proto_admitted),
+            (json_admitted, json_admitted),
+            "every path admits the same records"
+        );
+        println!(
+            "  ratios to the JSON path: Avro {:.2}, Protobuf {:.2}",
+            avro_rate / json_rate,
+            proto_rate / json_rate
+        );
+        rates.push(avro_rate);
+    }
     println!(
-        "ratios to the JSON path: Avro {:.2}, Protobuf {:.2} (goal: Avro at least 500,000 records/s per core: {})",
-        avro_rate / json_rate,
-        proto_rate / json_rate,
-        if avro_rate >= 500_000.0 { "met" } else { "not met" }
+        "goal, Avro decode + filter at least 500,000 records/s per core: {} ({:.0})",
+        if rates[0] >= 500_000.0 { "met" } else { "not met" },
+        rates[0]
     );
 
     // Memory with many schemas: 20,000 ids, each a distinct schema text.

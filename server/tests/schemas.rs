@@ -158,8 +158,11 @@ fn confluent(id: u32, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Frames a plain key (`k0`, `k1`, ...) as the registry would.
+type KeyFraming<'a> = &'a dyn Fn(&str) -> Vec<u8>;
+
 /// Produces `values` keyed `k0`, `k1`, ... (framed by `key`, when given).
-async fn produce_all(bootstrap: &str, topic: &str, values: &[Vec<u8>], key: Option<&dyn Fn(&str) -> Vec<u8>>) {
+async fn produce_all(bootstrap: &str, topic: &str, values: &[Vec<u8>], key: Option<KeyFraming<'_>>) {
     let p = bulk_producer(bootstrap);
     for (i, v) in values.iter().enumerate() {
         let plain = format!("k{i}");

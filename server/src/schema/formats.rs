@@ -21,8 +21,16 @@ pub struct Fetched {
 }
 
 pub enum Compiled {
-    Avro { schema: apache_avro::Schema, named: Vec<apache_avro::Schema> },
-    Protobuf { top: Vec<MessageDescriptor>, by_full_name: Vec<MessageDescriptor> },
+    Avro {
+        schema: apache_avro::Schema,
+        named: Vec<apache_avro::Schema>,
+        /// Every named type the schema can refer to, for `avro::transcode`.
+        names: std::collections::HashMap<apache_avro::schema::Name, apache_avro::Schema>,
+    },
+    Protobuf {
+        top: Vec<MessageDescriptor>,
+        by_full_name: Vec<MessageDescriptor>,
+    },
     Json(Box<jsonschema::Validator>),
 }
 
@@ -38,7 +46,12 @@ impl Compiled {
                     apache_avro::Schema::parse_str_with_list(&f.text, f.references.iter().map(|(_, t)| t.as_str()))
                         .map_err(|e| e.to_string())?
                 };
-                Ok(Compiled::Avro { schema, named })
+                // Dependencies first: each resolves against those before it.
+                let mut all: Vec<&apache_avro::Schema> = named.iter().collect();
+                all.push(&schema);
+                let resolved = apache_avro::schema::ResolvedSchema::try_from(all).map_err(|e| e.to_string())?;
+                let names = resolved.get_names().iter().map(|(n, s)| (n.clone(), (*s).clone())).collect();
+                Ok(Compiled::Avro { schema, named, names })
             }
             "PROTOBUF" => {
                 let mut files = InMemory(vec![(MAIN_PROTO.to_string(), f.text.clone())]);
@@ -94,7 +107,18 @@ impl Compiled {
     /// checks it. `glue`: Protobuf's message index is Glue's.
     pub fn decode(&self, body: &[u8], glue: bool, json: Option<&mut Vec<u8>>) -> Result<(), String> {
         match self {
-            Compiled::Avro { schema, named } => {
+            Compiled::Avro { schema, named, names } => {
+                // The fast path: the bytes straight to JSON text, driven by
+                // the parsed schema; logical types it does not render go the
+                // crate's way (a Value, then JSON).
+                let mut scratch = Vec::new();
+                let out = json.unwrap_or(&mut scratch);
+                let mark = out.len();
+                match super::avro::transcode(schema, names, body, out) {
+                    Ok(()) => return Ok(()),
+                    Err(super::avro::Error::Invalid(e)) => return Err(e),
+                    Err(super::avro::Error::Unsupported) => out.truncate(mark),
+                }
                 let mut reader = body;
                 let value = if named.is_empty() {
                     apache_avro::from_avro_datum(schema, &mut reader, None)
@@ -105,9 +129,7 @@ impl Compiled {
                 if !reader.is_empty() {
                     return Err(format!("{} bytes left over after the record", reader.len()));
                 }
-                if let Some(out) = json {
-                    avro_json(&value, out);
-                }
+                avro_json(&value, out);
                 Ok(())
             }
             Compiled::Protobuf { top, by_full_name } => {
@@ -178,7 +200,7 @@ impl protox::file::FileResolver for InMemory {
 /// Avro as plain JSON (what a handler expects, and what Avro libraries
 /// give in Python and JavaScript): unions are their value, enums their
 /// symbol, bytes and fixed base64, logical types their underlying number.
-fn avro_json(v: &apache_avro::types::Value, out: &mut Vec<u8>) {
+pub(crate) fn avro_json(v: &apache_avro::types::Value, out: &mut Vec<u8>) {
     use apache_avro::types::Value as V;
     let num = |out: &mut Vec<u8>, f: f64| {
         if f.is_finite() {
@@ -246,7 +268,7 @@ fn object<'a>(out: &mut Vec<u8>, fields: impl Iterator<Item = (&'a str, &'a apac
     out.push(b'}');
 }
 
-fn string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
     // serde_json's escaping, straight into the buffer.
     let _ = serde_json::to_writer(&mut *out, s);
 }

@@ -8,6 +8,7 @@
 //! `wire`: the framing. `formats`: compiling a schema and decoding a body
 //! into JSON text. `registry`: fetching a schema by id.
 
+pub mod avro;
 pub mod formats;
 pub mod registry;
 pub mod wire;
