@@ -33,16 +33,19 @@ pub enum Next {
     Closed,
 }
 
-/// A record taken from the channel, ready for a batch or for the failure rules.
+/// A record taken from the channel, ready for a batch or for the failure
+/// rules, or still to be decoded (the registry did not answer).
 enum Held {
     Record(EncodedRecord),
     Invalid(EncodedRecord, FailureCondition, String),
+    Undecoded(OwnedMessage),
 }
 
 impl Held {
     fn offset(&self) -> i64 {
         match self {
             Held::Record(r) | Held::Invalid(r, ..) => r.offset,
+            Held::Undecoded(m) => m.offset(),
         }
     }
 }
@@ -77,15 +80,22 @@ impl Batcher {
         }
     }
 
-    /// Counts a record taken from the channel, decodes it (schema registry)
-    /// and filters it.
-    async fn take(&mut self, part: &Part<'_>, m: &OwnedMessage) -> Taken {
+    /// Counts a record taken from the channel, then prepares it.
+    async fn take(&mut self, part: &Part<'_>, m: OwnedMessage, wait: bool) -> Taken {
         self.seen_to = Some(m.offset() + 1);
         LiveStatus::add(&self.counters.polled, 1);
         LiveStatus::add(
             &self.counters.bytes,
             (m.payload().map_or(0, |v| v.len()) + m.key().map_or(0, |k| k.len())) as u64,
         );
+        self.prepare(part, m, wait).await
+    }
+
+    /// Decodes the record (schema registry) and filters it. When the
+    /// registry does not answer, waits for it (`wait`), or hands the record
+    /// back undecoded, so a batch already begun goes without it.
+    async fn prepare(&self, part: &Part<'_>, m: OwnedMessage, wait: bool) -> Taken {
+        let m = &m;
         let p = part.p;
         let Some(decoder) = &p.decoder else {
             if p.filter.admits(m) {
@@ -105,6 +115,7 @@ impl Batcher {
                 Err(Failure::Deserialization(why)) => {
                     return Taken::Held(Held::Invalid(encode_record(m), FailureCondition::DeserializationError, why))
                 }
+                Err(Failure::Unavailable(_)) if !wait => return Taken::Held(Held::Undecoded(m.clone())),
                 Err(Failure::Unavailable(error)) => {
                     // Not the record's fault: it waits for the registry, in order.
                     tries += 1;
@@ -134,8 +145,15 @@ impl Batcher {
     /// The first record of the next batch: the held one, or the next the
     /// filter admits (committing filtered-out records whenever idle).
     async fn first(&mut self, part: &Part<'_>) -> Option<Held> {
-        if let Some(h) = self.held.take() {
-            return Some(h);
+        match self.held.take() {
+            Some(Held::Undecoded(m)) => match self.prepare(part, m, true).await {
+                Taken::Held(h) => return Some(h),
+                Taken::Stopped => return None,
+                // Filtered out once decoded: committed with what follows.
+                Taken::Filtered => {}
+            },
+            Some(h) => return Some(h),
+            None => {}
         }
         loop {
             if self.rx.is_empty() {
@@ -149,7 +167,7 @@ impl Batcher {
                 m = self.rx.recv() => m?,
                 _ = part.stop.cancelled() => return None,
             };
-            match self.take(part, &m).await {
+            match self.take(part, m, true).await {
                 Taken::Held(h) => return Some(h),
                 Taken::Filtered => {}
                 Taken::Stopped => return None,
@@ -167,6 +185,8 @@ impl Batcher {
                 self.seen_to = None;
                 return Next::Invalid { end: record.offset + 1, record, condition, why };
             }
+            // `first` decodes a held record, waiting as long as it takes.
+            Some(Held::Undecoded(_)) => unreachable!("first() decodes held records"),
         };
         // Until this batch is done, its first record is the oldest not done.
         part.pending_since(first.timestamp_ms.max(1));
@@ -190,13 +210,14 @@ impl Batcher {
                     _ = part.stop.cancelled() => return Next::Closed,
                 }
             };
-            let r = match self.take(part, &next).await {
+            let r = match self.take(part, next, false).await {
                 Taken::Held(Held::Record(r)) => r,
                 Taken::Filtered => continue,
                 Taken::Stopped => return Next::Closed,
-                Taken::Held(invalid) => {
-                    // The batch ends before it; it is handled next.
-                    self.held = Some(invalid);
+                Taken::Held(other) => {
+                    // Failed, or waiting for the registry: the batch ends
+                    // before it; it is handled next.
+                    self.held = Some(other);
                     break;
                 }
             };
