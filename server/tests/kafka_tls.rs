@@ -6,7 +6,8 @@
 //! written here (OpenSSL) sits in front of it: tansu advertises the proxy's
 //! address, the proxy requires a client certificate signed by the test CA
 //! when asked to, and forwards plain bytes. The certificates are made with
-//! the `openssl` command.
+//! the `openssl` command. A schema registry over mutual TLS is reached the
+//! same way (the proxy in front of a stand-in registry).
 
 mod common;
 
@@ -64,6 +65,8 @@ fn make_certificates(dir: &Path) {
         ],
     );
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    // X.509 v3 (an extension makes it so): rustls refuses v1 certificates.
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
     for name in ["server", "client"] {
         openssl(
             dir,
@@ -96,9 +99,7 @@ fn make_certificates(dir: &Path) {
             "-out",
             &out,
         ];
-        if name == "server" {
-            args.extend(["-extfile", "san.ext"]);
-        }
+        args.extend(["-extfile", if name == "server" { "san.ext" } else { "client.ext" }]);
         openssl(dir, &args);
     }
 }
@@ -292,4 +293,56 @@ async fn tls_round(mutual: bool) {
         }
         s.stop().await;
     }
+}
+
+/// A schema registry over TLS: its CA (SERVER_ROOT_CA_CERTIFICATE) and a
+/// client certificate (CLIENT_CERTIFICATE_TLS_AUTH), as "Test connection"
+/// and the pollers reach it; without either, the reason is said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_registry_over_mutual_tls() {
+    use sluice_app::spec::{AccessKind, SchemaRegistryConfig, SchemaValidationConfig};
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let schema =
+        serde_json::json!({"schema": r#"{"type":"record","name":"R","fields":[{"name":"id","type":"long"}]}"#});
+    let app = axum::Router::new()
+        .route("/schemas/ids/{id}", axum::routing::get(move || std::future::ready(axum::Json(schema.clone()))));
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = plain.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(plain, app).await.unwrap() });
+    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", tls.local_addr().unwrap().port());
+    serve_tls_proxy(tls, upstream, certs.path(), true);
+
+    let dir = certs.path();
+    let ca = SourceAccessConfiguration {
+        kind: AccessKind::ServerRootCaCertificate,
+        certificate: Some(pem(dir, "ca.pem")),
+        ..Default::default()
+    };
+    let client = SourceAccessConfiguration {
+        kind: AccessKind::ClientCertificateTls,
+        certificate: Some(pem(dir, "client.pem")),
+        private_key: Some(pem(dir, "client.key")),
+        ..Default::default()
+    };
+    let probe = |access: Vec<SourceAccessConfiguration>| {
+        let config = SchemaRegistryConfig {
+            schema_registry_uri: Some(url.clone()),
+            event_record_format: Some("JSON".into()),
+            schema_validation_configs: vec![SchemaValidationConfig { attribute: "VALUE".into() }],
+            access_configs: access,
+        };
+        async move {
+            let registry = sluice_server::schema::registry::Registry::new(&config, None, &Default::default())?;
+            registry.probe(Some("1")).await
+        }
+    };
+    let ok = probe(vec![ca.clone(), client.clone()]).await.unwrap();
+    assert!(ok.contains("read schema 1 (AVRO) and compiled it"), "{ok}");
+    let no_client = probe(vec![ca.clone()]).await.unwrap_err();
+    assert!(no_client.contains(&url), "{no_client}");
+    let untrusted = probe(vec![client]).await.unwrap_err();
+    assert!(untrusted.to_lowercase().contains("certificate"), "the reason names the certificate: {untrusted}");
+    println!("registry TLS: {ok} | without a client certificate: {no_client} | without the CA: {untrusted}");
 }

@@ -83,7 +83,7 @@ impl Registry {
                 _ => {}
             }
         }
-        let client = builder.build().map_err(|e| e.to_string())?;
+        let client = builder.build().map_err(|e| format!("the registry's HTTP client: {}", describe_reqwest(&e)))?;
         Ok(Registry::Confluent { base: uri.trim_end_matches('/').to_string(), client, basic })
     }
 
