@@ -6,13 +6,12 @@
 //! render (BigDecimal, Duration) are left to that path.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 
 use apache_avro::schema::{Name, Schema};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
-use super::formats::string;
+use super::formats::{integer, number, string};
 
 pub enum Error {
     /// The bytes are not a record of the schema.
@@ -119,9 +118,7 @@ impl<'a> Reader<'a> {
                 1 => out.extend_from_slice(b"true"),
                 b => return Err(invalid(format!("{b} is not a boolean"))),
             },
-            Schema::Int | Schema::Date | Schema::TimeMillis => {
-                let _ = write!(out, "{}", self.int()?);
-            }
+            Schema::Int | Schema::Date | Schema::TimeMillis => integer(out, self.int()?),
             Schema::Long
             | Schema::TimeMicros
             | Schema::TimestampMillis
@@ -129,9 +126,7 @@ impl<'a> Reader<'a> {
             | Schema::TimestampNanos
             | Schema::LocalTimestampMillis
             | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => {
-                let _ = write!(out, "{}", self.long()?);
-            }
+            | Schema::LocalTimestampNanos => integer(out, self.long()?),
             Schema::Float => {
                 let b = self.take(4)?;
                 number(out, f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
@@ -219,14 +214,6 @@ impl<'a> Reader<'a> {
             Schema::BigDecimal | Schema::Duration => return Err(Error::Unsupported),
         }
         Ok(())
-    }
-}
-
-fn number(out: &mut Vec<u8>, f: f64) {
-    if f.is_finite() {
-        let _ = write!(out, "{f}");
-    } else {
-        out.extend_from_slice(b"null");
     }
 }
 

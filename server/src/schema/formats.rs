@@ -202,19 +202,11 @@ impl protox::file::FileResolver for InMemory {
 /// symbol, bytes and fixed base64, logical types their underlying number.
 pub(crate) fn avro_json(v: &apache_avro::types::Value, out: &mut Vec<u8>) {
     use apache_avro::types::Value as V;
-    let num = |out: &mut Vec<u8>, f: f64| {
-        if f.is_finite() {
-            let _ = write!(out, "{f}");
-        } else {
-            out.extend_from_slice(b"null");
-        }
-    };
+    let num = number;
     match v {
         V::Null => out.extend_from_slice(b"null"),
         V::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        V::Int(i) | V::Date(i) | V::TimeMillis(i) => {
-            let _ = write!(out, "{i}");
-        }
+        V::Int(i) | V::Date(i) | V::TimeMillis(i) => integer(out, *i),
         V::Long(i)
         | V::TimeMicros(i)
         | V::TimestampMillis(i)
@@ -222,9 +214,7 @@ pub(crate) fn avro_json(v: &apache_avro::types::Value, out: &mut Vec<u8>) {
         | V::TimestampNanos(i)
         | V::LocalTimestampMillis(i)
         | V::LocalTimestampMicros(i)
-        | V::LocalTimestampNanos(i) => {
-            let _ = write!(out, "{i}");
-        }
+        | V::LocalTimestampNanos(i) => integer(out, *i),
         V::Float(f) => num(out, f64::from(*f)),
         V::Double(f) => num(out, *f),
         V::Bytes(b) | V::Fixed(_, b) => string(out, &B64.encode(b)),
@@ -268,9 +258,31 @@ fn object<'a>(out: &mut Vec<u8>, fields: impl Iterator<Item = (&'a str, &'a apac
     out.push(b'}');
 }
 
+/// A JSON string. Most names and values need no escaping: copied as they
+/// are; the others take serde_json's escaping.
 pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
-    // serde_json's escaping, straight into the buffer.
-    let _ = serde_json::to_writer(&mut *out, s);
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+pub(crate) fn integer(out: &mut Vec<u8>, i: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+}
+
+/// A finite number as the shortest text that reads back the same; NaN and
+/// the infinities, which JSON cannot hold, as null.
+pub(crate) fn number(out: &mut Vec<u8>, f: f64) {
+    if f.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
 }
 
 #[cfg(test)]
