@@ -59,6 +59,9 @@ pub struct Decoded {
     pub value: Option<Part>,
 }
 
+/// A compiled schema and its id as text.
+pub type Schema = (Arc<Compiled>, Arc<str>);
+
 enum Cached {
     Ready(Arc<Compiled>, Arc<str>),
     /// Not in the registry (until the instant), or not compilable (for good).
@@ -148,7 +151,7 @@ impl Decoder {
 
     /// The compiled schema `id` names (and the id as text): kept, or
     /// fetched (and kept).
-    pub async fn schema(&self, id: SchemaRef) -> Result<(Arc<Compiled>, Arc<str>), Failure> {
+    pub async fn schema(&self, id: SchemaRef) -> Result<Schema, Failure> {
         if let Some(hit) = self.cached(id) {
             return hit;
         }
@@ -180,7 +183,7 @@ impl Decoder {
         }
     }
 
-    fn cached(&self, id: SchemaRef) -> Option<Result<(Arc<Compiled>, Arc<str>), Failure>> {
+    fn cached(&self, id: SchemaRef) -> Option<Result<Schema, Failure>> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         match cache.get(&id) {
             Some((_, Cached::Ready(c, text))) => Some(Ok((c.clone(), text.clone()))),
