@@ -125,8 +125,8 @@ impl Reach {
     }
 
     /// The spec's hosts that are not allowed, as field errors: the HTTP
-    /// function's and the bootstrap servers' (the kafka:// destination is
-    /// on the same cluster).
+    /// function's, the schema registry's and the bootstrap servers' (the
+    /// kafka:// destination is on the same cluster).
     pub async fn check(&self, spec: &MappingSpec) -> Vec<FieldError> {
         if !self.is_limited() {
             return vec![];
@@ -138,6 +138,19 @@ impl Reach {
                 if let Err(e) = self.allows(u.host_str().unwrap_or(""), port).await {
                     errs.push(FieldError::new("FunctionName", e));
                 }
+            }
+        }
+        // A Confluent-compatible schema registry (a Glue registry is AWS's).
+        let registry = spec.schema_registry().filter(|r| !r.is_glue()).and_then(|r| r.schema_registry_uri.as_deref());
+        if let Some(u) = registry.and_then(|r| url::Url::parse(r).ok()) {
+            let port = u.port_or_known_default().unwrap_or(443);
+            if let Err(e) = self.allows(u.host_str().unwrap_or(""), port).await {
+                let block = if spec.self_managed_kafka_event_source_config.schema_registry_config.is_some() {
+                    "SelfManagedKafkaEventSourceConfig"
+                } else {
+                    "AmazonManagedKafkaEventSourceConfig"
+                };
+                errs.push(FieldError::new(format!("{block}.SchemaRegistryConfig.SchemaRegistryURI"), e));
             }
         }
         for (i, server) in spec.bootstrap_servers().iter().enumerate() {

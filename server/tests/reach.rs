@@ -106,13 +106,23 @@ async fn the_allow_list_refuses_at_save_and_at_start() {
     let mappings = MappingService::new(Store::open(&common::database_url(dir.path()).await).await.unwrap());
     let internal = Reach::parse("*.kafka.internal, 10.0.0.0/8").unwrap();
     mappings.set_reach(internal.clone());
-    let spec = common::spec("127.0.0.1:9", "orders", "http://169.254.169.254/latest/meta-data", "g-reach");
+    let mut spec = common::spec("127.0.0.1:9", "orders", "http://169.254.169.254/latest/meta-data", "g-reach");
+    spec.self_managed_kafka_event_source_config.schema_registry_config = Some(sluice_app::spec::SchemaRegistryConfig {
+        schema_registry_uri: Some("http://169.254.169.254:8081".into()),
+        event_record_format: Some("JSON".into()),
+        schema_validation_configs: vec![sluice_app::spec::SchemaValidationConfig { attribute: "VALUE".into() }],
+        access_configs: vec![],
+    });
     match mappings.create(spec.clone()).await {
         Err(ServiceError::Invalid(errs)) => {
             let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
             assert_eq!(
                 fields,
-                ["FunctionName", "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"],
+                [
+                    "FunctionName",
+                    "SelfManagedKafkaEventSourceConfig.SchemaRegistryConfig.SchemaRegistryURI",
+                    "SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS[0]"
+                ],
                 "{errs:?}"
             );
             assert!(errs.iter().all(|e| e.message.contains("SLUICE_ALLOWED_HOSTS")), "{errs:?}");
