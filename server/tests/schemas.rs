@@ -333,14 +333,22 @@ import boto3, json, sys
 g = boto3.client("glue", endpoint_url=sys.argv[1], region_name="us-east-1",
                  aws_access_key_id="testing", aws_secret_access_key="testing")
 g.create_registry(RegistryName="shop")
-r = g.create_schema(RegistryId={"RegistryName": "shop"}, SchemaName="orders", DataFormat="AVRO",
-                    Compatibility="NONE", SchemaDefinition=sys.argv[2])
-print(r["SchemaVersionId"])
+for name, kind, text in [("orders", "AVRO", sys.argv[2]), ("orders-proto", "PROTOBUF", sys.argv[3])]:
+    r = g.create_schema(RegistryId={"RegistryName": "shop"}, SchemaName=name, DataFormat=kind,
+                        Compatibility="NONE", SchemaDefinition=text)
+    print(r["SchemaVersionId"])
 "#;
-        let o = std::process::Command::new("python3").args(["-c", setup, endpoint, ORDER_AVRO]).output().unwrap();
+        let o = std::process::Command::new("python3")
+            .args(["-c", setup, endpoint, ORDER_AVRO, ORDER_PROTO])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "Glue setup in moto: {}", String::from_utf8_lossy(&o.stderr));
-        uuid::Uuid::parse_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap()
+        let ids: Vec<uuid::Uuid> =
+            String::from_utf8_lossy(&o.stdout).lines().map(|l| uuid::Uuid::parse_str(l.trim()).unwrap()).collect();
+        (ids[0], ids[1])
     });
+    let glue_proto = glue_version.map(|(_, p)| p);
+    let glue_version = glue_version.map(|(a, _)| a);
     if let Some(version) = glue_version {
         let glue_values: Vec<Vec<u8>> = (0..10)
             .map(|i| {
@@ -364,7 +372,28 @@ print(r["SchemaVersionId"])
         s.mappings.create(sp).await.unwrap();
     }
 
-    let expected = 10 + 10 + if glue_version.is_some() { 10 } else { 0 };
+    // Glue Protobuf, as SOURCE: Glue's header, then its one-varint message index.
+    if let Some(version) = glue_proto {
+        let values: Vec<Vec<u8>> = (0..5)
+            .map(|i| {
+                let mut m = prost_reflect::DynamicMessage::new(order_desc.clone());
+                m.set_field_by_name("id", prost_reflect::Value::I64(200 + i));
+                m.set_field_by_name("kind", prost_reflect::Value::String("glue".into()));
+                let mut out = vec![3, 0];
+                out.extend_from_slice(version.as_bytes());
+                out.push(0); // the message index: shop.Order
+                out.extend_from_slice(&prost::Message::encode_to_vec(&m));
+                out
+            })
+            .collect();
+        b.create_topic("orders-glue-proto", 1).await;
+        produce_all(b.bootstrap(), "orders-glue-proto", &values, None).await;
+        let mut sp = spec(b.bootstrap(), "orders-glue-proto", &function("/protobuf"), "g-glue-proto");
+        sp.self_managed_kafka_event_source_config.schema_registry_config =
+            Some(registry_config("arn:aws:glue:us-east-1:123456789012:registry/shop", "SOURCE", None));
+        s.mappings.create(sp).await.unwrap();
+    }
+    let expected = 10 + 10 + if glue_version.is_some() { 15 } else { 0 };
     until("every decodable record at the function", Duration::from_secs(60), || decoded(&out).len() >= expected).await;
     wait_committed(&b, "g-avro", "orders-avro", &[(0, 22)].into(), Duration::from_secs(30)).await;
     wait_committed(&b, "g-proto", "orders-proto", &[(0, 10)].into(), Duration::from_secs(30)).await;
@@ -381,8 +410,17 @@ print(r["SchemaVersionId"])
         assert_eq!(r["key"], format!("\"k{id}\""));
         assert_eq!(r["keySchemaMetadata"], json!({"dataFormat": "JSON", "schemaId": "4"}));
     }
-    // SOURCE Protobuf: Powertools' Protobuf deserializer with the message class.
-    let proto_records = of("/protobuf");
+    // SOURCE Protobuf: Powertools' Protobuf deserializer with the message class
+    // (Confluent's message indexes, or Glue's, which it tells apart by the id).
+    let (proto_records, glue_proto_records): (Vec<Value>, Vec<Value>) =
+        of("/protobuf").into_iter().partition(|r| r["valueSchemaMetadata"]["schemaId"] == "2");
+    if let Some(version) = glue_proto {
+        assert_eq!(glue_proto_records.len(), 5, "{glue_proto_records:?}");
+        for (i, r) in glue_proto_records.iter().enumerate() {
+            assert_eq!(r["value"], json!({"id": (200 + i).to_string(), "kind": "glue"}));
+            assert_eq!(r["valueSchemaMetadata"], json!({"dataFormat": "PROTOBUF", "schemaId": version.to_string()}));
+        }
+    }
     assert_eq!(proto_records.len(), 10);
     for (i, r) in proto_records.iter().enumerate() {
         let want =
@@ -476,7 +514,7 @@ print(r["SchemaVersionId"])
         "schemas: the record ahead of the waiting one delivered {ahead:?} after it was produced, registry down; \
          {} records decoded by Powertools ({} Glue); registry look-ups {:?}; DLQ {conditions:?}",
         decoded(&out).len(),
-        if glue_version.is_some() { 10 } else { 0 },
+        if glue_version.is_some() { 15 } else { 0 },
         registry.lookups.lock().unwrap()
     );
 }
