@@ -273,7 +273,7 @@ impl Registry {
                         serde_json::json!({"RegistryId": {"RegistryName": registry}, "MaxResults": 1}),
                     )
                     .await
-                    .map_err(describe)?;
+                    .map_err(|e| format!("{}; or give a schema version id to read", describe(e)))?;
                 let Some(arn) =
                     list["Schemas"].as_array().and_then(|a| a.first()).and_then(|s| s["SchemaArn"].as_str())
                 else {
