@@ -326,6 +326,24 @@ async fn registries_decode_validate_filter_and_divert() {
         Some(registry_config(&registry_url, "SOURCE", Some(("sr-user", "sr-secret"))));
     s.mappings.create(sp).await.unwrap();
 
+    // The same Protobuf records delivered as JSON, and JSON Schema records
+    // (schema 5) as SOURCE: Powertools' JSON deserializer reads both.
+    let mut sp = spec(b.bootstrap(), "orders-proto", &function("/json-other"), "g-proto-json");
+    sp.self_managed_kafka_event_source_config.schema_registry_config =
+        Some(registry_config(&registry_url, "JSON", Some(("sr-user", "sr-secret"))));
+    s.mappings.create(sp).await.unwrap();
+    let json_schema = r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#;
+    registry.schemas.lock().unwrap().insert(5, json!({"schema": json_schema, "schemaType": "JSON"}));
+    let mut json_values: Vec<Vec<u8>> =
+        (0..5).map(|i| confluent(5, json!({"id": 300 + i}).to_string().as_bytes())).collect();
+    json_values.push(confluent(5, br#"{"id":"not a number"}"#));
+    b.create_topic("orders-json", 1).await;
+    produce_all(b.bootstrap(), "orders-json", &json_values, None).await;
+    let mut sp = spec(b.bootstrap(), "orders-json", &function("/json-other"), "g-json");
+    sp.self_managed_kafka_event_source_config.schema_registry_config =
+        Some(registry_config(&registry_url, "SOURCE", Some(("sr-user", "sr-secret"))));
+    let json_id = s.mappings.create(sp).await.unwrap().uuid;
+
     // 3. AWS Glue (moto), Avro in Glue's wire format, half of it zlib-compressed, as SOURCE.
     let glue_version = moto.as_ref().map(|(_, endpoint)| {
         let setup = r#"
@@ -393,7 +411,7 @@ for name, kind, text in [("orders", "AVRO", sys.argv[2]), ("orders-proto", "PROT
             Some(registry_config("arn:aws:glue:us-east-1:123456789012:registry/shop", "SOURCE", None));
         s.mappings.create(sp).await.unwrap();
     }
-    let expected = 10 + 10 + if glue_version.is_some() { 15 } else { 0 };
+    let expected = 10 + 10 + 10 + 5 + if glue_version.is_some() { 15 } else { 0 };
     until("every decodable record at the function", Duration::from_secs(60), || decoded(&out).len() >= expected).await;
     wait_committed(&b, "g-avro", "orders-avro", &[(0, 22)].into(), Duration::from_secs(30)).await;
     wait_committed(&b, "g-proto", "orders-proto", &[(0, 10)].into(), Duration::from_secs(30)).await;
@@ -445,6 +463,23 @@ for name, kind, text in [("orders", "AVRO", sys.argv[2]), ("orders-proto", "PROT
         }
     }
 
+    let other = of("/json-other");
+    let proto_as_json: Vec<&Value> = other.iter().filter(|r| r["valueSchemaMetadata"]["schemaId"] == "2").collect();
+    assert_eq!(proto_as_json.len(), 10);
+    assert_eq!(proto_as_json[3]["value"], json!({"id": "3", "kind": "kind-3"}), "proto3's JSON mapping");
+    assert_eq!(proto_as_json[3]["valueSchemaMetadata"]["dataFormat"], "JSON");
+    let json_schema_records: Vec<&Value> =
+        other.iter().filter(|r| r["valueSchemaMetadata"]["schemaId"] == "5").collect();
+    let ids: Vec<i64> = json_schema_records.iter().map(|r| r["value"]["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [300, 301, 302, 303, 304], "the record failing its JSON Schema is not delivered");
+    assert_eq!(json_schema_records[0]["valueSchemaMetadata"]["dataFormat"], "JSON");
+    wait_committed(&b, "g-json", "orders-json", &[(0, 6)].into(), Duration::from_secs(30)).await;
+    // No destination: dropped, and the status says which record and why.
+    let dropped = wait_result(&s, json_id, "DESERIALIZATION_ERROR: dropped", Duration::from_secs(30)).await;
+    assert!(dropped.contains("offsets 5..=5") && dropped.contains("does not match the schema"), "{dropped}");
+    let counters = sluice_app::api::backend::Backend::counters(&*s.mappings, json_id).expect("running");
+    println!("JSON Schema mapping: {dropped}; counters {counters:?}");
+
     // The unknown schema and the corrupt record, with AWS's reason codes.
     let dlq = tokio::task::spawn_blocking({
         let bootstrap = b.bootstrap().to_string();
@@ -468,8 +503,9 @@ for name, kind, text in [("orders", "AVRO", sys.argv[2]), ("orders-proto", "PROT
     assert_eq!(dlq[0]["requestContext"]["approximateInvokeCount"], 0);
     assert!(dlq[0]["responseContext"].is_null(), "never invoked: no response");
     assert_eq!(dlq[1]["payload"]["records"]["orders-avro-0"][0]["offset"], 21, "the original record travels");
-    // Each schema read once however many records name it.
-    assert_eq!((registry.lookups(1), registry.lookups(2), registry.lookups(4), registry.lookups(999)), (1, 1, 1, 1));
+    // Each schema read once per mapping however many records name it
+    // (schema 2 serves two mappings).
+    assert_eq!((registry.lookups(1), registry.lookups(2), registry.lookups(4), registry.lookups(999)), (1, 2, 1, 1));
     assert_eq!(registry.refused.load(Ordering::SeqCst), 0);
 
     // The filter tester: the topic's records decoded with the mapping's

@@ -2,7 +2,8 @@
 Powertools for AWS Lambda's kafka_consumer, served over HTTP for Sluice's
 HTTP target. Each path is one handler configuration:
 
-  /json             SchemaConfig(value_schema_type="JSON")  (EventRecordFormat JSON)
+  /json, /json-other  SchemaConfig(value_schema_type="JSON")  (EventRecordFormat JSON, or
+                    SOURCE of JSON Schema records)
   /avro             SchemaConfig(value_schema_type="AVRO", value_schema=<argv[3]>)
   /protobuf         SchemaConfig(value_schema_type="PROTOBUF", value_schema=<message class
                     built from the FileDescriptorSet in argv[4] (hex), message argv[5]>)
@@ -28,6 +29,7 @@ ProtoMessage = message_factory.GetMessageClass(pool.FindMessageTypeByName(messag
 
 configs = {
     "/json": SchemaConfig(value_schema_type="JSON"),
+    "/json-other": SchemaConfig(value_schema_type="JSON"),
     "/avro": SchemaConfig(value_schema_type="AVRO", value_schema=avro_schema),
     "/protobuf": SchemaConfig(value_schema_type="PROTOBUF", value_schema=ProtoMessage),
 }
