@@ -125,3 +125,45 @@ impl ArnScope {
         format!("arn:aws:lambda:{}:{}:function:{function_name}", self.region, self.account)
     }
 }
+
+/// A request to an AWS API Sluice calls without its SDK (MSK's
+/// GetBootstrapBrokers, Glue's schema registry), signed with SigV4 for
+/// `service` in `region` with `credentials`: `headers` (and `host`) are
+/// signed and sent.
+pub fn signed_request(
+    credentials: aws_credential_types::Credentials,
+    region: &str,
+    service: &str,
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<reqwest::RequestBuilder, String> {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    // The host the signature covers: with its port when the URL gives one.
+    let host = match (parsed.host_str(), parsed.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => return Err(format!("{url} has no host")),
+    };
+    let identity = aws_smithy_runtime_api::client::identity::Identity::from(credentials);
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let signed_headers = std::iter::once(("host", host.as_str())).chain(headers.iter().copied());
+    let request = SignableRequest::new(method.as_str(), url, signed_headers, SignableBody::Bytes(&body))
+        .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
+    let mut req = reqwest::Client::new().request(method, parsed).body(body);
+    for (k, v) in headers.iter().copied().chain(instructions.headers()) {
+        req = req.header(k, v);
+    }
+    Ok(req)
+}

@@ -117,7 +117,6 @@ fn broker_string(spec: &MappingSpec) -> &'static str {
 /// credentials. MSK's endpoint: `AWS_ENDPOINT_URL_KAFKA`, else
 /// `AWS_ENDPOINT_URL`, else AWS's own for the cluster's region.
 async fn look_up_brokers(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) -> Result<(), CredentialsError> {
-    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
     if !needs_brokers(spec) {
         return Ok(());
     }
@@ -130,25 +129,10 @@ async fn look_up_brokers(sdk: &aws_config::SdkConfig, spec: &mut MappingSpec) ->
         .unwrap_or_else(|| format!("https://kafka.{region}.amazonaws.com"));
     let url =
         format!("{}/v1/clusters/{}/bootstrap-brokers", endpoint.trim_end_matches('/'), sluice_app::uri_encode(&arn));
-    let identity = aws_smithy_runtime_api::client::identity::Identity::from(credentials(sdk).await?);
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&region)
-        .name("kafka")
-        .time(std::time::SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| fail(e.to_string()))?
-        .into();
-    let parsed = reqwest::Url::parse(&url).map_err(|e| fail(format!("{url}: {e}")))?;
-    let host = host_header(&parsed).ok_or_else(|| fail(format!("{url} has no host")))?;
-    let request = SignableRequest::new("GET", &url, std::iter::once(("host", host.as_str())), SignableBody::Bytes(&[]))
-        .map_err(|e| fail(e.to_string()))?;
-    let (instructions, _) = sign(request, &params).map_err(|e| fail(e.to_string()))?.into_parts();
-    let mut req = reqwest::Client::new().get(parsed).timeout(std::time::Duration::from_secs(10));
-    for (k, v) in instructions.headers() {
-        req = req.header(k, v);
-    }
+    let req =
+        crate::aws::signed_request(credentials(sdk).await?, &region, "kafka", reqwest::Method::GET, &url, &[], vec![])
+            .map_err(fail)?
+            .timeout(std::time::Duration::from_secs(10));
     let res = req.send().await.map_err(|e| fail(e.to_string()))?;
     let status = res.status();
     let bytes = res.bytes().await.map_err(|e| fail(e.to_string()))?;
@@ -193,15 +177,6 @@ pub async fn prepare(
     let auth = KafkaAuth::of(&with_secrets);
     auth.load_credentials(sdk).await?;
     Ok((spec, auth))
-}
-
-/// The `host` a SigV4 signature covers: the URL's host, and its port when given.
-pub fn host_header(url: &reqwest::Url) -> Option<String> {
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => Some(format!("{h}:{p}")),
-        (Some(h), None) => Some(h.to_string()),
-        _ => None,
-    }
 }
 
 /// The AWS credentials `sdk` provides now.

@@ -63,7 +63,7 @@ pub struct Decoded {
 pub type Schema = (Arc<Compiled>, Arc<str>);
 
 enum Cached {
-    Ready(Arc<Compiled>, Arc<str>),
+    Ready(Schema),
     /// Not in the registry (until the instant), or not compilable (for good).
     Bad(Failure, Option<Instant>),
 }
@@ -168,9 +168,9 @@ impl Decoder {
         };
         match Compiled::compile(&fetched) {
             Ok(c) => {
-                let (c, text): (Arc<Compiled>, Arc<str>) = (Arc::new(c), id.to_string().into());
-                self.keep(id, Cached::Ready(c.clone(), text.clone()));
-                Ok((c, text))
+                let schema: Schema = (Arc::new(c), id.to_string().into());
+                self.keep(id, Cached::Ready(schema.clone()));
+                Ok(schema)
             }
             Err(e) => {
                 let f = Failure::Deserialization(format!(
@@ -186,7 +186,7 @@ impl Decoder {
     fn cached(&self, id: SchemaRef) -> Option<Result<Schema, Failure>> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         match cache.get(&id) {
-            Some((_, Cached::Ready(c, text))) => Some(Ok((c.clone(), text.clone()))),
+            Some((_, Cached::Ready(schema))) => Some(Ok(schema.clone())),
             Some((_, Cached::Bad(f, until))) if until.is_none_or(|t| Instant::now() < t) => Some(Err(f.clone())),
             _ => None,
         }
@@ -206,7 +206,7 @@ impl Decoder {
     /// Keeps `fetched` as schema `id` without asking the registry (the
     /// benchmarks measure decoding, not fetching).
     pub fn preload(&self, id: SchemaRef, fetched: &formats::Fetched) -> Result<(), String> {
-        self.keep(id, Cached::Ready(Arc::new(Compiled::compile(fetched)?), id.to_string().into()));
+        self.keep(id, Cached::Ready((Arc::new(Compiled::compile(fetched)?), id.to_string().into())));
         Ok(())
     }
 

@@ -174,7 +174,6 @@ impl Registry {
 
     /// One call of Glue's JSON API (`AWSGlue.{action}`), signed.
     async fn glue_call(&self, action: &str, body: serde_json::Value) -> Result<serde_json::Value, FetchError> {
-        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         let Registry::Glue { region, endpoint, sdk, .. } = self else { unreachable!() };
         let unavailable = |why: String| FetchError::Unavailable(format!("AWS Glue ({endpoint}): {why}"));
         let creds = {
@@ -182,33 +181,13 @@ impl Registry {
             let provider = sdk.credentials_provider().ok_or_else(|| unavailable("no AWS credentials".into()))?;
             provider.provide_credentials().await.map_err(|e| unavailable(format!("AWS credentials: {e}")))?
         };
-        let identity = aws_smithy_runtime_api::client::identity::Identity::from(creds);
-        let body = body.to_string();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(region)
-            .name("glue")
-            .time(std::time::SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| unavailable(e.to_string()))?
-            .into();
         let url = format!("{}/", endpoint.trim_end_matches('/'));
-        let parsed = reqwest::Url::parse(&url).map_err(|e| unavailable(e.to_string()))?;
-        let host = crate::kafka_auth::host_header(&parsed).ok_or_else(|| unavailable("no host".into()))?;
         let target = format!("AWSGlue.{action}");
-        let headers = [
-            ("host", host.as_str()),
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", target.as_str()),
-        ];
-        let request = SignableRequest::new("POST", &url, headers.into_iter(), SignableBody::Bytes(body.as_bytes()))
-            .map_err(|e| unavailable(e.to_string()))?;
-        let (instructions, _) = sign(request, &params).map_err(|e| unavailable(e.to_string()))?.into_parts();
-        let mut req = reqwest::Client::new().post(parsed).timeout(TIMEOUT).body(body.clone());
-        for (k, v) in headers.iter().skip(1).copied().chain(instructions.headers()) {
-            req = req.header(k, v);
-        }
+        let headers = [("content-type", "application/x-amz-json-1.1"), ("x-amz-target", target.as_str())];
+        let body = body.to_string().into_bytes();
+        let req = crate::aws::signed_request(creds, region, "glue", reqwest::Method::POST, &url, &headers, body)
+            .map_err(unavailable)?
+            .timeout(TIMEOUT);
         let res = req.send().await.map_err(|e| unavailable(describe_reqwest(&e)))?;
         let status = res.status();
         let answer: serde_json::Value =
