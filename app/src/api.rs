@@ -58,6 +58,24 @@ pub mod backend {
         async fn audit(&self, n: usize) -> Result<Vec<crate::model::AuditEntry>, String>;
         /// The API tokens (never their secrets).
         async fn tokens(&self) -> Result<Vec<crate::model::TokenView>, String>;
+        /// A page of the mapping's failed records, newest first.
+        async fn failures(
+            &self,
+            id: uuid::Uuid,
+            filter: crate::failures::FailureFilter,
+            marker: Option<String>,
+        ) -> Result<crate::failures::FailurePage, String>;
+        /// The mapping's redrives, newest first; and one with its results.
+        async fn redrives(&self, id: uuid::Uuid) -> Result<Vec<crate::failures::RedriveJob>, String>;
+        async fn redrive_job(&self, id: uuid::Uuid, job: String)
+            -> Result<Option<crate::failures::RedriveJob>, String>;
+        /// A record of the topic, decoded as the filter tester shows it (None: gone).
+        async fn failed_record(
+            &self,
+            id: uuid::Uuid,
+            partition: i32,
+            offset: i64,
+        ) -> Result<Option<crate::filter::Sample>, String>;
     }
 
     /// Who the request being served is from (the server's access guard
@@ -219,6 +237,48 @@ pub async fn test_schema_registry(
         basic.password = password.filter(|p| !p.is_empty());
     }
     backend::backend()?.0.test_registry(id, registry, schema_id).await.map_err(ServerFnError::new)
+}
+
+/// A page of a mapping's failed records (the "Failed records" tab).
+#[server(endpoint = "get_failures")]
+pub async fn get_failures(
+    id: String,
+    // Flat: the browser sends server functions' arguments as a form.
+    partition: Option<i32>,
+    condition: Option<String>,
+    redrive: Option<String>,
+    marker: Option<String>,
+) -> Result<crate::failures::FailurePage, ServerFnError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ServerFnError::new("not a mapping UUID"))?;
+    let filter = crate::failures::FailureFilter { partition, condition, redrive, since: None, until: None };
+    backend::backend()?.0.failures(id, filter, marker).await.map_err(ServerFnError::new)
+}
+
+/// The mapping's redrives, newest first.
+#[server(endpoint = "get_redrives")]
+pub async fn get_redrives(id: String) -> Result<Vec<crate::failures::RedriveJob>, ServerFnError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ServerFnError::new("not a mapping UUID"))?;
+    backend::backend()?.0.redrives(id).await.map_err(ServerFnError::new)
+}
+
+/// One redrive's progress and per-record results.
+#[server(endpoint = "get_redrive_job")]
+pub async fn get_redrive_job(id: String, job: String) -> Result<Option<crate::failures::RedriveJob>, ServerFnError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ServerFnError::new("not a mapping UUID"))?;
+    backend::backend()?.0.redrive_job(id, job).await.map_err(ServerFnError::new)
+}
+
+/// A failed record's contents, read from the topic (operators: records
+/// hold data, as the filter tester's samples do).
+#[server(endpoint = "failed_record")]
+pub async fn failed_record(
+    id: String,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<crate::filter::Sample>, ServerFnError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ServerFnError::new("not a mapping UUID"))?;
+    backend::require(crate::model::Role::Operator)?;
+    backend::backend()?.0.failed_record(id, partition, offset).await.map_err(ServerFnError::new)
 }
 
 /// Who is signed in (None on the sign-in page).

@@ -91,6 +91,13 @@ pub fn ForRole(role: Role, children: ChildrenFn) -> impl IntoView {
     }
 }
 
+/// A mapping page for a UUID that names no mapping (404).
+#[component]
+pub fn NoSuchMapping() -> impl IntoView {
+    crate::api::set_status(404);
+    view! { <h1>"No such mapping"</h1><p><a href="/">"Back to the mappings"</a></p> }
+}
+
 #[component]
 pub fn ServerError(error: String) -> impl IntoView {
     set_status_500();

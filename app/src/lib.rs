@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod charts;
+pub mod failures;
 pub mod filter;
 pub mod form;
 pub mod metrics;
@@ -106,6 +107,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/mappings/:id/edit") view=pages::EditMapping ssr=ssr.clone()/>
                     <Route path=path!("/mappings/:id/reset") view=pages::ResetMapping ssr=ssr.clone()/>
                     <Route path=path!("/mappings/:id/filters") view=pages::FilterTester ssr=ssr.clone()/>
+                    <Route path=path!("/mappings/:id/failures") view=pages::FailedRecords ssr=ssr.clone()/>
                     <Route path=path!("/nodes") view=pages::Nodes ssr=ssr.clone()/>
                     <Route path=path!("/audit") view=pages::Audit ssr=ssr.clone()/>
                     <Route path=path!("/tokens") view=pages::Tokens ssr=ssr.clone()/>

@@ -161,22 +161,43 @@ fn bytes(v: f64) -> String {
 
 /// Health verdict, advice and the baseline tables; refreshed every 3 s.
 #[component]
-pub fn InsightPanel(id: String) -> impl IntoView {
+pub fn InsightPanel(insight: Resource<Result<Option<Insight>, ServerFnError>>, verdict: bool) -> impl IntoView {
+    view! {
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                match insight.await {
+                    Ok(Some(i)) if verdict => view! { <Verdict i/> }.into_any(),
+                    Ok(Some(i)) => view! { <InsightView i/> }.into_any(),
+                    _ => ().into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+/// A mapping's insight, looked at again every 3 s (the verdict at the top
+/// of its page and the advisor below read the same one).
+pub fn insight_resource(id: String) -> Resource<Result<Option<Insight>, ServerFnError>> {
     let insight = Resource::new(move || id.clone(), get_insight);
     Effect::new(move |_| {
         if insight.get().is_some() {
             set_timeout(move || insight.refetch(), std::time::Duration::from_secs(3));
         }
     });
+    insight
+}
+
+/// The health verdict and why.
+#[component]
+fn Verdict(i: Insight) -> impl IntoView {
     view! {
-        <Transition fallback=|| ()>
-            {move || Suspend::new(async move {
-                match insight.await {
-                    Ok(Some(i)) => view! { <InsightView i/> }.into_any(),
-                    _ => ().into_any(),
-                }
-            })}
-        </Transition>
+        <section class="insight verdict-only">
+            <div class="verdict">
+                <span class=health_class(i.health) data-health=i.health.as_str()>{i.health.as_str()}</span>
+                <span class="reason" data-field="HealthReason">{i.reason.clone()}</span>
+                <span class="hint">" (judged over the last " {format_span(crate::metrics::HEALTH_WINDOW_MS as f64 / 1000.0)} ")"</span>
+            </div>
+        </section>
     }
 }
 
@@ -212,11 +233,6 @@ fn InsightView(i: Insight) -> impl IntoView {
     let baseline = i.baseline.clone();
     view! {
         <section class="insight">
-            <div class="verdict">
-                <span class=health_class(i.health) data-health=i.health.as_str()>{i.health.as_str()}</span>
-                <span class="reason" data-field="HealthReason">{i.reason.clone()}</span>
-                <span class="hint">" (judged over the last " {format_span(crate::metrics::HEALTH_WINDOW_MS as f64 / 1000.0)} ")"</span>
-            </div>
             <h2>"Advisor"</h2>
             {if i.advice.is_empty() {
                 view! { <p class="hint" data-advice="none">"Nothing to advise from the last 15 minutes."</p> }.into_any()

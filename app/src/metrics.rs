@@ -586,6 +586,10 @@ pub struct Overview {
     pub records_per_s: f64,
     /// Share of invocations that failed over the health window.
     pub error_rate: Option<f64>,
+    /// Records in the failure ledger (given up on, not redriven successfully
+    /// since).
+    #[serde(default)]
+    pub failed_records: u64,
 }
 
 /// The figures operators of Kafka functions watch, over one window.

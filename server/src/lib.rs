@@ -10,6 +10,7 @@ pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod kafka_auth;
+pub mod ledger;
 pub mod logs;
 pub mod metrics;
 pub mod problem;

@@ -52,6 +52,10 @@ struct ServeArgs {
     /// Days of metric history kept (15-minute points; 1-minute points are kept two days).
     #[arg(long, env = "SLUICE_METRICS_RETENTION_DAYS", default_value_t = 30)]
     metrics_retention_days: u64,
+    /// Days the failure ledger keeps a record a mapping gave up on (and
+    /// redrives their results).
+    #[arg(long, env = "SLUICE_FAILURES_RETENTION_DAYS", default_value_t = 14)]
+    failures_retention_days: u64,
     /// Publish every mapping's metrics to CloudWatch under this namespace
     /// (AWS credentials and region from the standard chain). Off when unset.
     #[arg(long, env = "SLUICE_CLOUDWATCH_NAMESPACE")]
@@ -144,6 +148,7 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
     let store = store::Store::open_with(&url, sealer).await?;
     let settings = metrics::MetricsSettings {
         retention: Duration::from_secs(args.metrics_retention_days.max(1) * 86_400),
+        failures_retention: Duration::from_secs(args.failures_retention_days.max(1) * 86_400),
         ..Default::default()
     };
     let shared = sluice_server::shared::Shared::new(store);
@@ -155,6 +160,8 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         None => Default::default(),
     };
     mappings.set_reach(reach.clone());
+    mappings.set_http_timeout(Duration::from_millis(args.http_timeout_ms));
+    mappings.end_abandoned_redrives().await;
     let admin_password = std::env::var("SLUICE_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     let bootstrap_token = std::env::var("SLUICE_BOOTSTRAP_TOKEN").ok().filter(|p| !p.is_empty());
     let generated = mappings.auth().bootstrap(admin_password.as_deref(), bootstrap_token.as_deref()).await?;
@@ -231,7 +238,9 @@ async fn serve(args: ServeArgs, default_dir: &str, demo: Option<(u32, f64)>) -> 
         metrics.close();
     };
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(stop).await?;
-    // In-flight batches finish (or are abandoned uncommitted) before exit.
+    // Redrives stop (their jobs end as stopped); in-flight batches finish
+    // (or are abandoned uncommitted) before exit.
+    mappings.stop_redrives();
     engine.shutdown().await;
     let _ = collector.await;
     cluster.shutdown().await;

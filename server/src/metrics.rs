@@ -40,6 +40,8 @@ pub struct MetricsSettings {
     pub fine_retention: Duration,
     /// How long 15-minute points are kept.
     pub retention: Duration,
+    /// How long the failure ledger keeps a record (and redrives their results).
+    pub failures_retention: Duration,
 }
 
 impl Default for MetricsSettings {
@@ -48,6 +50,7 @@ impl Default for MetricsSettings {
             interval: Duration::from_secs(1),
             fine_retention: Duration::from_secs(2 * 86_400),
             retention: Duration::from_secs(30 * 86_400),
+            failures_retention: Duration::from_secs(14 * 86_400),
         }
     }
 }
@@ -359,6 +362,12 @@ impl Metrics {
                 Err(e) => tracing::warn!("cannot remove old metric points: {e:#}"),
             }
         }
+        let before = now - self.settings.failures_retention.as_millis() as i64;
+        match crate::ledger::Ledger::new(&self.store).purge(before).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "failed records past their retention forgotten"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot remove old failed records: {e:#}"),
+        }
     }
 }
 
@@ -422,7 +431,8 @@ fn diff(a: &Snapshot, b: &Snapshot, from: i64, now: i64) -> MetricPoint {
 
 /// The Prometheus text exposition of every running mapping: counters since
 /// its poller started, and lag per partition.
-pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) -> String {
+/// `failed`: each mapping's records in the failure ledger not redriven successfully.
+pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>, failed: &HashMap<Uuid, u64>) -> String {
     use std::fmt::Write;
     let live: Vec<(Uuid, Arc<LiveStatus>)> =
         live.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect();
@@ -448,6 +458,15 @@ pub fn prometheus(live: &LiveRegistry, names: &HashMap<Uuid, (String, String)>) 
         let _ =
             writeln!(out, "sluice_duration_milliseconds_sum{{{}}} {}", labels(id), s.duration_sum_us as f64 / 1000.0);
         let _ = writeln!(out, "sluice_duration_milliseconds_count{{{}}} {}", labels(id), s.duration_count);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_failed_records Records the mapping gave up on, in the failure ledger and not redriven successfully (every node's).\n# TYPE sluice_failed_records gauge"
+    );
+    let mut ids: Vec<&Uuid> = names.keys().collect();
+    ids.sort();
+    for id in ids {
+        let _ = writeln!(out, "sluice_failed_records{{{}}} {}", labels(id), failed.get(id).copied().unwrap_or(0));
     }
     let _ = writeln!(out, "# HELP sluice_pollers Pollers (consumers in the mapping's group) running on this node.\n# TYPE sluice_pollers gauge");
     for (id, s) in &snaps {

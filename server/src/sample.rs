@@ -58,22 +58,27 @@ pub fn latest(
         if ends.get(&m.partition()).is_some_and(|end| m.offset() >= *end) {
             continue;
         }
-        out.push(Sample {
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers: m
-                .headers()
-                .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
-                .unwrap_or_default(),
-            schema: None,
-        });
+        out.push(sample_of(&m));
     }
     out.sort_by_key(|s| (s.partition, s.offset));
     out.truncate(n.max(1) * 2);
     Ok(out)
+}
+
+/// A record as the filter tester shows it.
+pub fn sample_of(m: &impl Message) -> Sample {
+    Sample {
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+            .unwrap_or_default(),
+        schema: None,
+    }
 }
 
 /// With a schema registry, each sample's key and value as the mapping's

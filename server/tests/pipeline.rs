@@ -124,6 +124,12 @@ async fn the_payload_limit_cuts_batches_and_an_oversized_record_is_dropped_not_s
     assert_eq!(c.concat(), vec![0, 1, 3]);
     assert_eq!(r.status.total(Counter::DroppedEvents), 1);
     assert_eq!(*r.commits.0.lock().unwrap().last().unwrap(), 4);
+    // The ledger keeps it: dropped, never invoked, and why.
+    let ledger = r.status.take_failed();
+    assert_eq!(ledger.iter().map(|f| f.offset).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(ledger[0].condition, "MaximumPayloadSizeExceeded");
+    assert_eq!((ledger[0].destination.as_str(), ledger[0].attempts), ("dropped", 0));
+    assert!(ledger[0].error.contains("exceeds the 1000 byte payload limit"), "{}", ledger[0].error);
 }
 
 #[tokio::test(start_paused = true)]
@@ -270,7 +276,7 @@ struct Dlq {
 
 #[async_trait]
 impl sluice_server::engine::destination::Destination for Dlq {
-    async fn deliver(&self, f: &sluice_server::engine::destination::Failed<'_>) -> Result<(), String> {
+    async fn deliver(&self, f: &sluice_server::engine::destination::Failed<'_>) -> Result<Vec<String>, String> {
         let mut n = self.fail_first.lock().unwrap();
         if *n > 0 {
             *n -= 1;
@@ -281,7 +287,7 @@ impl sluice_server::engine::destination::Destination for Dlq {
             let env = sluice_server::engine::destination::failure_record(f, r, &src, "http://fn");
             self.got.lock().unwrap().push((r.offset, f.condition.to_string(), env));
         }
-        Ok(())
+        Ok(f.records.iter().map(|r| format!("dlq message {}", r.offset)).collect())
     }
     fn describe(&self) -> String {
         "test-dlq".into()
@@ -306,6 +312,7 @@ async fn bisect_case(n: i64, poison: i64) {
         tx.send(record(o, 1)).await.unwrap();
     }
     let stop = CancellationToken::new();
+    let status = p.status.clone();
     let task = tokio::spawn(pipeline::run(p, "t".into(), 0, rx, stop.clone()));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while commits.0.lock().unwrap().last() != Some(&n) && tokio::time::Instant::now() < deadline {
@@ -326,6 +333,15 @@ async fn bisect_case(n: i64, poison: i64) {
     let payload = env["payload"].clone();
     assert!(payload.is_object(), "the payload is an object, as AWS documents it: {payload}");
     assert_eq!(payload["records"]["t-0"][0]["offset"], poison);
+    // The failure ledger names the poison record alone, with the
+    // destination's id of its failure record.
+    let ledger = status.take_failed();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    let entry = &ledger[0];
+    assert_eq!((entry.partition, entry.offset, entry.condition.as_str()), (0, poison, "RetryAttemptsExhausted"));
+    assert_eq!(entry.destination, "test-dlq");
+    assert_eq!(entry.destination_message.as_deref(), Some(format!("dlq message {poison}").as_str()));
+    assert!(entry.error.contains("after 1 attempts"), "{}", entry.error);
     // The failing invocations: the whole batch, then the half holding the
     // poison record at each level, down to it alone.
     let failed = calls.iter().filter(|c| c.contains(&poison)).count();

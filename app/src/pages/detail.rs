@@ -3,11 +3,11 @@
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
-use crate::api::{get_counters, get_mapping, get_resets, set_status};
-use crate::components::{Csrf, ForOperators, PageTitle, ServerError, StateBadge};
-use crate::live::{InsightPanel, MetricsPanel};
+use crate::api::{get_counters, get_mapping, get_resets};
+use crate::components::{Csrf, ForOperators, NoSuchMapping, PageTitle, ServerError, StateBadge};
+use crate::live::{insight_resource, InsightPanel, MetricsPanel};
 use crate::model::{MappingCounters, MappingState, MappingView};
-use crate::pages::AuditLog;
+use crate::pages::{AuditLog, MappingTabs};
 use crate::spec::{format_unix, target_kind, TargetKind};
 
 #[component]
@@ -17,6 +17,7 @@ pub fn MappingDetail() -> impl IntoView {
     let mapping = Resource::new(id, get_mapping);
     // The live panels keep their streams for the page's life: read once.
     let id_now = params.with_untracked(|p| p.get("id").unwrap_or_default());
+    let insight = insight_resource(id_now.clone());
     // The status moves: look again every 3 s, and shortly while the engine
     // moves the mapping between states.
     Effect::new(move |_| {
@@ -38,18 +39,16 @@ pub fn MappingDetail() -> impl IntoView {
             {move || Suspend::new(async move {
                 match mapping.await {
                     Err(e) => view! { <ServerError error=e.to_string()/> }.into_any(),
-                    Ok(None) => {
-                        set_status(404);
-                        view! { <h1>"No such mapping"</h1><p><a href="/">"Back to the mappings"</a></p> }.into_any()
-                    }
-                    Ok(Some(m)) => view! { <Detail m/> }.into_any(),
+                    Ok(None) => view! { <NoSuchMapping/> }.into_any(),
+                    Ok(Some(m)) => view! { <Head m/> }.into_any(),
                 }
             })}
         </Transition>
         {position_notice(&id_now)}
-        <InsightPanel id=id_now.clone()/>
+        // What users watch most first: the verdict, the live charts (offset
+        // lag first) and lag per partition; the settings below.
+        <InsightPanel insight verdict=true/>
         <MetricsPanel id=id_now.clone()/>
-        <Resets id=id_now/>
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 match counters.await {
@@ -61,6 +60,16 @@ pub fn MappingDetail() -> impl IntoView {
                 }
             })}
         </Transition>
+        <InsightPanel insight verdict=false/>
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                match mapping.await {
+                    Ok(Some(m)) => view! { <Settings m/> }.into_any(),
+                    _ => ().into_any(),
+                }
+            })}
+        </Transition>
+        <Resets id=id_now/>
     }
 }
 
@@ -150,9 +159,51 @@ fn or_dash(s: Option<String>) -> String {
     s.filter(|s| !s.is_empty()).unwrap_or_else(|| "—".into())
 }
 
+/// The top of the page: name, state, actions, tabs and the last result.
 #[component]
-fn Detail(m: MappingView) -> impl IntoView {
+fn Head(m: MappingView) -> impl IntoView {
     let base = format!("/mappings/{}", m.uuid);
+    let s = &m.spec;
+    let toggle = if s.enabled { "disable" } else { "enable" };
+    let toggle_label = if s.enabled { "Disable" } else { "Enable" };
+    let (actions_base, label) = (base.clone(), m.label());
+    view! {
+        <PageTitle text=format!("{} · Sluice", m.label())/>
+        <div class="page-head">
+            <h1>{m.label()}</h1>
+            <StateBadge state=m.status.state/>
+        </div>
+        {s.description.clone().map(|d| view! { <p class="description">{d}</p> })}
+        <div class="actions">
+            <ForOperators>
+                <a class="button" href=format!("{actions_base}/edit")>"Edit"</a>
+                <a class="button" href=format!("{actions_base}/reset")>"Reset position…"</a>
+                <a class="button" href=format!("{actions_base}/filters")>"Test filters"</a>
+                <form method="post" action=format!("{actions_base}/{toggle}")>
+                    <Csrf/>
+                    <button type="submit" class="button">{toggle_label}</button>
+                </form>
+                <details class="confirm">
+                    <summary class="button danger">"Delete…"</summary>
+                    <div class="confirm-box">
+                        <p>"Delete " <strong>{label.clone()}</strong> "? Polling stops; the consumer group's committed offsets stay in Kafka."</p>
+                        <form method="post" action=format!("{actions_base}/delete")>
+                            <Csrf/>
+                            <button type="submit" class="button danger">"Yes, delete this mapping"</button>
+                        </form>
+                    </div>
+                </details>
+            </ForOperators>
+            <a class="button subtle" href=format!("/api/v1/mappings/{}", m.uuid) rel="external">"JSON"</a>
+        </div>
+        <MappingTabs id=m.uuid.to_string() current="overview"/>
+        <p class="last-result">"Last processing result: " <span data-field="LastProcessingResult">{m.status.last_processing_result.clone()}</span></p>
+    }
+}
+
+/// Status and settings, below what users watch.
+#[component]
+fn Settings(m: MappingView) -> impl IntoView {
     let s = &m.spec;
     let target = match target_kind(&s.function_name) {
         TargetKind::Http => "HTTP endpoint",
@@ -186,44 +237,13 @@ fn Detail(m: MappingView) -> impl IntoView {
     if let Some(g) = s.provisioned_poller_config.as_ref().and_then(|p| p.poller_group_name.clone()) {
         aws_kept.push(format!("poller group {g} (Sluice's pollers are per mapping)"));
     }
-    let toggle = if s.enabled { "disable" } else { "enable" };
-    let toggle_label = if s.enabled { "Disable" } else { "Enable" };
-    let (actions_base, label) = (base.clone(), m.label());
     view! {
-        <PageTitle text=format!("{} · Sluice", m.label())/>
-        <div class="page-head">
-            <h1>{m.label()}</h1>
-            <StateBadge state=m.status.state/>
-        </div>
-        {s.description.clone().map(|d| view! { <p class="description">{d}</p> })}
-        <div class="actions">
-            <ForOperators>
-                <a class="button" href=format!("{actions_base}/edit")>"Edit"</a>
-                <a class="button" href=format!("{actions_base}/reset")>"Reset position…"</a>
-                <a class="button" href=format!("{actions_base}/filters")>"Test filters"</a>
-                <form method="post" action=format!("{actions_base}/{toggle}")>
-                    <Csrf/>
-                    <button type="submit" class="button">{toggle_label}</button>
-                </form>
-                <details class="confirm">
-                    <summary class="button danger">"Delete…"</summary>
-                    <div class="confirm-box">
-                        <p>"Delete " <strong>{label.clone()}</strong> "? Polling stops; the consumer group's committed offsets stay in Kafka."</p>
-                        <form method="post" action=format!("{actions_base}/delete")>
-                            <Csrf/>
-                            <button type="submit" class="button danger">"Yes, delete this mapping"</button>
-                        </form>
-                    </div>
-                </details>
-            </ForOperators>
-            <a class="button subtle" href=format!("/api/v1/mappings/{}", m.uuid) rel="external">"JSON"</a>
-        </div>
         <section class="status">
             <h2>"Status"</h2>
             <dl>
                 <dt>"State"</dt><dd data-field="State">{m.status.state.as_str()}</dd>
                 <dt>"State transition reason"</dt><dd data-field="StateTransitionReason">{m.status.state_transition_reason.clone()}</dd>
-                <dt>"Last processing result"</dt><dd data-field="LastProcessingResult">{m.status.last_processing_result.clone()}</dd>
+                <dt>"Last processing result"</dt><dd>{m.status.last_processing_result.clone()}</dd>
                 <dt>"Last modified"</dt><dd data-field="LastModified">{format_unix(m.last_modified as i64)}</dd>
             </dl>
         </section>

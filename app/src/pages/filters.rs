@@ -7,8 +7,8 @@
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
-use crate::api::{get_mapping, sample_records, set_status};
-use crate::components::{PageTitle, ServerError};
+use crate::api::{get_mapping, sample_records};
+use crate::components::{NoSuchMapping, PageTitle, ServerError};
 use crate::filter::{judge, value_document, Pattern, Sample, Verdict};
 use crate::model::MappingView;
 
@@ -35,10 +35,7 @@ pub fn FilterTester() -> impl IntoView {
                 let (m, samples) = (mapping.await, samples.await);
                 match m {
                     Err(e) => view! { <ServerError error=e.to_string()/> }.into_any(),
-                    Ok(None) => {
-                        set_status(404);
-                        view! { <h1>"No such mapping"</h1><p><a href="/">"Back to the mappings"</a></p> }.into_any()
-                    }
+                    Ok(None) => view! { <NoSuchMapping/> }.into_any(),
                     Ok(Some(m)) => {
                         let q = query.get_untracked();
                         let patterns = q.get("patterns").unwrap_or_else(|| {

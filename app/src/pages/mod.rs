@@ -3,6 +3,7 @@
 mod audit;
 mod detail;
 mod edit;
+mod failures;
 mod filters;
 mod list;
 mod login;
@@ -13,6 +14,7 @@ mod tokens;
 pub use audit::Audit;
 pub use detail::MappingDetail;
 pub use edit::{EditMapping, NewMapping};
+pub use failures::{FailedRecords, MappingTabs};
 pub use filters::FilterTester;
 pub use list::MappingList;
 pub use login::Login;

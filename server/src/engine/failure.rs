@@ -10,7 +10,11 @@ use super::event::EncodedRecord;
 use super::invoke::{backoff, pause};
 use super::pipeline::Part;
 use crate::problem::{FailureCondition, Problem};
+use sluice_app::failures::{FailedRecord, DROPPED};
 use sluice_app::metrics::Counter;
+
+/// The most of a key the ledger keeps.
+pub(super) const KEY_KEPT: usize = 1024;
 
 /// What invoking the records came to before they failed.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +39,7 @@ pub async fn fail(
     let (Some(first), Some(last)) = (records.first(), records.last()) else { return true };
     let span = format!("{} records of {topic}-{partition} (offsets {}..={})", records.len(), first.offset, last.offset);
     let Some(dest) = &p.destination else {
+        p.status.gave_up(ledger_entries(&records, partition, condition, &tried, why, DROPPED, &[]));
         p.status.count(Counter::DroppedEvents, records.len() as u64);
         tracing::warn!(topic, partition, first = first.offset, last = last.offset, %condition, "records dropped: {why}");
         p.status.problem(Problem::Dropped { condition, span, why: why.to_string() });
@@ -52,9 +57,10 @@ pub async fn fail(
     let mut tries = 0;
     loop {
         match dest.deliver(&failed).await {
-            Ok(()) => {
+            Ok(receipt) => {
                 p.status.count(Counter::DestinationDeliveredEvents, records.len() as u64);
                 let destination = dest.describe();
+                p.status.gave_up(ledger_entries(&records, partition, condition, &tried, why, &destination, &receipt));
                 p.status.problem(Problem::Diverted { condition, span, destination, why: why.to_string() });
                 return true;
             }
@@ -68,4 +74,37 @@ pub async fn fail(
             }
         }
     }
+}
+
+/// The ledger's entries for records given up on: coordinates and error,
+/// never the payload. `receipt`: the destination's ids, one per record or
+/// one for them all.
+fn ledger_entries(
+    records: &[EncodedRecord],
+    partition: i32,
+    condition: FailureCondition,
+    tried: &Tried,
+    why: &str,
+    destination: &str,
+    receipt: &[String],
+) -> Vec<FailedRecord> {
+    use base64::Engine as _;
+    let now = crate::clock::now_ms();
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| FailedRecord {
+            partition,
+            offset: r.offset,
+            key: r.key.as_ref().map(|k| base64::engine::general_purpose::STANDARD.encode(&k[..k.len().min(KEY_KEPT)])),
+            timestamp: r.timestamp_ms,
+            condition: condition.as_str().to_string(),
+            attempts: tried.attempts,
+            error: why.to_string(),
+            destination: destination.to_string(),
+            destination_message: receipt.get(i).or(receipt.first().filter(|_| receipt.len() == 1)).cloned(),
+            failed_at: now,
+            redrive: None,
+        })
+        .collect()
 }

@@ -74,25 +74,27 @@ async fn attempt(part: &Part<'_>, mut records: Vec<EncodedRecord>, end: i64) -> 
             outcome
         };
         let problem = match outcome {
-            Outcome::Success { body } => match failed_from(part, &body, &records) {
-                Ok(None) => {
-                    p.status.count(Counter::InvokedEvents, records.len() as u64);
-                    p.status.count(Counter::CommittedEvents, records.len() as u64);
-                    part.commit(end);
-                    p.status.ok();
-                    return Step::Done;
+            Outcome::Success { body } => {
+                match failed_from(p.report_item_failures, part.topic, part.partition, &body, &records) {
+                    Ok(None) => {
+                        p.status.count(Counter::InvokedEvents, records.len() as u64);
+                        p.status.count(Counter::CommittedEvents, records.len() as u64);
+                        part.commit(end);
+                        p.status.ok();
+                        return Step::Done;
+                    }
+                    Ok(Some(first_failed)) => {
+                        // Everything before the lowest failed offset is done.
+                        let done = records.iter().filter(|r| r.offset < first_failed).count();
+                        p.status.count(Counter::CommittedEvents, done as u64);
+                        part.commit(first_failed);
+                        records.retain(|r| r.offset >= first_failed);
+                        tried.status_code = Some(200);
+                        format!("the function reported {} failed records from offset {first_failed}", records.len())
+                    }
+                    Err(why) => why,
                 }
-                Ok(Some(first_failed)) => {
-                    // Everything before the lowest failed offset is done.
-                    let done = records.iter().filter(|r| r.offset < first_failed).count();
-                    p.status.count(Counter::CommittedEvents, done as u64);
-                    part.commit(first_failed);
-                    records.retain(|r| r.offset >= first_failed);
-                    tried.status_code = Some(200);
-                    format!("the function reported {} failed records from offset {first_failed}", records.len())
-                }
-                Err(why) => why,
-            },
+            }
             Outcome::FunctionError { message, status, version } => {
                 tried.status_code = status;
                 tried.executed_version = version;
@@ -134,10 +136,17 @@ async fn attempt(part: &Part<'_>, mut records: Vec<EncodedRecord>, end: i64) -> 
     }
 }
 
-/// The lowest offset a partial batch response names, or why the response
-/// fails the whole batch.
-fn failed_from(part: &Part<'_>, body: &[u8], records: &[EncodedRecord]) -> Result<Option<i64>, String> {
-    if !part.p.report_item_failures || body.is_empty() {
+/// The lowest offset a partial batch response names (`report`: the mapping
+/// asked for ReportBatchItemFailures), or why the response fails the whole
+/// batch.
+pub(super) fn failed_from(
+    report: bool,
+    topic: &str,
+    partition: i32,
+    body: &[u8],
+    records: &[EncodedRecord],
+) -> Result<Option<i64>, String> {
+    if !report || body.is_empty() {
         return Ok(None);
     }
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return Ok(None) };
@@ -146,7 +155,7 @@ fn failed_from(part: &Part<'_>, body: &[u8], records: &[EncodedRecord]) -> Resul
         Some(serde_json::Value::Array(a)) => a,
         Some(_) => return Err("the partial batch response's batchItemFailures is not a list".into()),
     };
-    let key = format!("{}-{}", part.topic, part.partition);
+    let key = format!("{topic}-{partition}");
     let mut lowest: Option<i64> = None;
     for item in items {
         let id = &item["itemIdentifier"];

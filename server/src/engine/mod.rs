@@ -19,6 +19,7 @@ pub mod lanes;
 pub mod pipeline;
 pub mod poll;
 pub mod reconcile;
+pub mod redrive;
 pub mod scaler;
 pub mod target;
 

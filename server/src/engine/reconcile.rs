@@ -459,5 +459,20 @@ impl Engine {
                 }
             }
         }
+        // What the pollers gave up on, stopping ones too.
+        let statuses =
+            self.running.iter().map(|(id, r)| (id, &r.status)).chain(self.stopping.iter().map(|(id, (s, _))| (id, s)));
+        for (id, status) in statuses {
+            let failed = status.take_failed();
+            if failed.is_empty() {
+                continue;
+            }
+            if let Err(e) = crate::ledger::Ledger::new(&self.store).record(*id, &self.node.id, &failed).await {
+                if self.node.db_error().is_none() {
+                    tracing::warn!(mapping = %id, "cannot write the failure ledger: {e:#}");
+                }
+                status.keep_failed(failed);
+            }
+        }
     }
 }

@@ -26,6 +26,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/mappings/{id}/reset", post(reset))
         .route("/api/v1/mappings/{id}/resets", get(resets))
+        .route("/api/v1/mappings/{id}/failures", get(failures))
+        .route("/api/v1/mappings/{id}/failures/record", get(failed_record))
+        .route("/api/v1/mappings/{id}/failures/redrive", post(redrive))
+        .route("/api/v1/mappings/{id}/failures/redrives", get(redrives))
+        .route("/api/v1/mappings/{id}/failures/redrive/{job}", get(redrive_job))
         .route("/api/v1/mappings/{id}/enable", post(enable))
         .route("/api/v1/mappings/{id}/disable", post(disable))
         .route("/api/v1/filters/test", post(test_filters))
@@ -92,6 +97,17 @@ fn body_json(body: &Bytes) -> Result<Value, ApiError> {
 }
 
 type ApiResult = Result<Response, ApiError>;
+
+/// The body as `T`, or a 400 naming the field that does not fit.
+fn typed<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body_json(body)?).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::from(ServiceError::Invalid(vec![FieldError::new(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )]))
+    })
+}
 
 async fn list(State(s): State<AppState>) -> ApiResult {
     let all = s.mappings.list().await?;
@@ -165,13 +181,7 @@ async fn reset(
     body: Bytes,
 ) -> ApiResult {
     let id = uuid(&id)?;
-    let req: sluice_app::reset::ResetRequest = serde_path_to_error::deserialize(body_json(&body)?).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::from(ServiceError::Invalid(vec![FieldError::new(
-            if path == "." { String::new() } else { path },
-            e.into_inner().to_string(),
-        )]))
-    })?;
+    let req: sluice_app::reset::ResetRequest = typed(&body)?;
     Ok(Json(s.mappings.reset(id, req, &actor("api", who.as_deref())).await?).into_response())
 }
 
@@ -182,6 +192,124 @@ pub fn actor(channel: &str, who: Option<&sluice_app::model::Session>) -> String 
         Some(w) => format!("{} ({channel})", w.user),
         None => channel.to_string(),
     }
+}
+
+/// The failure ledger's query: filters, and paging.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct FailureQuery {
+    partition: Option<String>,
+    condition: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    redrive: Option<String>,
+    marker: Option<String>,
+    max_items: Option<String>,
+    offset: Option<String>,
+}
+
+fn number<T: std::str::FromStr>(field: &str, v: &Option<String>) -> Result<Option<T>, ApiError> {
+    match v.as_deref().filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            ApiError::from(ServiceError::Invalid(vec![FieldError::new(field, format!("`{s}` is not a number"))]))
+        }),
+    }
+}
+
+/// A time as Unix milliseconds or RFC 3339.
+fn time(field: &str, v: &Option<String>) -> Result<Option<i64>, ApiError> {
+    let Some(s) = v.as_deref().filter(|s| !s.is_empty()) else { return Ok(None) };
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+        .map_err(|_| {
+            ApiError::from(ServiceError::Invalid(vec![FieldError::new(
+                field,
+                format!("`{s}` is neither Unix milliseconds nor an RFC 3339 time"),
+            )]))
+        })
+}
+
+impl FailureQuery {
+    pub fn filter(&self) -> Result<sluice_app::failures::FailureFilter, ApiError> {
+        Ok(sluice_app::failures::FailureFilter {
+            partition: number("Partition", &self.partition)?,
+            condition: self.condition.clone().filter(|s| !s.is_empty()),
+            since: time("Since", &self.since)?,
+            until: time("Until", &self.until)?,
+            redrive: self.redrive.clone().filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// The records the mapping gave up on, newest first: `?Partition`,
+/// `Condition`, `Since`, `Until` (Unix ms or RFC 3339), `Redrive` (None,
+/// Pending, Succeeded, Failed, Gone), `Marker`, `MaxItems` (100; at most 1000).
+async fn failures(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<FailureQuery>) -> ApiResult {
+    let id = uuid(&id)?;
+    let max = number::<usize>("MaxItems", &q.max_items)?.unwrap_or(100);
+    let page = s.mappings.failures(id, &q.filter()?, q.marker.as_deref(), max).await?;
+    Ok(Json(page).into_response())
+}
+
+/// One failed record read from the topic (`?Partition=&Offset=`), decoded
+/// as the filter tester shows records; 404 when the topic no longer holds it.
+async fn failed_record(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<FailureQuery>) -> ApiResult {
+    let id = uuid(&id)?;
+    let need = |field: &str| ApiError::from(ServiceError::Invalid(vec![FieldError::new(field, "is required")]));
+    let partition = number::<i32>("Partition", &q.partition)?.ok_or_else(|| need("Partition"))?;
+    let offset = number::<i64>("Offset", &q.offset)?.ok_or_else(|| need("Offset"))?;
+    match s.mappings.failed_record(id, partition, offset).await? {
+        Some(sample) => Ok(Json(json!({"Partition": partition, "Offset": offset, "Record": sample})).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            json!({"Type": "ResourceNotFoundException",
+                   "Message": format!("the topic no longer holds partition {partition} offset {offset}")}),
+        )),
+    }
+}
+
+/// Starts a redrive: `{"All": true}`, `{"Records": [{"Partition", "Offset"}]}`
+/// or the list's filters. 202 with the job; `GET .../redrive/{JobId}` follows it.
+async fn redrive(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    who: Option<axum::Extension<sluice_app::model::Session>>,
+    body: Bytes,
+) -> ApiResult {
+    let id = uuid(&id)?;
+    let req: sluice_app::failures::RedriveRequest = typed(&body)?;
+    let job = s.mappings.redrive(id, &req, &actor("api", who.as_deref())).await?;
+    Ok(redrive_started(job))
+}
+
+/// 202 with the job, and what the audit log says of it.
+pub fn redrive_started(job: sluice_app::failures::RedriveJob) -> Response {
+    let detail = format!("redrive {} of {} failed records", job.job_id, job.total);
+    let location = format!("/api/v1/mappings/{}/failures/redrive/{}", job.uuid, job.job_id);
+    let mut r = (StatusCode::ACCEPTED, [(axum::http::header::LOCATION, location)], Json(job)).into_response();
+    r.extensions_mut().insert(super::guard::AuditDetail(detail));
+    r
+}
+
+/// A redrive's progress and each record's result.
+async fn redrive_job(State(s): State<AppState>, Path((id, job)): Path<(String, String)>) -> ApiResult {
+    let id = uuid(&id)?;
+    match s.mappings.redrive_job(id, &job).await? {
+        Some(j) => Ok(Json(j).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            json!({"Type": "ResourceNotFoundException", "Message": format!("no redrive {job} of mapping {id}")}),
+        )),
+    }
+}
+
+/// The mapping's redrives, newest first (counts only).
+async fn redrives(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(json!({"Redrives": s.mappings.redrive_jobs(uuid(&id)?).await?})).into_response())
 }
 
 /// The mapping's audit log of applied resets, newest first.

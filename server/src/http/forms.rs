@@ -76,13 +76,9 @@ pub async fn update(State(s): State<AppState>, Path(id): Path<String>, req: Requ
 /// page comes back with the result (or the errors by field).
 pub async fn reset(State(s): State<AppState>, Path(id): Path<String>, req: Request<Body>) -> Response {
     let Ok(id) = Uuid::parse_str(&id) else { return not_found() };
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "the form is larger than 1 MiB").into_response();
-    };
-    let pairs: Vec<(String, String)> = match serde_urlencoded::from_bytes(&bytes) {
-        Ok(p) => p,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("the form could not be read: {e}")).into_response(),
+    let (parts, pairs) = match form_pairs(req).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let mut form = ResetForm::default();
     let mut chosen = Vec::new();
@@ -112,6 +108,71 @@ pub async fn reset(State(s): State<AppState>, Path(id): Path<String>, req: Reque
         },
     };
     render_with(&s, parts, PostedReset { values: form, errors, outcome }).await
+}
+
+/// The "Failed records" tab without JavaScript: redrives the ticked records
+/// (`what=selected`) or everything matching the list's filters, then shows
+/// the job's page.
+pub async fn redrive(State(s): State<AppState>, Path(id): Path<String>, req: Request<Body>) -> Response {
+    use sluice_app::failures::{RecordRef, RedriveRequest};
+    let Ok(id) = Uuid::parse_str(&id) else { return not_found() };
+    let (parts, pairs) = match form_pairs(req).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let mut req = RedriveRequest::default();
+    let (mut selected, mut records) = (false, Vec::new());
+    for (k, v) in pairs {
+        match k.as_str() {
+            "what" => selected = v == "selected",
+            "record" => {
+                if let Some((p, o)) = v.split_once(':').and_then(|(p, o)| Some((p.parse().ok()?, o.parse().ok()?))) {
+                    records.push(RecordRef { partition: p, offset: o });
+                }
+            }
+            "partition" => req.filter.partition = v.parse().ok(),
+            "condition" if !v.is_empty() => req.filter.condition = Some(v),
+            "redrive" if !v.is_empty() => req.filter.redrive = Some(v),
+            _ => {}
+        }
+    }
+    if selected {
+        req.filter = Default::default();
+        req.records = Some(records);
+    } else if req.filter == Default::default() {
+        req.all = true;
+    }
+    let actor = super::api::actor("console", parts.extensions.get());
+    match s.mappings.redrive(id, &req, &actor).await {
+        Ok(job) => {
+            let detail = format!("redrive {} of {} failed records", job.job_id, job.total);
+            let mut r = Redirect::to(&format!("/mappings/{id}/failures?job={}", job.job_id)).into_response();
+            r.extensions_mut().insert(AuditDetail(detail));
+            r
+        }
+        Err(ServiceError::NotFound(_)) => not_found(),
+        Err(e @ (ServiceError::Invalid(_) | ServiceError::Conflict(_))) => (
+            StatusCode::BAD_REQUEST,
+            Html(format!(
+                "<h1>Not redriven</h1><p>{}</p><p><a href=\"/mappings/{id}/failures\">Back to the failed records</a></p>",
+                html_escape(&e.to_string())
+            )),
+        )
+            .into_response(),
+        Err(e) => plain_error(e),
+    }
+}
+
+/// A posted form's fields in order (a ticked box repeats its name).
+async fn form_pairs(req: Request<Body>) -> Result<(axum::http::request::Parts, Vec<(String, String)>), Response> {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "the form is larger than 1 MiB").into_response());
+    };
+    match serde_urlencoded::from_bytes(&bytes) {
+        Ok(p) => Ok((parts, p)),
+        Err(e) => Err((StatusCode::BAD_REQUEST, format!("the form could not be read: {e}")).into_response()),
+    }
 }
 
 pub async fn enable(State(s): State<AppState>, Path(id): Path<String>) -> Response {

@@ -45,7 +45,13 @@ pub fn need(method: &Method, path: &str) -> Need {
     if path == "/logout" {
         return Need::Role(Role::Viewer);
     }
-    if path == "/api/v1/audit" || path == "/api/v1/filters/test" || path == "/api/sample_records" {
+    // Records' contents (the filter tester's samples, a failed record) are for operators.
+    if path == "/api/v1/audit"
+        || path == "/api/v1/filters/test"
+        || path == "/api/sample_records"
+        || path == "/api/failed_record"
+        || (path.starts_with("/api/v1/mappings/") && path.ends_with("/failures/record"))
+    {
         return Need::Role(Role::Operator);
     }
     if reads(method, path) {

@@ -62,6 +62,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .route("/mappings/{id}/disable", post(forms::disable))
         .route("/mappings/{id}/delete", post(forms::delete))
         .route("/mappings/{id}/reset", post(forms::reset))
+        .route("/mappings/{id}/failures/redrive", post(forms::redrive))
         .route("/tokens", post(forms::create_token))
         .route("/tokens/{name}/delete", post(forms::delete_token))
         .leptos_routes_with_context(

@@ -13,6 +13,9 @@ pub fn document() -> Value {
     gen.subschema_for::<MappingView>();
     gen.subschema_for::<FieldError>();
     gen.subschema_for::<sluice_app::model::MappingCounters>();
+    gen.subschema_for::<sluice_app::failures::FailurePage>();
+    gen.subschema_for::<sluice_app::failures::RedriveRequest>();
+    gen.subschema_for::<sluice_app::failures::RedriveJob>();
     let mut schemas = serde_json::Map::new();
     for (k, v) in gen.take_definitions(true) {
         schemas.insert(k, v);
@@ -88,6 +91,51 @@ pub fn document() -> Value {
                 "parameters": id_param,
                 "post": {"operationId": "disableMapping", "summary": "Stop polling and invoking",
                          "responses": {"200": mapping, "404": err("No such mapping")}}
+            },
+            "/api/v1/mappings/{id}/failures": {
+                "parameters": id_param,
+                "get": {"operationId": "listFailedRecords", "summary": "The failure ledger: records the mapping gave up on, newest first",
+                        "parameters": [
+                            {"name": "Partition", "in": "query", "schema": {"type": "integer"}},
+                            {"name": "Condition", "in": "query", "schema": {"type": "string", "enum": sluice_app::failures::CONDITIONS}},
+                            {"name": "Since", "in": "query", "description": "Failed at or after: Unix milliseconds or RFC 3339", "schema": {"type": "string"}},
+                            {"name": "Until", "in": "query", "description": "Failed before: Unix milliseconds or RFC 3339", "schema": {"type": "string"}},
+                            {"name": "Redrive", "in": "query", "schema": {"type": "string", "enum": ["None", "Pending", "Succeeded", "Failed", "Gone"]}},
+                            {"name": "Marker", "in": "query", "description": "NextMarker of the previous page", "schema": {"type": "string"}},
+                            {"name": "MaxItems", "in": "query", "schema": {"type": "integer", "default": 100, "maximum": 1000}}
+                        ],
+                        "responses": {"200": {"description": "A page", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FailurePage"}}}},
+                                      "400": err("A filter is invalid"), "404": err("No such mapping")}}
+            },
+            "/api/v1/mappings/{id}/failures/record": {
+                "parameters": id_param,
+                "get": {"operationId": "getFailedRecord", "summary": "One record read from the topic, decoded as the filter tester shows it (operators)",
+                        "parameters": [
+                            {"name": "Partition", "in": "query", "required": true, "schema": {"type": "integer"}},
+                            {"name": "Offset", "in": "query", "required": true, "schema": {"type": "integer"}}
+                        ],
+                        "responses": {"200": {"description": "{Partition, Offset, Record}"}, "404": err("No such mapping, or the topic no longer holds the record"),
+                                      "502": err("The topic cannot be read")}}
+            },
+            "/api/v1/mappings/{id}/failures/redrive": {
+                "parameters": id_param,
+                "post": {"operationId": "redriveFailedRecords", "summary": "Read failed records again from the topic and invoke the function with them",
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RedriveRequest"}}}},
+                         "responses": {"202": {"description": "The job (follow it at Location)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RedriveJob"}}}},
+                                       "400": err("No selection, or it matches nothing"), "404": err("No such mapping"),
+                                       "409": err("Some records are in a running redrive")}}
+            },
+            "/api/v1/mappings/{id}/failures/redrive/{job}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}},
+                               {"name": "job", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": {"operationId": "getRedrive", "summary": "A redrive's progress and each record's result",
+                        "responses": {"200": {"description": "The job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RedriveJob"}}}},
+                                      "404": err("No such mapping or redrive")}}
+            },
+            "/api/v1/mappings/{id}/failures/redrives": {
+                "parameters": id_param,
+                "get": {"operationId": "listRedrives", "summary": "The mapping's redrives, newest first",
+                        "responses": {"200": {"description": "{Redrives: [RedriveJob]}"}, "404": err("No such mapping")}}
             },
             "/api/v1/filters/test": {
                 "post": {"operationId": "testFilters", "summary": "Match events and records against filter patterns",

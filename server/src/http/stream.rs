@@ -91,6 +91,7 @@ pub async fn prometheus(State(s): State<AppState>) -> Response {
         }
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}\n")).into_response(),
     };
-    let body = crate::metrics::prometheus(&s.mappings.live(), &names);
+    let failed = s.mappings.open_failure_counts().await;
+    let body = crate::metrics::prometheus(&s.mappings.live(), &names, &failed);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

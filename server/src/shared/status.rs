@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_app::failures::FailedRecord;
 use sluice_app::metrics::{bucket_of, Counter, BUCKETS};
 use sluice_app::model::{MappingCounters, PartitionLag};
 
@@ -27,7 +28,13 @@ pub struct LiveStatus {
     durations: DurationCounters,
     parts: Mutex<HashMap<i32, Arc<PartitionCounters>>>,
     lag: Mutex<Vec<PartitionLag>>,
+    /// Records given up on, until the reconciler writes them to the ledger.
+    failed: Mutex<Vec<FailedRecord>>,
 }
+
+/// Most ledger entries kept while the database refuses them; past it the
+/// oldest are let go (and said so), never the pipeline slowed.
+const FAILED_KEPT: usize = 100_000;
 
 /// Per partition: what was polled, and the age of the oldest record the
 /// pipeline holds that is not done yet (its time lag).
@@ -181,6 +188,29 @@ impl LiveStatus {
     /// The result, if it changed since the last call.
     pub fn take_change(&self) -> Option<Processing> {
         self.changed.swap(false, Ordering::AcqRel).then(|| self.current())
+    }
+
+    /// Records given up on, for the failure ledger.
+    pub fn gave_up(&self, records: impl IntoIterator<Item = FailedRecord>) {
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        f.extend(records);
+        if f.len() > FAILED_KEPT {
+            let over = f.len() - FAILED_KEPT;
+            tracing::warn!("the failure ledger cannot be written: {over} older entries let go");
+            f.drain(..over);
+        }
+    }
+
+    /// The records given up on since the last call.
+    pub fn take_failed(&self) -> Vec<FailedRecord> {
+        std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts entries the ledger refused back in front of newer ones.
+    pub fn keep_failed(&self, mut older: Vec<FailedRecord>) {
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        older.append(&mut f);
+        *f = older;
     }
 
     /// Adds `n` to a counter.

@@ -224,6 +224,10 @@ pub struct Recorder {
     pub delay_ms: Arc<Mutex<u64>>,
     /// Fails (500) every batch holding a record with this value.
     pub poison: Arc<Mutex<Option<String>>>,
+    /// Fails (500) every batch holding a record with one of these values.
+    pub poisoned: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// For values `live-<unix ms>`: milliseconds from then to delivery.
+    pub latencies: Arc<Mutex<Vec<i64>>>,
 }
 
 async fn record(State(r): State<Recorder>, body: Bytes) -> (StatusCode, String) {
@@ -244,18 +248,31 @@ async fn record(State(r): State<Recorder>, body: Bytes) -> (StatusCode, String) 
             return (StatusCode::INTERNAL_SERVER_ERROR, "{\"errorMessage\":\"poison record\"}".into());
         }
     }
-    let mut seen = r.seen.lock().unwrap();
+    let mut got = Vec::new();
     for (_, recs) in v["records"].as_object().unwrap() {
         for rec in recs.as_array().unwrap() {
             use base64::Engine as _;
             let value = base64::engine::general_purpose::STANDARD.decode(rec["value"].as_str().unwrap()).unwrap();
-            seen.push((
+            got.push((
                 rec["partition"].as_i64().unwrap() as i32,
                 rec["offset"].as_i64().unwrap(),
                 String::from_utf8(value).unwrap(),
             ));
         }
     }
+    {
+        let poisoned = r.poisoned.lock().unwrap();
+        if got.iter().any(|(_, _, v)| poisoned.contains(v)) {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "{\"errorMessage\":\"poisoned record\"}".into());
+        }
+    }
+    let now = sluice_server::clock::now_ms();
+    for (_, _, v) in &got {
+        if let Some(ms) = v.strip_prefix("live-").and_then(|t| t.parse::<i64>().ok()) {
+            r.latencies.lock().unwrap().push(now - ms);
+        }
+    }
+    r.seen.lock().unwrap().extend(got);
     (StatusCode::OK, String::new())
 }
 

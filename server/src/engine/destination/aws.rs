@@ -65,7 +65,7 @@ impl AwsDestination {
 
 #[async_trait]
 impl Destination for AwsDestination {
-    async fn deliver(&self, f: &Failed<'_>) -> Result<(), String> {
+    async fn deliver(&self, f: &Failed<'_>) -> Result<Vec<String>, String> {
         let with_payload = matches!(self.kind, Kind::S3 { .. });
         let (record, request_id) = batch_failure_record(f, &self.source, &self.function, with_payload);
         let body = record.to_string();
@@ -89,7 +89,8 @@ impl Destination for AwsDestination {
                             .ok_or_else(|| format!("{}: no queue URL", self.arn))
                     })
                     .await?;
-                client.send_message().queue_url(url).message_body(body).send().await.map_err(|e| err(&e))?;
+                let out = client.send_message().queue_url(url).message_body(body).send().await.map_err(|e| err(&e))?;
+                Ok(vec![format!("message {}", out.message_id().unwrap_or_default())])
             }
             Kind::Sns { client } => {
                 if body.len() > MESSAGE_LIMIT {
@@ -99,22 +100,23 @@ impl Destination for AwsDestination {
                         body.len()
                     ));
                 }
-                client.publish().topic_arn(&self.arn).message(body).send().await.map_err(|e| err(&e))?;
+                let out = client.publish().topic_arn(&self.arn).message(body).send().await.map_err(|e| err(&e))?;
+                Ok(vec![format!("message {}", out.message_id().unwrap_or_default())])
             }
             Kind::S3 { client, bucket } => {
                 let key = s3_key(self.mapping, f.topic, f.partition, time::OffsetDateTime::now_utc(), &request_id);
                 client
                     .put_object()
                     .bucket(bucket)
-                    .key(key)
+                    .key(&key)
                     .content_type("application/json")
                     .body(ByteStream::from(body.into_bytes()))
                     .send()
                     .await
                     .map_err(|e| err(&e))?;
+                Ok(vec![format!("object {key}")])
             }
         }
-        Ok(())
     }
 
     fn describe(&self) -> String {

@@ -43,7 +43,7 @@ impl KafkaDestination {
 
 #[async_trait]
 impl Destination for KafkaDestination {
-    async fn deliver(&self, f: &Failed<'_>) -> Result<(), String> {
+    async fn deliver(&self, f: &Failed<'_>) -> Result<Vec<String>, String> {
         let values: Vec<(Option<&[u8]>, String)> = f
             .records
             .iter()
@@ -56,10 +56,12 @@ impl Destination for KafkaDestination {
             }
             self.producer.send(rec, Timeout::After(Duration::from_secs(30)))
         });
+        let mut at = Vec::with_capacity(values.len());
         for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| format!("kafka://{}: {e}", self.topic))?;
+            let d = r.map_err(|(e, _)| format!("kafka://{}: {e}", self.topic))?;
+            at.push(format!("partition {} offset {}", d.partition, d.offset));
         }
-        Ok(())
+        Ok(at)
     }
 
     fn describe(&self) -> String {

@@ -31,8 +31,10 @@ pub struct Failed<'a> {
 
 #[async_trait]
 pub trait Destination: Send + Sync {
-    /// Delivered means acknowledged by the destination.
-    async fn deliver(&self, failed: &Failed<'_>) -> Result<(), String>;
+    /// Delivered means acknowledged by the destination. Answers the
+    /// destination's ids of what it stored (message id, object key, topic
+    /// position): one per record, or one for the batch.
+    async fn deliver(&self, failed: &Failed<'_>) -> Result<Vec<String>, String>;
     fn describe(&self) -> String;
 }
 

@@ -151,7 +151,13 @@ pub struct MappingService {
     auth: Arc<crate::auth::Auth>,
     /// Where mappings may point (`SLUICE_ALLOWED_HOSTS`), checked at save.
     reach: std::sync::RwLock<crate::reach::Reach>,
+    /// Timeout of one HTTP invocation (a redrive's, as the engine's).
+    http_timeout: std::sync::atomic::AtomicU64,
+    /// Redrives this node runs, by job id: the mapping, and their stop.
+    redrives: std::sync::Mutex<std::collections::HashMap<String, (Uuid, tokio_util::sync::CancellationToken)>>,
 }
+
+mod failures;
 
 /// The transitional state a save puts a mapping in; the engine settles it
 /// (Enabled, Disabled) once its pollers follow.
@@ -175,6 +181,8 @@ impl MappingService {
         Arc::new(MappingService {
             auth: Arc::new(crate::auth::Auth::new(shared.store.clone())),
             reach: Default::default(),
+            http_timeout: std::sync::atomic::AtomicU64::new(30_000),
+            redrives: Default::default(),
             shared,
             metrics,
             system: std::sync::Mutex::new(sluice_app::model::SystemInfo {
@@ -400,9 +408,12 @@ impl MappingService {
     pub async fn overview(&self) -> Result<Vec<Overview>, ServiceError> {
         let now = crate::clock::now_ms();
         let mut out = Vec::new();
+        let failed = self.open_failure_counts().await;
         for m in self.list().await? {
             let recent = self.metrics.recent(m.uuid, now - LIVE_WINDOW);
-            out.push(overview_of(&m, &recent, now));
+            let mut o = overview_of(&m, &recent, now);
+            o.failed_records = failed.get(&m.uuid).copied().unwrap_or(0);
+            out.push(o);
         }
         Ok(out)
     }
@@ -560,6 +571,7 @@ impl MappingService {
         if !self.shared.store.delete(id).await? {
             return Err(ServiceError::NotFound(id));
         }
+        self.forget_failures(id).await;
         self.changed(id).await;
         view.status.state = MappingState::Deleting;
         view.status.state_transition_reason = "USER_INITIATED".into();
@@ -701,6 +713,32 @@ impl Backend for MappingService {
         self.auth.tokens().await.map_err(|e| format!("{e:#}"))
     }
 
+    async fn failures(
+        &self,
+        id: Uuid,
+        filter: sluice_app::failures::FailureFilter,
+        marker: Option<String>,
+    ) -> Result<sluice_app::failures::FailurePage, String> {
+        MappingService::failures(self, id, &filter, marker.as_deref(), 100).await.map_err(|e| e.to_string())
+    }
+
+    async fn redrives(&self, id: Uuid) -> Result<Vec<sluice_app::failures::RedriveJob>, String> {
+        self.redrive_jobs(id).await.map_err(|e| e.to_string())
+    }
+
+    async fn redrive_job(&self, id: Uuid, job: String) -> Result<Option<sluice_app::failures::RedriveJob>, String> {
+        MappingService::redrive_job(self, id, &job).await.map_err(|e| e.to_string())
+    }
+
+    async fn failed_record(
+        &self,
+        id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<sluice_app::filter::Sample>, String> {
+        MappingService::failed_record(self, id, partition, offset).await.map_err(|e| e.to_string())
+    }
+
     fn system(&self) -> sluice_app::model::SystemInfo {
         let mut info = self.system.lock().unwrap_or_else(|e| e.into_inner()).clone();
         info.node = self.shared.node.id.clone();
@@ -790,6 +828,7 @@ fn overview_of(m: &MappingView, recent: &[sluice_app::metrics::MetricPoint], now
         end: now,
         records_per_s: if last_minute.period_ms > 0 { last_minute.rate(last_minute.polled_event_count) } else { 0.0 },
         error_rate: (t.invocations > 0).then(|| t.errors as f64 / t.invocations as f64),
+        failed_records: 0,
     }
 }
 
