@@ -249,6 +249,45 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
     }
     let event: serde_json::Value = serde_json::from_str(got["s3"]["payload"].as_str().unwrap()).unwrap();
     assert_eq!(event["records"]["bad-0"].as_array().unwrap().len(), 3);
+
+    // The failure ledger names each record and its failure record's id at
+    // the destination (SQS's message id, S3's object key).
+    let all = sluice_app::failures::FailureFilter::default();
+    for (n, id) in ids.iter().enumerate() {
+        let t = Instant::now();
+        let page = loop {
+            let page = s.mappings.failures(*id, &all, None, 10).await.unwrap();
+            if page.total == 3 || t.elapsed() > Duration::from_secs(10) {
+                break page;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(page.total, 3, "destination {n}: {page:?}");
+        let message = page.failures[0].destination_message.clone().unwrap_or_default();
+        match n {
+            0 => assert_eq!(message, format!("message {}", got["sqs_id"].as_str().unwrap()), "SQS's message id"),
+            1 => assert!(message.starts_with("message ") && message.len() > 20, "SNS's message id: {message}"),
+            _ => assert_eq!(message, format!("object {}", got["s3_key"].as_str().unwrap()), "S3's object key"),
+        }
+        assert!(page.failures.iter().all(|f| f.destination_message.as_deref() == Some(message.as_str())), "one message per batch");
+    }
+    // The function is fixed: a redrive of the SQS mapping's records.
+    *f.status.lock().unwrap() = 200;
+    let job = s
+        .mappings
+        .redrive(ids[0], &sluice_app::failures::RedriveRequest { all: true, ..Default::default() }, "tester")
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let done = loop {
+        let j = s.mappings.redrive_job(ids[0], &job.job_id).await.unwrap().unwrap();
+        if j.state == "Done" || t.elapsed() > Duration::from_secs(30) {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((done.succeeded, done.failed, done.gone), (3, 0, 0), "{done:?}");
+    assert_eq!(f.by_partition().get(&0), Some(&vec![0, 1, 2]), "the three records, once, in order");
     s.stop().await;
 }
 
@@ -282,15 +321,18 @@ const READ_DESTINATIONS: &str = r#"
 import boto3, json, sys
 kw = dict(endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
 sqs, s3 = boto3.client("sqs", **kw), boto3.client("s3", **kw)
+ids = {}
 def one(queue):
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
     assert len(msgs) == 1, msgs
+    ids[queue] = msgs[0]["MessageId"]
     return json.loads(msgs[0]["Body"])
 objects = s3.list_objects_v2(Bucket="failures", Prefix="aws/lambda/" + sys.argv[2] + "/bad-0/")["Contents"]
 assert len(objects) == 1, objects
 body = s3.get_object(Bucket="failures", Key=objects[0]["Key"])["Body"].read()
-print(json.dumps({"sqs": one("failures"), "sns": json.loads(one("via-sns")["Message"]), "s3": json.loads(body)}))
+print(json.dumps({"sqs": one("failures"), "sns": json.loads(one("via-sns")["Message"]), "s3": json.loads(body),
+                  "sqs_id": ids["failures"], "s3_key": objects[0]["Key"]}))
 "#;
 
 struct Moto {
