@@ -79,9 +79,11 @@ test("the API lists failed records newest first, filtered and paged", async () =
   const unknown = await api(s.url, "POST", `/api/v1/mappings/${mapping}/failures/redrive`, { Records: [{ Partition: 0, Offset: 999999999 }] });
   assert.equal(unknown.status, 400);
   assert.match(unknown.body.Message, /not a failed record/);
-  // The overview counts them.
+  // The overview and Prometheus count them.
   const overview = (await api(s.url, "GET", "/api/v1/overview")).body.Mappings.find((m) => m.UUID === mapping);
   assert.equal(overview.FailedRecords, all.Total);
+  const prom = await api(s.url, "GET", "/metrics");
+  assert.match(prom.body, new RegExp(`sluice_failed_records\\{mapping="${mapping}"[^}]*\\} ${all.Total}\\b`));
 });
 
 test("the tab lists the failures and redrives a selection without a reload", async () => {
@@ -132,5 +134,29 @@ test("the tab lists the failures and redrives a selection without a reload", asy
   const entries = (audit.Entries || audit).filter((e) => e.Action?.includes("/failures/redrive") || e.action?.includes("/failures/redrive"));
   assert.ok(entries.length >= 1, JSON.stringify(audit).slice(0, 500));
   assert.match(JSON.stringify(entries[0]), /redrive .* of 2 failed records/);
+  await ctx.close();
+});
+
+test("without JavaScript the redrive form posts and the job's page follows it", async () => {
+  failing = false;
+  const ctx = await browser.newContext({ javaScriptEnabled: false });
+  await signIn(ctx, s);
+  const page = await ctx.newPage();
+  await page.goto(`${s.url}/mappings/${mapping}/failures?redrive=None`);
+  const ids = await page.$$eval('tr[data-redrive="None"]', (trs) => trs.slice(0, 3).map((tr) => tr.dataset.record));
+  assert.equal(ids.length, 3);
+  for (const id of ids) await page.check(`tr[data-record="${id}"] input[type=checkbox]`);
+  await page.click('[data-action="redrive-selected"]');
+  assert.match(page.url(), /\/failures\?job=/);
+  let text = "";
+  for (let i = 0; i < 50; i++) {
+    text = await page.textContent("section.redrive");
+    if (/3 of 3 records/.test(text)) break;
+    await new Promise((r) => setTimeout(r, 200));
+    await page.reload();
+  }
+  assert.match(text, /3 of 3 records: 3 succeeded/);
+  const audit = JSON.stringify((await api(s.url, "GET", "/api/v1/audit")).body);
+  assert.match(audit, /redrive [^"]* of 3 failed records/);
   await ctx.close();
 });

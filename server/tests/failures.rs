@@ -140,80 +140,29 @@ async fn poison_records_are_listed_and_redriven_once_the_function_is_fixed() {
     assert_eq!(failed_again.failures[0].redrive.as_ref().map(|d| d.result), Some(RedriveResult::Failed));
     f.poisoned.lock().unwrap().clear();
 
-    // Records the topic no longer holds: partition 0 below offset 100 deleted.
-    if delete_records(b.bootstrap(), "orders", 0, 100).await {
-        let some = RedriveRequest {
-            records: Some(vec![
-                RecordRef { partition: 0, offset: 7 },
-                RecordRef { partition: 0, offset: 77 },
-                RecordRef { partition: 0, offset: 150 },
-            ]),
-            ..Default::default()
-        };
-        let j = s.mappings.redrive(id, &some, "tester").await.unwrap();
-        let j = wait_job(&s.mappings, id, &j.job_id, Duration::from_secs(60)).await;
-        let by: BTreeMap<i64, (RedriveResult, String)> =
-            j.results.iter().map(|r| (r.offset, (r.result, r.error.clone().unwrap_or_default()))).collect();
-        println!("after deleting records below 100: {by:?}");
-        assert_eq!(by[&7].0, RedriveResult::Gone);
-        assert_eq!(by[&77].0, RedriveResult::Gone);
-        assert!(by[&7].1.contains("no copy: it was dropped"), "where its copy went: {}", by[&7].1);
-        assert_eq!(by[&150].0, RedriveResult::Succeeded);
-    } else {
-        // The broker does not delete records (tansu 0.6, the mock cluster):
-        // the mapping moves to a new topic instead, as when a topic is
-        // replaced; other records sit at the failed records' offsets there.
-        println!("the broker does not delete records (DeleteRecords): the mapping reads a replaced topic instead");
-        b.create_topic("orders-v2", 2).await;
-        b.produce("orders-v2", 2, 100, None).await;
-        let mut moved = s.mappings.get(id).await.unwrap().spec;
-        moved.topics = vec!["orders-v2".into()];
-        s.mappings.replace(id, moved).await.unwrap();
-        let some = RedriveRequest {
-            records: Some(vec![RecordRef { partition: 0, offset: 7 }, RecordRef { partition: 0, offset: 150 }]),
-            ..Default::default()
-        };
-        let j = s.mappings.redrive(id, &some, "tester").await.unwrap();
-        let j = wait_job(&s.mappings, id, &j.job_id, Duration::from_secs(60)).await;
-        let by: BTreeMap<i64, (RedriveResult, String)> =
-            j.results.iter().map(|r| (r.offset, (r.result, r.error.clone().unwrap_or_default()))).collect();
-        println!("after replacing the topic: {by:?}");
-        assert_eq!(by[&7].0, RedriveResult::Gone, "another record sits at offset 7 now");
-        assert!(by[&7].1.contains("not the one that failed"), "{}", by[&7].1);
-        assert_eq!(by[&150].0, RedriveResult::Gone, "past the end");
-        assert!(by[&150].1.contains("no copy: it was dropped"), "where its copy went: {}", by[&150].1);
-    }
+    // Records the topic no longer holds. Neither tansu 0.6 nor the mock
+    // cluster deletes records (DeleteRecords: tansu drops the connection),
+    // so the mapping moves to a new topic, as when a topic is replaced;
+    // other records sit at the failed records' offsets there.
+    b.create_topic("orders-v2", 2).await;
+    b.produce("orders-v2", 2, 100, None).await;
+    let mut moved = s.mappings.get(id).await.unwrap().spec;
+    moved.topics = vec!["orders-v2".into()];
+    s.mappings.replace(id, moved).await.unwrap();
+    let some = RedriveRequest {
+        records: Some(vec![RecordRef { partition: 0, offset: 7 }, RecordRef { partition: 0, offset: 150 }]),
+        ..Default::default()
+    };
+    let j = s.mappings.redrive(id, &some, "tester").await.unwrap();
+    let j = wait_job(&s.mappings, id, &j.job_id, Duration::from_secs(60)).await;
+    let by: BTreeMap<i64, (RedriveResult, String)> =
+        j.results.iter().map(|r| (r.offset, (r.result, r.error.clone().unwrap_or_default()))).collect();
+    println!("after replacing the topic: {by:?}");
+    assert_eq!(by[&7].0, RedriveResult::Gone, "another record sits at offset 7 now");
+    assert!(by[&7].1.contains("not the one that failed"), "{}", by[&7].1);
+    assert_eq!(by[&150].0, RedriveResult::Gone, "past the end");
+    assert!(by[&150].1.contains("no copy: it was dropped"), "where its copy went: {}", by[&150].1);
     s.stop().await;
-}
-
-/// Deletes a partition's records below `before` (what retention does);
-/// false when the broker does not support it.
-async fn delete_records(bootstrap: &str, topic: &str, partition: i32, before: i64) -> bool {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(before)).unwrap();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    match admin.delete_records(&tpl, &opts).await {
-        Ok(res) => {
-            let ok = res.elements().iter().all(|e| e.error().is_ok());
-            println!("DeleteRecords: {:?}", res.elements().iter().map(|e| (e.offset(), e.error())).collect::<Vec<_>>());
-            ok && end_offsets_low(bootstrap, topic, partition) == before
-        }
-        Err(e) => {
-            println!("DeleteRecords refused: {e}");
-            false
-        }
-    }
-}
-
-fn end_offsets_low(bootstrap: &str, topic: &str, partition: i32) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "low").create().unwrap();
-    c.fetch_watermarks(topic, partition, Duration::from_secs(10)).map(|w| w.0).unwrap_or(-1)
 }
 
 fn percentile(v: &mut [i64], q: f64) -> i64 {
@@ -315,4 +264,41 @@ async fn a_large_redrive_runs_beside_live_traffic() {
     // above either; the figures above are the measurement).
     assert!(d99 < 1000.max(b99 * 5), "live p99 {d99} ms during the redrive, {b99} ms before");
     s.stop().await;
+}
+
+/// Past the retention the ledger forgets; a record given up on again
+/// replaces its entry (and its redrive) rather than adding one.
+#[tokio::test]
+async fn the_ledger_keeps_one_entry_per_record_for_its_retention() {
+    use sluice_app::failures::FailedRecord;
+    use sluice_server::ledger::Ledger;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sluice_server::store::Store::open(&database_url(dir.path()).await).await.unwrap();
+    let ledger = Ledger::new(&store);
+    let id = uuid::Uuid::new_v4();
+    let now = sluice_server::clock::now_ms();
+    let day = 86_400_000;
+    let entry = |offset: i64, failed_at: i64, error: &str| FailedRecord {
+        partition: 0,
+        offset,
+        key: None,
+        timestamp: failed_at - 1000,
+        condition: "RecordAgeExceeded".into(),
+        attempts: 2,
+        error: error.into(),
+        destination: "dropped".into(),
+        destination_message: None,
+        failed_at,
+        redrive: None,
+    };
+    ledger.record(id, "n1", &[entry(1, now - 20 * day, "old"), entry(2, now - day, "first")]).await.unwrap();
+    ledger.record(id, "n2", &[entry(2, now, "second")]).await.unwrap();
+    let page = ledger.list(id, &FailureFilter::default(), None, 10).await.unwrap();
+    assert_eq!(page.total, 2);
+    assert_eq!(page.failures[0].error, "second", "the newer failure replaced the entry");
+    let since = FailureFilter { since: Some(now - 2 * day), ..Default::default() };
+    assert_eq!(ledger.list(id, &since, None, 10).await.unwrap().total, 1, "filtered by time");
+    assert_eq!(ledger.purge(now - 14 * day).await.unwrap(), 1, "the 20-day-old entry goes");
+    let left = ledger.list(id, &FailureFilter::default(), None, 10).await.unwrap();
+    assert_eq!(left.failures.iter().map(|f| f.offset).collect::<Vec<_>>(), vec![2]);
 }

@@ -269,7 +269,10 @@ async fn lambda_functions_are_invoked_and_their_failures_reported() {
             1 => assert!(message.starts_with("message ") && message.len() > 20, "SNS's message id: {message}"),
             _ => assert_eq!(message, format!("object {}", got["s3_key"].as_str().unwrap()), "S3's object key"),
         }
-        assert!(page.failures.iter().all(|f| f.destination_message.as_deref() == Some(message.as_str())), "one message per batch");
+        assert!(
+            page.failures.iter().all(|f| f.destination_message.as_deref() == Some(message.as_str())),
+            "one message per batch"
+        );
     }
     // The function is fixed: a redrive of the SQS mapping's records.
     *f.status.lock().unwrap() = 200;

@@ -57,7 +57,7 @@ pub fn MappingList() -> impl IntoView {
                                 <tr>
                                     <th>"Mapping"</th><th>"Health"</th><th>"State"</th><th>"Topic"</th>
                                     <th>"Function"</th><th>"Lag, last 15 min"</th><th>"Offset lag"</th><th>"Records/s"</th>
-                                    <th>"Error rate"</th><th>"Invocations"</th><th>"Errors"</th><th>"Last processing result"</th>
+                                    <th>"Error rate"</th><th>"Invocations"</th><th>"Errors"</th><th>"Failed records"</th><th>"Last processing result"</th>
                                 </tr>
                             </thead>
                             <tbody>
@@ -72,6 +72,11 @@ pub fn MappingList() -> impl IntoView {
                                             <td class="mono">{m.spec.function_name.clone()}</td>
                                             <td class="spark" inner_html=health.get(&m.uuid).map(|o| sparkline(&o.lag_sparkline, o.start, o.end)).unwrap_or_default()></td>
                                             <Live c=live.get(&m.uuid).cloned() o=health.get(&m.uuid).cloned()/>
+                                            <td data-live="failed-records">{match health.get(&m.uuid).map(|o| o.failed_records) {
+                                                Some(n) if n > 0 => view! { <a href=format!("/mappings/{}/failures", m.uuid)>{n}</a> }.into_any(),
+                                                Some(_) => "0".into_any(),
+                                                None => "—".into_any(),
+                                            }}</td>
                                             <td>{m.status.last_processing_result.clone()}</td>
                                         </tr>
                                     }
