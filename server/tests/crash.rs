@@ -76,9 +76,15 @@ async fn kill_9_repeatedly_loses_nothing() {
         assert!(t.elapsed() < Duration::from_secs(120), "after the last restart, delivered {c:?} of {ends:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let committed_deadline = Instant::now() + Duration::from_secs(20);
-    while broker.committed("g-crash", "crash", PARTITIONS) != ends {
-        assert!(Instant::now() < committed_deadline, "final commit missing");
+    // A killed member's partitions move on only once the broker counts it
+    // out (its session timeout) and the group rebalances: slow on a loaded machine.
+    let committed_deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let committed = broker.committed("g-crash", "crash", PARTITIONS);
+        if committed == ends {
+            break;
+        }
+        assert!(Instant::now() < committed_deadline, "final commit missing: committed {committed:?}, ends {ends:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     p.child.kill().unwrap();

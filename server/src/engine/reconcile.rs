@@ -110,6 +110,9 @@ pub struct Engine {
     /// they have stopped, and still in the live registry meanwhile (a reset
     /// waits for them to leave it before committing offsets).
     stopping: HashMap<Uuid, (Arc<LiveStatus>, JoinHandle<()>)>,
+    /// Statuses of pollers that ended, until their last ledger entries are
+    /// written.
+    ended: Vec<(Uuid, Arc<LiveStatus>)>,
     holds: Holds,
     node: Arc<Node>,
     /// Pollers the autoscaler wants per mapping, over the whole cluster.
@@ -151,6 +154,7 @@ impl Engine {
             settings,
             running: HashMap::new(),
             stopping: HashMap::new(),
+            ended: Vec::new(),
             holds: shared.holds.clone(),
             node: shared.node.clone(),
             wanted_pollers: HashMap::new(),
@@ -189,19 +193,34 @@ impl Engine {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => full = last_full.elapsed() >= Duration::from_secs(5),
             }
         }
+        // What the pollers give up on while they drain still reaches the ledger.
+        let statuses: Vec<(Uuid, Arc<LiveStatus>)> = self
+            .running
+            .iter()
+            .map(|(id, r)| (*id, r.status.clone()))
+            .chain(self.stopping.iter().map(|(id, (s, _))| (*id, s.clone())))
+            .collect();
         let running = std::mem::take(&mut self.running).into_values().map(Running::shutdown);
         let stopping = std::mem::take(&mut self.stopping).into_values().map(|(_, t)| async move {
             let _ = t.await;
         });
         futures::future::join_all(running).await;
         futures::future::join_all(stopping).await;
+        self.ended.extend(statuses);
         self.flush_statuses().await;
     }
 
     /// Puts what runs or is still stopping in the live registry; returns
     /// its shape (mappings and their pollers), which the heartbeat reports.
     fn publish(&mut self, live: &LiveRegistry) -> Vec<(Uuid, u64)> {
-        self.stopping.retain(|_, (_, t)| !t.is_finished());
+        let ended = &mut self.ended;
+        self.stopping.retain(|id, (s, t)| {
+            let done = t.is_finished();
+            if done {
+                ended.push((*id, s.clone()));
+            }
+            !done
+        });
         let statuses = self
             .running
             .iter()
@@ -446,7 +465,7 @@ impl Engine {
         }
     }
 
-    async fn flush_statuses(&self) {
+    async fn flush_statuses(&mut self) {
         for (id, r) in &self.running {
             if let Some(result) = r.status.take_change() {
                 if let Err(e) = self.store.set_result(*id, &result).await {
@@ -459,20 +478,30 @@ impl Engine {
                 }
             }
         }
-        // What the pollers gave up on, stopping ones too.
-        let statuses =
-            self.running.iter().map(|(id, r)| (id, &r.status)).chain(self.stopping.iter().map(|(id, (s, _))| (id, s)));
+        // What the pollers gave up on: running, stopping and ended ones.
+        let ended = std::mem::take(&mut self.ended);
+        let statuses = self
+            .running
+            .iter()
+            .map(|(id, r)| (*id, r.status.clone()))
+            .chain(self.stopping.iter().map(|(id, (s, _))| (*id, s.clone())))
+            .chain(ended.iter().cloned());
+        let mut refused = Vec::new();
         for (id, status) in statuses {
             let failed = status.take_failed();
             if failed.is_empty() {
                 continue;
             }
-            if let Err(e) = crate::ledger::Ledger::new(&self.store).record(*id, &self.node.id, &failed).await {
+            if let Err(e) = crate::ledger::Ledger::new(&self.store).record(id, &self.node.id, &failed).await {
                 if self.node.db_error().is_none() {
                     tracing::warn!(mapping = %id, "cannot write the failure ledger: {e:#}");
                 }
                 status.keep_failed(failed);
+                refused.push((id, status));
             }
         }
+        // An ended poller's entries the database refused wait for the next pass.
+        self.ended =
+            refused.into_iter().filter(|(id, s)| ended.iter().any(|(e, x)| e == id && Arc::ptr_eq(x, s))).collect();
     }
 }
