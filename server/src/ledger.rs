@@ -15,6 +15,10 @@ use uuid::Uuid;
 
 use crate::store::Store;
 
+/// Most entries a mapping's ledger keeps: a function failing every record
+/// would otherwise grow it as fast as records arrive.
+pub const MAX_PER_MAPPING: usize = 1_000_000;
+
 #[derive(Clone)]
 pub struct Ledger {
     store: Store,
@@ -246,6 +250,25 @@ impl Ledger {
         sqlx::query("DELETE FROM redrive_jobs WHERE finished_ms IS NOT NULL AND finished_ms < $1")
             .bind(before)
             .execute(pool)
+            .await?;
+        Ok(n.rows_affected())
+    }
+
+    /// Keeps a mapping's newest `keep` entries (about: ties at the cut stay),
+    /// letting older ones go; answers how many went.
+    pub async fn trim(&self, id: Uuid, keep: usize) -> Result<u64> {
+        let cut = sqlx::query(&format!(
+            "SELECT failed_ms FROM failed_records WHERE uuid = $1 ORDER BY failed_ms DESC LIMIT 1 OFFSET {keep}"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.store.pool())
+        .await?;
+        let Some(cut) = cut else { return Ok(0) };
+        let cut: i64 = cut.try_get("failed_ms")?;
+        let n = sqlx::query("DELETE FROM failed_records WHERE uuid = $1 AND failed_ms <= $2")
+            .bind(id.to_string())
+            .bind(cut)
+            .execute(self.store.pool())
             .await?;
         Ok(n.rows_affected())
     }

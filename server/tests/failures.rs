@@ -301,4 +301,10 @@ async fn the_ledger_keeps_one_entry_per_record_for_its_retention() {
     assert_eq!(ledger.purge(now - 14 * day).await.unwrap(), 1, "the 20-day-old entry goes");
     let left = ledger.list(id, &FailureFilter::default(), None, 10).await.unwrap();
     assert_eq!(left.failures.iter().map(|f| f.offset).collect::<Vec<_>>(), vec![2]);
+    // Bounded per mapping: the newest entries stay.
+    let many: Vec<FailedRecord> = (10..15).map(|o| entry(o, now + o, "flood")).collect();
+    ledger.record(id, "n1", &many).await.unwrap();
+    assert_eq!(ledger.trim(id, 2).await.unwrap(), 4, "all but the newest two");
+    let kept = ledger.list(id, &FailureFilter::default(), None, 10).await.unwrap();
+    assert_eq!(kept.failures.iter().map(|f| f.offset).collect::<Vec<_>>(), vec![14, 13]);
 }

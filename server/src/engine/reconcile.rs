@@ -113,6 +113,8 @@ pub struct Engine {
     /// Statuses of pollers that ended, until their last ledger entries are
     /// written.
     ended: Vec<(Uuid, Arc<LiveStatus>)>,
+    /// Ledger entries written per mapping since its ledger was last trimmed.
+    written: HashMap<Uuid, usize>,
     holds: Holds,
     node: Arc<Node>,
     /// Pollers the autoscaler wants per mapping, over the whole cluster.
@@ -155,6 +157,7 @@ impl Engine {
             running: HashMap::new(),
             stopping: HashMap::new(),
             ended: Vec::new(),
+            written: HashMap::new(),
             holds: shared.holds.clone(),
             node: shared.node.clone(),
             wanted_pollers: HashMap::new(),
@@ -487,17 +490,36 @@ impl Engine {
             .chain(self.stopping.iter().map(|(id, (s, _))| (*id, s.clone())))
             .chain(ended.iter().cloned());
         let mut refused = Vec::new();
+        let ledger = crate::ledger::Ledger::new(&self.store);
         for (id, status) in statuses {
             let failed = status.take_failed();
             if failed.is_empty() {
                 continue;
             }
-            if let Err(e) = crate::ledger::Ledger::new(&self.store).record(id, &self.node.id, &failed).await {
-                if self.node.db_error().is_none() {
-                    tracing::warn!(mapping = %id, "cannot write the failure ledger: {e:#}");
+            let n = failed.len();
+            match ledger.record(id, &self.node.id, &failed).await {
+                Ok(()) => {
+                    // Bounded: checked every 10,000 entries a mapping writes.
+                    let since = self.written.entry(id).or_default();
+                    *since += n;
+                    if *since >= 10_000 {
+                        *since = 0;
+                        match ledger.trim(id, crate::ledger::MAX_PER_MAPPING).await {
+                            Ok(0) => {}
+                            Ok(gone) => {
+                                tracing::warn!(mapping = %id, gone, "the failure ledger keeps a mapping's newest {} entries: older ones let go", crate::ledger::MAX_PER_MAPPING)
+                            }
+                            Err(e) => tracing::warn!(mapping = %id, "cannot trim the failure ledger: {e:#}"),
+                        }
+                    }
                 }
-                status.keep_failed(failed);
-                refused.push((id, status));
+                Err(e) => {
+                    if self.node.db_error().is_none() {
+                        tracing::warn!(mapping = %id, "cannot write the failure ledger: {e:#}");
+                    }
+                    status.keep_failed(failed);
+                    refused.push((id, status));
+                }
             }
         }
         // An ended poller's entries the database refused wait for the next pass.
