@@ -14,7 +14,14 @@ use sluice_app::failures::{FailedRecord, DROPPED};
 use sluice_app::metrics::Counter;
 
 /// The most of a key the ledger keeps.
-pub(super) const KEY_KEPT: usize = 1024;
+const KEY_KEPT: usize = 1024;
+
+/// A record's key as the ledger keeps it: base64 (as in the event) of its
+/// first `KEY_KEPT` bytes.
+pub(super) fn ledger_key(k: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(&k[..k.len().min(KEY_KEPT)])
+}
 
 /// What invoking the records came to before they failed.
 #[derive(Clone, Debug, Default)]
@@ -88,7 +95,6 @@ fn ledger_entries(
     destination: &str,
     receipt: &[String],
 ) -> Vec<FailedRecord> {
-    use base64::Engine as _;
     let now = crate::clock::now_ms();
     records
         .iter()
@@ -96,7 +102,7 @@ fn ledger_entries(
         .map(|(i, r)| FailedRecord {
             partition,
             offset: r.offset,
-            key: r.key.as_ref().map(|k| base64::engine::general_purpose::STANDARD.encode(&k[..k.len().min(KEY_KEPT)])),
+            key: r.key.as_deref().map(ledger_key),
             timestamp: r.timestamp_ms,
             condition: condition.as_str().to_string(),
             attempts: tried.attempts,

@@ -197,12 +197,7 @@ impl Engine {
             }
         }
         // What the pollers give up on while they drain still reaches the ledger.
-        let statuses: Vec<(Uuid, Arc<LiveStatus>)> = self
-            .running
-            .iter()
-            .map(|(id, r)| (*id, r.status.clone()))
-            .chain(self.stopping.iter().map(|(id, (s, _))| (*id, s.clone())))
-            .collect();
+        let statuses = self.statuses();
         let running = std::mem::take(&mut self.running).into_values().map(Running::shutdown);
         let stopping = std::mem::take(&mut self.stopping).into_values().map(|(_, t)| async move {
             let _ = t.await;
@@ -224,16 +219,18 @@ impl Engine {
             }
             !done
         });
-        let statuses = self
-            .running
-            .iter()
-            .map(|(k, r)| (*k, r.status.clone()))
-            .chain(self.stopping.iter().map(|(k, (s, _))| (*k, s.clone())));
+        let statuses = self.statuses();
         let mut map = live.lock().unwrap_or_else(|e| e.into_inner());
-        *map = statuses.collect();
+        *map = statuses.into_iter().collect();
         let mut shape: Vec<(Uuid, u64)> = map.iter().map(|(k, s)| (*k, s.pollers.load(Ordering::Relaxed))).collect();
         shape.sort();
         shape
+    }
+
+    /// The statuses of what runs or is still stopping.
+    fn statuses(&self) -> Vec<(Uuid, Arc<LiveStatus>)> {
+        let running = self.running.iter().map(|(id, r)| (*id, r.status.clone()));
+        running.chain(self.stopping.iter().map(|(id, (s, _))| (*id, s.clone()))).collect()
     }
 
     /// The cluster's total pollers for a mapping: the autoscaler's, or the
@@ -481,17 +478,12 @@ impl Engine {
                 }
             }
         }
-        // What the pollers gave up on: running, stopping and ended ones.
+        // What the pollers gave up on: running, stopping and ended ones
+        // (`true`: ended, kept here until written).
         let ended = std::mem::take(&mut self.ended);
-        let statuses = self
-            .running
-            .iter()
-            .map(|(id, r)| (*id, r.status.clone()))
-            .chain(self.stopping.iter().map(|(id, (s, _))| (*id, s.clone())))
-            .chain(ended.iter().cloned());
-        let mut refused = Vec::new();
+        let statuses = self.statuses().into_iter().map(|s| (s, false)).chain(ended.into_iter().map(|s| (s, true)));
         let ledger = crate::ledger::Ledger::new(&self.store);
-        for (id, status) in statuses {
+        for ((id, status), ended) in statuses {
             let failed = status.take_failed();
             if failed.is_empty() {
                 continue;
@@ -518,12 +510,11 @@ impl Engine {
                         tracing::warn!(mapping = %id, "cannot write the failure ledger: {e:#}");
                     }
                     status.keep_failed(failed);
-                    refused.push((id, status));
+                    if ended {
+                        self.ended.push((id, status));
+                    }
                 }
             }
         }
-        // An ended poller's entries the database refused wait for the next pass.
-        self.ended =
-            refused.into_iter().filter(|(id, s)| ended.iter().any(|(e, x)| e == id && Arc::ptr_eq(x, s))).collect();
     }
 }

@@ -19,7 +19,7 @@ use sluice_app::failures::{FailedRecord, RedriveOutcome, RedriveResult};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::event::{build_event, encode_decoded, encode_record, EncodedRecord, EventSource};
+use super::event::{build_event, encode_decoded, encode_record, envelope_len, EncodedRecord, EventSource};
 use super::invoke::{backoff, failed_from};
 use super::target::{Outcome, Target};
 use crate::kafka_auth::{AuthContext, KafkaAuth};
@@ -77,8 +77,8 @@ pub async fn run(
         .await;
 }
 
-fn outcome(f: &FailedRecord, result: RedriveResult, error: Option<String>) -> RedriveOutcome {
-    RedriveOutcome { partition: f.partition, offset: f.offset, result, error, at: crate::clock::now_ms() }
+fn outcome(partition: i32, offset: i64, result: RedriveResult, error: Option<String>) -> RedriveOutcome {
+    RedriveOutcome { partition, offset, result, error, at: crate::clock::now_ms() }
 }
 
 async fn partition_run(
@@ -88,15 +88,17 @@ async fn partition_run(
     stop: CancellationToken,
     out: mpsc::UnboundedSender<Vec<RedriveOutcome>>,
 ) {
-    let entries: BTreeMap<i64, FailedRecord> = recs.iter().map(|f| (f.offset, f.clone())).collect();
     let offsets: Vec<i64> = recs.iter().map(|f| f.offset).collect();
+    let entries: BTreeMap<i64, FailedRecord> = recs.into_iter().map(|f| (f.offset, f)).collect();
     let (tx, mut rx) = mpsc::channel::<Read>(r.batch_size.clamp(16, 1024));
     let reader = {
         let (servers, topic, auth, stop) = (r.servers.clone(), r.topic.clone(), r.auth.clone(), stop.clone());
         tokio::task::spawn_blocking(move || read(&servers, &topic, &auth, partition, &offsets, &tx, &stop))
     };
-    let mut batch: Vec<(EncodedRecord, &FailedRecord)> = Vec::new();
-    let mut batch_bytes = 0usize;
+    // Sized as the pipeline's batcher sizes batches.
+    let envelope = envelope_len(&r.source, &r.topic, partition);
+    let mut batch: Vec<EncodedRecord> = Vec::new();
+    let mut size = envelope;
     let mut closed = false;
     while !closed || !batch.is_empty() {
         // Fill a batch with what the reader has; a short wait lets it catch up.
@@ -118,40 +120,36 @@ async fn partition_run(
                 Read::Gone(o) => {
                     if let Some(f) = entries.get(&o) {
                         let why = format!("the topic no longer holds offset {o}: {}", f.copy_at());
-                        done.push(outcome(f, RedriveResult::Gone, Some(why)));
+                        done.push(outcome(partition, o, RedriveResult::Gone, Some(why)));
                     }
                 }
-                Read::Unreadable(o, why) => {
-                    if let Some(f) = entries.get(&o) {
-                        done.push(outcome(f, RedriveResult::Failed, Some(why)));
-                    }
-                }
+                Read::Unreadable(o, why) => done.push(outcome(partition, o, RedriveResult::Failed, Some(why))),
                 Read::Found(m) => {
-                    let Some(f) = entries.get(&m.offset()) else { continue };
+                    let o = m.offset();
+                    let Some(f) = entries.get(&o) else { continue };
                     if let Some(why) = not_the_same(&m, f) {
-                        done.push(outcome(f, RedriveResult::Gone, Some(format!("{why}: {}", f.copy_at()))));
+                        done.push(outcome(partition, o, RedriveResult::Gone, Some(format!("{why}: {}", f.copy_at()))));
                         continue;
                     }
                     match prepare(&r, &m).await {
-                        Err(why) => done.push(outcome(f, RedriveResult::Failed, Some(why))),
-                        Ok(e) if e.json.len() + 512 > r.max_payload => {
+                        Err(why) => done.push(outcome(partition, o, RedriveResult::Failed, Some(why))),
+                        Ok(e) if envelope + e.json.len() > r.max_payload => {
                             let why = format!(
                                 "a record of {} bytes (encoded) exceeds the {} byte payload limit",
                                 e.json.len(),
                                 r.max_payload
                             );
-                            done.push(outcome(f, RedriveResult::Failed, Some(why)));
+                            done.push(outcome(partition, o, RedriveResult::Failed, Some(why)));
                         }
                         Ok(e) => {
-                            if !batch.is_empty() && batch_bytes + e.json.len() + 512 > r.max_payload {
+                            if !batch.is_empty() && size + e.json.len() + 1 > r.max_payload {
                                 // Full by size: this record opens the next batch.
                                 let _ = out.send(std::mem::take(&mut done));
-                                let first = invoke(&r, partition, std::mem::take(&mut batch), &stop).await;
-                                let _ = out.send(first);
-                                batch_bytes = 0;
+                                let _ = out.send(invoke(&r, partition, std::mem::take(&mut batch), &stop).await);
+                                size = envelope;
                             }
-                            batch_bytes += e.json.len() + 1;
-                            batch.push((e, f));
+                            size += e.json.len() + 1;
+                            batch.push(e);
                         }
                     }
                 }
@@ -164,9 +162,8 @@ async fn partition_run(
             break;
         }
         if !batch.is_empty() {
-            let results = invoke(&r, partition, std::mem::take(&mut batch), &stop).await;
-            batch_bytes = 0;
-            let _ = out.send(results);
+            let _ = out.send(invoke(&r, partition, std::mem::take(&mut batch), &stop).await);
+            size = envelope;
         }
     }
     drop(rx);
@@ -177,10 +174,8 @@ async fn partition_run(
 /// was deleted and made again, or the mapping reads another topic now): its
 /// timestamp or key differ from the ledger's.
 fn not_the_same(m: &OwnedMessage, f: &FailedRecord) -> Option<String> {
-    use base64::Engine as _;
     let ts = m.timestamp().to_millis().unwrap_or(-1);
-    let key =
-        m.key().map(|k| base64::engine::general_purpose::STANDARD.encode(&k[..k.len().min(super::failure::KEY_KEPT)]));
+    let key = m.key().map(super::failure::ledger_key);
     (ts != f.timestamp || key != f.key).then(|| {
         format!(
             "the record now at offset {} is not the one that failed (the topic was recreated or replaced)",
@@ -212,28 +207,29 @@ async fn prepare(r: &Redrive, m: &OwnedMessage) -> Result<EncodedRecord, String>
 async fn invoke(
     r: &Redrive,
     partition: i32,
-    mut batch: Vec<(EncodedRecord, &FailedRecord)>,
+    mut records: Vec<EncodedRecord>,
     stop: &CancellationToken,
 ) -> Vec<RedriveOutcome> {
-    let mut results = Vec::with_capacity(batch.len());
+    let mut results = Vec::with_capacity(records.len());
+    let each = |records: &[EncodedRecord], result, error: Option<String>| {
+        records.iter().map(move |e| outcome(partition, e.offset, result, error.clone())).collect::<Vec<_>>()
+    };
     let (mut attempts, mut throttles) = (0u32, 0u32);
     loop {
-        let records: Vec<EncodedRecord> = batch.iter().map(|(e, _)| e.clone()).collect();
         let payload = build_event(&r.source, &r.topic, partition, &records);
         let error = match r.target.invoke(payload).await {
             Outcome::Success { body } => {
                 match failed_from(r.report_item_failures, &r.topic, partition, &body, &records) {
                     Ok(None) => {
-                        results.extend(batch.iter().map(|(_, f)| outcome(f, RedriveResult::Succeeded, None)));
+                        results.extend(each(&records, RedriveResult::Succeeded, None));
                         return results;
                     }
                     Ok(Some(first_failed)) => {
                         // As the pipeline does: everything before the lowest failed offset is done.
-                        let (ok, rest): (Vec<_>, Vec<_>) =
-                            batch.into_iter().partition(|(e, _)| e.offset < first_failed);
-                        results.extend(ok.iter().map(|(_, f)| outcome(f, RedriveResult::Succeeded, None)));
-                        batch = rest;
-                        format!("the function reported {} failed records from offset {first_failed}", batch.len())
+                        let done = records.iter().take_while(|e| e.offset < first_failed).count();
+                        results.extend(each(&records[..done], RedriveResult::Succeeded, None));
+                        records.drain(..done);
+                        format!("the function reported {} failed records from offset {first_failed}", records.len())
                     }
                     Err(why) => why,
                 }
@@ -248,8 +244,7 @@ async fn invoke(
         };
         attempts += 1;
         if attempts > r.max_retries {
-            let why = format!("{error} (after {attempts} attempts)");
-            results.extend(batch.iter().map(|(_, f)| outcome(f, RedriveResult::Failed, Some(why.clone()))));
+            results.extend(each(&records, RedriveResult::Failed, Some(format!("{error} (after {attempts} attempts)"))));
             return results;
         }
         let wait = backoff(attempts, Duration::from_millis(100), Duration::from_secs(30));

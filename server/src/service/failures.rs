@@ -62,9 +62,9 @@ impl MappingService {
         let records: Vec<FailedRecord> = match &req.records {
             Some(refs) => {
                 let found = ledger.get(id, refs).await?;
-                if let Some(missing) =
-                    refs.iter().find(|r| !found.iter().any(|f| f.partition == r.partition && f.offset == r.offset))
-                {
+                let have: std::collections::HashSet<(i32, i64)> =
+                    found.iter().map(|f| (f.partition, f.offset)).collect();
+                if let Some(missing) = refs.iter().find(|r| !have.contains(&(r.partition, r.offset))) {
                     return Err(invalid((
                         "Records".into(),
                         format!(
